@@ -1,1 +1,98 @@
-//! procman
+//! procman runs external programs as managed jobs: start a program with arguments, feed it an
+//! input file, write its output to log files, enforce a timeout, call a handler when it ends,
+//! cap how many run at once, query and kill jobs. Threads only: a fixed pool of workers, one
+//! dispatcher thread for handlers, no async runtime.
+//!
+//! # Run a job and wait for it
+//!
+//! ```
+//! use procman::{JobSpec, JobStatus, ProcessManager};
+//!
+//! let manager = ProcessManager::new();
+//! let dir = std::env::temp_dir().join(format!("procman-doc-{}", std::process::id()));
+//! let record = manager
+//!     .run(JobSpec::new("echo").arg("hello").log_file(dir.join("echo.log")))
+//!     .expect("a valid spec");
+//! assert_eq!(record.status, JobStatus::Finished);
+//! assert_eq!(record.exit_code, Some(0));
+//! assert_eq!(std::fs::read_to_string(dir.join("echo.log")).unwrap(), "hello\n");
+//! # std::fs::remove_dir_all(&dir).ok();
+//! ```
+//!
+//! # Start jobs with handlers, a timeout and a kill
+//!
+//! ```
+//! use procman::{JobSpec, JobStatus, KillOutcome, ProcessManager};
+//! use std::sync::mpsc;
+//! use std::time::Duration;
+//!
+//! let manager = ProcessManager::builder().limit(4).build().unwrap();
+//! let (tx, rx) = mpsc::channel();
+//!
+//! let slow = manager
+//!     .start_process(
+//!         JobSpec::new("sh")
+//!             .args(["-c", "sleep 30 & sleep 30"]) // a grandchild too: the whole group ends
+//!             .timeout(Duration::from_millis(200))
+//!             .on_finish({ let tx = tx.clone(); move |r| tx.send((r.id, r.status)).unwrap() }),
+//!     )
+//!     .unwrap();
+//! let other = manager.start_process(JobSpec::new("sleep").arg("30")).unwrap();
+//! assert_eq!(manager.kill_process(other), Some(KillOutcome::Killing));
+//!
+//! assert_eq!(rx.recv().unwrap(), (slow, JobStatus::TimedOut));
+//! // Killed once running; Cancelled if the kill came before its worker spawned it.
+//! let status = manager.wait(other).unwrap().status;
+//! assert!(matches!(status, JobStatus::Killed | JobStatus::Cancelled));
+//! ```
+//!
+//! # Bad input never panics
+//!
+//! ```
+//! use procman::{JobSpec, JobStatus, ProcessManager, StartError};
+//!
+//! let manager = ProcessManager::new();
+//! assert_eq!(
+//!     manager.start_process(JobSpec::new("echo").arg("a\0b")).unwrap_err(),
+//!     StartError::NulByte("argument 1".into())
+//! );
+//! let record = manager.run(JobSpec::new("/no/such/program")).unwrap();
+//! assert_eq!(record.status, JobStatus::SpawnFailed);
+//! assert!(record.error.unwrap().contains("/no/such/program"));
+//! ```
+//!
+//! # Pipelines: dependencies, priorities, retries
+//!
+//! ```
+//! use procman::{JobSpec, JobStatus, ProcessManager};
+//!
+//! let manager = ProcessManager::new();
+//! let first = manager.start_process(JobSpec::new("false")).unwrap();
+//! let second = manager.start_process(JobSpec::new("true").after(first)).unwrap();
+//! assert_eq!(manager.wait(second).unwrap().status, JobStatus::DependencyFailed);
+//! ```
+//!
+//! See DESIGN.md for the thread model, the job state machine and the guarantees, each with the
+//! test that pins it.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod dispatch;
+mod error;
+mod events;
+mod manager;
+mod output;
+mod pool;
+mod record;
+mod sched;
+mod spec;
+mod sys;
+
+pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+pub use events::{Event, Snapshot};
+pub use manager::{Builder, ProcessManager, ShutdownMode, WaitMode};
+pub use record::{
+    describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
+};
+pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};

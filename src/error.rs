@@ -1,0 +1,114 @@
+//! One small error type per operation.
+
+use std::fmt;
+
+use crate::record::JobId;
+
+/// Why [`start_process`](crate::ProcessManager::start_process) refused a job. Nothing was queued
+/// and no handler will be called: the spec (with its handler) is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The program name is empty.
+    EmptyProgram,
+    /// A NUL byte in the program, an argument, the interpreter, a path or the environment;
+    /// names which one (for example `argument 2`).
+    NulByte(String),
+    /// An environment variable name that is empty or contains `=`.
+    BadEnvName(String),
+    /// The job runs after a job this manager does not know (never submitted, or deleted).
+    UnknownDependency(JobId),
+    /// The job declares more CPUs or memory than the manager will ever have.
+    NeverFits {
+        /// What the job asked for, as a sentence.
+        asked: String,
+        /// The manager's capacity, as a sentence.
+        capacity: String,
+    },
+    /// The manager is shutting down or was shut down.
+    ShutDown,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::EmptyProgram => f.write_str("the program name is empty"),
+            StartError::NulByte(what) => write!(f, "{what} contains a NUL byte"),
+            StartError::BadEnvName(name) => {
+                write!(
+                    f,
+                    "bad environment variable name {name:?} (empty or contains '=')"
+                )
+            }
+            StartError::UnknownDependency(id) => {
+                write!(
+                    f,
+                    "the job runs after job {id}, which this manager does not know"
+                )
+            }
+            StartError::NeverFits { asked, capacity } => write!(
+                f,
+                "the job can never start: it declares {asked}, but the manager has {capacity}"
+            ),
+            StartError::ShutDown => f.write_str("the process manager is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why [`ProcessManager::builder`](crate::ProcessManager::builder)'s `build` or a limit change
+/// failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A limit or capacity of zero: no job could ever start.
+    ZeroLimit(&'static str),
+    /// A thread could not be created.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroLimit(what) => write!(f, "{what} must be at least 1"),
+            BuildError::Thread(e) => write!(f, "cannot create a manager thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// [`wait`](crate::ProcessManager::wait) was given an id the manager does not know (never
+/// submitted, or deleted before or while waiting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownJob(pub JobId);
+
+impl fmt::Display for UnknownJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown job {}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownJob {}
+
+/// Why [`wait_timeout`](crate::ProcessManager::wait_timeout) or
+/// [`wait_deadline`](crate::ProcessManager::wait_deadline) returned without a final record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitTimeoutError {
+    /// The deadline passed first; the job goes on.
+    Timeout,
+    /// The id is unknown (never submitted, or deleted).
+    UnknownJob(JobId),
+}
+
+impl fmt::Display for WaitTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitTimeoutError::Timeout => f.write_str("timed out waiting for the job"),
+            WaitTimeoutError::UnknownJob(id) => write!(f, "unknown job {id}"),
+        }
+    }
+}
+
+impl std::error::Error for WaitTimeoutError {}

@@ -1,0 +1,119 @@
+//! Events for user interfaces that follow a manager without polling, and snapshots.
+//!
+//! Policy for slow or absent consumers: each subscriber has a bounded channel. Events are sent
+//! with `try_send` under the manager's lock (so every job's events are in order); when a
+//! subscriber's channel is full, the event is dropped for that subscriber and counted, and the
+//! count is delivered as [`Event::Lost`] before its next event that fits. A subscriber whose
+//! receiver was dropped is removed. The manager never blocks on a consumer, and the memory held
+//! for one is at most its channel's capacity.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::record::{JobId, JobRecord, JobStatus};
+
+/// Something that happened to a job.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The job was accepted and is pending.
+    Queued {
+        /// The job.
+        id: JobId,
+    },
+    /// An attempt of the job was spawned.
+    Started {
+        /// The job.
+        id: JobId,
+        /// Its OS process id (also its process group id).
+        pid: u32,
+        /// 1 for the first attempt, more for retries.
+        attempt: u32,
+    },
+    /// An attempt ended and the job will be tried again after its backoff.
+    Retrying {
+        /// The job.
+        id: JobId,
+        /// The attempt that ended.
+        attempt: u32,
+        /// How it ended.
+        status: JobStatus,
+    },
+    /// The job reached a final status; the record is final. Sent before its handler runs.
+    Finished(Box<JobRecord>),
+    /// This many events were dropped because the subscriber's channel was full.
+    Lost(u64),
+}
+
+pub(crate) struct Subscriber {
+    tx: Sender<Event>,
+    lost: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    list: Vec<Subscriber>,
+}
+
+impl Subscribers {
+    pub(crate) fn add(&mut self, tx: Sender<Event>) {
+        self.list.push(Subscriber { tx, lost: 0 });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Offers the event to every subscriber without blocking. `make` is only called when there
+    /// is at least one subscriber, so the unobserved path builds no event.
+    pub(crate) fn emit(&mut self, make: impl FnOnce() -> Event) {
+        if self.list.is_empty() {
+            return;
+        }
+        let event = make();
+        self.list.retain_mut(|s| {
+            if s.lost > 0 {
+                match s.tx.try_send(Event::Lost(s.lost)) {
+                    Ok(()) => s.lost = 0,
+                    Err(TrySendError::Full(_)) => {
+                        s.lost += 1;
+                        return true;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            match s.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    s.lost += 1;
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+}
+
+/// A manager's state at one instant, from [`snapshot`](crate::ProcessManager::snapshot).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// How many known jobs have each status (statuses with no job are left out).
+    pub counts: Vec<(JobStatus, usize)>,
+    /// The running jobs: id, OS pid, time since the current attempt was spawned.
+    pub running: Vec<(JobId, u32, Duration)>,
+    /// Whether starting new jobs is paused.
+    pub paused: bool,
+    /// The current limit on running jobs.
+    pub limit: usize,
+}
+
+impl Snapshot {
+    /// How many known jobs have `status`.
+    pub fn count(&self, status: JobStatus) -> usize {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,367 @@
+//! The worker threads: each takes one admitted attempt at a time from the work channel, spawns
+//! the program as the leader of a new process group, waits for it with a deadline, ends its
+//! group on timeout or kill (SIGTERM, grace, SIGKILL), reaps it exactly once, and reports.
+//!
+//! Only the worker that spawned a process ever signals or reaps it, and it signals only before
+//! reaping: a pid is never signalled after it could have been reused. Other threads ask for a
+//! kill by setting `JobCore::kill_requested` and waking the worker.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::manager::{Inner, WaitMode};
+use crate::output::{open_streams, Readers};
+use crate::record::ResourceUsage;
+use crate::sched::{AttemptEnd, JobCore, Work, WorkMsg};
+use crate::spec::EnvEdit;
+use crate::sys::{self, Exit};
+
+/// The worker thread's body: runs attempts until told to stop.
+pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
+    #[cfg(target_os = "linux")]
+    let waker = match inner.config.wait_mode {
+        WaitMode::Pidfd => match sys::Waker::new() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                log::warn!("cannot create an eventfd ({e}); this worker uses the portable wait");
+                None
+            }
+        },
+        WaitMode::Portable => None,
+    };
+    for msg in rx {
+        match msg {
+            WorkMsg::Stop => break,
+            WorkMsg::Job(work) => {
+                let id = work.core.id;
+                let attempt = work.attempt;
+                #[cfg(target_os = "linux")]
+                let end = run_attempt(&inner, work, waker.clone());
+                #[cfg(not(target_os = "linux"))]
+                let end = run_attempt(&inner, work);
+                inner.end_attempt(id, attempt, end);
+            }
+        }
+    }
+}
+
+/// Keeps an earlier attempt's output: `log.txt` → `log.txt.attempt1`.
+fn rotate(path: Option<&Path>, attempt: u32) {
+    if let Some(p) = path {
+        let mut to = p.as_os_str().to_owned();
+        to.push(format!(".attempt{attempt}"));
+        if p.exists() {
+            if let Err(e) = std::fs::rename(p, &to) {
+                log::warn!(
+                    "cannot keep attempt {attempt}'s output {}: {e}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+/// Writes a spawn failure where the user looks first: the job's error file.
+fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) {
+    let file = file.or_else(|| {
+        core.error_file
+            .as_deref()
+            .and_then(|p| OpenOptions::new().append(true).create(true).open(p).ok())
+    });
+    if let Some(mut f) = file {
+        let _ = writeln!(f, "procman: job {} could not start: {msg}", core.id);
+    }
+}
+
+fn build_command(core: &JobCore) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = match &core.interpreter {
+        Some(interp) => {
+            let mut c = Command::new(interp);
+            c.arg(&core.program);
+            c
+        }
+        None => Command::new(&core.program),
+    };
+    cmd.args(&core.args).process_group(0);
+    if let Some(dir) = &core.cwd {
+        cmd.current_dir(dir);
+    }
+    for edit in &core.env {
+        match edit {
+            EnvEdit::Set(k, v) => {
+                cmd.env(k, v);
+            }
+            EnvEdit::Remove(k) => {
+                cmd.env_remove(k);
+            }
+            EnvEdit::Clear => {
+                cmd.env_clear();
+            }
+        }
+    }
+    cmd
+}
+
+fn spawn_error_text(core: &JobCore, e: &std::io::Error) -> String {
+    let what = core.interpreter.as_ref().unwrap_or(&core.program);
+    match &core.cwd {
+        Some(dir) if !dir.is_dir() => format!(
+            "cannot start {:?}: working directory {} is not usable ({e})",
+            what,
+            dir.display()
+        ),
+        _ => format!("cannot start {what:?}: {e}"),
+    }
+}
+
+/// Runs one attempt from spawn to reaping.
+fn run_attempt(
+    inner: &Inner,
+    work: Work,
+    #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
+) -> AttemptEnd {
+    let core = &*work.core;
+    if work.attempt > 1 {
+        rotate(core.log_file.as_deref(), work.attempt - 1);
+        if core.error_file != core.log_file {
+            rotate(core.error_file.as_deref(), work.attempt - 1);
+        }
+    }
+    if core.kill_requested.load(Ordering::SeqCst) {
+        return AttemptEnd::NotStarted;
+    }
+    if sys::sigchld_ignored() {
+        let msg = "the host process ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT), so the kernel \
+                   would discard the job's exit status; restore SIGCHLD's default disposition";
+        report_spawn_failure(core, None, msg);
+        return AttemptEnd::SpawnFailed(msg.into());
+    }
+    let streams = match open_streams(
+        &core.input,
+        core.log_file.as_deref(),
+        &core.error_output,
+        core.error_file.as_deref(),
+        core.observer.as_ref(),
+    ) {
+        Ok(s) => s,
+        Err((msg, file)) => {
+            report_spawn_failure(core, file, &msg);
+            return AttemptEnd::SpawnFailed(msg);
+        }
+    };
+    let mut cmd = build_command(core);
+    cmd.stdin(streams.stdin)
+        .stdout(streams.stdout)
+        .stderr(streams.stderr);
+    let spawned = Instant::now();
+    let spawn = cmd.spawn();
+    // Drop the parent's copies of the child's stdio now: readers must see EOF when the job's
+    // processes close their ends.
+    drop(cmd);
+    let mut child = match spawn {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = spawn_error_text(core, &e);
+            report_spawn_failure(core, None, &msg);
+            return AttemptEnd::SpawnFailed(msg);
+        }
+    };
+    let pid = child.id();
+    log::debug!(
+        "job {}: spawned pid {pid} (attempt {})",
+        core.id,
+        work.attempt
+    );
+    inner.started(
+        core.id,
+        pid,
+        work.attempt,
+        spawned,
+        #[cfg(target_os = "linux")]
+        waker.clone(),
+    );
+    let mut error = None;
+    let readers: Option<Readers> = match streams.observed.map(|o| o.start(core.id)) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            // Without readers the pipes would fill and block the job: end it.
+            error = Some(format!("cannot start output reader threads: {e}"));
+            core.kill_requested.store(true, Ordering::SeqCst);
+            None
+        }
+    };
+    #[cfg(target_os = "linux")]
+    let waited = match (&waker, sys::pidfd_open(pid)) {
+        (Some(w), Ok(pidfd)) => wait_pidfd(core, &mut child, spawned, &pidfd, w),
+        _ => wait_portable(core, &mut child, spawned),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let waited = wait_portable(core, &mut child, spawned);
+    let (exit, mut usage, timed_out) = match waited {
+        Ok(x) => x,
+        Err(e) => {
+            error.get_or_insert(format!("cannot reap the job's process: {e}"));
+            (
+                None,
+                ResourceUsage {
+                    wall: spawned.elapsed(),
+                    ..ResourceUsage::default()
+                },
+                false,
+            )
+        }
+    };
+    if let Some(r) = readers {
+        let (copy_error, cut) = r.finish(inner.config.drain_bound);
+        if cut {
+            log::warn!(
+                "job {}: a process outside its group kept the output open; stopped reading after {:?}",
+                core.id,
+                inner.config.drain_bound
+            );
+        }
+        if let Some(e) = copy_error {
+            error.get_or_insert(e);
+        }
+    }
+    usage.wall = spawned.elapsed();
+    AttemptEnd::Exited {
+        exit,
+        usage,
+        timed_out,
+        error,
+    }
+}
+
+/// What the wait loop decides about signals, shared by both wait paths.
+struct Termination {
+    deadline: Option<Instant>,
+    grace: Duration,
+    timed_out: bool,
+    term_sent: Option<Instant>,
+    kill_sent: bool,
+}
+
+impl Termination {
+    fn new(core: &JobCore, spawned: Instant) -> Termination {
+        Termination {
+            deadline: core.timeout.map(|t| spawned + t),
+            grace: core.grace,
+            timed_out: false,
+            term_sent: None,
+            kill_sent: false,
+        }
+    }
+
+    /// Sends what is due to the group `pgid` (whose leader is not reaped yet) and returns how
+    /// long the caller may wait before calling again (`None`: until the child exits or a wake).
+    fn step(&mut self, core: &JobCore, pgid: u32) -> Option<Duration> {
+        let now = Instant::now();
+        if !self.timed_out && self.term_sent.is_none() {
+            if let Some(d) = self.deadline {
+                if now >= d {
+                    self.timed_out = true;
+                    log::info!("job {}: timed out; ending its process group", core.id);
+                }
+            }
+        }
+        let wants_end = self.timed_out || core.kill_requested.load(Ordering::SeqCst);
+        if wants_end && self.term_sent.is_none() {
+            self.term_sent = Some(now);
+            if self.grace.is_zero() {
+                self.send(pgid, libc::SIGKILL, core);
+                self.kill_sent = true;
+            } else {
+                self.send(pgid, libc::SIGTERM, core);
+            }
+        }
+        if let (Some(t), false) = (self.term_sent, self.kill_sent) {
+            let at = t + self.grace;
+            if now >= at {
+                log::info!(
+                    "job {}: still alive after the grace period; SIGKILL",
+                    core.id
+                );
+                self.send(pgid, libc::SIGKILL, core);
+                self.kill_sent = true;
+            } else {
+                return Some(at - now);
+            }
+        }
+        match (self.term_sent, self.deadline) {
+            (None, Some(d)) => Some(d.saturating_duration_since(now)),
+            _ => None,
+        }
+    }
+
+    fn send(&self, pgid: u32, signal: libc::c_int, core: &JobCore) {
+        if let Err(e) = sys::signal_group(pgid, signal) {
+            log::warn!("job {}: cannot signal process group {pgid}: {e}", core.id);
+        }
+    }
+}
+
+/// Linux: poll the pidfd and the worker's eventfd; the child is reaped with `wait4` (for its
+/// resource usage) only after it has exited and its leftover group members were killed.
+#[cfg(target_os = "linux")]
+fn wait_pidfd(
+    core: &JobCore,
+    child: &mut Child,
+    spawned: Instant,
+    pidfd: &std::os::fd::OwnedFd,
+    waker: &sys::Waker,
+) -> std::io::Result<(Option<Exit>, ResourceUsage, bool)> {
+    use std::os::fd::AsRawFd;
+    let pid = child.id();
+    let mut term = Termination::new(core, spawned);
+    loop {
+        let wait = term.step(core, pid);
+        let ready = sys::poll_readable(&[pidfd.as_raw_fd(), waker.raw()], wait)?;
+        if ready[0] {
+            break;
+        }
+        if ready[1] {
+            waker.drain();
+        }
+    }
+    if core.kill_leftovers {
+        // The leader is a zombie, so the group id is still ours: end what it left behind.
+        let _ = sys::signal_group(pid, libc::SIGKILL);
+    }
+    // std's Child is not used to wait: we reap here, once; dropping a Child never waits.
+    let (exit, usage) = sys::wait4(pid)?;
+    Ok((Some(exit), usage, term.timed_out))
+}
+
+/// Any Unix: `wait-timeout` in slices (it installs a SIGCHLD handler; see DESIGN.md). Kill
+/// requests are noticed within one slice. Leftover group members are not killed here: after
+/// the leader is reaped its group id may be reused.
+fn wait_portable(
+    core: &JobCore,
+    child: &mut Child,
+    spawned: Instant,
+) -> std::io::Result<(Option<Exit>, ResourceUsage, bool)> {
+    use wait_timeout::ChildExt;
+    const SLICE: Duration = Duration::from_millis(10);
+    let pid = child.id();
+    let mut term = Termination::new(core, spawned);
+    loop {
+        let wait = term.step(core, pid).map_or(SLICE, |w| w.min(SLICE));
+        if let Some(status) = child.wait_timeout(wait)? {
+            return Ok((
+                Some(Exit::from_std(status)),
+                ResourceUsage::default(),
+                term.timed_out,
+            ));
+        }
+    }
+}

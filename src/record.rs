@@ -1,0 +1,237 @@
+//! What a job is and what it ended as: [`JobId`], [`JobStatus`], [`JobRecord`].
+//!
+//! The state machine (DESIGN.md, "Job state machine"):
+//!
+//! ```text
+//!            +--------------------------- kill / shutdown --------------------+
+//!            |                                                                v
+//! submit -> Pending --admit--> Running --reaped--> Finished | Failed | Crashed | TimedOut | Killed
+//!            |   ^                |                          (or back to Pending for a retry)
+//!            |   +----retry-------+
+//!            +--> Cancelled (killed before it started)
+//!            +--> DependencyFailed (a job it runs after did not finish successfully)
+//!            +--> SpawnFailed (bad program, input file, log file, working directory, ...)
+//! ```
+//!
+//! A record is final once its status is final; it never changes after that,
+//! except for the handler's outcome, which is filled in when the handler returns.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// A job's identifier, unique within one [`ProcessManager`](crate::ProcessManager).
+///
+/// Identifiers start at 1000 (the CCP4i2 convention) and are never reused by a manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life, or how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Queued: waiting for a slot, for resources, for its dependencies, or for a retry.
+    Pending,
+    /// The program is running (it has an OS pid).
+    Running,
+    /// The program exited with code 0.
+    Finished,
+    /// The program exited with a non-zero code.
+    Failed,
+    /// The program was ended by a signal that procman did not send (for example SIGSEGV).
+    Crashed,
+    /// The job ran past its timeout and procman ended its process group.
+    TimedOut,
+    /// The job was killed while running, by [`kill_process`](crate::ProcessManager::kill_process),
+    /// [`delete_job`](crate::ProcessManager::delete_job) or a cancelling shutdown.
+    Killed,
+    /// The job was killed before it started; it never ran (again).
+    Cancelled,
+    /// The job could not be started: missing or non-executable program, bad working directory,
+    /// unreadable input file, unwritable log file. [`JobRecord::error`] says why.
+    SpawnFailed,
+    /// A job it runs after did not finish successfully, so it never started.
+    DependencyFailed,
+}
+
+impl JobStatus {
+    /// True once the job has ended (every status but `Pending` and `Running`).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// True only for `Finished` (the program ran and exited with code 0).
+    pub fn is_success(self) -> bool {
+        self == JobStatus::Finished
+    }
+
+    /// The lower-case name used by CCP4i2's `getJobData(pid, 'status')`:
+    /// `pending`, `running`, `finished`, `failed`, `timeout`, and for procman's extra statuses
+    /// `crashed`, `killed`, `cancelled`, `spawn_failed`, `dependency_failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+            JobStatus::Crashed => "crashed",
+            JobStatus::TimedOut => "timeout",
+            JobStatus::Killed => "killed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::SpawnFailed => "spawn_failed",
+            JobStatus::DependencyFailed => "dependency_failed",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one job cost, measured by the kernel for the job's direct child and the descendants it
+/// waited for (Linux `wait4`). See DESIGN.md, "Resource usage", for what the figures mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ResourceUsage {
+    /// Wall-clock time from spawn to reaping.
+    pub wall: Duration,
+    /// User CPU time, `None` where the platform path cannot tell.
+    pub user_cpu: Option<Duration>,
+    /// System CPU time, `None` where the platform path cannot tell.
+    pub system_cpu: Option<Duration>,
+    /// Peak resident set size in bytes (`ru_maxrss`), `None` where unknown.
+    pub peak_memory: Option<u64>,
+}
+
+/// A snapshot of one job, returned by [`job_data`](crate::ProcessManager::job_data) and given to
+/// the job's handler. Once the status is final, the record no longer changes (but for
+/// [`handler_error`](Self::handler_error)).
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// The job's identifier.
+    pub id: JobId,
+    /// The program, as given to [`JobSpec::new`](crate::JobSpec::new).
+    pub program: OsString,
+    /// The arguments, as given.
+    pub args: Vec<OsString>,
+    /// The interpreter, if the job has one (argv = interpreter, program, args).
+    pub interpreter: Option<OsString>,
+    /// Current status.
+    pub status: JobStatus,
+    /// Exit code, when the program exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the program, when one did.
+    pub signal: Option<i32>,
+    /// The OS process id of the last attempt (also the id of its process group).
+    pub pid: Option<u32>,
+    /// When the job was submitted.
+    pub queued_at: SystemTime,
+    /// When the last attempt was spawned.
+    pub started_at: Option<SystemTime>,
+    /// When the job became final.
+    pub finished_at: Option<SystemTime>,
+    /// The log file (stdout), if any.
+    pub log_file: Option<PathBuf>,
+    /// The error file (stderr), if any.
+    pub error_file: Option<PathBuf>,
+    /// Why the job failed to start, or another error procman met (for example a full disk while
+    /// copying observed output). `None` when all went well.
+    pub error: Option<String>,
+    /// How many attempts have been spawned (0 if none was; more than 1 with retries).
+    pub attempts: u32,
+    /// What the last attempt cost; `None` until it ended or when it never started.
+    pub usage: Option<ResourceUsage>,
+    /// The panic message of the job's handler, if it panicked. Filled in after the handler
+    /// returns, so the handler itself always sees `None`.
+    pub handler_error: Option<String>,
+    /// The job's priority (higher starts first).
+    pub priority: i32,
+    /// The jobs this one runs after.
+    pub after: Vec<JobId>,
+}
+
+impl JobRecord {
+    /// The CCP4i2 exit status: 0 when the job finished successfully, 1 otherwise
+    /// (also 1 while it is still pending or running).
+    pub fn exit_status(&self) -> i32 {
+        if self.status.is_success() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// A sentence describing how the job ended: "exited with code 3",
+    /// "terminated by SIGSEGV (signal 11)", "timed out", "never started: ...".
+    pub fn describe_end(&self) -> String {
+        let signal = self.signal.map(describe_signal);
+        match (self.status, self.exit_code, signal) {
+            (JobStatus::Pending, ..) => "pending".into(),
+            (JobStatus::Running, ..) => "running".into(),
+            (JobStatus::TimedOut, _, Some(s)) => format!("timed out, {s}"),
+            (JobStatus::TimedOut, ..) => "timed out".into(),
+            (JobStatus::Killed, _, Some(s)) => format!("killed, {s}"),
+            (JobStatus::Killed, ..) => "killed".into(),
+            (JobStatus::Cancelled, ..) => "cancelled before it started".into(),
+            (JobStatus::SpawnFailed | JobStatus::DependencyFailed, ..) => format!(
+                "never started: {}",
+                self.error.as_deref().unwrap_or("unknown cause")
+            ),
+            (_, Some(code), _) => format!("exited with code {code}"),
+            (_, None, Some(s)) => s,
+            (_, None, None) => self.status.to_string(),
+        }
+    }
+}
+
+/// Names a signal the way a user reads it: `terminated by SIGSEGV (signal 11)`.
+pub fn describe_signal(signal: i32) -> String {
+    match signal_name(signal) {
+        Some(name) => format!("terminated by {name} (signal {signal})"),
+        None => format!("terminated by signal {signal}"),
+    }
+}
+
+/// The conventional name of a Unix signal number, such as `SIGTERM` for 15.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// What [`kill_process`](crate::ProcessManager::kill_process) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// The job was pending; it is now `Cancelled` and will never start.
+    Cancelled,
+    /// The job was running (or handed to a worker): its process group gets SIGTERM, then SIGKILL
+    /// after the grace period if it is still alive. It ends as `Killed`, or as `Cancelled` if the
+    /// worker saw the kill before spawning it.
+    Killing,
+    /// The job had already ended (or a kill was already under way): nothing was done.
+    AlreadyFinished,
+}

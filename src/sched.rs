@@ -1,0 +1,635 @@
+//! The manager's state and scheduler: the table of jobs, the ready queue, admission, and every
+//! state transition. Everything here runs under the manager's one lock (`Inner::state`), takes
+//! microseconds, and never blocks: no I/O, no waiting, no user code. Sends on channels here are
+//! on unbounded channels (work, completions) or `try_send` (events).
+//!
+//! Admission policy (DESIGN.md, "Scheduling"): strict order. The ready queue is ordered by
+//! priority (high first), then submission order. Only the head of the queue may start; when it
+//! does not fit (job limit, CPUs or memory), nothing behind it starts either. A large job
+//! therefore waits only for running jobs to end, never behind a stream of later small ones.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+
+use crate::error::StartError;
+use crate::events::{Event, Subscribers};
+use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
+use crate::spec::{EnvEdit, ErrorOutput, Handler, Input, JobSpec, Observer, Retry};
+use crate::sys::Exit;
+
+/// What a worker needs to run a job: fixed when the job is submitted.
+pub(crate) struct JobCore {
+    pub(crate) id: JobId,
+    pub(crate) program: std::ffi::OsString,
+    pub(crate) args: Vec<std::ffi::OsString>,
+    pub(crate) interpreter: Option<std::ffi::OsString>,
+    pub(crate) input: Input,
+    pub(crate) log_file: Option<std::path::PathBuf>,
+    pub(crate) error_output: ErrorOutput,
+    pub(crate) error_file: Option<std::path::PathBuf>,
+    pub(crate) cwd: Option<std::path::PathBuf>,
+    pub(crate) env: Vec<EnvEdit>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) grace: Duration,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) kill_leftovers: bool,
+    /// Set (with the lock held) by `kill`; read by the worker without the lock.
+    pub(crate) kill_requested: AtomicBool,
+}
+
+/// Where a job is, as the scheduler sees it.
+pub(crate) enum Phase {
+    /// Waiting for this many dependencies to finish successfully.
+    Waiting(usize),
+    /// In the ready queue.
+    Ready,
+    /// Between attempts, waiting for its backoff to pass.
+    RetryWait,
+    /// Given to a worker, not spawned yet. Holds a slot.
+    Admitted,
+    /// Spawned. Holds a slot.
+    Running {
+        spawned: Instant,
+        #[cfg(target_os = "linux")]
+        waker: Option<Arc<crate::sys::Waker>>,
+    },
+    /// Ended; the record is final.
+    Final,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KillReason {
+    User,
+    Shutdown,
+}
+
+pub(crate) struct Entry {
+    pub(crate) record: JobRecord,
+    /// Dropped when the job becomes final, so nothing the job captured outlives it.
+    pub(crate) core: Option<Arc<JobCore>>,
+    pub(crate) handler: Option<Handler>,
+    pub(crate) phase: Phase,
+    pub(crate) kill: Option<KillReason>,
+    pub(crate) handler_done: bool,
+    pub(crate) deleted: bool,
+    pub(crate) dependents: Vec<JobId>,
+    pub(crate) seq: u64,
+    pub(crate) cpus: u32,
+    pub(crate) memory: u64,
+    pub(crate) retry: Retry,
+}
+
+/// One attempt, handed to a worker.
+pub(crate) struct Work {
+    pub(crate) core: Arc<JobCore>,
+    pub(crate) attempt: u32,
+}
+
+pub(crate) enum WorkMsg {
+    Job(Work),
+    Stop,
+}
+
+/// A completion, handed to the dispatcher.
+pub(crate) struct Done {
+    pub(crate) id: JobId,
+    pub(crate) handler: Option<Handler>,
+    pub(crate) record: JobRecord,
+}
+
+// Boxing `Done` would cost an allocation per job; the channel holds few messages.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum DispatchMsg {
+    Done(Done),
+    Stop,
+}
+
+/// How an attempt ended, reported by its worker.
+pub(crate) enum AttemptEnd {
+    /// A kill arrived before the program was spawned.
+    NotStarted,
+    SpawnFailed(String),
+    Exited {
+        exit: Option<Exit>,
+        usage: ResourceUsage,
+        timed_out: bool,
+        error: Option<String>,
+    },
+}
+
+#[derive(PartialEq, Eq)]
+struct ReadyKey {
+    priority: i32,
+    seq: Reverse<u64>,
+    id: JobId,
+}
+
+impl Ord for ReadyKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.priority, self.seq).cmp(&(other.priority, other.seq))
+    }
+}
+
+impl PartialOrd for ReadyKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) jobs: HashMap<JobId, Entry>,
+    ready: BinaryHeap<ReadyKey>,
+    next_id: u64,
+    next_seq: u64,
+    pub(crate) limit: usize,
+    pub(crate) cpu_capacity: u32,
+    pub(crate) memory_capacity: u64,
+    /// Jobs holding a slot (admitted or running).
+    pub(crate) running: usize,
+    used_cpus: u32,
+    used_memory: u64,
+    pub(crate) paused: bool,
+    /// No new jobs are accepted.
+    pub(crate) closed: bool,
+    /// A cancelling shutdown is under way: no retries.
+    pub(crate) cancelling: bool,
+    /// Jobs not final yet.
+    pub(crate) live: usize,
+    /// Final jobs whose handler has not returned yet.
+    pub(crate) handlers_pending: usize,
+    pub(crate) events: Subscribers,
+    work: Sender<WorkMsg>,
+    done: Sender<DispatchMsg>,
+    /// Retries waiting for their backoff: (when, job).
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, JobId)>>,
+    default_grace: Duration,
+    default_kill_leftovers: bool,
+}
+
+impl State {
+    pub(crate) fn new(
+        limit: usize,
+        cpu_capacity: u32,
+        memory_capacity: u64,
+        work: Sender<WorkMsg>,
+        done: Sender<DispatchMsg>,
+        default_grace: Duration,
+        default_kill_leftovers: bool,
+    ) -> State {
+        State {
+            jobs: HashMap::new(),
+            ready: BinaryHeap::new(),
+            next_id: 1000,
+            next_seq: 0,
+            limit,
+            cpu_capacity,
+            memory_capacity,
+            running: 0,
+            used_cpus: 0,
+            used_memory: 0,
+            paused: false,
+            closed: false,
+            cancelling: false,
+            live: 0,
+            handlers_pending: 0,
+            events: Subscribers::default(),
+            work,
+            done,
+            timers: BinaryHeap::new(),
+            default_grace,
+            default_kill_leftovers,
+        }
+    }
+
+    /// A visible (not deleted) job.
+    pub(crate) fn get(&self, id: JobId) -> Option<&Entry> {
+        self.jobs.get(&id).filter(|e| !e.deleted)
+    }
+
+    /// Accepts a validated spec. Never blocks.
+    pub(crate) fn submit(&mut self, spec: JobSpec) -> Result<JobId, StartError> {
+        if self.closed {
+            return Err(StartError::ShutDown);
+        }
+        if spec.cpus > self.cpu_capacity || spec.memory > self.memory_capacity {
+            return Err(StartError::NeverFits {
+                asked: format!("{} CPUs and {} bytes of memory", spec.cpus, spec.memory),
+                capacity: format!(
+                    "{} CPUs and {} bytes of memory",
+                    self.cpu_capacity, self.memory_capacity
+                ),
+            });
+        }
+        let mut waiting_on = 0;
+        let mut failed_dep = None;
+        for &dep in &spec.after {
+            match self.get(dep) {
+                None => return Err(StartError::UnknownDependency(dep)),
+                Some(e) if e.record.status.is_success() => {}
+                Some(e) if e.record.status.is_final() => {
+                    failed_dep.get_or_insert((dep, e.record.status));
+                }
+                Some(_) => waiting_on += 1,
+            }
+        }
+        let id = JobId(self.next_id);
+        self.next_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let error_file = spec.resolved_error_file();
+        let record = JobRecord {
+            id,
+            program: spec.program.clone(),
+            args: spec.args.clone(),
+            interpreter: spec.interpreter.clone(),
+            status: JobStatus::Pending,
+            exit_code: None,
+            signal: None,
+            pid: None,
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            log_file: spec.log_file.clone(),
+            error_file: error_file.clone(),
+            error: None,
+            attempts: 0,
+            usage: None,
+            handler_error: None,
+            priority: spec.priority,
+            after: spec.after.clone(),
+        };
+        let core = Arc::new(JobCore {
+            id,
+            program: spec.program,
+            args: spec.args,
+            interpreter: spec.interpreter,
+            input: spec.input,
+            log_file: spec.log_file,
+            error_output: spec.error_output,
+            error_file,
+            cwd: spec.cwd,
+            env: spec.env,
+            timeout: spec.timeout,
+            grace: spec.grace.unwrap_or(self.default_grace),
+            observer: spec.observer,
+            kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
+            kill_requested: AtomicBool::new(false),
+        });
+        let phase = if waiting_on > 0 && failed_dep.is_none() {
+            for dep in &spec.after {
+                if let Some(e) = self.jobs.get_mut(dep) {
+                    if !e.record.status.is_final() {
+                        e.dependents.push(id);
+                    }
+                }
+            }
+            Phase::Waiting(waiting_on)
+        } else {
+            Phase::Ready
+        };
+        self.jobs.insert(
+            id,
+            Entry {
+                record,
+                core: Some(core),
+                handler: spec.handler,
+                phase,
+                kill: None,
+                handler_done: false,
+                deleted: false,
+                dependents: Vec::new(),
+                seq,
+                cpus: spec.cpus,
+                memory: spec.memory,
+                retry: spec.retry,
+            },
+        );
+        self.live += 1;
+        self.events.emit(|| Event::Queued { id });
+        if let Some((dep, status)) = failed_dep {
+            self.finalize(id, |r| {
+                r.status = JobStatus::DependencyFailed;
+                r.error = Some(format!("job {dep}, which it runs after, ended as {status}"));
+            });
+        } else if waiting_on == 0 {
+            self.make_ready(id);
+        }
+        Ok(id)
+    }
+
+    fn make_ready(&mut self, id: JobId) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            e.phase = Phase::Ready;
+            self.ready.push(ReadyKey {
+                priority: e.record.priority,
+                seq: Reverse(e.seq),
+                id,
+            });
+        }
+        self.pump();
+    }
+
+    /// Starts as many jobs from the head of the ready queue as fit, in strict order.
+    pub(crate) fn pump(&mut self) {
+        while !self.paused {
+            let Some(top) = self.ready.peek() else { return };
+            let id = top.id;
+            let Some(e) = self
+                .jobs
+                .get(&id)
+                .filter(|e| matches!(e.phase, Phase::Ready))
+            else {
+                self.ready.pop();
+                continue;
+            };
+            let fits = self.running < self.limit
+                && self.used_cpus + e.cpus <= self.cpu_capacity
+                && self.used_memory + e.memory <= self.memory_capacity;
+            if !fits {
+                return;
+            }
+            self.ready.pop();
+            let e = self.jobs.get_mut(&id).expect("checked above");
+            e.phase = Phase::Admitted;
+            self.running += 1;
+            self.used_cpus += e.cpus;
+            self.used_memory += e.memory;
+            let work = Work {
+                core: e.core.clone().expect("a live job has its core"),
+                attempt: e.record.attempts + 1,
+            };
+            // The receiver lives as long as the manager's workers; a failed send means the
+            // manager is being torn down, and the job is then cancelled by the shutdown.
+            let _ = self.work.send(WorkMsg::Job(work));
+        }
+    }
+
+    /// The worker spawned the job's program.
+    pub(crate) fn started(
+        &mut self,
+        id: JobId,
+        pid: u32,
+        attempt: u32,
+        spawned: Instant,
+        #[cfg(target_os = "linux")] waker: Option<Arc<crate::sys::Waker>>,
+    ) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            e.phase = Phase::Running {
+                spawned,
+                #[cfg(target_os = "linux")]
+                waker,
+            };
+            e.record.status = JobStatus::Running;
+            e.record.pid = Some(pid);
+            e.record.started_at = Some(SystemTime::now());
+            e.record.attempts = attempt;
+            self.events.emit(|| Event::Started { id, pid, attempt });
+        }
+    }
+
+    /// The worker is done with an attempt: release its slot, then retry or finalize.
+    /// Returns when the retry should be re-queued, if it waits for a backoff.
+    pub(crate) fn end_attempt(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        end: AttemptEnd,
+    ) -> Option<Instant> {
+        let e = self.jobs.get_mut(&id)?;
+        self.running -= 1;
+        self.used_cpus -= e.cpus;
+        self.used_memory -= e.memory;
+        let killed = e.kill.is_some();
+        e.record.attempts = e.record.attempts.max(attempt);
+        let r = &mut e.record;
+        let status = match end {
+            AttemptEnd::NotStarted => {
+                r.error = None;
+                JobStatus::Cancelled
+            }
+            AttemptEnd::SpawnFailed(msg) => {
+                r.attempts = attempt;
+                r.error = Some(msg);
+                r.exit_code = None;
+                r.signal = None;
+                r.usage = None;
+                JobStatus::SpawnFailed
+            }
+            AttemptEnd::Exited {
+                exit,
+                usage,
+                timed_out,
+                error,
+            } => {
+                r.exit_code = exit.and_then(|x| x.code);
+                r.signal = exit.and_then(|x| x.signal);
+                r.usage = Some(usage);
+                r.error = error;
+                if killed {
+                    JobStatus::Killed
+                } else if timed_out {
+                    JobStatus::TimedOut
+                } else {
+                    match exit {
+                        Some(Exit { code: Some(0), .. }) => JobStatus::Finished,
+                        Some(Exit { code: Some(_), .. }) => JobStatus::Failed,
+                        Some(Exit {
+                            signal: Some(_), ..
+                        }) => JobStatus::Crashed,
+                        // The exit status was lost (reported in `error`).
+                        _ => JobStatus::Failed,
+                    }
+                }
+            }
+        };
+        let retry = e.retry;
+        let retryable = match status {
+            JobStatus::SpawnFailed => retry.on.spawn_failure,
+            JobStatus::Failed => retry.on.nonzero_exit,
+            JobStatus::Crashed => retry.on.crash,
+            JobStatus::TimedOut => retry.on.timeout,
+            _ => false,
+        };
+        if retryable && !killed && !self.cancelling && attempt <= retry.count {
+            e.record.status = JobStatus::Pending;
+            e.phase = Phase::RetryWait;
+            self.events.emit(|| Event::Retrying {
+                id,
+                attempt,
+                status,
+            });
+            log::info!("job {id}: attempt {attempt} ended as {status}; retrying");
+            if retry.backoff.is_zero() {
+                self.make_ready(id);
+                return None;
+            }
+            let at = Instant::now() + retry.backoff;
+            self.timers.push(Reverse((at, id)));
+            self.pump();
+            return Some(at);
+        }
+        self.finalize(id, |r| r.status = status);
+        self.pump();
+        None
+    }
+
+    /// A retry's backoff passed.
+    pub(crate) fn retry_due(&mut self, id: JobId) {
+        if matches!(self.jobs.get(&id).map(|e| &e.phase), Some(Phase::RetryWait)) {
+            self.make_ready(id);
+        }
+    }
+
+    /// Makes the job final, hands its completion to the dispatcher, and settles the jobs that
+    /// run after it (cascading failures down the graph).
+    pub(crate) fn finalize(&mut self, id: JobId, set: impl FnOnce(&mut JobRecord)) {
+        let mut stack = vec![];
+        if let Some(e) = self.jobs.get_mut(&id) {
+            set(&mut e.record);
+            stack.extend(self.finish_one(id));
+        }
+        while let Some((dep, parent, failed, status)) = stack.pop() {
+            if failed {
+                let Some(e) = self.jobs.get_mut(&dep) else {
+                    continue;
+                };
+                if !matches!(e.phase, Phase::Waiting(_)) {
+                    continue;
+                }
+                e.record.status = JobStatus::DependencyFailed;
+                e.record.error = Some(format!(
+                    "job {parent}, which it runs after, ended as {status}"
+                ));
+                stack.extend(self.finish_one(dep));
+            } else if let Some(e) = self.jobs.get_mut(&dep) {
+                if let Phase::Waiting(n) = &mut e.phase {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.make_ready(dep);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finalizes one job whose status is set; returns its dependents to settle:
+    /// (dependent, this job, whether this job failed, this job's status).
+    fn finish_one(&mut self, id: JobId) -> Vec<(JobId, JobId, bool, JobStatus)> {
+        let e = self.jobs.get_mut(&id).expect("finalizing a known job");
+        debug_assert!(e.record.status.is_final());
+        e.phase = Phase::Final;
+        e.core = None;
+        e.record.finished_at = Some(SystemTime::now());
+        self.live -= 1;
+        self.handlers_pending += 1;
+        let status = e.record.status;
+        let record = e.record.clone();
+        let handler = e.handler.take();
+        let deps = std::mem::take(&mut e.dependents);
+        log::debug!("job {id} ended: {}", record.describe_end());
+        if !self.events.is_empty() {
+            let r = record.clone();
+            self.events.emit(move || Event::Finished(Box::new(r)));
+        }
+        let _ = self.done.send(DispatchMsg::Done(Done {
+            id,
+            handler,
+            record,
+        }));
+        let failed = !status.is_success();
+        deps.into_iter().map(|d| (d, id, failed, status)).collect()
+    }
+
+    /// `kill_process`: see [`KillOutcome`].
+    pub(crate) fn kill(&mut self, id: JobId, reason: KillReason) -> Option<KillOutcome> {
+        let e = self.jobs.get_mut(&id)?;
+        match &e.phase {
+            Phase::Waiting(_) | Phase::Ready | Phase::RetryWait => {
+                e.kill = Some(reason);
+                self.finalize(id, |r| r.status = JobStatus::Cancelled);
+                Some(KillOutcome::Cancelled)
+            }
+            Phase::Admitted | Phase::Running { .. } if e.kill.is_none() => {
+                e.kill = Some(reason);
+                if let Some(core) = &e.core {
+                    core.kill_requested.store(true, AtomicOrdering::SeqCst);
+                }
+                #[cfg(target_os = "linux")]
+                if let Phase::Running { waker: Some(w), .. } = &e.phase {
+                    w.wake();
+                }
+                log::info!("job {id}: kill requested ({reason:?})");
+                Some(KillOutcome::Killing)
+            }
+            _ => Some(KillOutcome::AlreadyFinished),
+        }
+    }
+
+    /// The dispatcher is done with the job's handler.
+    pub(crate) fn handler_returned(&mut self, id: JobId, panic: Option<String>) {
+        self.handlers_pending -= 1;
+        if let Some(e) = self.jobs.get_mut(&id) {
+            e.handler_done = true;
+            e.record.handler_error = panic;
+            if e.deleted {
+                self.jobs.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn running_since(&self) -> Vec<(JobId, u32, Duration)> {
+        let mut v: Vec<_> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| !e.deleted)
+            .filter_map(|(&id, e)| match e.phase {
+                Phase::Running { spawned, .. } => {
+                    Some((id, e.record.pid.unwrap_or(0), spawned.elapsed()))
+                }
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    /// Queued jobs that no longer fit the capacities fail (used when capacities shrink).
+    pub(crate) fn fail_unfittable(&mut self) {
+        let (cpu, mem) = (self.cpu_capacity, self.memory_capacity);
+        let victims: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.phase, Phase::Waiting(_) | Phase::Ready | Phase::RetryWait)
+                    && (e.cpus > cpu || e.memory > mem)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in victims {
+            self.finalize(id, |r| {
+                r.status = JobStatus::SpawnFailed;
+                r.error = Some(format!(
+                    "the manager's capacity was lowered to {cpu} CPUs and {mem} bytes, below what the job declares"
+                ));
+            });
+        }
+    }
+
+    /// Cancels every job not started yet and asks every running one to die.
+    pub(crate) fn cancel_all(&mut self) {
+        let ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| !matches!(e.phase, Phase::Final))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.kill(id, KillReason::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The operating-system layer: process groups, signals, waiting and reaping, rusage.
+//!
+//! Everything `unsafe` in procman lives here, each call wrapped in a function that returns
+//! `io::Result`. Nothing here installs a signal handler; the only one procman can cause is the
+//! `wait-timeout` crate's SIGCHLD handler on the portable wait path (see DESIGN.md).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::record::ResourceUsage;
+
+/// How a reaped process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+}
+
+impl Exit {
+    pub(crate) fn from_std(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        Exit {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    }
+
+    fn from_wait_status(status: libc::c_int) -> Exit {
+        if libc::WIFEXITED(status) {
+            Exit {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        } else if libc::WIFSIGNALED(status) {
+            Exit {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        } else {
+            Exit {
+                code: None,
+                signal: None,
+            }
+        }
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Sends `signal` to every process of the group `pgid`. A group that no longer exists is not an
+/// error (ESRCH is ignored). The caller guarantees that the group leader has not been reaped, so
+/// the id cannot have been reused.
+pub(crate) fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: killpg has no memory-safety preconditions.
+    match cvt(unsafe { libc::killpg(pgid as libc::pid_t, signal) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the host process ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT): the kernel then reaps
+/// children itself and their exit statuses are lost.
+pub(crate) fn sigchld_ignored() -> bool {
+    // SAFETY: a null new action only queries the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+            return false;
+        }
+        old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
+    }
+}
+
+/// A file holding `bytes`, positioned at its start, to be handed to a child as stdin: a memfd on
+/// Linux, an unlinked temporary file elsewhere. No pipe, so no writer thread and no SIGPIPE.
+pub(crate) fn bytes_file(bytes: &[u8]) -> io::Result<File> {
+    use std::io::{Seek, SeekFrom, Write};
+    #[cfg(target_os = "linux")]
+    let mut file = {
+        // SAFETY: the name is a valid C string; the returned fd is owned by the File.
+        let fd = cvt(unsafe { libc::memfd_create(c"procman-input".as_ptr(), libc::MFD_CLOEXEC) })?;
+        unsafe { File::from_raw_fd(fd) }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let mut file = {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "procman-input-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let _ = std::fs::remove_file(&path);
+        f
+    };
+    file.write_all(bytes)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    #[cfg(target_os = "linux")]
+    // SAFETY: fds has room for two descriptors.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: as above; then mark both ends close-on-exec.
+    unsafe {
+        cvt(libc::pipe(fds.as_mut_ptr()))?;
+        for fd in fds {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: no limit). Returns which
+/// were readable (or hung up). EINTR is retried with the time that is left.
+pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so a wait never ends a little before its deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: pfds is a valid array of pollfd for its length.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Linux: a pidfd for a child, readable once the child has exited (before it is reaped).
+#[cfg(target_os = "linux")]
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor (pidfds are always close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Linux: an eventfd used to wake a worker blocked in `poll` (kill requests, shutdown).
+#[cfg(target_os = "linux")]
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd returns a fresh descriptor that we own.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN) still wakes.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub(crate) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; EAGAIN when there was nothing.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Reaps `pid` (which must have exited, or this blocks until it does) and returns how it ended
+/// with the kernel's resource figures for it. Only the worker that spawned `pid` calls this,
+/// exactly once.
+pub(crate) fn wait4(pid: u32) -> io::Result<(Exit, ResourceUsage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: status and rusage point to valid, writable memory.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    // ru_maxrss is in KiB on Linux, bytes on macOS.
+    #[cfg(target_os = "macos")]
+    let peak = ru.ru_maxrss as u64;
+    #[cfg(not(target_os = "macos"))]
+    let peak = ru.ru_maxrss as u64 * 1024;
+    Ok((
+        Exit::from_wait_status(status),
+        ResourceUsage {
+            wall: Duration::ZERO,
+            user_cpu: Some(tv(ru.ru_utime)),
+            system_cpu: Some(tv(ru.ru_stime)),
+            peak_memory: Some(peak),
+        },
+    ))
+}
+
+/// Physical memory of the machine in bytes, if the platform tells.
+pub(crate) fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
