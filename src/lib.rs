@@ -1,1 +1,5 @@
 //! procman
+#![deny(missing_docs)]
+
+mod signal;
+pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
