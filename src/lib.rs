@@ -86,6 +86,7 @@ mod output;
 mod pool;
 mod record;
 mod sched;
+pub mod signal;
 mod spec;
 mod sys;
 
@@ -95,4 +96,5 @@ pub use manager::{Builder, ProcessManager, ShutdownMode, WaitMode};
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };
+pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};
