@@ -78,6 +78,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod dispatch;
 mod error;
 mod events;

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::backend::Backend;
 use crate::dispatch::dispatcher_loop;
 use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
-use crate::pool::worker_loop;
+use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
 use crate::spec::{EnvEdit, Input, JobSpec};
@@ -66,6 +67,7 @@ pub(crate) struct Inner {
     /// Notified when a retry timer is added or the manager stops.
     timer_cv: Condvar,
     pub(crate) config: Config,
+    pub(crate) backend: Arc<dyn Backend>,
     work_rx: Receiver<WorkMsg>,
     work_tx: Sender<WorkMsg>,
     done_tx: Sender<DispatchMsg>,
@@ -204,7 +206,7 @@ impl Inner {
 ///     .expect("a limit of 4 is valid");
 /// # drop(manager);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
     limit: usize,
     cpu_capacity: Option<u32>,
@@ -213,6 +215,21 @@ pub struct Builder {
     kill_leftovers: bool,
     wait_mode: WaitMode,
     drain_bound: Duration,
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("limit", &self.limit)
+            .field("cpu_capacity", &self.cpu_capacity)
+            .field("memory_capacity", &self.memory_capacity)
+            .field("grace", &self.grace)
+            .field("kill_leftovers", &self.kill_leftovers)
+            .field("wait_mode", &self.wait_mode)
+            .field("drain_bound", &self.drain_bound)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Builder {
@@ -225,6 +242,7 @@ impl Default for Builder {
             kill_leftovers: true,
             wait_mode: WaitMode::default(),
             drain_bound: Duration::from_millis(200),
+            backend: None,
         }
     }
 }
@@ -276,6 +294,13 @@ impl Builder {
         self
     }
 
+    /// Runs jobs through another backend than the local one (see `backend.rs`).
+    #[allow(dead_code)]
+    pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
+        self.backend = Some(backend);
+        self
+    }
+
     /// Creates the manager and starts its threads (`limit` workers and the dispatcher).
     ///
     /// # Errors
@@ -316,6 +341,7 @@ impl Builder {
                 wait_mode: self.wait_mode,
                 drain_bound: self.drain_bound,
             },
+            backend: self.backend.unwrap_or_else(|| Arc::new(Local)),
             work_rx,
             work_tx,
             done_tx,
@@ -665,6 +691,7 @@ impl ProcessManager {
             let _guard = inner.lock();
             inner.timer_cv.notify_all();
         }
+        inner.backend.shutdown();
         let me = thread::current().id();
         let all = threads
             .workers

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::backend::{Backend, WorkerWaker};
 use crate::manager::{Inner, WaitMode};
 use crate::output::{open_streams, Readers};
 use crate::record::ResourceUsage;
@@ -25,8 +26,10 @@ use crate::sys::{self, Exit};
 
 /// The worker thread's body: runs attempts until told to stop.
 pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
+    #[cfg(not(target_os = "linux"))]
+    let waker: WorkerWaker = None;
     #[cfg(target_os = "linux")]
-    let waker = match inner.config.wait_mode {
+    let waker: WorkerWaker = match inner.config.wait_mode {
         WaitMode::Pidfd => match sys::Waker::new() {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
@@ -42,10 +45,7 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
             WorkMsg::Job(work) => {
                 let id = work.core.id;
                 let attempt = work.attempt;
-                #[cfg(target_os = "linux")]
-                let end = run_attempt(&inner, work, waker.clone());
-                #[cfg(not(target_os = "linux"))]
-                let end = run_attempt(&inner, work);
+                let end = inner.backend.run_attempt(&inner, work, waker.clone());
                 inner.end_attempt(id, attempt, end);
             }
         }
@@ -122,12 +122,17 @@ fn spawn_error_text(core: &JobCore, e: &std::io::Error) -> String {
     }
 }
 
+/// The default backend: the job's program runs on this machine, as a process-group leader.
+pub(crate) struct Local;
+
+impl Backend for Local {
+    fn run_attempt(&self, inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
+        run_attempt(inner, work, waker)
+    }
+}
+
 /// Runs one attempt from spawn to reaping.
-fn run_attempt(
-    inner: &Inner,
-    work: Work,
-    #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
-) -> AttemptEnd {
+fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
     let core = &*work.core;
     if work.attempt > 1 {
         rotate(core.log_file.as_deref(), work.attempt - 1);
@@ -205,7 +210,10 @@ fn run_attempt(
         _ => wait_portable(core, &mut child, spawned),
     };
     #[cfg(not(target_os = "linux"))]
-    let waited = wait_portable(core, &mut child, spawned);
+    let waited = {
+        let _ = waker;
+        wait_portable(core, &mut child, spawned)
+    };
     let (exit, mut usage, timed_out) = match waited {
         Ok(x) => x,
         Err(e) => {

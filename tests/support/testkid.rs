@@ -1,0 +1,189 @@
+//! `procman-testkid`: a program with hostile and measurable behaviours for procman's tests.
+//!
+//! Usage: `procman-testkid MODE [ARGS...]`, modes:
+//! - `exit N`: exit with code N.
+//! - `sleep SECS`: sleep, then exit 0.
+//! - `ignore-term SECS`: ignore SIGTERM and SIGINT, print `ready`, sleep.
+//! - `grandchild SECS`: fork a grandchild that sleeps SECS holding stdout and stderr; print its
+//!   pid and exit at once.
+//! - `setsid-grandchild SECS`: the same, but the grandchild calls setsid() first (it escapes
+//!   the job's process group).
+//! - `tree DEPTH WIDTH SECS`: fork a tree of processes (each node forks WIDTH children down to
+//!   DEPTH), every node prints its pid and sleeps; the root exits at once.
+//! - `fds`: print the open file descriptors, one per line (the listing's own excluded).
+//! - `write OUT ERR`: write OUT bytes to stdout and ERR bytes to stderr (bytes 0..=255 cycling).
+//! - `cat`: copy stdin to stdout.
+//! - `lines N`: print `line 1` .. `line N`.
+//! - `long-line BYTES`: print one line of BYTES `x` bytes.
+//! - `segv`: die by SIGSEGV.
+//! - `alloc MIB`: allocate and touch MIB mebibytes, then exit 0.
+//! - `close-stdout`: close stdout, write `still here` to stderr, exit 0.
+//! - `exhaust-fds`: open /dev/null until EMFILE, print how many, exit 0.
+//! - `spin SECS`: burn CPU for SECS seconds.
+//! - `env NAME`: print the value of NAME, or `<unset>`.
+//! - `pwd`: print the working directory.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], i: usize) -> String {
+    args.get(i).cloned().unwrap_or_else(|| {
+        eprintln!("procman-testkid: missing argument {i}");
+        std::process::exit(2)
+    })
+}
+
+fn num(args: &[String], i: usize) -> f64 {
+    arg(args, i).parse().unwrap_or_else(|_| {
+        eprintln!("procman-testkid: argument {i} is not a number");
+        std::process::exit(2)
+    })
+}
+
+fn sleep(secs: f64) {
+    std::thread::sleep(Duration::from_secs_f64(secs));
+}
+
+fn fork() -> i32 {
+    // SAFETY: the test program is single-threaded when it forks.
+    unsafe { libc::fork() }
+}
+
+fn tree(depth: u32, width: u32, secs: f64) {
+    println!("{}", std::process::id());
+    let _ = std::io::stdout().flush();
+    if depth == 0 {
+        return;
+    }
+    for _ in 0..width {
+        if fork() == 0 {
+            tree(depth - 1, width, secs);
+            sleep(secs);
+            std::process::exit(0);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = arg(&args, 1);
+    let mut out = std::io::stdout();
+    match mode.as_str() {
+        "exit" => std::process::exit(num(&args, 2) as i32),
+        "sleep" => sleep(num(&args, 2)),
+        "ignore-term" => {
+            // SAFETY: setting a signal to SIG_IGN is always sound.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+            }
+            println!("ready");
+            let _ = out.flush();
+            sleep(num(&args, 2));
+        }
+        "grandchild" | "setsid-grandchild" => {
+            let secs = num(&args, 2);
+            let pid = fork();
+            if pid == 0 {
+                if mode == "setsid-grandchild" {
+                    // SAFETY: setsid has no preconditions.
+                    unsafe { libc::setsid() };
+                }
+                sleep(secs);
+                std::process::exit(0);
+            }
+            println!("{pid}");
+        }
+        "tree" => {
+            tree(num(&args, 2) as u32, num(&args, 3) as u32, num(&args, 4));
+        }
+        "fds" => {
+            let dir = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+            let mut fds: Vec<i32> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            fds.sort();
+            for fd in fds {
+                // The directory stream's own descriptor is gone once read_dir is done.
+                // SAFETY: F_GETFD only queries.
+                if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+                    println!("{fd}");
+                }
+            }
+        }
+        "write" => {
+            let pattern: Vec<u8> = (0..=255u8).collect();
+            let emit = |n: u64, w: &mut dyn Write| {
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(256) as usize;
+                    w.write_all(&pattern[..k]).expect("write");
+                    left -= k as u64;
+                }
+            };
+            emit(num(&args, 2) as u64, &mut out);
+            out.flush().expect("flush");
+            emit(num(&args, 3) as u64, &mut std::io::stderr());
+        }
+        "cat" => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).expect("stdin");
+            out.write_all(&buf).expect("stdout");
+        }
+        "lines" => {
+            for i in 1..=num(&args, 2) as u64 {
+                writeln!(out, "line {i}").expect("stdout");
+            }
+        }
+        "long-line" => {
+            let n = num(&args, 2) as usize;
+            out.write_all(&vec![b'x'; n]).expect("stdout");
+            out.write_all(b"\n").expect("stdout");
+        }
+        "segv" => {
+            // SAFETY: raising a signal is sound; SIGSEGV's default action ends the process.
+            unsafe { libc::raise(libc::SIGSEGV) };
+        }
+        "alloc" => {
+            let n = num(&args, 2) as usize * 1024 * 1024;
+            let mut v = vec![0u8; n];
+            for i in (0..n).step_by(4096) {
+                v[i] = 1;
+            }
+            std::hint::black_box(&v);
+        }
+        "close-stdout" => {
+            // SAFETY: closing fd 1 only affects this process.
+            unsafe { libc::close(1) };
+            eprintln!("still here");
+        }
+        "exhaust-fds" => {
+            let mut n = 0;
+            let mut keep = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                keep.push(f);
+                n += 1;
+            }
+            println!("{n}");
+        }
+        "spin" => {
+            let end = Instant::now() + Duration::from_secs_f64(num(&args, 2));
+            let mut x = 0u64;
+            while Instant::now() < end {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "env" => {
+            let name = arg(&args, 2);
+            match std::env::var_os(&name) {
+                Some(v) => println!("{}", v.to_string_lossy()),
+                None => println!("<unset>"),
+            }
+        }
+        "pwd" => println!("{}", std::env::current_dir().expect("cwd").display()),
+        other => {
+            eprintln!("procman-testkid: unknown mode {other}");
+            std::process::exit(2);
+        }
+    }
+}
