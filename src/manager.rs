@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) wait_mode: WaitMode,
     /// How long completion waits for observed output's EOF after the program was reaped.
     pub(crate) drain_bound: Duration,
+    /// Mark the host's inheritable descriptors close-on-exec in each child.
+    pub(crate) close_inherited_fds: bool,
 }
 
 #[derive(Default)]
@@ -215,6 +217,7 @@ pub struct Builder {
     kill_leftovers: bool,
     wait_mode: WaitMode,
     drain_bound: Duration,
+    close_inherited_fds: bool,
     backend: Option<Arc<dyn Backend>>,
 }
 
@@ -228,6 +231,7 @@ impl std::fmt::Debug for Builder {
             .field("kill_leftovers", &self.kill_leftovers)
             .field("wait_mode", &self.wait_mode)
             .field("drain_bound", &self.drain_bound)
+            .field("close_inherited_fds", &self.close_inherited_fds)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +246,7 @@ impl Default for Builder {
             kill_leftovers: true,
             wait_mode: WaitMode::default(),
             drain_bound: Duration::from_millis(200),
+            close_inherited_fds: true,
             backend: None,
         }
     }
@@ -294,6 +299,15 @@ impl Builder {
         self
     }
 
+    /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
+    /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
+    /// without `O_CLOEXEC` out of jobs. It costs a `pre_exec` step, which makes std fork
+    /// instead of using `posix_spawn` (see DESIGN.md, "Descriptors", for the measured cost).
+    pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
+        self.close_inherited_fds = yes;
+        self
+    }
+
     /// Runs jobs through another backend than the local one (see `backend.rs`).
     #[allow(dead_code)]
     pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
@@ -340,6 +354,7 @@ impl Builder {
             config: Config {
                 wait_mode: self.wait_mode,
                 drain_bound: self.drain_bound,
+                close_inherited_fds: self.close_inherited_fds,
             },
             backend: self.backend.unwrap_or_else(|| Arc::new(Local)),
             work_rx,

@@ -80,7 +80,7 @@ fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) 
     }
 }
 
-fn build_command(core: &JobCore) -> Command {
+fn build_command(core: &JobCore, close_inherited_fds: bool) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = match &core.interpreter {
         Some(interp) => {
@@ -91,6 +91,15 @@ fn build_command(core: &JobCore) -> Command {
         None => Command::new(&core.program),
     };
     cmd.args(&core.args).process_group(0);
+    if close_inherited_fds {
+        // SAFETY: the closure only calls async-signal-safe functions (see `cloexec_from`).
+        unsafe {
+            cmd.pre_exec(|| {
+                sys::cloexec_from(3);
+                Ok(())
+            });
+        }
+    }
     if let Some(dir) = &core.cwd {
         cmd.current_dir(dir);
     }
@@ -162,7 +171,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
             return AttemptEnd::SpawnFailed(msg);
         }
     };
-    let mut cmd = build_command(core);
+    let mut cmd = build_command(core, inner.config.close_inherited_fds);
     cmd.stdin(streams.stdin)
         .stdout(streams.stdout)
         .stderr(streams.stderr);

@@ -253,3 +253,41 @@ pub(crate) fn physical_memory() -> Option<u64> {
     };
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }
+
+/// Marks every descriptor from `low` up close-on-exec. Runs in the child between fork and exec,
+/// so it only makes async-signal-safe calls: `close_range(CLOSE_RANGE_CLOEXEC)` on Linux 5.11+,
+/// else `fcntl` on each descriptor below the soft `RLIMIT_NOFILE` (at most 65536).
+/// Marking rather than closing keeps std's exec-error pipe working.
+pub(crate) fn cloexec_from(low: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+        // SAFETY: close_range only changes descriptor flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                low as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    // SAFETY: getrlimit and fcntl are async-signal-safe and touch only this process.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            (rl.rlim_cur as u64).min(65536) as libc::c_int
+        } else {
+            4096
+        };
+        for fd in low..max {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags != -1 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}

@@ -142,7 +142,12 @@ fn main() {
         }
         "segv" => {
             // SAFETY: raising a signal is sound; SIGSEGV's default action ends the process.
-            unsafe { libc::raise(libc::SIGSEGV) };
+            // Rust's runtime installs a SIGSEGV handler (stack-overflow detection) that ignores
+            // a raised signal: restore the default action first.
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
         }
         "alloc" => {
             let n = num(&args, 2) as usize * 1024 * 1024;
