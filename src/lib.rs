@@ -1,1 +1,5 @@
 //! procman
+#![deny(missing_docs)]
+
+#[cfg(feature = "cli")]
+pub mod jobfile;
