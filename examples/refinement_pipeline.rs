@@ -278,14 +278,16 @@ fn scan(pipeline: &Pipeline, ctx: &Arc<Ctx>, restraints: PathBuf) {
             None => return,
         }
     }
-    let children: Vec<_> = runs.iter().map(|(_, c)| Arc::clone(c)).collect();
+    // The handler gets the children as an argument: capturing them would make a reference
+    // cycle through their `finished` signals.
+    let (weights, children): (Vec<f64>, Vec<_>) = runs.into_iter().unzip();
     let ctx2 = Arc::clone(ctx);
     pipeline.connect_all(&children, move |pipeline, children| {
         // Keep the run with the lowest Rfree.
-        let best = runs
+        let best = weights
             .iter()
             .zip(children)
-            .filter_map(|((w, _), c)| c.task().rfree.map(|r| (r, *w, c)))
+            .filter_map(|(w, c)| c.task().rfree.map(|r| (r, *w, c)))
             .min_by(|a, b| a.0.total_cmp(&b.0));
         let Some((_, weight, best)) = best else {
             pipeline.report_status(PluginStatus::Failed, "the scan parsed no Rfree");

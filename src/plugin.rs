@@ -871,7 +871,9 @@ impl Pipeline {
     /// (in the order given), when every one of them has ended `SUCCEEDED` or `UNSATISFACTORY`,
     /// on the thread of the last `finished` emit. The first child that ends otherwise ends the
     /// pipeline, which kills the others (see [`Pipeline`]). With no children the handler runs at
-    /// once, here. Connect before starting the children.
+    /// once, here. Connect before starting the children. The handler gets the children as an
+    /// argument: it should not capture them (it is stored in their `finished` signals, so that
+    /// would be a reference cycle until it runs).
     pub fn connect_all<T, F>(&self, children: &[Arc<Plugin<T>>], handler: F)
     where
         T: Task,
