@@ -440,6 +440,12 @@ impl ProcessManager {
         }
     }
 
+    /// True on this manager's dispatcher thread, that is inside a handler (used by the plugin
+    /// layer to refuse waits that could only deadlock there).
+    pub(crate) fn on_dispatcher_thread(&self) -> bool {
+        self.inner.on_dispatcher()
+    }
+
     /// Submits a job and returns its id at once. Never blocks on the job.
     ///
     /// # Errors
