@@ -283,12 +283,15 @@ fn os_string(ob: &Bound<'_, PyAny>, numbers: bool) -> PyResult<OsString> {
     let py = ob.py();
     if numbers
         && !ob.is_instance_of::<pyo3::types::PyBool>()
-        && (ob.is_instance_of::<pyo3::types::PyInt>() || ob.is_instance_of::<pyo3::types::PyFloat>())
+        && (ob.is_instance_of::<pyo3::types::PyInt>()
+            || ob.is_instance_of::<pyo3::types::PyFloat>())
     {
         return Ok(ob.str()?.to_string().into());
     }
     let bytes = py.import("os")?.getattr("fsencode")?.call1((ob,))?;
-    Ok(OsString::from_vec(bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
+    Ok(OsString::from_vec(
+        bytes.cast::<PyBytes>()?.as_bytes().to_vec(),
+    ))
 }
 
 fn opt_os(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<OsString>> {
@@ -307,9 +310,11 @@ fn seconds(ob: &Py<PyAny>, py: Python<'_>, what: &str) -> PyResult<Option<Durati
         return Ok(None);
     }
     if let Ok(s) = b.extract::<f64>() {
-        return Duration::try_from_secs_f64(s)
-            .map(Some)
-            .map_err(|_| PyValueError::new_err(format!("{what} must be a non-negative number of seconds, not {s}")));
+        return Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a non-negative number of seconds, not {s}"
+            ))
+        });
     }
     b.extract::<Duration>()
         .map(Some)
@@ -336,9 +341,13 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
     move |record: &JobRecord| {
         let failure = Python::try_attach(|py| {
             let result = callable.bind(py).call1((Record::from(record),));
-            let failure = result
-                .err()
-                .map(|e| report(py, &format!("job {}: the completion handler raised", record.id), e));
+            let failure = result.err().map(|e| {
+                report(
+                    py,
+                    &format!("job {}: the completion handler raised", record.id),
+                    e,
+                )
+            });
             drop(callable);
             failure
         })
@@ -353,7 +362,9 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
 fn report(py: Python<'_>, what: &str, e: PyErr) -> String {
     let text = e.to_string();
     let logged = (|| -> PyResult<()> {
-        let logger = py.import("logging")?.call_method1("getLogger", ("procman",))?;
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("procman",))?;
         let kwargs = PyDict::new(py);
         let info = (e.get_type(py), e.value(py), e.traceback(py));
         kwargs.set_item("exc_info", info)?;
@@ -367,16 +378,17 @@ fn report(py: Python<'_>, what: &str, e: PyErr) -> String {
     text
 }
 
-fn python_observer(
-    callable: Py<PyAny>,
-) -> impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static {
+fn python_observer(callable: Py<PyAny>) -> impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static {
     move |id: JobId, stream: Stream, line: &[u8]| {
         Python::try_attach(|py| {
             let name = match stream {
                 Stream::Stdout => "stdout",
                 Stream::Stderr => "stderr",
             };
-            if let Err(e) = callable.bind(py).call1((id.0, name, PyBytes::new(py, line))) {
+            if let Err(e) = callable
+                .bind(py)
+                .call1((id.0, name, PyBytes::new(py, line)))
+            {
                 report(py, &format!("job {id}: the output observer raised"), e);
             }
         });
@@ -388,7 +400,9 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
     let mut spec = CoreSpec::new(program);
     let args = s.args.bind(py);
     if args.is_instance_of::<PyString>() || args.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err("args must be a sequence of arguments, not a string"));
+        return Err(PyTypeError::new_err(
+            "args must be a sequence of arguments, not a string",
+        ));
     }
     if !args.is_none() {
         for a in args.try_iter()? {
@@ -539,7 +553,10 @@ impl Manager {
     /// Submits a job; returns its id (from 1000 up) at once.
     fn start(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<u64> {
         let core = build_spec(py, &spec)?;
-        self.pm.start_process(core).map(|id| id.0).map_err(start_error)
+        self.pm
+            .start_process(core)
+            .map(|id| id.0)
+            .map_err(start_error)
     }
 
     /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
@@ -588,12 +605,20 @@ impl Manager {
 
     /// Ids of the running jobs.
     fn running(&self) -> Vec<u64> {
-        self.pm.running_processes().into_iter().map(|j| j.0).collect()
+        self.pm
+            .running_processes()
+            .into_iter()
+            .map(|j| j.0)
+            .collect()
     }
 
     /// Ids of the pending jobs.
     fn pending(&self) -> Vec<u64> {
-        self.pm.pending_processes().into_iter().map(|j| j.0).collect()
+        self.pm
+            .pending_processes()
+            .into_iter()
+            .map(|j| j.0)
+            .collect()
     }
 
     /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
