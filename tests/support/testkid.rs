@@ -21,7 +21,9 @@
 //! - `exhaust-fds`: open /dev/null until EMFILE, print how many, exit 0.
 //! - `spin SECS`: burn CPU for SECS seconds.
 //! - `env NAME`: print the value of NAME, or `<unset>`.
-//! - `pwd`: print the working directory.
+//! - `pwd`: print the working directory (its raw bytes).
+//! - `args`: print each argument after the mode as raw bytes, one per line (non-UTF-8 kept).
+//! - `ready-sleep SECS`: print `ready`, then sleep (a job that is surely running).
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -65,7 +67,12 @@ fn tree(depth: u32, width: u32, secs: f64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // Arguments may be non-UTF-8 (`args` mode); the other modes read them lossily.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args: Vec<String> = raw
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mode = arg(&args, 1);
     let mut out = std::io::stdout();
     match mode.as_str() {
@@ -185,7 +192,24 @@ fn main() {
                 None => println!("<unset>"),
             }
         }
-        "pwd" => println!("{}", std::env::current_dir().expect("cwd").display()),
+        "pwd" => {
+            use std::os::unix::ffi::OsStrExt;
+            let dir = std::env::current_dir().expect("cwd");
+            out.write_all(dir.as_os_str().as_bytes()).expect("stdout");
+            out.write_all(b"\n").expect("stdout");
+        }
+        "args" => {
+            use std::os::unix::ffi::OsStrExt;
+            for a in &raw[2..] {
+                out.write_all(a.as_bytes()).expect("stdout");
+                out.write_all(b"\n").expect("stdout");
+            }
+        }
+        "ready-sleep" => {
+            println!("ready");
+            let _ = out.flush();
+            sleep(num(&args, 2));
+        }
         other => {
             eprintln!("procman-testkid: unknown mode {other}");
             std::process::exit(2);
