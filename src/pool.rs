@@ -226,7 +226,14 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
     let (exit, mut usage, timed_out) = match waited {
         Ok(x) => x,
         Err(e) => {
-            error.get_or_insert(format!("cannot reap the job's process: {e}"));
+            let lost = e.raw_os_error() == Some(libc::ECHILD) && sys::sigchld_ignored();
+            error.get_or_insert(if lost {
+                "the job's exit status was lost: the host process started ignoring SIGCHLD \
+                 (SIG_IGN or SA_NOCLDWAIT) while it ran, so the kernel reaped it"
+                    .to_owned()
+            } else {
+                format!("cannot reap the job's process: {e}")
+            });
             (
                 None,
                 ResourceUsage {
