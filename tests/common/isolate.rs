@@ -15,6 +15,11 @@ const VAR: &str = "PROCMAN_ISOLATED";
 
 /// Runs `body` in a fresh process (see the module docs). `name` must be the test's own name.
 pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
+    isolated_env(name, limit, &[], body)
+}
+
+/// [`isolated`] with extra environment variables for the child process.
+pub fn isolated_env(name: &str, limit: Duration, env: &[(&str, &str)], body: impl FnOnce()) {
     if std::env::var(VAR).as_deref() == Ok(name) {
         body();
         return;
@@ -26,6 +31,7 @@ pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
     let mut child = Command::new(exe)
         .args([name, "--exact", "--test-threads=1", "--nocapture"])
         .env(VAR, name)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())

@@ -1,0 +1,387 @@
+//! Host safety (issue 6): procman is a library inside someone else's process. In
+//! `WaitMode::Pidfd` (the Linux default) it changes no signal disposition of the host, so a host
+//! thread's blocking system call is never interrupted with EINTR because of it.
+//! `WaitMode::Portable` is the exception, and says so: the `wait-timeout` crate installs a
+//! SIGCHLD handler (SA_RESTART, chained to the previous handler) on its first wait. A host that
+//! ignores SIGCHLD gets a clear SpawnFailed, never a hang or a crash.
+//!
+//! Every test runs in a process of its own (tests/common/isolate.rs): dispositions, signal
+//! masks and the kernel's child-reaping rules are process-wide.
+
+mod common;
+#[path = "common/isolate.rs"]
+mod isolate;
+
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{kid, TempDir};
+use isolate::{isolated, isolated_env};
+use procman::{JobSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode, Stream, WaitMode};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const LONG: Duration = Duration::from_secs(60);
+
+/// One signal's disposition: handler address, flags, and which signals its mask blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Disposition {
+    handler: usize,
+    flags: i32,
+    mask: Vec<i32>,
+}
+
+fn disposition(sig: i32) -> Disposition {
+    // SAFETY: a null new action only reads the current one; sigismember reads a valid set.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(
+            libc::sigaction(sig, std::ptr::null(), &mut old),
+            0,
+            "signal {sig}"
+        );
+        let mask = (1..=64)
+            .filter(|&s| libc::sigismember(&old.sa_mask, s) == 1)
+            .collect();
+        Disposition {
+            handler: old.sa_sigaction,
+            flags: old.sa_flags,
+            mask,
+        }
+    }
+}
+
+/// Signals 1..=31 (every standard signal).
+fn all_dispositions() -> Vec<(i32, Disposition)> {
+    (1..=31).map(|s| (s, disposition(s))).collect()
+}
+
+fn manager(mode: WaitMode) -> ProcessManager {
+    ProcessManager::builder()
+        .limit(4)
+        .grace(Duration::from_millis(200))
+        .wait_mode(mode)
+        .build()
+        .unwrap()
+}
+
+/// Runs one job of every kind that makes procman signal, wait or read: success, failure, crash,
+/// timeout (TERM ignored, so SIGKILL after the grace), kill, observed output, input bytes,
+/// spawn failure, a process tree, and a shutdown that kills a running job.
+fn exercise(m: &ProcessManager) {
+    let dir = TempDir::new("exercise");
+    let ok = |s: JobSpec| m.run(s).unwrap().status;
+    assert_eq!(ok(JobSpec::new("true")), JobStatus::Finished);
+    assert_eq!(ok(JobSpec::new("false")), JobStatus::Failed);
+    assert_eq!(ok(JobSpec::new(kid()).arg("segv")), JobStatus::Crashed);
+    assert_eq!(
+        ok(JobSpec::new(kid())
+            .args(["ignore-term", "30"])
+            .timeout(Duration::from_millis(100))),
+        JobStatus::TimedOut
+    );
+    assert_eq!(
+        ok(JobSpec::new(kid())
+            .args(["lines", "1000"])
+            .log_file(dir.join("lines.log"))
+            .observe(|_, _, _| {})),
+        JobStatus::Finished
+    );
+    assert_eq!(
+        ok(JobSpec::new(kid())
+            .arg("cat")
+            .input_bytes(vec![7u8; 300_000])),
+        JobStatus::Finished
+    );
+    assert_eq!(ok(JobSpec::new("/no/such/program")), JobStatus::SpawnFailed);
+    assert_eq!(
+        ok(JobSpec::new(kid()).args(["tree", "2", "3", "30"])),
+        JobStatus::Finished
+    );
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let killed = m
+        .start_process(JobSpec::new(kid()).args(["ready-sleep", "30"]).observe(
+            move |_, s, line| {
+                if s == Stream::Stdout && line == b"ready" {
+                    let _ = tx.lock().unwrap().send(());
+                }
+            },
+        ))
+        .unwrap();
+    rx.recv_timeout(LONG).unwrap();
+    assert_eq!(m.kill_process(killed), Some(KillOutcome::Killing));
+    assert_eq!(m.wait(killed).unwrap().status, JobStatus::Killed);
+    let at_shutdown = m
+        .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
+        .unwrap();
+    m.shutdown(ShutdownMode::Cancel, None);
+    assert!(m.job_data(at_shutdown).unwrap().status.is_final());
+}
+
+#[test]
+fn the_pidfd_wait_changes_no_signal_disposition_of_the_host() {
+    isolated(
+        "the_pidfd_wait_changes_no_signal_disposition_of_the_host",
+        LIMIT,
+        || {
+            let before = all_dispositions();
+            let m = manager(WaitMode::Pidfd);
+            exercise(&m);
+            drop(m);
+            assert_eq!(all_dispositions(), before);
+            // The process-wide manager too.
+            let r = ProcessManager::global()
+                .run(JobSpec::new("true").timeout(Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(r.status, JobStatus::Finished);
+            ProcessManager::global().shutdown(ShutdownMode::Cancel, None);
+            assert_eq!(all_dispositions(), before);
+        },
+    );
+}
+
+#[test]
+fn the_portable_wait_installs_a_restarting_sigchld_handler_and_changes_nothing_else() {
+    isolated(
+        "the_portable_wait_installs_a_restarting_sigchld_handler_and_changes_nothing_else",
+        LIMIT,
+        || {
+            let before = all_dispositions();
+            let m = manager(WaitMode::Portable);
+            // Building the manager installs nothing; the first wait does.
+            assert_eq!(all_dispositions(), before);
+            exercise(&m);
+            drop(m);
+            let after = all_dispositions();
+            for ((sig, b), (_, a)) in before.iter().zip(&after) {
+                if *sig == libc::SIGCHLD {
+                    assert_eq!(b.handler, libc::SIG_DFL);
+                    assert_ne!(a.handler, libc::SIG_DFL, "wait-timeout's handler");
+                    assert_ne!(a.flags & libc::SA_RESTART, 0, "interrupted calls restart");
+                    assert_ne!(a.flags & libc::SA_NOCLDSTOP, 0);
+                } else {
+                    assert_eq!(a, b, "signal {sig}");
+                }
+            }
+        },
+    );
+}
+
+/// With `PROCMAN_BLOCK_SIGCHLD=1`, blocks SIGCHLD in the main thread before `main` (and so
+/// before the test harness creates any thread): every thread inherits it blocked, and the one
+/// that unblocks it (the reader below) is the only one the kernel can deliver SIGCHLD to.
+#[used]
+#[link_section = ".init_array"]
+static BLOCK_SIGCHLD_BEFORE_MAIN: extern "C" fn() = block_sigchld_before_main;
+
+extern "C" fn block_sigchld_before_main() {
+    // SAFETY: getenv with a valid C string before any thread exists; plain signal-mask calls.
+    unsafe {
+        let v = libc::getenv(c"PROCMAN_BLOCK_SIGCHLD".as_ptr());
+        if v.is_null() || *v != b'1' as libc::c_char {
+            return;
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+const BLOCK: &[(&str, &str)] = &[("PROCMAN_BLOCK_SIGCHLD", "1")];
+
+/// Blocks SIGCHLD in the calling thread (so every thread created after this, the manager's
+/// included, inherits it blocked) and starts a thread that unblocks it and blocks in `read(2)`
+/// on a pipe: with [`BLOCK`] in the environment (see above), every SIGCHLD of the process is
+/// then delivered to that thread. Returns the pipe's
+/// write end, a receiver that fires once the reader is about to read, and one that gets what
+/// each `read` call returned (`Err(errno)` for a failure).
+fn blocked_reader() -> (
+    std::fs::File,
+    mpsc::Receiver<()>,
+    mpsc::Receiver<Vec<Result<isize, i32>>>,
+) {
+    // SAFETY: plain signal-mask calls on valid sigsets.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
+    }
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    use std::os::fd::FromRawFd;
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut results = Vec::new();
+        // SAFETY: as above; then read into a valid one-byte buffer.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            ready_tx.send(()).unwrap();
+            loop {
+                let mut b = 0u8;
+                let n = libc::read(r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                if n >= 0 {
+                    results.push(Ok(n));
+                    break;
+                }
+                let e = std::io::Error::last_os_error().raw_os_error().unwrap();
+                results.push(Err(e));
+                if e != libc::EINTR {
+                    break;
+                }
+            }
+        }
+        done_tx.send(results).unwrap();
+    });
+    (w, ready_rx, done_rx)
+}
+
+/// Jobs end (SIGCHLDs are sent) while the reader blocks; then it gets its byte.
+fn run_jobs_while_reading(mode: WaitMode) -> Vec<Result<isize, i32>> {
+    use std::io::Write;
+    let (mut w, ready, done) = blocked_reader();
+    let m = manager(mode);
+    ready.recv_timeout(LONG).unwrap();
+    exercise(&m);
+    drop(m);
+    w.write_all(b"x").unwrap();
+    done.recv_timeout(LONG).unwrap()
+}
+
+#[test]
+fn a_host_threads_blocking_read_is_not_interrupted_by_the_pidfd_wait() {
+    isolated_env(
+        "a_host_threads_blocking_read_is_not_interrupted_by_the_pidfd_wait",
+        LIMIT,
+        BLOCK,
+        || assert_eq!(run_jobs_while_reading(WaitMode::Pidfd), vec![Ok(1)]),
+    );
+}
+
+#[test]
+fn a_host_threads_blocking_read_is_not_interrupted_by_the_portable_wait() {
+    // wait-timeout's handler runs on the reading thread (the only one with SIGCHLD unblocked),
+    // but it is installed with SA_RESTART, so the read restarts instead of failing with EINTR.
+    isolated_env(
+        "a_host_threads_blocking_read_is_not_interrupted_by_the_portable_wait",
+        LIMIT,
+        BLOCK,
+        || assert_eq!(run_jobs_while_reading(WaitMode::Portable), vec![Ok(1)]),
+    );
+}
+
+extern "C" fn count_sigchld(_: libc::c_int) {}
+
+#[test]
+fn the_eintr_probe_sees_a_sigchld_handler_without_sa_restart() {
+    // The control for the two tests above: with a handler that does not restart, the same
+    // reader does see EINTR, so their `vec![Ok(1)]` is a real observation.
+    isolated_env(
+        "the_eintr_probe_sees_a_sigchld_handler_without_sa_restart",
+        LIMIT,
+        BLOCK,
+        || {
+            // SAFETY: installs a handler that does nothing (async-signal-safe).
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = count_sigchld as usize;
+                sa.sa_flags = 0;
+                assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
+            }
+            let results = run_jobs_while_reading(WaitMode::Pidfd);
+            assert!(results.contains(&Err(libc::EINTR)), "{results:?}");
+            assert_eq!(results.last(), Some(&Ok(1)));
+        },
+    );
+}
+
+fn ignore_sigchld(flags_only: bool) {
+    // SAFETY: sets SIGCHLD's disposition; no handler code is involved.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        if flags_only {
+            sa.sa_sigaction = libc::SIG_DFL;
+            sa.sa_flags = libc::SA_NOCLDWAIT;
+        } else {
+            sa.sa_sigaction = libc::SIG_IGN;
+        }
+        assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+#[test]
+fn a_host_that_ignores_sigchld_gets_a_clear_spawn_failure_not_a_hang() {
+    isolated(
+        "a_host_that_ignores_sigchld_gets_a_clear_spawn_failure_not_a_hang",
+        LIMIT,
+        || {
+            for flags_only in [false, true] {
+                ignore_sigchld(flags_only);
+                for mode in [WaitMode::Pidfd, WaitMode::Portable] {
+                    let m = manager(mode);
+                    let (tx, rx) = mpsc::channel();
+                    let id = m
+                        .start_process(
+                            JobSpec::new("true").on_finish(move |r| tx.send(r.clone()).unwrap()),
+                        )
+                        .unwrap();
+                    let r = rx.recv_timeout(LONG).expect("the handler runs, no hang");
+                    assert_eq!(r.id, id);
+                    assert_eq!(r.status, JobStatus::SpawnFailed, "{mode:?}");
+                    let e = r.error.unwrap();
+                    assert!(e.contains("ignores SIGCHLD"), "{e}");
+                    m.shutdown(ShutdownMode::Cancel, None);
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn a_host_that_starts_ignoring_sigchld_while_a_job_runs_gets_a_clear_error_not_a_hang() {
+    isolated(
+        "a_host_that_starts_ignoring_sigchld_while_a_job_runs_gets_a_clear_error_not_a_hang",
+        LIMIT,
+        || {
+            for mode in [WaitMode::Pidfd, WaitMode::Portable] {
+                // Restore the default between rounds.
+                unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+                let m = manager(mode);
+                let (tx, rx) = mpsc::channel();
+                let tx = std::sync::Mutex::new(tx);
+                let id = m
+                    .start_process(JobSpec::new(kid()).args(["ready-sleep", "0.5"]).observe(
+                        move |_, s, line| {
+                            if s == Stream::Stdout && line == b"ready" {
+                                let _ = tx.lock().unwrap().send(());
+                            }
+                        },
+                    ))
+                    .unwrap();
+                rx.recv_timeout(LONG).unwrap();
+                ignore_sigchld(false);
+                let r = m.wait_timeout(id, LONG).expect("no hang");
+                // The kernel reaped the program itself, so its exit status is lost.
+                assert_eq!(r.status, JobStatus::Failed, "{mode:?}");
+                let e = r.error.unwrap();
+                assert!(e.contains("SIGCHLD"), "{mode:?}: {e}");
+                m.shutdown(ShutdownMode::Cancel, None);
+            }
+        },
+    );
+}
