@@ -57,6 +57,8 @@ pub fn isolated_env(name: &str, limit: Duration, env: &[(&str, &str)], body: imp
         None => panic!("isolated test {name} hung for {limit:?}\n{report}"),
         Some(s) => assert!(s.success(), "isolated test {name} failed: {s}\n{report}"),
     }
+    // Shown with --nocapture (the soak prints its figures).
+    println!("{stdout}");
     assert!(
         stdout.contains("1 passed"),
         "isolated test {name} did not run\n{report}"
