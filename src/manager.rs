@@ -27,8 +27,9 @@ use crate::sys;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
     /// Linux: `poll` on a pidfd and an eventfd, then `wait4`. Installs no signal handler, wakes
-    /// at once on exit or kill, and yields CPU time and peak memory. Falls back to `Portable`
-    /// per job when the kernel lacks pidfds (before Linux 5.3).
+    /// at once on exit or kill, and yields CPU time and peak memory. Without a pidfd or an
+    /// eventfd (a kernel before 5.3, or no descriptor left) a job is polled with
+    /// `waitid(WNOWAIT)` in 10 ms slices instead: still no signal handler.
     Pidfd,
     /// Any Unix: the `wait-timeout` crate in 10 ms slices. It installs a SIGCHLD handler in the
     /// host process; no CPU or memory figures; leftover group members are not killed.

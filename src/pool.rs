@@ -214,9 +214,14 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         }
     };
     #[cfg(target_os = "linux")]
-    let waited = match (&waker, sys::pidfd_open(pid)) {
-        (Some(w), Ok(pidfd)) => wait_pidfd(core, &mut child, spawned, &pidfd, w),
-        _ => wait_portable(core, &mut child, spawned),
+    let waited = match inner.config.wait_mode {
+        WaitMode::Portable => wait_portable(core, &mut child, spawned),
+        // Without an eventfd or a pidfd (no descriptor left, or a kernel before 5.3), poll in
+        // slices rather than fall back to wait-timeout: Pidfd mode never installs a handler.
+        WaitMode::Pidfd => match (&waker, sys::pidfd_open(pid)) {
+            (Some(w), Ok(pidfd)) => wait_pidfd(core, &mut child, spawned, &pidfd, w),
+            _ => wait_sliced(core, &mut child, spawned),
+        },
     };
     #[cfg(not(target_os = "linux"))]
     let waited = {
@@ -362,6 +367,32 @@ fn wait_pidfd(
         let _ = sys::signal_group(pid, libc::SIGKILL);
     }
     // std's Child is not used to wait: we reap here, once; dropping a Child never waits.
+    let (exit, usage) = sys::wait4(pid)?;
+    Ok((Some(exit), usage, term.timed_out))
+}
+
+/// Linux, Pidfd mode without a pidfd or an eventfd: `waitid(WNOWAIT)` every 10 ms. The child
+/// stays unreaped until its leftovers are killed, as in `wait_pidfd`; no descriptor, no signal
+/// handler. Kill requests are noticed within one slice.
+#[cfg(target_os = "linux")]
+fn wait_sliced(
+    core: &JobCore,
+    child: &mut Child,
+    spawned: Instant,
+) -> std::io::Result<(Option<Exit>, ResourceUsage, bool)> {
+    const SLICE: Duration = Duration::from_millis(10);
+    let pid = child.id();
+    let mut term = Termination::new(core, spawned);
+    loop {
+        let wait = term.step(core, pid).map_or(SLICE, |w| w.min(SLICE));
+        if sys::has_exited(pid)? {
+            break;
+        }
+        std::thread::sleep(wait);
+    }
+    if core.kill_leftovers {
+        let _ = sys::signal_group(pid, libc::SIGKILL);
+    }
     let (exit, usage) = sys::wait4(pid)?;
     Ok((Some(exit), usage, term.timed_out))
 }

@@ -208,6 +208,32 @@ impl Waker {
     }
 }
 
+/// Linux: true once the child `pid` has exited, leaving it unreaped (`WNOWAIT`), so its
+/// process group id stays ours. Never blocks.
+#[cfg(target_os = "linux")]
+pub(crate) fn has_exited(pid: u32) -> io::Result<bool> {
+    loop {
+        // SAFETY: info points to valid, writable memory; WNOHANG | WNOWAIT only reports.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: waitid filled in a child-state siginfo (si_pid 0: not exited yet).
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Reaps `pid` (which must have exited, or this blocks until it does) and returns how it ended
 /// with the kernel's resource figures for it. Only the worker that spawned `pid` calls this,
 /// exactly once.
