@@ -200,7 +200,7 @@ const BLOCK: &[(&str, &str)] = &[("PROCMAN_BLOCK_SIGCHLD", "1")];
 fn blocked_reader() -> (
     std::fs::File,
     mpsc::Receiver<()>,
-    mpsc::Receiver<Vec<Result<isize, i32>>>,
+    mpsc::Receiver<ReadResults>,
 ) {
     // SAFETY: plain signal-mask calls on valid sigsets.
     unsafe {
@@ -251,8 +251,11 @@ fn blocked_reader() -> (
     (w, ready_rx, done_rx)
 }
 
+/// What each `read(2)` call of the reader returned: bytes read, or the errno.
+type ReadResults = Vec<Result<isize, i32>>;
+
 /// Jobs end (SIGCHLDs are sent) while the reader blocks; then it gets its byte.
-fn run_jobs_while_reading(mode: WaitMode) -> Vec<Result<isize, i32>> {
+fn run_jobs_while_reading(mode: WaitMode) -> ReadResults {
     use std::io::Write;
     let (mut w, ready, done) = blocked_reader();
     let m = manager(mode);
@@ -299,7 +302,7 @@ fn the_eintr_probe_sees_a_sigchld_handler_without_sa_restart() {
             // SAFETY: installs a handler that does nothing (async-signal-safe).
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = count_sigchld as usize;
+                sa.sa_sigaction = count_sigchld as *const () as usize;
                 sa.sa_flags = 0;
                 assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
             }
@@ -382,6 +385,134 @@ fn a_host_that_starts_ignoring_sigchld_while_a_job_runs_gets_a_clear_error_not_a
                 assert!(e.contains("SIGCHLD"), "{mode:?}: {e}");
                 m.shutdown(ShutdownMode::Cancel, None);
             }
+        },
+    );
+}
+
+#[test]
+fn under_fd_exhaustion_every_job_ends_and_the_pidfd_wait_still_installs_no_handler() {
+    // The host is at its descriptor limit: pipes, pidfds and spawns fail at random points.
+    // Every job must still end exactly once (SpawnFailed or run), with no hang, no panic, and
+    // no fallback that installs a signal handler.
+    isolated(
+        "under_fd_exhaustion_every_job_ends_and_the_pidfd_wait_still_installs_no_handler",
+        LIMIT,
+        || {
+            let before = all_dispositions();
+            let m = manager(WaitMode::Pidfd);
+            let open = common::fd_count() as u64;
+            // SAFETY: lowers this process's own soft limit.
+            unsafe {
+                let mut rl: libc::rlimit = std::mem::zeroed();
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+                rl.rlim_cur = open + 22; // A mix of spawn failures and runs.
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
+            }
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut statuses = std::collections::HashMap::new();
+            let ids: Vec<_> = (0..200)
+                .map(|i| {
+                    let c = calls.clone();
+                    let mut spec = JobSpec::new(kid())
+                        .args(["lines", "3"])
+                        .on_finish(move |_| {
+                            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        });
+                    if i % 2 == 0 {
+                        spec = spec.observe(|_, _, _| {});
+                    }
+                    m.start_process(spec).unwrap()
+                })
+                .collect();
+            for id in ids {
+                let r = m.wait_timeout(id, LONG).expect("every job ends");
+                *statuses.entry(r.status).or_insert(0) += 1;
+                assert!(
+                    matches!(r.status, JobStatus::Finished | JobStatus::SpawnFailed),
+                    "{:?}: {:?}",
+                    r.status,
+                    r.error
+                );
+            }
+            m.shutdown(ShutdownMode::Cancel, None);
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 200);
+            println!("under fd exhaustion: {statuses:?}");
+            assert_eq!(all_dispositions(), before);
+        },
+    );
+}
+
+#[test]
+fn a_pidfd_manager_built_without_free_fds_still_installs_no_handler_and_kills_leftovers() {
+    // Regression: a worker that could not create its eventfd (the host was at its descriptor
+    // limit when the manager was built), or a job whose pidfd could not be opened, fell back to
+    // the wait-timeout crate: a SIGCHLD handler appeared in the host, leftovers were no longer
+    // killed, and wait-timeout's first use panics (leaving the job running forever) when it
+    // cannot create its own socket pair. Pidfd mode now polls `waitid(WNOWAIT)` instead.
+    isolated(
+        "a_pidfd_manager_built_without_free_fds_still_installs_no_handler_and_kills_leftovers",
+        LIMIT,
+        || {
+            let before = all_dispositions();
+            // SAFETY: changes this process's own soft descriptor limit.
+            let set_limit = |n: u64| unsafe {
+                let mut rl: libc::rlimit = std::mem::zeroed();
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+                let old = rl.rlim_cur;
+                rl.rlim_cur = n;
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
+                old
+            };
+            // One worker, created with no descriptor to spare: fill the table up to the limit.
+            let old = set_limit(common::fd_count() as u64 + 64);
+            let mut hog = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                hog.push(f);
+            }
+            let m = ProcessManager::builder()
+                .limit(1)
+                .grace(Duration::from_millis(100))
+                .build()
+                .unwrap();
+            // Its first job cannot spawn either: proof the worker met the limit when it started.
+            assert_eq!(
+                m.run(JobSpec::new("true")).unwrap().status,
+                JobStatus::SpawnFailed
+            );
+            drop(hog);
+            set_limit(old);
+            let dir = TempDir::new("nofds");
+            let log = dir.join("gc.log");
+            let r = m
+                .run(
+                    JobSpec::new(kid())
+                        .args(["grandchild", "30"])
+                        .log_file(&log),
+                )
+                .unwrap();
+            assert_eq!(r.status, JobStatus::Finished);
+            let grandchild: u32 = std::fs::read_to_string(&log)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(
+                common::eventually(Duration::from_secs(10), || !common::alive(grandchild)),
+                "the leftover grandchild was killed"
+            );
+            let r = m
+                .run(
+                    JobSpec::new(kid())
+                        .args(["ignore-term", "30"])
+                        .timeout(Duration::from_millis(100)),
+                )
+                .unwrap();
+            assert_eq!(r.status, JobStatus::TimedOut);
+            assert_eq!(r.signal, Some(libc::SIGKILL));
+            assert!(r.usage.unwrap().user_cpu.is_some(), "reaped with wait4");
+            assert_eq!(m.run(JobSpec::new("false")).unwrap().exit_code, Some(1));
+            drop(m);
+            assert_eq!(all_dispositions(), before);
         },
     );
 }
