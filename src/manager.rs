@@ -683,10 +683,20 @@ impl ProcessManager {
     /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
     /// every handler has returned and the manager's threads have exited (a handler that never
     /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it. Calling it again does nothing more.
+    /// behind it; calling it again (or dropping the owner) outside a handler then waits for them
+    /// and joins the dispatcher. Otherwise calling it again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
+            // An earlier shutdown may have run inside a handler: it could neither wait for the
+            // handlers queued behind it nor join its own thread. Outside a handler, finish that.
+            if !inner.on_dispatcher() {
+                inner.wait_for(None, |s| s.handlers_pending == 0);
+                let left = std::mem::take(&mut *inner.threads.lock());
+                for t in left.workers.into_iter().chain(left.dispatcher) {
+                    let _ = t.join();
+                }
+            }
             return;
         }
         let in_handler = inner.on_dispatcher();
@@ -723,6 +733,9 @@ impl ProcessManager {
         for t in all {
             if t.thread().id() != me {
                 let _ = t.join();
+            } else {
+                // Inside a handler: a later shutdown or drop joins the dispatcher.
+                inner.threads.lock().dispatcher = Some(t);
             }
         }
     }

@@ -371,6 +371,9 @@ fn shutdown_from_inside_a_handler_returns_and_every_handler_still_runs_once() {
                     inner(r);
                     h.shutdown(ShutdownMode::Cancel, None);
                     tx.send(()).unwrap();
+                    // The owner is dropped while this handler still runs: the drop must wait
+                    // for the handlers queued behind this one (regression).
+                    std::thread::sleep(Duration::from_millis(200));
                 }))
                 .unwrap();
             ledger.accepted(first);
