@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::process::Stdio;
@@ -47,11 +48,36 @@ pub(crate) fn create_output(path: &Path) -> io::Result<File> {
             std::fs::create_dir_all(parent)?;
         }
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    blocking(file)
+}
+
+/// Opens a file to read from (the input file) without blocking: a FIFO with no writer would
+/// otherwise block the worker in `open` for ever (the program then reads EOF at once).
+fn open_input(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    blocking(file)
+}
+
+/// Clears `O_NONBLOCK`, which was only wanted for `open` (a FIFO opened for writing with no
+/// reader then fails with ENXIO instead of blocking the worker for ever).
+fn blocking(file: File) -> io::Result<File> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if fl == -1 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(file)
 }
 
 /// Opens what the job needs. On failure returns a message naming the file and the cause, and
@@ -83,7 +109,7 @@ pub(crate) fn open_streams(
     };
     let stdin = match input {
         Input::Null => Stdio::null(),
-        Input::File(p) => match File::open(p) {
+        Input::File(p) => match open_input(p) {
             Ok(f) => Stdio::from(f),
             Err(e) => {
                 return Err((

@@ -565,3 +565,40 @@ fn a_working_directory_removed_while_the_job_runs_does_not_disturb_it() {
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Finished);
 }
+
+#[test]
+fn a_fifo_as_input_or_log_never_blocks_a_worker() {
+    // Regression: opening a FIFO blocks until the other end is opened, so a FIFO input with no
+    // writer (or a FIFO log with no reader) blocked the worker in open(2) for ever: the job could
+    // not be killed and shutdown never returned. Both are now opened non-blocking.
+    isolate::isolated(
+        "a_fifo_as_input_or_log_never_blocks_a_worker",
+        Duration::from_secs(60),
+        || {
+            let m = manager(WaitMode::Pidfd);
+            let dir = TempDir::new("fifo");
+            let fifo = dir.join("fifo");
+            let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            // No writer: the program reads EOF at once.
+            let id = m
+                .start_process(JobSpec::new(kid()).arg("cat").input_file(&fifo))
+                .unwrap();
+            let r = m
+                .wait_timeout(id, Duration::from_secs(20))
+                .expect("no hang");
+            assert_eq!(r.status, JobStatus::Finished);
+            // No reader: a clear spawn failure naming the log file.
+            let id = m
+                .start_process(JobSpec::new("true").log_file(&fifo).error_null())
+                .unwrap();
+            let r = m
+                .wait_timeout(id, Duration::from_secs(20))
+                .expect("no hang");
+            assert_eq!(r.status, JobStatus::SpawnFailed);
+            let e = r.error.unwrap();
+            assert!(e.contains("log file") && e.contains("fifo"), "{e}");
+            m.shutdown(procman::ShutdownMode::Cancel, None);
+        },
+    );
+}
