@@ -7,7 +7,7 @@
 //! - `grandchild SECS`: fork a grandchild that sleeps SECS holding stdout and stderr; print its
 //!   pid and exit at once.
 //! - `setsid-grandchild SECS`: the same, but the grandchild calls setsid() first (it escapes
-//!   the job's process group).
+//!   the job's process group); its pid is printed only once it has.
 //! - `tree DEPTH WIDTH SECS`: fork a tree of processes (each node forks WIDTH children down to
 //!   DEPTH), every node prints its pid and sleeps; the root exits at once.
 //! - `fds`: print the open file descriptors, one per line (the listing's own excluded).
@@ -90,15 +90,29 @@ fn main() {
         }
         "grandchild" | "setsid-grandchild" => {
             let secs = num(&args, 2);
+            // The grandchild reports through a pipe once it is set up (after setsid), so the
+            // parent exits only then: no race between setsid and the leftover kill.
+            let mut fds = [0; 2];
+            // SAFETY: fds has room for two descriptors.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
             let pid = fork();
             if pid == 0 {
                 if mode == "setsid-grandchild" {
                     // SAFETY: setsid has no preconditions.
                     unsafe { libc::setsid() };
                 }
+                // SAFETY: writes one byte from a valid buffer; closes our own descriptors.
+                unsafe {
+                    libc::write(fds[1], b"x".as_ptr().cast(), 1);
+                    libc::close(fds[0]);
+                    libc::close(fds[1]);
+                }
                 sleep(secs);
                 std::process::exit(0);
             }
+            let mut b = 0u8;
+            // SAFETY: reads one byte into a valid buffer.
+            unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) };
             println!("{pid}");
         }
         "tree" => {
