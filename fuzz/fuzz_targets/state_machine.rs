@@ -245,7 +245,7 @@ fuzz_target!(|data: &[u8]| {
             }
             None => assert!(j.deleted, "job {id} vanished"),
         }
-        let dep_ok = j.after.map_or(true, |d| calls[&d][0].is_success());
+        let dep_ok = j.after.is_none_or(|d| calls[&d][0].is_success());
         let natural = if dep_ok {
             expected(j.kind)
         } else {
