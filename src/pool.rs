@@ -397,9 +397,12 @@ fn wait_sliced(
     Ok((Some(exit), usage, term.timed_out))
 }
 
-/// Any Unix: `wait-timeout` in slices (it installs a SIGCHLD handler; see DESIGN.md). Kill
-/// requests are noticed within one slice. Leftover group members are not killed here: after
-/// the leader is reaped its group id may be reused.
+/// Any Unix, `WaitMode::Portable` only: `wait-timeout` in slices. Its first use installs a
+/// process-wide SIGCHLD handler in the host (SA_RESTART | SA_NOCLDSTOP | SA_SIGINFO, calling
+/// the previous handler; tests/host_safety.rs pins this) and creates a socket pair, and it
+/// panics if that fails; Pidfd mode never comes here. Kill requests are noticed within one
+/// slice. Leftover group members are not killed here: after the leader is reaped its group id
+/// may be reused.
 fn wait_portable(
     core: &JobCore,
     child: &mut Child,
