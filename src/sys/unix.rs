@@ -132,16 +132,17 @@ pub(crate) fn pipe() -> io::Result<(File, File)> {
 
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no limit). Returns which
 /// were readable (or hung up). EINTR is retried with the time that is left.
-pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+/// No allocation: the descriptors and the answer are arrays.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: &[RawFd; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: [libc::pollfd; N] = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     loop {
         let ms: libc::c_int = match deadline {
             None => -1,
@@ -154,7 +155,7 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
         // SAFETY: pfds is a valid array of pollfd for its length.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if r >= 0 {
-            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+            return Ok(pfds.map(|p| p.revents != 0));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
