@@ -20,7 +20,7 @@ use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
-use crate::spec::{EnvEdit, Input, JobSpec};
+use crate::spec::{EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
 
 /// How workers wait for their child.
@@ -525,7 +525,7 @@ impl ProcessManager {
                 true
             }
             Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
-                result = Ok(e.record.clone());
+                result = Ok(e.record());
                 true
             }
             Some(_) => false,
@@ -544,7 +544,7 @@ impl ProcessManager {
 
     /// A snapshot of the job's record; `None` for an unknown or deleted id. Never blocks.
     pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
-        self.inner.lock().get(id).map(|e| e.record.clone())
+        self.inner.lock().get(id).map(|e| e.record())
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -763,33 +763,34 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
     if spec.program.is_empty() {
         return Err(StartError::EmptyProgram);
     }
-    let nul = |what: String, s: &std::ffi::OsStr| {
+    // The name is built only for an error: no allocation per argument on the way in.
+    let nul = |what: &dyn Fn() -> String, s: &std::ffi::OsStr| {
         if s.as_bytes().contains(&0) {
-            Err(StartError::NulByte(what))
+            Err(StartError::NulByte(what()))
         } else {
             Ok(())
         }
     };
-    nul("the program".into(), &spec.program)?;
+    nul(&|| "the program".into(), &spec.program)?;
     if let Some(i) = &spec.interpreter {
-        nul("the interpreter".into(), i)?;
+        nul(&|| "the interpreter".into(), i)?;
     }
     for (n, a) in spec.args.iter().enumerate() {
-        nul(format!("argument {}", n + 1), a)?;
+        nul(&|| format!("argument {}", n + 1), a)?;
     }
     for (what, p) in [
         ("the log file path", spec.log_file.as_deref()),
         ("the working directory", spec.cwd.as_deref()),
     ] {
         if let Some(p) = p {
-            nul(what.into(), p.as_os_str())?;
+            nul(&|| what.into(), p.as_os_str())?;
         }
     }
     if let Input::File(p) = &spec.input {
-        nul("the input file path".into(), p.as_os_str())?;
+        nul(&|| "the input file path".into(), p.as_os_str())?;
     }
-    if let Some(p) = spec.resolved_error_file() {
-        nul("the error file path".into(), p.as_os_str())?;
+    if let ErrorOutput::File(p) = &spec.error_output {
+        nul(&|| "the error file path".into(), p.as_os_str())?;
     }
     for edit in &spec.env {
         let (k, v) = match edit {
@@ -800,9 +801,12 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
         if k.is_empty() || k.as_bytes().contains(&b'=') {
             return Err(StartError::BadEnvName(k.to_string_lossy().into_owned()));
         }
-        nul(format!("environment variable {}", k.to_string_lossy()), k)?;
+        nul(
+            &|| format!("environment variable {}", k.to_string_lossy()),
+            k,
+        )?;
         if let Some(v) = v {
-            nul(format!("the value of {}", k.to_string_lossy()), v)?;
+            nul(&|| format!("the value of {}", k.to_string_lossy()), v)?;
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::record::JobId;
-use crate::spec::{ErrorOutput, Input, Observer, Stream, OBSERVER_LINE_CAP};
+use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;
 
 /// The child's three standard streams, plus the reader side when output is observed.
@@ -59,7 +59,7 @@ pub(crate) fn create_output(path: &Path) -> io::Result<File> {
 pub(crate) fn open_streams(
     input: &Input,
     log_file: Option<&Path>,
-    error_output: &ErrorOutput,
+    merge_error: bool,
     error_file: Option<&Path>,
     observer: Option<&Observer>,
 ) -> Result<Streams, (String, Option<File>)> {
@@ -70,8 +70,8 @@ pub(crate) fn open_streams(
         ),
         None => None,
     };
-    let err = match (error_output, error_file, &log) {
-        (ErrorOutput::MergeWithLog, _, Some(log)) => Some(
+    let err = match (merge_error, error_file, &log) {
+        (true, _, Some(log)) => Some(
             log.try_clone()
                 .map_err(|e| (format!("cannot share the log file with stderr: {e}"), None))?,
         ),
@@ -110,7 +110,7 @@ pub(crate) fn open_streams(
         Ok(p) => p,
         Err(e) => return Err((format!("cannot create output pipes: {e}"), err.or(log))),
     };
-    let merged = matches!(error_output, ErrorOutput::MergeWithLog);
+    let merged = merge_error;
     let out_file = log.map(Arc::new);
     let err_file = if merged {
         out_file.clone()

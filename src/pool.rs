@@ -71,8 +71,7 @@ fn rotate(path: Option<&Path>, attempt: u32) {
 /// Writes a spawn failure where the user looks first: the job's error file.
 fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) {
     let file = file.or_else(|| {
-        core.error_file
-            .as_deref()
+        core.error_path()
             .and_then(|p| OpenOptions::new().append(true).create(true).open(p).ok())
     });
     if let Some(mut f) = file {
@@ -163,7 +162,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
     let streams = match open_streams(
         &core.input,
         core.log_file.as_deref(),
-        &core.error_output,
+        core.merge_error,
         core.error_file.as_deref(),
         core.observer.as_ref(),
     ) {

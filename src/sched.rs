@@ -10,6 +10,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +31,10 @@ pub(crate) struct JobCore {
     pub(crate) interpreter: Option<std::ffi::OsString>,
     pub(crate) input: Input,
     pub(crate) log_file: Option<std::path::PathBuf>,
-    pub(crate) error_output: ErrorOutput,
+    /// Stderr goes into the log file (`merge_error_into_log`).
+    pub(crate) merge_error: bool,
+    /// Stderr's own file; `None` when merged into the log (no second copy of the log's path)
+    /// or discarded. See [`JobCore::error_path`].
     pub(crate) error_file: Option<std::path::PathBuf>,
     pub(crate) cwd: Option<std::path::PathBuf>,
     pub(crate) env: Vec<EnvEdit>,
@@ -40,6 +44,17 @@ pub(crate) struct JobCore {
     pub(crate) kill_leftovers: bool,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
+}
+
+impl JobCore {
+    /// The file stderr is written to: its own file, or the log when merged.
+    pub(crate) fn error_path(&self) -> Option<&std::path::Path> {
+        if self.merge_error {
+            self.log_file.as_deref()
+        } else {
+            self.error_file.as_deref()
+        }
+    }
 }
 
 /// Where a job is, as the scheduler sees it.
@@ -69,6 +84,8 @@ pub(crate) enum KillReason {
 }
 
 pub(crate) struct Entry {
+    /// While the job is live, the identity fields (program, args, interpreter, log_file,
+    /// error_file) are empty here and held by `core`: read records through [`Entry::record`].
     pub(crate) record: JobRecord,
     /// Dropped when the job becomes final, so nothing the job captured outlives it.
     pub(crate) core: Option<Arc<JobCore>>,
@@ -82,6 +99,26 @@ pub(crate) struct Entry {
     pub(crate) cpus: u32,
     pub(crate) memory: u64,
     pub(crate) retry: Retry,
+}
+
+impl Entry {
+    /// The job's record as users see it: while the job is live, its program, arguments and
+    /// paths are copied in from its core (they are stored once per pending job, not twice).
+    pub(crate) fn record(&self) -> JobRecord {
+        let mut r = self.record.clone();
+        if let Some(core) = &self.core {
+            fill_identity(&mut r, core);
+        }
+        r
+    }
+}
+
+fn fill_identity(r: &mut JobRecord, core: &JobCore) {
+    r.program = core.program.clone();
+    r.args = core.args.clone();
+    r.interpreter = core.interpreter.clone();
+    r.log_file = core.log_file.clone();
+    r.error_file = core.error_path().map(std::path::Path::to_path_buf);
 }
 
 /// One attempt, handed to a worker.
@@ -141,8 +178,33 @@ impl PartialOrd for ReadyKey {
     }
 }
 
+/// The job table. Entries are boxed: a table slot is then 16 bytes instead of ~480, so the
+/// table's spare capacity (up to half of it right after it grows) costs little; and ids are
+/// hashed with one multiplication instead of SipHash (they are sequential and never chosen by an
+/// attacker). Measured in DESIGN.md, "Performance" (memory per pending job).
+pub(crate) type JobTable = HashMap<JobId, Box<Entry>, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of a job id: spreads sequential ids over both the low bits (the bucket)
+/// and the high bits (hashbrown's tag byte).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 pub(crate) struct State {
-    pub(crate) jobs: HashMap<JobId, Entry>,
+    pub(crate) jobs: JobTable,
     ready: BinaryHeap<ReadyKey>,
     next_id: u64,
     next_seq: u64,
@@ -182,7 +244,7 @@ impl State {
         default_kill_leftovers: bool,
     ) -> State {
         State {
-            jobs: HashMap::new(),
+            jobs: JobTable::default(),
             ready: BinaryHeap::new(),
             next_id: 1000,
             next_seq: 0,
@@ -208,7 +270,7 @@ impl State {
 
     /// A visible (not deleted) job.
     pub(crate) fn get(&self, id: JobId) -> Option<&Entry> {
-        self.jobs.get(&id).filter(|e| !e.deleted)
+        self.jobs.get(&id).map(|e| &**e).filter(|e| !e.deleted)
     }
 
     /// Accepts a validated spec. Never blocks.
@@ -242,11 +304,14 @@ impl State {
         let seq = self.next_seq;
         self.next_seq += 1;
         let error_file = spec.resolved_error_file();
+        let merge_error = matches!(spec.error_output, ErrorOutput::MergeWithLog);
         let record = JobRecord {
             id,
-            program: spec.program.clone(),
-            args: spec.args.clone(),
-            interpreter: spec.interpreter.clone(),
+            // The job's identity (program, arguments, paths) lives in its core while the job is
+            // live, and moves here when it ends: one copy per pending job (`Entry::record`).
+            program: std::ffi::OsString::new(),
+            args: Vec::new(),
+            interpreter: None,
             status: JobStatus::Pending,
             exit_code: None,
             signal: None,
@@ -254,8 +319,8 @@ impl State {
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
-            log_file: spec.log_file.clone(),
-            error_file: error_file.clone(),
+            log_file: None,
+            error_file: None,
             error: None,
             attempts: 0,
             usage: None,
@@ -270,8 +335,8 @@ impl State {
             interpreter: spec.interpreter,
             input: spec.input,
             log_file: spec.log_file,
-            error_output: spec.error_output,
-            error_file,
+            merge_error,
+            error_file: if merge_error { None } else { error_file },
             cwd: spec.cwd,
             env: spec.env,
             timeout: spec.timeout,
@@ -294,7 +359,7 @@ impl State {
         };
         self.jobs.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 record,
                 core: Some(core),
                 handler: spec.handler,
@@ -307,7 +372,7 @@ impl State {
                 cpus: spec.cpus,
                 memory: spec.memory,
                 retry: spec.retry,
-            },
+            }),
         );
         self.live += 1;
         self.events.emit(|| Event::Queued { id });
@@ -523,7 +588,24 @@ impl State {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
         debug_assert!(e.record.status.is_final());
         e.phase = Phase::Final;
-        e.core = None;
+        // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
+        if let Some(core) = e.core.take() {
+            match Arc::try_unwrap(core) {
+                Ok(core) => {
+                    let r = &mut e.record;
+                    r.error_file = if core.merge_error {
+                        core.log_file.clone()
+                    } else {
+                        core.error_file
+                    };
+                    r.program = core.program;
+                    r.args = core.args;
+                    r.interpreter = core.interpreter;
+                    r.log_file = core.log_file;
+                }
+                Err(core) => fill_identity(&mut e.record, &core),
+            }
+        }
         e.record.finished_at = Some(SystemTime::now());
         self.live -= 1;
         self.handlers_pending += 1;
