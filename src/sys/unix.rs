@@ -144,16 +144,38 @@ pub(crate) fn poll_readable<const N: usize>(
         revents: 0,
     });
     loop {
-        let ms: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                // Round up so a wait never ends a little before its deadline.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        #[cfg(target_os = "linux")]
+        let r = {
+            // ppoll: the deadline to the nanosecond (poll's milliseconds, rounded up so a wait
+            // never ends early, made each timeout up to 1 ms late).
+            let ts = left.map(|l| libc::timespec {
+                tv_sec: l.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: l.subsec_nanos() as _,
+            });
+            let tsp = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: pfds is a valid array of pollfd for its length; tsp is null or points to
+            // a timespec that outlives the call; no signal mask is given.
+            unsafe {
+                libc::ppoll(
+                    pfds.as_mut_ptr(),
+                    pfds.len() as libc::nfds_t,
+                    tsp,
+                    std::ptr::null(),
+                )
             }
         };
-        // SAFETY: pfds is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        #[cfg(not(target_os = "linux"))]
+        let r = {
+            // Round up so a wait never ends a little before its deadline.
+            let ms = left.map_or(-1, |l| {
+                l.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            });
+            // SAFETY: pfds is a valid array of pollfd for its length.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
+        };
         if r >= 0 {
             return Ok(pfds.map(|p| p.revents != 0));
         }
