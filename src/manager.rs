@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Notified whenever a job becomes final or its handler returns.
     changed: Condvar,
+    /// Notified when an update leaves no live job: `wait_all` and `shutdown` wait on this one,
+    /// so they are not woken twice per job to find that jobs are still running.
+    idle: Condvar,
     /// Notified when a retry timer is added or the manager stops.
     timer_cv: Condvar,
     pub(crate) config: Config,
@@ -89,8 +92,15 @@ impl Inner {
 
     /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
     fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let r = f(&mut self.lock());
+        let (r, idle) = {
+            let mut s = self.lock();
+            let r = f(&mut s);
+            (r, s.live == 0)
+        };
         self.changed.notify_all();
+        if idle {
+            self.idle.notify_all();
+        }
         r
     }
 
@@ -179,7 +189,13 @@ impl Inner {
     }
 
     /// Blocks until `done(state)` holds or the deadline passes; true if it holds.
-    fn wait_for(&self, deadline: Option<Instant>, mut done: impl FnMut(&State) -> bool) -> bool {
+    /// `cv` is `changed`, or `idle` when `done` can only hold once no job is live.
+    fn wait_for(
+        &self,
+        cv: &Condvar,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> bool {
         let mut s = self.lock();
         loop {
             if done(&s) {
@@ -187,11 +203,11 @@ impl Inner {
             }
             match deadline {
                 Some(d) => {
-                    if self.changed.wait_until(&mut s, d).timed_out() {
+                    if cv.wait_until(&mut s, d).timed_out() {
                         return done(&s);
                     }
                 }
-                None => self.changed.wait(&mut s),
+                None => cv.wait(&mut s),
             }
         }
     }
@@ -354,6 +370,7 @@ impl Builder {
                 self.kill_leftovers,
             )),
             changed: Condvar::new(),
+            idle: Condvar::new(),
             timer_cv: Condvar::new(),
             config: Config {
                 wait_mode: self.wait_mode,
@@ -519,7 +536,8 @@ impl ProcessManager {
     ) -> Result<JobRecord, WaitTimeoutError> {
         let in_handler = self.inner.on_dispatcher();
         let mut result = Err(WaitTimeoutError::Timeout);
-        self.inner.wait_for(deadline, |s| match s.get(id) {
+        let inner = &self.inner;
+        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
             None => {
                 result = Err(WaitTimeoutError::UnknownJob(id));
                 true
@@ -537,7 +555,7 @@ impl ProcessManager {
     /// handler: until no job is pending or running). Jobs submitted meanwhile are waited for too.
     pub fn wait_all(&self) {
         let in_handler = self.inner.on_dispatcher();
-        self.inner.wait_for(None, |s| {
+        self.inner.wait_for(&self.inner.idle, None, |s| {
             s.live == 0 && (in_handler || s.handlers_pending == 0)
         });
     }
@@ -697,7 +715,7 @@ impl ProcessManager {
         inner.update(|s| s.closed = true);
         if mode == ShutdownMode::Drain {
             let deadline = timeout.map(|t| Instant::now() + t);
-            if !inner.wait_for(deadline, settled) {
+            if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }
         }
@@ -705,7 +723,7 @@ impl ProcessManager {
             s.cancelling = true;
             s.cancel_all();
         });
-        inner.wait_for(None, settled);
+        inner.wait_for(&inner.idle, None, settled);
         inner.stopped.store(true, Ordering::SeqCst);
         let threads = std::mem::take(&mut *inner.threads.lock());
         for _ in &threads.workers {
