@@ -11,7 +11,7 @@
 //!   time per `start_process` and the manager's memory per pending job: heap bytes (a counting
 //!   allocator: exact) and RSS growth (what the OS sees, allocator slack included).
 //! * `latency [N=2000]`: 10 jobs running at a time (limit 10); each job is this program in
-//!   `--child` mode, which sleeps 0..20 ms, then writes CLOCK_MONOTONIC to its log and exits.
+//!   `--child` mode, which sleeps 0..20 ms, then writes the wall clock (ns) to its log and exits.
 //!   The handler reads the same clock: latency = handler call − child's last instant (the
 //!   child's exit and reaping included). p50/p90/p99/max.
 //! * `sched [N=10000]`: N `/bin/true` jobs three ways: plain, random priorities, a random
@@ -76,11 +76,10 @@ fn cpu_s() -> f64 {
     s(ru.ru_utime) + s(ru.ru_stime)
 }
 
-fn mono_ns() -> u64 {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// The wall clock in ns: the only clock a record carries (`finished_at`), so child, worker and
+/// handler stamps all use it (a clock step during the run would show as an outlier).
+fn wall_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 /// xorshift: deterministic "random" numbers without a dependency.
@@ -180,7 +179,9 @@ fn latency(n: usize) {
     let dir = logdir("latency");
     let me = std::env::current_exe().unwrap();
     let m = ProcessManager::builder().limit(10).build().unwrap();
-    let calls: Arc<Mutex<Vec<(JobId, u64)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    // (job, when its record became final (set under the manager's lock by the worker that
+    // reaped it), when its handler was called): the wall clock, as the child's own stamp.
+    let calls: Arc<Mutex<Vec<(JobId, u64, u64)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut rng = Rng(12345);
     let mut logs = Vec::with_capacity(n);
     for i in 0..n {
@@ -193,8 +194,9 @@ fn latency(n: usize) {
                     .log_file(&log)
                     .merge_error_into_log()
                     .on_finish(move |r| {
-                        let now = mono_ns();
-                        c.lock().unwrap().push((r.id, now));
+                        let now = wall_ns(std::time::SystemTime::now());
+                        let fin = wall_ns(r.finished_at.unwrap());
+                        c.lock().unwrap().push((r.id, fin, now));
                     }),
             )
             .unwrap();
@@ -202,24 +204,39 @@ fn latency(n: usize) {
     }
     m.wait_all();
     let calls = calls.lock().unwrap();
-    let at: std::collections::HashMap<JobId, u64> = calls.iter().copied().collect();
-    let mut lat: Vec<f64> = logs
+    let at: std::collections::HashMap<JobId, (u64, u64)> =
+        calls.iter().map(|&(id, f, h)| (id, (f, h))).collect();
+    let exits: Vec<(JobId, u64)> = logs
         .iter()
         .filter_map(|(id, log)| {
-            let exit: u64 = std::fs::read_to_string(log).ok()?.trim().parse().ok()?;
-            Some((at[id] as f64 - exit as f64) / 1e3)
+            Some((*id, std::fs::read_to_string(log).ok()?.trim().parse().ok()?))
         })
         .collect();
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
-    println!(
-        "| exit → handler, 10 running | {} | p50 {:.0} µs | p90 {:.0} µs | p99 {:.0} µs | max {:.0} µs | {} |",
-        lat.len(),
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        lat[lat.len() - 1],
-        load()
+    let show = |what: &str, mut lat: Vec<f64>| {
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "| {what}, 10 running | {} | p50 {:.0} µs | p90 {:.0} µs | p99 {:.0} µs | max {:.0} µs | {} |",
+            lat.len(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            lat[lat.len() - 1],
+            load()
+        );
+    };
+    let us = |a: u64, b: u64| (a as f64 - b as f64) / 1e3;
+    show(
+        "child exit → handler call",
+        exits.iter().map(|(id, x)| us(at[id].1, *x)).collect(),
+    );
+    show(
+        "child exit → record final (worker)",
+        exits.iter().map(|(id, x)| us(at[id].0, *x)).collect(),
+    );
+    show(
+        "record final → handler call (dispatcher hop)",
+        exits.iter().map(|(id, _)| us(at[id].1, at[id].0)).collect(),
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -300,7 +317,7 @@ fn cascade(n: usize) {
 fn child(us: &str) {
     let us: u64 = us.parse().unwrap_or(0);
     std::thread::sleep(Duration::from_micros(us));
-    println!("{}", mono_ns());
+    println!("{}", wall_ns(std::time::SystemTime::now()));
 }
 
 fn main() {
@@ -319,6 +336,26 @@ fn main() {
     let what = args.get(1).map(String::as_str).unwrap_or("all");
     let n = |d: usize| args.get(2).and_then(|s| s.parse().ok()).unwrap_or(d);
     println!("load average at start: {}", load());
+    // procman forks (pre_exec) instead of posix_spawn once the process has such descriptors.
+    let leaky: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&fd| {
+                    fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0
+                })
+                .map(|fd| fd.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "inheritable descriptors >= 3 in this process: [{}] -> procman spawns with {}",
+        leaky.join(", "),
+        if leaky.is_empty() {
+            "posix_spawn"
+        } else {
+            "fork + pre_exec (close_inherited_fds)"
+        }
+    );
     if matches!(what, "all" | "pending") {
         println!(
             "| what | N | per submission | submissions/s | heap per job | RSS per job | load |"
