@@ -11,7 +11,9 @@
 //!   time per `start_process` and the manager's memory per pending job: heap bytes (a counting
 //!   allocator: exact) and RSS growth (what the OS sees, allocator slack included).
 //! * `latency [N=2000]`: 10 jobs running at a time (limit 10); each job is this program in
-//!   `--child` mode, which sleeps 0..20 ms, then writes the wall clock (ns) to its log and exits.
+//!   `--child` mode, which sleeps 20..60 ms (so that the children's own start-up, ~1.5 ms of
+//!   CPU each here, does not saturate the 2 cores), then writes the wall clock (ns) to its log
+//!   and exits.
 //!   The handler reads the same clock: latency = handler call − child's last instant (the
 //!   child's exit and reaping included). p50/p90/p99/max.
 //! * `sched [N=10000]`: N `/bin/true` jobs three ways: plain, random priorities, a random
@@ -190,7 +192,7 @@ fn latency(n: usize) {
         let id = m
             .start_process(
                 JobSpec::new(&me)
-                    .args(["--child", &rng.below(20_000).to_string()])
+                    .args(["--child", &(20_000 + rng.below(40_000)).to_string()])
                     .log_file(&log)
                     .merge_error_into_log()
                     .on_finish(move |r| {
