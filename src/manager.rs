@@ -110,6 +110,11 @@ impl Inner {
         );
     }
 
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&self, id: JobId, state: &str) {
+        self.lock().set_backend_state(id, state);
+    }
+
     pub(crate) fn end_attempt(self: &Arc<Self>, id: JobId, attempt: u32, end: AttemptEnd) {
         if self.update(|s| s.end_attempt(id, attempt, end)).is_some() {
             self.ensure_timer();
@@ -294,8 +299,18 @@ impl Builder {
         self
     }
 
-    /// Runs jobs through another backend than the local one (see `backend.rs`).
-    #[allow(dead_code)]
+    /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
+    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
+    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
+    pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
+        self.cpu_capacity.get_or_insert(u32::MAX);
+        self.memory_capacity.get_or_insert(u64::MAX);
+        self.backend(Arc::new(crate::backend::slurm::SlurmBackend::new(options)))
+    }
+
+    /// Runs jobs through another backend than the local one (see `backend/mod.rs`).
     pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
         self.backend = Some(backend);
         self

@@ -53,7 +53,7 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
 }
 
 /// Keeps an earlier attempt's output: `log.txt` → `log.txt.attempt1`.
-fn rotate(path: Option<&Path>, attempt: u32) {
+pub(crate) fn rotate(path: Option<&Path>, attempt: u32) {
     if let Some(p) = path {
         let mut to = p.as_os_str().to_owned();
         to.push(format!(".attempt{attempt}"));
@@ -69,7 +69,7 @@ fn rotate(path: Option<&Path>, attempt: u32) {
 }
 
 /// Writes a spawn failure where the user looks first: the job's error file.
-fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) {
+pub(crate) fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) {
     let file = file.or_else(|| {
         core.error_file
             .as_deref()

@@ -129,7 +129,8 @@ pub struct JobRecord {
     pub exit_code: Option<i32>,
     /// The signal that ended the program, when one did.
     pub signal: Option<i32>,
-    /// The OS process id of the last attempt (also the id of its process group).
+    /// The OS process id of the last attempt (also the id of its process group). Under the
+    /// Slurm backend ([`Builder::slurm`](crate::Builder::slurm)) it is the Slurm job id.
     pub pid: Option<u32>,
     /// When the job was submitted.
     pub queued_at: SystemTime,
@@ -155,6 +156,11 @@ pub struct JobRecord {
     pub priority: i32,
     /// The jobs this one runs after.
     pub after: Vec<JobId>,
+    /// The job's raw state as its backend reports it, for backends that have one: under the
+    /// Slurm backend, Slurm's own state (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`,
+    /// `TIMEOUT`, `CANCELLED`, `NODE_FAIL`, `OUT_OF_MEMORY`, ...) of the last attempt, final
+    /// once the record is. `None` for the local backend.
+    pub backend_state: Option<String>,
 }
 
 impl JobRecord {

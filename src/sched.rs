@@ -38,6 +38,9 @@ pub(crate) struct JobCore {
     pub(crate) grace: Duration,
     pub(crate) observer: Option<Observer>,
     pub(crate) kill_leftovers: bool,
+    /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
+    pub(crate) cpus: u32,
+    pub(crate) memory: u64,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
 }
@@ -262,6 +265,7 @@ impl State {
             handler_error: None,
             priority: spec.priority,
             after: spec.after.clone(),
+            backend_state: None,
         };
         let core = Arc::new(JobCore {
             id,
@@ -278,6 +282,8 @@ impl State {
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
+            cpus: spec.cpus,
+            memory: spec.memory,
             kill_requested: AtomicBool::new(false),
         });
         let phase = if waiting_on > 0 && failed_dep.is_none() {
@@ -389,6 +395,15 @@ impl State {
             e.record.started_at = Some(SystemTime::now());
             e.record.attempts = attempt;
             self.events.emit(|| Event::Started { id, pid, attempt });
+        }
+    }
+
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&mut self, id: JobId, state: &str) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            if !e.record.status.is_final() && e.record.backend_state.as_deref() != Some(state) {
+                e.record.backend_state = Some(state.to_owned());
+            }
         }
     }
 
