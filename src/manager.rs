@@ -221,6 +221,8 @@ pub struct Builder {
     wait_mode: WaitMode,
     drain_bound: Duration,
     backend: Option<Arc<dyn Backend>>,
+    /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
+    slurm: Option<crate::slurm::SlurmOptions>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -248,6 +250,7 @@ impl Default for Builder {
             wait_mode: WaitMode::default(),
             drain_bound: Duration::from_millis(200),
             backend: None,
+            slurm: None,
         }
     }
 }
@@ -305,12 +308,15 @@ impl Builder {
     /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
     /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
     pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
-        self.cpu_capacity.get_or_insert(u32::MAX);
-        self.memory_capacity.get_or_insert(u64::MAX);
-        self.backend(Arc::new(crate::backend::slurm::SlurmBackend::new(options)))
+        // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
+        self.cpu_capacity.get_or_insert(u32::MAX / 2);
+        self.memory_capacity.get_or_insert(u64::MAX / 2);
+        self.slurm = Some(options);
+        self
     }
 
     /// Runs jobs through another backend than the local one (see `backend/mod.rs`).
+    #[allow(dead_code)]
     pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
         self.backend = Some(backend);
         self
@@ -356,7 +362,11 @@ impl Builder {
                 wait_mode: self.wait_mode,
                 drain_bound: self.drain_bound,
             },
-            backend: self.backend.unwrap_or_else(|| Arc::new(Local)),
+            backend: match (self.backend, self.slurm) {
+                (Some(b), _) => b,
+                (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
+                (None, None) => Arc::new(Local),
+            },
             work_rx,
             work_tx,
             done_tx,
