@@ -346,6 +346,49 @@ fn kill_while_running_ends_it_as_killed() {
 }
 
 #[test]
+fn scancel_outside_procman_is_cancelled_when_pending_and_reported_when_running() {
+    let _s = serial();
+    if !slurm_up("external_scancel") {
+        return;
+    }
+    let ext_cancel = |job: u32| {
+        assert!(Command::new("scancel")
+            .arg(job.to_string())
+            .status()
+            .unwrap()
+            .success());
+    };
+    let held = manager(SlurmOptions::new().sbatch_arg("--begin=now+3600"), 2);
+    let a = held
+        .start_process(JobSpec::new("sleep").arg("300"))
+        .unwrap();
+    wait_until(&held, a, Duration::from_secs(30), |r| r.pid.is_some());
+    ext_cancel(held.job_data(a).unwrap().pid.unwrap());
+    let ra = held.wait(a).unwrap();
+    assert_eq!(ra.status, JobStatus::Cancelled, "{ra:?}");
+    assert_eq!(ra.backend_state.as_deref(), Some("CANCELLED"));
+
+    let m = manager(SlurmOptions::new(), 2);
+    let b = m.start_process(JobSpec::new("sleep").arg("300")).unwrap();
+    wait_until(&m, b, Duration::from_secs(60), |r| {
+        r.backend_state.as_deref() == Some("RUNNING")
+    });
+    ext_cancel(m.job_data(b).unwrap().pid.unwrap());
+    let rb = m.wait(b).unwrap();
+    assert!(
+        matches!(rb.status, JobStatus::Crashed | JobStatus::Failed),
+        "{rb:?}"
+    );
+    assert!(
+        rb.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside procman"),
+        "{rb:?}"
+    );
+}
+
+#[test]
 fn refused_submissions_are_spawn_failed_with_slurms_message() {
     let _s = serial();
     if !slurm_up("refused") {

@@ -369,7 +369,8 @@ fn follow(
     inner.set_backend_state(core.id, &ending.state);
     let killed = core.kill_requested.load(Ordering::SeqCst);
     let ran = run_start.is_some() || ending.ran;
-    if killed && !ran {
+    // Cancelled before it started, by procman or by anyone else: it never ran.
+    if !ran && (killed || (ending.state == "CANCELLED" && ending.lost.is_none())) {
         return AttemptEnd::NotStarted;
     }
     let usage = ResourceUsage {
@@ -513,12 +514,12 @@ impl Ending {
             "TIMEOUT" => (self.exit, true, None),
             "CANCELLED" if ended_by_procman => (self.exit, timed_out, None),
             "CANCELLED" => (
-                self.exit,
+                not_success(self.exit),
                 timed_out,
                 plain("cancelled outside procman (scancel by a user or an administrator)"),
             ),
             "OUT_OF_MEMORY" => (
-                self.exit,
+                not_success(self.exit),
                 timed_out,
                 plain("it used more memory than it was given (--mem)"),
             ),
@@ -528,6 +529,12 @@ impl Ending {
             _ => (None, timed_out, plain("not a state procman knows")),
         }
     }
+}
+
+/// An exit status for a job that did not succeed: a reported code 0 (which would make the
+/// job `Finished`) is dropped, so the job ends as `Failed` with its error.
+fn not_success(exit: Option<Exit>) -> Option<Exit> {
+    exit.filter(|x| x.code != Some(0))
 }
 
 /// Decodes squeue's `exit_code` (a wait status: code << 8 | signal).
@@ -1425,8 +1432,13 @@ mod tests {
             e("CANCELLED", sig(15), true).judge(1, true, false),
             (sig(15), false, None)
         );
-        let (_, _, err) = e("CANCELLED", sig(15), true).judge(1, false, false);
-        assert!(err.unwrap().contains("outside procman"));
+        let (x, _, err) = e("CANCELLED", sig(15), true).judge(1, false, false);
+        assert!(x == sig(15) && err.unwrap().contains("outside procman"));
+        // Cancelled outside procman while pending: 0:0 must not read as success.
+        let (x, _, err) = e("CANCELLED", code(0), false).judge(1, false, false);
+        assert!(x.is_none() && err.is_some());
+        let (x, _, _) = e("OUT_OF_MEMORY", code(0), true).judge(1, false, false);
+        assert!(x.is_none());
         let (x, _, err) = e("NODE_FAIL", code(0), true).judge(1, false, false);
         assert!(x.is_none() && err.unwrap().contains("node failed"));
         let (_, _, err) = e("OUT_OF_MEMORY", sig(9), true).judge(1, false, false);
