@@ -21,7 +21,10 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// Everything an observer saw, per stream, in arrival order.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Stream, Vec<u8>)>>>);
+struct Seen(Arc<Mutex<Vec<Piece>>>);
+
+/// One observed piece of output and its stream.
+type Piece = (Stream, Vec<u8>);
 
 impl Seen {
     fn observer(&self) -> impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static {

@@ -653,17 +653,17 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 input_done = true;
                 own_error = true;
             }
-            Some(Msg::Signal(s)) => {
-                if interrupted.is_none() {
-                    interrupted = Some(s);
-                    ui.say(&format!(
-                        "{}: stopping; killing the running jobs",
-                        procman::signal_name(s).unwrap_or("signal")
-                    ));
-                    stopping = true;
-                    halt_now = true;
-                }
+            Some(Msg::Signal(s)) if interrupted.is_none() => {
+                interrupted = Some(s);
+                ui.say(&format!(
+                    "{}: stopping; killing the running jobs",
+                    procman::signal_name(s).unwrap_or("signal")
+                ));
+                stopping = true;
+                halt_now = true;
             }
+            // A second signal while stopping changes nothing: the kills are under way.
+            Some(Msg::Signal(_)) => {}
             Some(Msg::Done(f)) => {
                 c.done += 1;
                 let r = &f.record;
