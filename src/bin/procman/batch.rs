@@ -475,16 +475,18 @@ impl Ui {
         let _ = writeln!(err, "procman: {text}");
     }
 
-    fn draw(&mut self, c: &Counts, submitted: u64, input_done: bool, running: usize) {
+    fn draw(&mut self, c: &Counts, total: u64, input_done: bool, running: usize) {
         if !self.live {
             return;
         }
         self.last_draw = Instant::now();
-        let finished = c.ok + c.failed + c.not_run + c.interrupted;
-        let total = submitted;
+        // Skipped and invalid lines count as done but not in the rate of jobs that ran.
+        let ran = c.ok + c.failed + c.not_run + c.interrupted;
+        let finished = ran + c.skipped + c.invalid;
+
         let elapsed = self.start.elapsed().as_secs_f64();
         let rate = if elapsed > 0.0 {
-            finished as f64 / elapsed
+            ran as f64 / elapsed
         } else {
             0.0
         };
@@ -739,7 +741,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         if live && (ui.last_draw.elapsed() >= REDRAW) {
             let running = manager.snapshot().count(JobStatus::Running);
             let submitted = gate.lock().expect("gate").submitted;
-            ui.draw(&c, submitted + c.skipped, input_done, running);
+            ui.draw(&c, submitted + c.skipped + c.invalid, input_done, running);
         }
     }
     ui.clear();
