@@ -1,4 +1,5 @@
 //! End-to-end tests of the `procman` tool: the built binary on real job files.
+#![cfg(feature = "cli")]
 
 mod common;
 
