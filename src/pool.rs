@@ -91,11 +91,20 @@ fn build_command(core: &JobCore, close_inherited_fds: bool) -> Command {
         None => Command::new(&core.program),
     };
     cmd.args(&core.args).process_group(0);
-    if close_inherited_fds {
-        // SAFETY: the closure only calls async-signal-safe functions (see `cloexec_from`).
+    // The child inherits this worker's signal mask (the host's, when it created the manager)
+    // and std does not reset it: a job with SIGTERM blocked would only die by SIGKILL.
+    let unblock = sys::signals_blocked();
+    if close_inherited_fds || unblock {
+        // SAFETY: the closure only calls async-signal-safe functions (see `cloexec_from` and
+        // `unblock_all_signals`).
         unsafe {
-            cmd.pre_exec(|| {
-                sys::cloexec_from(3);
+            cmd.pre_exec(move || {
+                if close_inherited_fds {
+                    sys::cloexec_from(3);
+                }
+                if unblock {
+                    sys::unblock_all_signals();
+                }
                 Ok(())
             });
         }

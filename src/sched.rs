@@ -531,7 +531,13 @@ impl State {
         let record = e.record.clone();
         let handler = e.handler.take();
         let deps = std::mem::take(&mut e.dependents);
-        log::debug!("job {id} ended: {}", record.describe_end());
+        // Success at debug; any other end (a failure, a crash, a timeout, a kill) at info.
+        let level = if status.is_success() {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "job {id} ended: {}", record.describe_end());
         if !self.events.is_empty() {
             let r = record.clone();
             self.events.emit(move || Event::Finished(Box::new(r)));
