@@ -680,11 +680,10 @@ impl ProcessManager {
 
     /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
     /// finish (until `timeout`, then it cancels); `Cancel` cancels pending jobs and kills
-    /// running ones at once. New submissions
-    /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
-    /// every handler has returned and the manager's threads have exited (a handler that never
-    /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it. Calling it again does nothing more.
+    /// running ones at once. New submissions fail with [`StartError::ShutDown`] from the start.
+    /// Blocks until every job has ended, every handler has returned and the manager's threads
+    /// have exited (a handler that never returns blocks this). Called from a handler, it does
+    /// not wait for handlers still queued behind it. Calling it again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
