@@ -384,6 +384,7 @@ impl Builder {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
+    /// A paused queue is resumed.
     Drain,
     /// Cancel pending jobs and kill running ones at once (SIGTERM, grace, SIGKILL).
     Cancel,
@@ -677,12 +678,12 @@ impl ProcessManager {
         }
     }
 
-    /// Stops the manager. `Drain` lets queued and running jobs finish (until `timeout`, then it
-    /// cancels); `Cancel` cancels pending jobs and kills running ones at once. New submissions
-    /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
-    /// every handler has returned and the manager's threads have exited (a handler that never
-    /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it. Calling it again does nothing more.
+    /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
+    /// finish (until `timeout`, then it cancels); `Cancel` cancels pending jobs and kills
+    /// running ones at once. New submissions fail with [`StartError::ShutDown`] from the start.
+    /// Blocks until every job has ended, every handler has returned and the manager's threads
+    /// have exited (a handler that never returns blocks this). Called from a handler, it does
+    /// not wait for handlers still queued behind it. Calling it again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
@@ -692,6 +693,11 @@ impl ProcessManager {
         let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
         inner.update(|s| s.closed = true);
         if mode == ShutdownMode::Drain {
+            // Draining a paused queue would wait for ever (or until the timeout): resume it.
+            inner.update(|s| {
+                s.paused = false;
+                s.pump();
+            });
             let deadline = timeout.map(|t| Instant::now() + t);
             if !inner.wait_for(deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
