@@ -305,11 +305,21 @@ fn leftover_processes_in_the_group_are_ended_when_the_program_exits() {
     let dir = TempDir::new("leftover");
     let log = dir.join("gc.log");
     let r = m
-        .run(JobSpec::new(kid()).args(["grandchild", "30"]).log_file(&log))
+        .run(
+            JobSpec::new(kid())
+                .args(["grandchild", "30"])
+                .log_file(&log),
+        )
         .unwrap();
     assert_eq!(r.status, JobStatus::Finished);
-    let grandchild: u32 = std::fs::read_to_string(&log).unwrap().trim().parse().unwrap();
-    assert!(eventually(Duration::from_secs(5), || !common::alive(grandchild)));
+    let grandchild: u32 = std::fs::read_to_string(&log)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !common::alive(
+        grandchild
+    )));
     assert!(live_in_group(r.pid.unwrap()).is_empty());
 
     // With kill_leftovers(false) the grandchild lives on (then the test ends it).
@@ -321,7 +331,11 @@ fn leftover_processes_in_the_group_are_ended_when_the_program_exits() {
                 .kill_leftovers(false),
         )
         .unwrap();
-    let grandchild: u32 = std::fs::read_to_string(&log).unwrap().trim().parse().unwrap();
+    let grandchild: u32 = std::fs::read_to_string(&log)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(common::alive(grandchild));
     assert_eq!(live_in_group(r.pid.unwrap()), vec![grandchild]);
     unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
