@@ -82,8 +82,11 @@ mod backend;
 mod dispatch;
 mod error;
 mod events;
+#[cfg(feature = "cli")]
+pub mod jobfile;
 mod manager;
 mod output;
+pub mod plugin;
 mod pool;
 mod record;
 mod sched;
@@ -114,6 +117,10 @@ mod sys;
 pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 pub use events::{Event, Snapshot};
 pub use manager::{Builder, ProcessManager, ShutdownMode, WaitMode};
+pub use plugin::{
+    AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
+    PluginWaitError, ProgramTask, Task,
+};
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };

@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) wait_mode: WaitMode,
     /// How long completion waits for observed output's EOF after the program was reaped.
     pub(crate) drain_bound: Duration,
+    /// Mark the host's inheritable descriptors close-on-exec in each child.
+    pub(crate) close_inherited_fds: bool,
 }
 
 #[derive(Default)]
@@ -220,6 +222,7 @@ pub struct Builder {
     kill_leftovers: bool,
     wait_mode: WaitMode,
     drain_bound: Duration,
+    close_inherited_fds: bool,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -235,6 +238,7 @@ impl std::fmt::Debug for Builder {
             .field("kill_leftovers", &self.kill_leftovers)
             .field("wait_mode", &self.wait_mode)
             .field("drain_bound", &self.drain_bound)
+            .field("close_inherited_fds", &self.close_inherited_fds)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +253,7 @@ impl Default for Builder {
             kill_leftovers: true,
             wait_mode: WaitMode::default(),
             drain_bound: Duration::from_millis(200),
+            close_inherited_fds: true,
             backend: None,
             slurm: None,
         }
@@ -299,6 +304,15 @@ impl Builder {
     /// (for example one that called `setsid`) still holds the output pipes.
     pub fn output_drain_bound(mut self, bound: Duration) -> Builder {
         self.drain_bound = bound;
+        self
+    }
+
+    /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
+    /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
+    /// without `O_CLOEXEC` out of jobs. It costs a `pre_exec` step, which makes std fork
+    /// instead of using `posix_spawn` (see DESIGN.md, "Descriptors", for the measured cost).
+    pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
+        self.close_inherited_fds = yes;
         self
     }
 
@@ -361,6 +375,7 @@ impl Builder {
             config: Config {
                 wait_mode: self.wait_mode,
                 drain_bound: self.drain_bound,
+                close_inherited_fds: self.close_inherited_fds,
             },
             backend: match (self.backend, self.slurm) {
                 (Some(b), _) => b,
@@ -394,6 +409,7 @@ impl Builder {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
+    /// A paused queue is resumed.
     Drain,
     /// Cancel pending jobs and kill running ones at once (SIGTERM, grace, SIGKILL).
     Cancel,
@@ -448,6 +464,12 @@ impl ProcessManager {
             inner: self.inner.clone(),
             owner: false,
         }
+    }
+
+    /// True on this manager's dispatcher thread, that is inside a handler (used by the plugin
+    /// layer to refuse waits that could only deadlock there).
+    pub(crate) fn on_dispatcher_thread(&self) -> bool {
+        self.inner.on_dispatcher()
     }
 
     /// Submits a job and returns its id at once. Never blocks on the job.
@@ -681,12 +703,12 @@ impl ProcessManager {
         }
     }
 
-    /// Stops the manager. `Drain` lets queued and running jobs finish (until `timeout`, then it
-    /// cancels); `Cancel` cancels pending jobs and kills running ones at once. New submissions
-    /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
-    /// every handler has returned and the manager's threads have exited (a handler that never
-    /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it. Calling it again does nothing more.
+    /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
+    /// finish (until `timeout`, then it cancels); `Cancel` cancels pending jobs and kills
+    /// running ones at once. New submissions fail with [`StartError::ShutDown`] from the start.
+    /// Blocks until every job has ended, every handler has returned and the manager's threads
+    /// have exited (a handler that never returns blocks this). Called from a handler, it does
+    /// not wait for handlers still queued behind it. Calling it again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
@@ -696,6 +718,11 @@ impl ProcessManager {
         let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
         inner.update(|s| s.closed = true);
         if mode == ShutdownMode::Drain {
+            // Draining a paused queue would wait for ever (or until the timeout): resume it.
+            inner.update(|s| {
+                s.paused = false;
+                s.pump();
+            });
             let deadline = timeout.map(|t| Instant::now() + t);
             if !inner.wait_for(deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");

@@ -80,7 +80,7 @@ pub(crate) fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, 
     }
 }
 
-fn build_command(core: &JobCore) -> Command {
+fn build_command(core: &JobCore, close_inherited_fds: bool) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = match &core.interpreter {
         Some(interp) => {
@@ -91,6 +91,24 @@ fn build_command(core: &JobCore) -> Command {
         None => Command::new(&core.program),
     };
     cmd.args(&core.args).process_group(0);
+    // The child inherits this worker's signal mask (the host's, when it created the manager)
+    // and std does not reset it: a job with SIGTERM blocked would only die by SIGKILL.
+    let unblock = sys::signals_blocked();
+    if close_inherited_fds || unblock {
+        // SAFETY: the closure only calls async-signal-safe functions (see `cloexec_from` and
+        // `unblock_all_signals`).
+        unsafe {
+            cmd.pre_exec(move || {
+                if close_inherited_fds {
+                    sys::cloexec_from(3);
+                }
+                if unblock {
+                    sys::unblock_all_signals();
+                }
+                Ok(())
+            });
+        }
+    }
     if let Some(dir) = &core.cwd {
         cmd.current_dir(dir);
     }
@@ -162,7 +180,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
             return AttemptEnd::SpawnFailed(msg);
         }
     };
-    let mut cmd = build_command(core);
+    let mut cmd = build_command(core, inner.config.close_inherited_fds);
     cmd.stdin(streams.stdin)
         .stdout(streams.stdout)
         .stderr(streams.stderr);

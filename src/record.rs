@@ -145,7 +145,8 @@ pub struct JobRecord {
     /// Why the job failed to start, or another error procman met (for example a full disk while
     /// copying observed output). `None` when all went well.
     pub error: Option<String>,
-    /// How many attempts have been spawned (0 if none was; more than 1 with retries).
+    /// How many attempts were made: spawned, or failed to spawn (0 if none was; more than 1
+    /// with retries). An attempt cancelled before it was spawned does not count.
     pub attempts: u32,
     /// What the last attempt cost; `None` until it ended or when it never started.
     pub usage: Option<ResourceUsage>,

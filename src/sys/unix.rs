@@ -253,3 +253,66 @@ pub(crate) fn physical_memory() -> Option<u64> {
     };
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }
+
+/// Marks every descriptor from `low` up close-on-exec. Runs in the child between fork and exec,
+/// so it only makes async-signal-safe calls: `close_range(CLOSE_RANGE_CLOEXEC)` on Linux 5.11+,
+/// else `fcntl` on each descriptor below the soft `RLIMIT_NOFILE` (at most 65536).
+/// Marking rather than closing keeps std's exec-error pipe working.
+pub(crate) fn cloexec_from(low: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+        // SAFETY: close_range only changes descriptor flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                low as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    // SAFETY: getrlimit and fcntl are async-signal-safe and touch only this process.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            (rl.rlim_cur as u64).min(65536) as libc::c_int
+        } else {
+            4096
+        };
+        for fd in low..max {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags != -1 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Whether the calling thread blocks any signal. A child inherits its parent thread's mask
+/// across `fork` and `exec`, and std does not reset it: a job started from a thread that
+/// blocks SIGTERM (a host that takes signals with `sigwait`, such as the procman tool) would
+/// ignore procman's SIGTERM and always wait for the SIGKILL after the grace period.
+pub(crate) fn signals_blocked() -> bool {
+    // SAFETY: querying the mask into a local set; a null new set changes nothing.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) != 0 {
+            return false;
+        }
+        (1..32).any(|s| libc::sigismember(&set, s) == 1)
+    }
+}
+
+/// Unblocks every signal. Runs in the child between fork and exec (async-signal-safe).
+pub(crate) fn unblock_all_signals() {
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe; the set is local.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}

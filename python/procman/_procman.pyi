@@ -1,0 +1,101 @@
+"""Type stubs for the native module procman._procman."""
+
+import datetime
+import os
+from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Sequence, Union
+
+_Path = Union[str, bytes, os.PathLike]
+_Seconds = Union[float, datetime.timedelta]
+
+class StartError(ValueError): ...
+
+class Record:
+    id: int
+    program: str
+    args: List[str]
+    interpreter: Optional[str]
+    status: str
+    exit_code: Optional[int]
+    exit_status: int
+    signal: Optional[int]
+    pid: Optional[int]
+    queued_at: Optional[float]
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    log_file: Optional[str]
+    error_file: Optional[str]
+    error: Optional[str]
+    attempts: int
+    handler_error: Optional[str]
+    priority: int
+    after: List[int]
+    wall_time: Optional[float]
+    user_cpu: Optional[float]
+    system_cpu: Optional[float]
+    peak_memory: Optional[int]
+    is_final: bool
+    is_success: bool
+    def describe(self) -> str: ...
+
+class JobSpec:
+    program: _Path
+    args: Sequence[Union[_Path, int, float]]
+    interpreter: Optional[_Path]
+    input_file: Optional[_Path]
+    input_bytes: Optional[bytes]
+    log_file: Optional[_Path]
+    error_file: Optional[_Path]
+    merge_stderr: bool
+    cwd: Optional[_Path]
+    env: Optional[Mapping[str, str]]
+    env_update: Optional[Mapping[str, str]]
+    timeout: Optional[_Seconds]
+    grace: Optional[_Seconds]
+    on_finish: Optional[Callable[[Record], Any]]
+    observe: Optional[Callable[[int, str, bytes], Any]]
+    priority: int
+    after: List[int]
+    kill_leftovers: Optional[bool]
+    def __init__(
+        self,
+        program: _Path,
+        args: Optional[Iterable[Union[_Path, int, float]]] = None,
+        *,
+        interpreter: Optional[_Path] = None,
+        input_file: Optional[_Path] = None,
+        input_bytes: Optional[bytes] = None,
+        log_file: Optional[_Path] = None,
+        error_file: Optional[_Path] = None,
+        merge_stderr: bool = False,
+        cwd: Optional[_Path] = None,
+        env: Optional[Mapping[str, str]] = None,
+        env_update: Optional[Mapping[str, str]] = None,
+        timeout: Optional[_Seconds] = None,
+        grace: Optional[_Seconds] = None,
+        on_finish: Optional[Callable[[Record], Any]] = None,
+        observe: Optional[Callable[[int, str, bytes], Any]] = None,
+        priority: int = 0,
+        after: Sequence[int] = (),
+        kill_leftovers: Optional[bool] = None,
+    ) -> None: ...
+
+class Manager:
+    limit: int
+    def __init__(self, limit: int = 10, grace: float = 2.0, kill_leftovers: bool = True) -> None: ...
+    def start(self, spec: JobSpec) -> int: ...
+    def run(self, spec: JobSpec) -> Record: ...
+    def wait(self, id: int, timeout: Optional[float] = None) -> Record: ...
+    def wait_all(self) -> None: ...
+    def job(self, id: int) -> Optional[Record]: ...
+    def running(self) -> List[int]: ...
+    def pending(self) -> List[int]: ...
+    def kill(self, id: int) -> Optional[Literal["killing", "cancelled", "already_finished"]]: ...
+    def delete(self, id: int) -> bool: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def shutdown(self, cancel: bool = True, timeout: Optional[float] = None) -> None: ...
+    def __enter__(self) -> "Manager": ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+def global_manager() -> Manager: ...
+def statuses() -> List[str]: ...

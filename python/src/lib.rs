@@ -1,0 +1,750 @@
+//! `procman._procman`: the native half of procman's Python bindings.
+//!
+//! GIL rules (docs-python.md):
+//! - Every call that can block (`wait`, `run`, `wait_all`, `shutdown`) detaches from the
+//!   interpreter and waits in slices of at most 100 ms, calling `check_signals` between slices,
+//!   so other Python threads run meanwhile and Ctrl-C interrupts the wait.
+//! - Quick calls (`start`, `job`, `kill`, ...) keep the GIL: procman holds its own lock only for
+//!   microseconds and never takes the GIL under it, so no lock-order inversion is possible.
+//! - Handlers run on procman's dispatcher thread, observers on its reader threads; each attaches
+//!   to the interpreter for the call (`Python::try_attach`: skipped once the interpreter is
+//!   shutting down). A handler may call back into the manager, including `wait` and `run`.
+//! - A Python exception in a handler is logged to the `procman` logger and recorded in the
+//!   job's `handler_error`; the dispatcher goes on.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use procman::{
+    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
+    StartError as CoreStartError, Stream, WaitTimeoutError,
+};
+use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+pyo3::create_exception!(
+    _procman,
+    StartError,
+    PyValueError,
+    "The manager refused a job: empty program, NUL byte, bad environment name, unknown \
+     dependency, a job that can never fit, or a manager that is shut down."
+);
+
+/// How long one detached wait lasts before signals are checked again.
+const SLICE: Duration = Duration::from_millis(100);
+
+fn start_error(e: CoreStartError) -> PyErr {
+    StartError::new_err(e.to_string())
+}
+
+fn epoch(t: Option<SystemTime>) -> Option<f64> {
+    t.map(|t| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// A final or in-progress snapshot of one job (procman's `JobRecord`), read-only.
+#[pyclass(frozen, module = "procman._procman")]
+pub struct Record {
+    /// The job id (from 1000 up).
+    #[pyo3(get)]
+    id: u64,
+    #[pyo3(get)]
+    program: OsString,
+    #[pyo3(get)]
+    args: Vec<OsString>,
+    #[pyo3(get)]
+    interpreter: Option<OsString>,
+    /// 'pending', 'running', 'finished', 'failed', 'timeout', 'crashed', 'killed',
+    /// 'cancelled', 'spawn_failed' or 'dependency_failed'.
+    #[pyo3(get)]
+    status: &'static str,
+    #[pyo3(get)]
+    exit_code: Option<i32>,
+    #[pyo3(get)]
+    signal: Option<i32>,
+    /// The OS process id of the last attempt (also its process group id).
+    #[pyo3(get)]
+    pid: Option<u32>,
+    #[pyo3(get)]
+    queued_at: Option<f64>,
+    #[pyo3(get)]
+    started_at: Option<f64>,
+    #[pyo3(get)]
+    finished_at: Option<f64>,
+    #[pyo3(get)]
+    log_file: Option<OsString>,
+    #[pyo3(get)]
+    error_file: Option<OsString>,
+    #[pyo3(get)]
+    error: Option<String>,
+    #[pyo3(get)]
+    attempts: u32,
+    #[pyo3(get)]
+    handler_error: Option<String>,
+    #[pyo3(get)]
+    priority: i32,
+    #[pyo3(get)]
+    after: Vec<u64>,
+    #[pyo3(get)]
+    wall_time: Option<f64>,
+    #[pyo3(get)]
+    user_cpu: Option<f64>,
+    #[pyo3(get)]
+    system_cpu: Option<f64>,
+    #[pyo3(get)]
+    peak_memory: Option<u64>,
+    /// CCP4's exit status: 0 when the job finished successfully, else 1.
+    #[pyo3(get)]
+    exit_status: i32,
+    #[pyo3(get)]
+    is_final: bool,
+    #[pyo3(get)]
+    is_success: bool,
+    describe: String,
+}
+
+impl From<&JobRecord> for Record {
+    fn from(r: &JobRecord) -> Record {
+        Record {
+            id: r.id.0,
+            program: r.program.clone(),
+            args: r.args.clone(),
+            interpreter: r.interpreter.clone(),
+            status: r.status.as_str(),
+            exit_code: r.exit_code,
+            signal: r.signal,
+            pid: r.pid,
+            queued_at: epoch(Some(r.queued_at)),
+            started_at: epoch(r.started_at),
+            finished_at: epoch(r.finished_at),
+            log_file: r.log_file.clone().map(Into::into),
+            error_file: r.error_file.clone().map(Into::into),
+            error: r.error.clone(),
+            attempts: r.attempts,
+            handler_error: r.handler_error.clone(),
+            priority: r.priority,
+            after: r.after.iter().map(|j| j.0).collect(),
+            wall_time: r.usage.map(|u| u.wall.as_secs_f64()),
+            user_cpu: r.usage.and_then(|u| u.user_cpu).map(|d| d.as_secs_f64()),
+            system_cpu: r.usage.and_then(|u| u.system_cpu).map(|d| d.as_secs_f64()),
+            peak_memory: r.usage.and_then(|u| u.peak_memory),
+            exit_status: r.exit_status(),
+            is_final: r.status.is_final(),
+            is_success: r.status.is_success(),
+            describe: r.describe_end(),
+        }
+    }
+}
+
+#[pymethods]
+impl Record {
+    /// A sentence describing how the job ended ("exited with code 3", "timed out", ...).
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        let code = self.exit_code.map_or("None".to_owned(), |c| c.to_string());
+        format!(
+            "Record(id={}, program='{}', status='{}', exit_code={code})",
+            self.id,
+            self.program.to_string_lossy(),
+            self.status
+        )
+    }
+}
+
+/// What to run and how. Every attribute may be changed until the spec is started; values are
+/// checked when the job is started (`start`/`run`), not here.
+#[pyclass(module = "procman._procman")]
+pub struct JobSpec {
+    /// The program (looked up in PATH when it has no '/'): str or os.PathLike.
+    #[pyo3(get, set)]
+    program: Py<PyAny>,
+    /// The arguments: a sequence of str, bytes or os.PathLike (int and float are turned into str).
+    #[pyo3(get, set)]
+    args: Py<PyAny>,
+    /// argv = [interpreter, program, *args] when set.
+    #[pyo3(get, set)]
+    interpreter: Py<PyAny>,
+    /// Standard input from this file (streamed, never read into memory). Default /dev/null.
+    #[pyo3(get, set)]
+    input_file: Py<PyAny>,
+    /// Standard input from these bytes (instead of input_file).
+    #[pyo3(get, set)]
+    input_bytes: Py<PyAny>,
+    /// Standard output to this file; stderr then defaults to `<log without suffix>_err.txt`.
+    #[pyo3(get, set)]
+    log_file: Py<PyAny>,
+    /// Standard error to this file instead of the default.
+    #[pyo3(get, set)]
+    error_file: Py<PyAny>,
+    /// Standard error into the log file, interleaved.
+    #[pyo3(get, set)]
+    merge_stderr: bool,
+    #[pyo3(get, set)]
+    cwd: Py<PyAny>,
+    /// A mapping that replaces the whole environment (None: inherit).
+    #[pyo3(get, set)]
+    env: Py<PyAny>,
+    /// A mapping of variables set on top of the inherited (or replaced) environment.
+    #[pyo3(get, set)]
+    env_update: Py<PyAny>,
+    /// Seconds (float or datetime.timedelta); None for none.
+    #[pyo3(get, set)]
+    timeout: Py<PyAny>,
+    /// Seconds between SIGTERM and SIGKILL on timeout or kill; None for the manager's.
+    #[pyo3(get, set)]
+    grace: Py<PyAny>,
+    /// Called once as `on_finish(record)` on procman's dispatcher thread.
+    #[pyo3(get, set)]
+    on_finish: Py<PyAny>,
+    /// Called as `observe(job_id, 'stdout' | 'stderr', line: bytes)` on a reader thread.
+    #[pyo3(get, set)]
+    observe: Py<PyAny>,
+    #[pyo3(get, set)]
+    priority: i32,
+    /// Job ids this job runs after (it starts only if they all finished successfully).
+    #[pyo3(get, set)]
+    after: Vec<u64>,
+    /// Whether processes left in the job's group when it exits are killed (None: manager's).
+    #[pyo3(get, set)]
+    kill_leftovers: Option<bool>,
+}
+
+#[pymethods]
+impl JobSpec {
+    #[new]
+    #[pyo3(signature = (program, args=None, *, interpreter=None, input_file=None, input_bytes=None,
+        log_file=None, error_file=None, merge_stderr=false, cwd=None, env=None, env_update=None,
+        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=Vec::new(),
+        kill_leftovers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        program: Py<PyAny>,
+        args: Option<Py<PyAny>>,
+        interpreter: Option<Py<PyAny>>,
+        input_file: Option<Py<PyAny>>,
+        input_bytes: Option<Py<PyAny>>,
+        log_file: Option<Py<PyAny>>,
+        error_file: Option<Py<PyAny>>,
+        merge_stderr: bool,
+        cwd: Option<Py<PyAny>>,
+        env: Option<Py<PyAny>>,
+        env_update: Option<Py<PyAny>>,
+        timeout: Option<Py<PyAny>>,
+        grace: Option<Py<PyAny>>,
+        on_finish: Option<Py<PyAny>>,
+        observe: Option<Py<PyAny>>,
+        priority: i32,
+        after: Vec<u64>,
+        kill_leftovers: Option<bool>,
+    ) -> JobSpec {
+        let none = || py.None();
+        JobSpec {
+            program,
+            args: args.unwrap_or_else(|| PyList::empty(py).into_any().unbind()),
+            interpreter: interpreter.unwrap_or_else(none),
+            input_file: input_file.unwrap_or_else(none),
+            input_bytes: input_bytes.unwrap_or_else(none),
+            log_file: log_file.unwrap_or_else(none),
+            error_file: error_file.unwrap_or_else(none),
+            merge_stderr,
+            cwd: cwd.unwrap_or_else(none),
+            env: env.unwrap_or_else(none),
+            env_update: env_update.unwrap_or_else(none),
+            timeout: timeout.unwrap_or_else(none),
+            grace: grace.unwrap_or_else(none),
+            on_finish: on_finish.unwrap_or_else(none),
+            observe: observe.unwrap_or_else(none),
+            priority,
+            after,
+            kill_leftovers,
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "JobSpec({}, {})",
+            self.program.bind(py).repr()?,
+            self.args.bind(py).repr()?
+        ))
+    }
+}
+
+/// str, bytes or os.PathLike (and, for arguments, int or float) as an OS string.
+fn os_string(ob: &Bound<'_, PyAny>, numbers: bool) -> PyResult<OsString> {
+    let py = ob.py();
+    if numbers
+        && !ob.is_instance_of::<pyo3::types::PyBool>()
+        && (ob.is_instance_of::<pyo3::types::PyInt>()
+            || ob.is_instance_of::<pyo3::types::PyFloat>())
+    {
+        return Ok(ob.str()?.to_string().into());
+    }
+    let bytes = py.import("os")?.getattr("fsencode")?.call1((ob,))?;
+    Ok(OsString::from_vec(
+        bytes.cast::<PyBytes>()?.as_bytes().to_vec(),
+    ))
+}
+
+fn opt_os(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<OsString>> {
+    let b = ob.bind(py);
+    if b.is_none() {
+        Ok(None)
+    } else {
+        os_string(b, false).map(Some)
+    }
+}
+
+/// Seconds as a float or a datetime.timedelta; None stays None; negative is an error.
+fn seconds(ob: &Py<PyAny>, py: Python<'_>, what: &str) -> PyResult<Option<Duration>> {
+    let b = ob.bind(py);
+    if b.is_none() {
+        return Ok(None);
+    }
+    if let Ok(s) = b.extract::<f64>() {
+        return Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a non-negative number of seconds, not {s}"
+            ))
+        });
+    }
+    b.extract::<Duration>()
+        .map(Some)
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be seconds (float) or a timedelta")))
+}
+
+fn env_pairs(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<Vec<(OsString, OsString)>>> {
+    let b = ob.bind(py);
+    if b.is_none() {
+        return Ok(None);
+    }
+    let dict = PyDict::new(py);
+    dict.call_method1("update", (b,))?;
+    let mut out = Vec::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        out.push((os_string(&k, false)?, os_string(&v, false)?));
+    }
+    Ok(Some(out))
+}
+
+/// Calls a Python handler on the dispatcher thread. Its exception is logged and handed to
+/// procman as a handler error (a silent unwind, caught by the dispatcher).
+fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'static {
+    move |record: &JobRecord| {
+        let failure = Python::try_attach(|py| {
+            let result = callable.bind(py).call1((Record::from(record),));
+            let failure = result.err().map(|e| {
+                report(
+                    py,
+                    &format!("job {}: the completion handler raised", record.id),
+                    e,
+                )
+            });
+            drop(callable);
+            failure
+        })
+        .flatten();
+        if let Some(message) = failure {
+            std::panic::resume_unwind(Box::new(message));
+        }
+    }
+}
+
+/// Logs a Python exception to the `procman` logger (falling back to stderr); returns its text.
+fn report(py: Python<'_>, what: &str, e: PyErr) -> String {
+    let text = e.to_string();
+    let logged = (|| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("procman",))?;
+        let kwargs = PyDict::new(py);
+        let info = (e.get_type(py), e.value(py), e.traceback(py));
+        kwargs.set_item("exc_info", info)?;
+        logger.call_method("error", ("%s: %s", what, &text), Some(&kwargs))?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        eprintln!("procman: {what}: {text}");
+        e.print(py);
+    }
+    text
+}
+
+fn python_observer(callable: Py<PyAny>) -> impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static {
+    move |id: JobId, stream: Stream, line: &[u8]| {
+        Python::try_attach(|py| {
+            let name = match stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            if let Err(e) = callable
+                .bind(py)
+                .call1((id.0, name, PyBytes::new(py, line)))
+            {
+                report(py, &format!("job {id}: the output observer raised"), e);
+            }
+        });
+    }
+}
+
+fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
+    let program = os_string(s.program.bind(py), false)?;
+    let mut spec = CoreSpec::new(program);
+    let args = s.args.bind(py);
+    if args.is_instance_of::<PyString>() || args.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(
+            "args must be a sequence of arguments, not a string",
+        ));
+    }
+    if !args.is_none() {
+        for a in args.try_iter()? {
+            spec = spec.arg(os_string(&a?, true)?);
+        }
+    }
+    if let Some(i) = opt_os(&s.interpreter, py)? {
+        spec = spec.interpreter(i);
+    }
+    if let Some(f) = opt_os(&s.input_file, py)? {
+        spec = spec.input_file(std::path::PathBuf::from(f));
+    }
+    let input_bytes = s.input_bytes.bind(py);
+    if !input_bytes.is_none() {
+        spec = spec.input_bytes(input_bytes.extract::<Vec<u8>>()?);
+    }
+    if let Some(f) = opt_os(&s.log_file, py)? {
+        spec = spec.log_file(std::path::PathBuf::from(f));
+    }
+    if let Some(f) = opt_os(&s.error_file, py)? {
+        spec = spec.error_file(std::path::PathBuf::from(f));
+    }
+    if s.merge_stderr {
+        spec = spec.merge_error_into_log();
+    }
+    if let Some(d) = opt_os(&s.cwd, py)? {
+        spec = spec.cwd(std::path::PathBuf::from(d));
+    }
+    if let Some(pairs) = env_pairs(&s.env, py)? {
+        spec = spec.env_clear();
+        for (k, v) in pairs {
+            spec = spec.env(k, v);
+        }
+    }
+    if let Some(pairs) = env_pairs(&s.env_update, py)? {
+        for (k, v) in pairs {
+            spec = spec.env(k, v);
+        }
+    }
+    if let Some(t) = seconds(&s.timeout, py, "timeout")? {
+        spec = spec.timeout(t);
+    }
+    if let Some(g) = seconds(&s.grace, py, "grace")? {
+        spec = spec.grace(g);
+    }
+    let on_finish = s.on_finish.bind(py);
+    if !on_finish.is_none() {
+        if !on_finish.is_callable() {
+            return Err(PyTypeError::new_err("on_finish must be callable"));
+        }
+        spec = spec.on_finish(python_handler(on_finish.clone().unbind()));
+    }
+    let observe = s.observe.bind(py);
+    if !observe.is_none() {
+        if !observe.is_callable() {
+            return Err(PyTypeError::new_err("observe must be callable"));
+        }
+        spec = spec.observe(python_observer(observe.clone().unbind()));
+    }
+    spec = spec.priority(s.priority);
+    for &a in &s.after {
+        spec = spec.after(JobId(a));
+    }
+    if let Some(k) = s.kill_leftovers {
+        spec = spec.kill_leftovers(k);
+    }
+    Ok(spec)
+}
+
+/// Waits for a job (and its handler) with the GIL released, in slices, checking signals.
+fn wait_for(
+    py: Python<'_>,
+    pm: &ProcessManager,
+    id: u64,
+    timeout: Option<f64>,
+) -> PyResult<Record> {
+    let deadline = match timeout {
+        None => None,
+        Some(t) => Some(
+            Instant::now()
+                + Duration::try_from_secs_f64(t.max(0.0))
+                    .map_err(|_| PyValueError::new_err("bad timeout"))?,
+        ),
+    };
+    loop {
+        let slice = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            None => SLICE,
+        };
+        match py.detach(|| pm.wait_timeout(JobId(id), slice)) {
+            Ok(r) => return Ok(Record::from(&r)),
+            Err(WaitTimeoutError::UnknownJob(_)) => {
+                return Err(PyKeyError::new_err(format!("unknown job {id}")))
+            }
+            Err(WaitTimeoutError::Timeout) => {
+                py.check_signals()?;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(PyTimeoutError::new_err(format!(
+                        "job {id} did not end within {:.3} s",
+                        timeout.unwrap_or_default()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Runs jobs: a pool of worker threads, one dispatcher thread for handlers.
+///
+/// `Manager(limit=10, grace=2.0, kill_leftovers=True)` creates a manager of its own, shut down
+/// (jobs cancelled and killed) by `shutdown()`, by leaving a `with` block, or when it is garbage
+/// collected. `global_manager()` gives the process-wide one (CCP4i2's singleton uses it).
+#[pyclass(frozen, module = "procman._procman")]
+pub struct Manager {
+    pm: ProcessManager,
+    owned: bool,
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if self.owned {
+            // Shutting down waits for handlers, which need the GIL: never hold it meanwhile.
+            let pm = &self.pm;
+            match Python::try_attach(|py| py.detach(|| pm.shutdown(ShutdownMode::Cancel, None))) {
+                Some(()) => {}
+                None => pm.shutdown(ShutdownMode::Cancel, None),
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Manager {
+    #[new]
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true))]
+    fn new(limit: usize, grace: f64, kill_leftovers: bool) -> PyResult<Manager> {
+        let grace = Duration::try_from_secs_f64(grace)
+            .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
+        let pm = ProcessManager::builder()
+            .limit(limit)
+            .grace(grace)
+            .kill_leftovers(kill_leftovers)
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Manager { pm, owned: true })
+    }
+
+    /// Submits a job; returns its id (from 1000 up) at once.
+    fn start(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<u64> {
+        let core = build_spec(py, &spec)?;
+        self.pm
+            .start_process(core)
+            .map(|id| id.0)
+            .map_err(start_error)
+    }
+
+    /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
+    /// interrupts the wait and kills the job).
+    fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
+        let id = self.start(py, spec)?;
+        wait_for(py, &self.pm, id, None).inspect_err(|_| {
+            self.pm.kill_process(JobId(id));
+        })
+    }
+
+    /// Waits until the job has ended and its handler returned, and gives its final record.
+    /// KeyError for an unknown or deleted job; TimeoutError if `timeout` (seconds) passes first
+    /// (the job goes on). Inside a handler it returns as soon as the record is final.
+    #[pyo3(signature = (id, timeout=None))]
+    fn wait(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<Record> {
+        wait_for(py, &self.pm, id, timeout)
+    }
+
+    /// Waits until no job is pending or running and every handler has returned.
+    fn wait_all(&self, py: Python<'_>) -> PyResult<()> {
+        // The core has no interruptible wait_all: wait for each live job in slices first, so
+        // that the final uninterruptible call only waits for handlers still queued.
+        loop {
+            let mut live = self.pm.running_processes();
+            live.extend(self.pm.pending_processes());
+            if live.is_empty() {
+                break;
+            }
+            for id in live {
+                match wait_for(py, &self.pm, id.0, None) {
+                    Ok(_) => {}
+                    Err(e) if e.is_instance_of::<PyKeyError>(py) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        py.detach(|| self.pm.wait_all());
+        Ok(())
+    }
+
+    /// A snapshot of the job's record; None for an unknown or deleted id.
+    fn job(&self, id: u64) -> Option<Record> {
+        self.pm.job_data(JobId(id)).as_ref().map(Record::from)
+    }
+
+    /// Ids of the running jobs.
+    fn running(&self) -> Vec<u64> {
+        self.pm
+            .running_processes()
+            .into_iter()
+            .map(|j| j.0)
+            .collect()
+    }
+
+    /// Ids of the pending jobs.
+    fn pending(&self) -> Vec<u64> {
+        self.pm
+            .pending_processes()
+            .into_iter()
+            .map(|j| j.0)
+            .collect()
+    }
+
+    /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
+    /// process group, SIGKILL after the grace period), 'already_finished'; None if unknown.
+    fn kill(&self, id: u64) -> Option<&'static str> {
+        self.pm.kill_process(JobId(id)).map(|k| match k {
+            KillOutcome::Cancelled => "cancelled",
+            KillOutcome::Killing => "killing",
+            KillOutcome::AlreadyFinished => "already_finished",
+        })
+    }
+
+    /// Forgets a job (killing it first if it is live; its handler still runs once).
+    /// False for an unknown id.
+    fn delete(&self, id: u64) -> bool {
+        self.pm.delete_job(JobId(id))
+    }
+
+    /// The limit on jobs running at once.
+    #[getter]
+    fn get_limit(&self) -> usize {
+        self.pm.limit()
+    }
+
+    #[setter]
+    fn set_limit(&self, limit: usize) -> PyResult<()> {
+        self.pm
+            .set_limit(limit)
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Stops starting new jobs (running jobs go on).
+    fn pause(&self) {
+        self.pm.pause();
+    }
+
+    /// Starts jobs again after pause().
+    fn resume(&self) {
+        self.pm.resume();
+    }
+
+    /// Stops the manager: cancel=True kills running jobs and cancels pending ones; cancel=False
+    /// lets them finish (until `timeout` seconds, then cancels). Waits with the GIL released.
+    #[pyo3(signature = (cancel=true, timeout=None))]
+    fn shutdown(&self, py: Python<'_>, cancel: bool, timeout: Option<f64>) -> PyResult<()> {
+        let mode = if cancel {
+            ShutdownMode::Cancel
+        } else {
+            ShutdownMode::Drain
+        };
+        let timeout = timeout
+            .map(|t| Duration::try_from_secs_f64(t.max(0.0)))
+            .transpose()
+            .map_err(|_| PyValueError::new_err("bad timeout"))?;
+        py.detach(|| self.pm.shutdown(mode, timeout));
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.shutdown(py, true, None)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Manager(limit={}, running={}, pending={}, global={})",
+            self.pm.limit(),
+            self.pm.running_processes().len(),
+            self.pm.pending_processes().len(),
+            !self.owned
+        )
+    }
+}
+
+static GLOBAL: OnceLock<Py<Manager>> = OnceLock::new();
+
+/// The process-wide manager (limit 10), created on first use by whichever thread touches it
+/// first; every call returns the same object.
+#[pyfunction]
+fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
+    if let Some(m) = GLOBAL.get() {
+        return Ok(m.clone_ref(py));
+    }
+    let created = Py::new(
+        py,
+        Manager {
+            pm: ProcessManager::global().handle(),
+            owned: false,
+        },
+    )?;
+    // A race between threads creates two wrappers of the same manager; one is kept.
+    Ok(GLOBAL.get_or_init(|| created).clone_ref(py))
+}
+
+/// The lower-case status names, in the order of procman's JobStatus.
+#[pyfunction]
+fn statuses() -> Vec<&'static str> {
+    [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Finished,
+        JobStatus::Failed,
+        JobStatus::Crashed,
+        JobStatus::TimedOut,
+        JobStatus::Killed,
+        JobStatus::Cancelled,
+        JobStatus::SpawnFailed,
+        JobStatus::DependencyFailed,
+    ]
+    .iter()
+    .map(|s| s.as_str())
+    .collect()
+}
+
+#[pymodule]
+fn _procman(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Manager>()?;
+    m.add_class::<JobSpec>()?;
+    m.add_class::<Record>()?;
+    m.add_function(wrap_pyfunction!(global_manager, m)?)?;
+    m.add_function(wrap_pyfunction!(statuses, m)?)?;
+    m.add("StartError", m.py().get_type::<StartError>())?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+"""Where procman's AsyncProcessManager must behave better than CCP4i2's asyncio one."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import procman
+from conftest import Done, alive, wait_until
+
+
+def test_grandchild_is_killed_on_timeout(pm, done, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    pid = pm.startProcess("sh", ["-c", f"sleep 60 & echo $! > {pidfile}; wait"],
+                          timeout=300, handler=done)
+    done.wait()
+    assert pm.getJobData(pid, "status") == "timeout"
+    grandchild = int(pidfile.read_text())
+    assert wait_until(lambda: not alive(grandchild), 5), "the grandchild outlived the job"
+
+
+def test_synchronous_run_longer_than_5_seconds(pm, done):
+    # CCP4i2 waited for the id with future.result(timeout=5.0): a 6 s synchronous job failed.
+    t0 = time.monotonic()
+    pid = pm.startProcess("sleep", ["5.5"], handler=done, ifAsync=False)
+    assert time.monotonic() - t0 >= 5.5
+    assert done.calls == [(pid, {})]  # the handler has run before startProcess returns
+    assert pm.getJobData(pid, "status") == "finished"
+
+
+def test_deleting_a_running_job_still_calls_its_handler(pm, done):
+    pid = pm.startProcess("sleep", ["30"], handler=done)
+    assert wait_until(lambda: pid in pm.getRunningProcesses(), 5)
+    assert pm.deleteJob(pid) is True
+    assert pm.getJobData(pid) is None
+    assert done.wait() == [(pid, {})]
+    assert pid not in pm.getRunningProcesses()
+
+
+def test_killing_a_pending_job_means_it_never_starts(pm, tmp_path):
+    limit = pm.manager.limit
+    blockers = [pm.startProcess("sleep", ["30"]) for _ in range(limit)]
+    marker = tmp_path / "ran"
+    done = Done()
+    pid = pm.startProcess("touch", [str(marker)], handler=done)
+    try:
+        assert pm.getJobData(pid, "status") == "pending"
+        assert pid in pm.getPendingProcesses()
+        assert pm.killProcess(pid) == "cancelled"
+        done.wait()
+        assert pm.getJobData(pid, "status") == "cancelled"
+        assert pm.getJobData(pid, "exitStatus") == 1
+    finally:
+        for b in blockers:
+            pm.killProcess(b)
+    for b in blockers:
+        pm.waitForJob(b, 10)
+    time.sleep(0.2)
+    assert not marker.exists(), "the cancelled job ran"
+    assert pm.getJobData(pid, "status") == "cancelled"
+
+
+def test_handler_calling_back_into_the_manager_does_not_deadlock(pm, tmp_path):
+    results = {}
+    finished = threading.Event()
+
+    def outer(pid):
+        results["outer_status"] = pm.getJobData(pid, "status")
+        # A synchronous job started from inside a handler: returns once that job has ended
+        # (its own handler runs after this one returns).
+        inner_pid = pm.startProcess("echo", ["inner"], logFile=str(tmp_path / "inner.log"),
+                                    handler=[inner, {}], ifAsync=False)
+        results["inner_status"] = pm.getJobData(inner_pid, "status")
+        results["running"] = pm.getRunningProcesses()
+        pm.deleteJob(pid)
+
+    def inner(pid):
+        results["inner_handler"] = pid
+        finished.set()
+
+    outer_pid = pm.startProcess("true", handler=outer)
+    assert finished.wait(10), "deadlock: the inner handler never ran"
+    assert results["outer_status"] == "finished"
+    assert results["inner_status"] == "finished"
+    assert pm.getJobData(outer_pid) is None
+
+
+def test_ctrl_c_interrupts_a_synchronous_start(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(procman.__file__))!r})
+        import procman
+        pm = procman.AsyncProcessManager()
+        print("ready", flush=True)
+        t0 = time.monotonic()
+        try:
+            pm.startProcess("sleep", ["30"], ifAsync=False)
+        except KeyboardInterrupt:
+            pid = 1000
+            rec = pm.waitForJob(pid, 10)
+            print("interrupted", round(time.monotonic() - t0, 1), rec.status, flush=True)
+            sys.exit(3)
+        print("not interrupted", flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=20)
+    assert child.returncode == 3, out
+    words = out.split()
+    assert words[0] == "interrupted" and float(words[1]) < 5
+    assert words[2] in ("killed", "cancelled")
+
+
+def test_handler_exception_is_logged_and_recorded(pm, caplog):
+    def bad(pid):
+        raise RuntimeError("boom")
+
+    with caplog.at_level("ERROR", logger="procman"):
+        pid = pm.startProcess("true", handler=bad, ifAsync=False)
+        rec = pm.waitForJob(pid)
+    assert "RuntimeError: boom" in rec.handler_error
+    assert "boom" in caplog.text
+    assert pm.getJobData(pid, "handlerError") == rec.handler_error
+    # the dispatcher goes on
+    done = Done()
+    pm.startProcess("true", handler=done)
+    done.wait()
+
+
+def test_handlers_run_on_the_dispatcher_thread_with_other_threads_free(pm, done):
+    pid = pm.startProcess("true", handler=done, ifAsync=False)
+    assert done.thread is not threading.main_thread()
+    assert done.thread.name != threading.current_thread().name
+    assert pm.getJobData(pid, "status") == "finished"
+
+
+def test_coroutine_handler_runs(pm):
+    import asyncio
+
+    seen = []
+
+    async def handler(pid, tag):
+        await asyncio.sleep(0)
+        seen.append((pid, tag))
+
+    pid = pm.startProcess("true", handler=[handler, {"tag": "x"}], ifAsync=False)
+    assert seen == [(pid, "x")]  # started outside a loop: run on the dispatcher thread
+
+    async def main():
+        p = await pm._startProcess_async("true", handler=[handler, {"tag": "y"}])
+        for _ in range(200):
+            if (p, "y") in seen:
+                return p
+            await asyncio.sleep(0.01)
+        raise AssertionError("the coroutine handler never ran on the loop")
+
+    asyncio.run(main())
