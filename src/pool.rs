@@ -45,15 +45,33 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
             WorkMsg::Job(work) => {
                 let id = work.core.id;
                 let attempt = work.attempt;
-                let end = inner.backend.run_attempt(&inner, work, waker.clone());
+                let end = match before_attempt(&work) {
+                    Some(end) => end,
+                    None => inner.backend.run_attempt(&inner, work, waker.clone()),
+                };
                 inner.end_attempt(id, attempt, end);
             }
         }
     }
 }
 
+/// What every backend's attempt starts with: keep the previous attempt's output, and end here
+/// if a kill arrived before the program was started.
+fn before_attempt(work: &Work) -> Option<AttemptEnd> {
+    let core = &*work.core;
+    if work.attempt > 1 {
+        rotate(core.log_file.as_deref(), work.attempt - 1);
+        if core.error_file != core.log_file {
+            rotate(core.error_file.as_deref(), work.attempt - 1);
+        }
+    }
+    core.kill_requested
+        .load(Ordering::SeqCst)
+        .then_some(AttemptEnd::NotStarted)
+}
+
 /// Keeps an earlier attempt's output: `log.txt` → `log.txt.attempt1`.
-pub(crate) fn rotate(path: Option<&Path>, attempt: u32) {
+fn rotate(path: Option<&Path>, attempt: u32) {
     if let Some(p) = path {
         let mut to = p.as_os_str().to_owned();
         to.push(format!(".attempt{attempt}"));
@@ -152,15 +170,6 @@ impl Backend for Local {
 /// Runs one attempt from spawn to reaping.
 fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
     let core = &*work.core;
-    if work.attempt > 1 {
-        rotate(core.log_file.as_deref(), work.attempt - 1);
-        if core.error_file != core.log_file {
-            rotate(core.error_file.as_deref(), work.attempt - 1);
-        }
-    }
-    if core.kill_requested.load(Ordering::SeqCst) {
-        return AttemptEnd::NotStarted;
-    }
     if sys::sigchld_ignored() {
         let msg = "the host process ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT), so the kernel \
                    would discard the job's exit status; restore SIGCHLD's default disposition";

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use super::{Backend, WorkerWaker};
 use crate::manager::Inner;
 use crate::output::create_output;
-use crate::pool::{report_spawn_failure, rotate};
+use crate::pool::report_spawn_failure;
 use crate::record::ResourceUsage;
 use crate::sched::{AttemptEnd, JobCore, Work};
 use crate::spec::{EnvEdit, ErrorOutput, Input};
@@ -207,15 +207,6 @@ impl SlurmBackend {
 impl Backend for SlurmBackend {
     fn run_attempt(&self, inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         let core = &*work.core;
-        if work.attempt > 1 {
-            rotate(core.log_file.as_deref(), work.attempt - 1);
-            if core.error_file != core.log_file {
-                rotate(core.error_file.as_deref(), work.attempt - 1);
-            }
-        }
-        if core.kill_requested.load(Ordering::SeqCst) {
-            return AttemptEnd::NotStarted;
-        }
         if core.observer.is_some() {
             log::warn!(
                 "job {}: output observers are not called for Slurm jobs; the output goes to the log files only",
