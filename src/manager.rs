@@ -122,6 +122,11 @@ impl Inner {
         );
     }
 
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&self, id: JobId, state: &str) {
+        self.lock().set_backend_state(id, state);
+    }
+
     pub(crate) fn end_attempt(self: &Arc<Self>, id: JobId, attempt: u32, end: AttemptEnd) {
         if self.update(|s| s.end_attempt(id, attempt, end)).is_some() {
             self.ensure_timer();
@@ -235,6 +240,8 @@ pub struct Builder {
     drain_bound: Duration,
     close_inherited_fds: bool,
     backend: Option<Arc<dyn Backend>>,
+    /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
+    slurm: Option<crate::slurm::SlurmOptions>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -264,6 +271,7 @@ impl Default for Builder {
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
             backend: None,
+            slurm: None,
         }
     }
 }
@@ -328,7 +336,20 @@ impl Builder {
         self
     }
 
-    /// Runs jobs through another backend than the local one (see `backend.rs`).
+    /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
+    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
+    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
+    pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
+        // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
+        self.cpu_capacity.get_or_insert(u32::MAX / 2);
+        self.memory_capacity.get_or_insert(u64::MAX / 2);
+        self.slurm = Some(options);
+        self
+    }
+
+    /// Runs jobs through another backend than the local one (see `backend/mod.rs`).
     #[allow(dead_code)]
     pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
         self.backend = Some(backend);
@@ -377,7 +398,11 @@ impl Builder {
                 drain_bound: self.drain_bound,
                 close_inherited_fds: self.close_inherited_fds,
             },
-            backend: self.backend.unwrap_or_else(|| Arc::new(Local)),
+            backend: match (self.backend, self.slurm) {
+                (Some(b), _) => b,
+                (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
+                (None, None) => Arc::new(Local),
+            },
             work_rx,
             work_tx,
             done_tx,
@@ -405,6 +430,7 @@ impl Builder {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
+    /// A paused queue is resumed.
     Drain,
     /// Cancel pending jobs and kill running ones at once (SIGTERM, grace, SIGKILL).
     Cancel,
@@ -699,12 +725,12 @@ impl ProcessManager {
         }
     }
 
-    /// Stops the manager. `Drain` lets queued and running jobs finish (until `timeout`, then it
-    /// cancels); `Cancel` cancels pending jobs and kills running ones at once. New submissions
-    /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
-    /// every handler has returned and the manager's threads have exited (a handler that never
-    /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it. Calling it again does nothing more.
+    /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
+    /// finish (until `timeout`, then it cancels); `Cancel` cancels pending jobs and kills
+    /// running ones at once. New submissions fail with [`StartError::ShutDown`] from the start.
+    /// Blocks until every job has ended, every handler has returned and the manager's threads
+    /// have exited (a handler that never returns blocks this). Called from a handler, it does
+    /// not wait for handlers still queued behind it. Calling it again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
@@ -714,6 +740,11 @@ impl ProcessManager {
         let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
         inner.update(|s| s.closed = true);
         if mode == ShutdownMode::Drain {
+            // Draining a paused queue would wait for ever (or until the timeout): resume it.
+            inner.update(|s| {
+                s.paused = false;
+                s.pump();
+            });
             let deadline = timeout.map(|t| Instant::now() + t);
             if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");

@@ -3,10 +3,21 @@
 //! microseconds, and never blocks: no I/O, no waiting, no user code. Sends on channels here are
 //! on unbounded channels (work, completions) or `try_send` (events).
 //!
-//! Admission policy (DESIGN.md, "Scheduling"): strict order. The ready queue is ordered by
-//! priority (high first), then submission order. Only the head of the queue may start; when it
-//! does not fit (job limit, CPUs or memory), nothing behind it starts either. A large job
-//! therefore waits only for running jobs to end, never behind a stream of later small ones.
+//! Admission policy (DESIGN.md, "Scheduling"): strict order, head-of-line blocking, no
+//! backfill. The ready queue is ordered by priority (high first), then submission order. Only
+//! the head of the queue may start; when it does not fit (job limit, CPUs or memory), nothing
+//! behind it starts either, even a job that would fit. A large job therefore waits only for
+//! running jobs to end, never behind a stream of later small ones of the same or lower
+//! priority (higher priorities go first by definition). The price: while the head waits, free
+//! CPUs or memory may stay idle.
+//!
+//! - A job enters the ready queue when its dependencies have all finished successfully; jobs
+//!   released by one completion are all queued before any is started, so they compete by
+//!   priority. A retry re-enters with its original submission order (after its backoff).
+//! - Declarations of 0 CPUs or 0 bytes are not counted and always fit.
+//! - A job that can never fit is refused at submission; a queued job that no longer can after
+//!   `set_capacities` lowered them ends as `SpawnFailed` (left queued, it would block the head
+//!   of the queue for ever).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -42,6 +53,9 @@ pub(crate) struct JobCore {
     pub(crate) grace: Duration,
     pub(crate) observer: Option<Observer>,
     pub(crate) kill_leftovers: bool,
+    /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
+    pub(crate) cpus: u32,
+    pub(crate) memory: u64,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
 }
@@ -327,6 +341,7 @@ impl State {
             handler_error: None,
             priority: spec.priority,
             after: spec.after.clone(),
+            backend_state: None,
         };
         let core = Arc::new(JobCore {
             id,
@@ -343,6 +358,8 @@ impl State {
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
+            cpus: spec.cpus,
+            memory: spec.memory,
             kill_requested: AtomicBool::new(false),
         });
         let phase = if waiting_on > 0 && failed_dep.is_none() {
@@ -388,6 +405,13 @@ impl State {
     }
 
     fn make_ready(&mut self, id: JobId) {
+        self.enqueue(id);
+        self.pump();
+    }
+
+    /// Puts the job in the ready queue without starting anything: callers that release several
+    /// jobs at once enqueue them all, then pump once, so they compete by priority.
+    fn enqueue(&mut self, id: JobId) {
         if let Some(e) = self.jobs.get_mut(&id) {
             e.phase = Phase::Ready;
             self.ready.push(ReadyKey {
@@ -396,7 +420,6 @@ impl State {
                 id,
             });
         }
-        self.pump();
     }
 
     /// Starts as many jobs from the head of the ready queue as fit, in strict order.
@@ -412,9 +435,10 @@ impl State {
                 self.ready.pop();
                 continue;
             };
+            // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
             let fits = self.running < self.limit
-                && self.used_cpus + e.cpus <= self.cpu_capacity
-                && self.used_memory + e.memory <= self.memory_capacity;
+                && e.cpus <= self.cpu_capacity.saturating_sub(self.used_cpus)
+                && e.memory <= self.memory_capacity.saturating_sub(self.used_memory);
             if !fits {
                 return;
             }
@@ -457,6 +481,15 @@ impl State {
         }
     }
 
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&mut self, id: JobId, state: &str) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            if !e.record.status.is_final() && e.record.backend_state.as_deref() != Some(state) {
+                e.record.backend_state = Some(state.to_owned());
+            }
+        }
+    }
+
     /// The worker is done with an attempt: release its slot, then retry or finalize.
     /// Returns when the retry should be re-queued, if it waits for a backoff.
     pub(crate) fn end_attempt(
@@ -470,7 +503,11 @@ impl State {
         self.used_cpus -= e.cpus;
         self.used_memory -= e.memory;
         let killed = e.kill.is_some();
-        e.record.attempts = e.record.attempts.max(attempt);
+        // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
+        // before its spawn does not.
+        if !matches!(end, AttemptEnd::NotStarted) {
+            e.record.attempts = e.record.attempts.max(attempt);
+        }
         let r = &mut e.record;
         let status = match end {
             AttemptEnd::NotStarted => {
@@ -554,6 +591,7 @@ impl State {
     /// run after it (cascading failures down the graph).
     pub(crate) fn finalize(&mut self, id: JobId, set: impl FnOnce(&mut JobRecord)) {
         let mut stack = vec![];
+        let mut released = false;
         if let Some(e) = self.jobs.get_mut(&id) {
             set(&mut e.record);
             stack.extend(self.finish_one(id));
@@ -575,10 +613,15 @@ impl State {
                 if let Phase::Waiting(n) = &mut e.phase {
                     *n -= 1;
                     if *n == 0 {
-                        self.make_ready(dep);
+                        self.enqueue(dep);
+                        released = true;
                     }
                 }
             }
+        }
+        // Only after every released job is queued: they start by priority, not release order.
+        if released {
+            self.pump();
         }
     }
 
@@ -613,7 +656,13 @@ impl State {
         let record = e.record.clone();
         let handler = e.handler.take();
         let deps = std::mem::take(&mut e.dependents);
-        log::debug!("job {id} ended: {}", record.describe_end());
+        // Success at debug; any other end (a failure, a crash, a timeout, a kill) at info.
+        let level = if status.is_success() {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "job {id} ended: {}", record.describe_end());
         if !self.events.is_empty() {
             let r = record.clone();
             self.events.emit(move || Event::Finished(Box::new(r)));

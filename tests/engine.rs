@@ -265,6 +265,8 @@ fn a_kill_ends_the_whole_process_group() {
     assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed);
+    // Well before the 30 s the processes would take on their own.
+    assert!(r.usage.unwrap().wall < Duration::from_secs(10));
     let pids: Vec<u32> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
@@ -300,14 +302,43 @@ fn a_child_that_ignores_term_is_killed_after_the_grace_period() {
 #[test]
 fn leftover_processes_in_the_group_are_ended_when_the_program_exits() {
     let m = manager(1);
+    let dir = TempDir::new("leftover");
+    let log = dir.join("gc.log");
     let r = m
-        .run(JobSpec::new(kid()).args(["grandchild", "30"]))
+        .run(
+            JobSpec::new(kid())
+                .args(["grandchild", "30"])
+                .log_file(&log),
+        )
         .unwrap();
     assert_eq!(r.status, JobStatus::Finished);
-    assert!(eventually(Duration::from_secs(5), || live_in_group(
-        r.pid.unwrap()
-    )
-    .is_empty()));
+    let grandchild: u32 = std::fs::read_to_string(&log)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !common::alive(
+        grandchild
+    )));
+    assert!(live_in_group(r.pid.unwrap()).is_empty());
+
+    // With kill_leftovers(false) the grandchild lives on (then the test ends it).
+    let r = m
+        .run(
+            JobSpec::new(kid())
+                .args(["grandchild", "30"])
+                .log_file(&log)
+                .kill_leftovers(false),
+        )
+        .unwrap();
+    let grandchild: u32 = std::fs::read_to_string(&log)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(common::alive(grandchild));
+    assert_eq!(live_in_group(r.pid.unwrap()), vec![grandchild]);
+    unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
 }
 
 // ---- Guarantee 3: the limit holds at every instant; handlers hold no slot ----

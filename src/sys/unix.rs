@@ -412,3 +412,28 @@ fn scan_inheritable_fds() -> Option<bool> {
 fn scan_inheritable_fds() -> Option<bool> {
     None
 }
+
+/// Whether the calling thread blocks any signal. A child inherits its parent thread's mask
+/// across `fork` and `exec`, and std does not reset it: a job started from a thread that
+/// blocks SIGTERM (a host that takes signals with `sigwait`, such as the procman tool) would
+/// ignore procman's SIGTERM and always wait for the SIGKILL after the grace period.
+pub(crate) fn signals_blocked() -> bool {
+    // SAFETY: querying the mask into a local set; a null new set changes nothing.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) != 0 {
+            return false;
+        }
+        (1..32).any(|s| libc::sigismember(&set, s) == 1)
+    }
+}
+
+/// Unblocks every signal. Runs in the child between fork and exec (async-signal-safe).
+pub(crate) fn unblock_all_signals() {
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe; the set is local.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
