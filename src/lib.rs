@@ -92,6 +92,26 @@ mod record;
 mod sched;
 pub mod signal;
 mod spec;
+
+/// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and
+/// docs-slurm.md (submission, state mapping, the poller, timeouts and kills).
+///
+/// ```no_run
+/// use procman::{slurm::SlurmOptions, JobSpec, ProcessManager};
+///
+/// let manager = ProcessManager::builder()
+///     .limit(50) // at most 50 jobs submitted to Slurm at once
+///     .slurm(SlurmOptions::new().partition("short").account("ccp4"))
+///     .build()
+///     .unwrap();
+/// let record = manager
+///     .run(JobSpec::new("refmac5").input_file("keywords.txt").log_file("job_1/log.txt").cpus(4))
+///     .unwrap();
+/// println!("Slurm job {:?} ended as {:?}", record.pid, record.backend_state);
+/// ```
+pub mod slurm {
+    pub use crate::backend::slurm::SlurmOptions;
+}
 mod sys;
 
 pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};

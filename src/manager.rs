@@ -20,7 +20,7 @@ use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
-use crate::spec::{EnvEdit, Input, JobSpec};
+use crate::spec::{EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
 
 /// How workers wait for their child.
@@ -67,6 +67,9 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Notified whenever a job becomes final or its handler returns.
     changed: Condvar,
+    /// Notified when an update leaves no live job: `wait_all` and `shutdown` wait on this one,
+    /// so they are not woken twice per job to find that jobs are still running.
+    idle: Condvar,
     /// Notified when a retry timer is added or the manager stops.
     timer_cv: Condvar,
     pub(crate) config: Config,
@@ -90,8 +93,15 @@ impl Inner {
 
     /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
     fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let r = f(&mut self.lock());
+        let (r, idle) = {
+            let mut s = self.lock();
+            let r = f(&mut s);
+            (r, s.live == 0)
+        };
         self.changed.notify_all();
+        if idle {
+            self.idle.notify_all();
+        }
         r
     }
 
@@ -111,6 +121,11 @@ impl Inner {
             #[cfg(target_os = "linux")]
             waker,
         );
+    }
+
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&self, id: JobId, state: &str) {
+        self.lock().set_backend_state(id, state);
     }
 
     pub(crate) fn end_attempt(self: &Arc<Self>, id: JobId, attempt: u32, end: AttemptEnd) {
@@ -180,7 +195,13 @@ impl Inner {
     }
 
     /// Blocks until `done(state)` holds or the deadline passes; true if it holds.
-    fn wait_for(&self, deadline: Option<Instant>, mut done: impl FnMut(&State) -> bool) -> bool {
+    /// `cv` is `changed`, or `idle` when `done` can only hold once no job is live.
+    fn wait_for(
+        &self,
+        cv: &Condvar,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> bool {
         let mut s = self.lock();
         loop {
             if done(&s) {
@@ -188,11 +209,11 @@ impl Inner {
             }
             match deadline {
                 Some(d) => {
-                    if self.changed.wait_until(&mut s, d).timed_out() {
+                    if cv.wait_until(&mut s, d).timed_out() {
                         return done(&s);
                     }
                 }
-                None => self.changed.wait(&mut s),
+                None => cv.wait(&mut s),
             }
         }
     }
@@ -220,6 +241,8 @@ pub struct Builder {
     drain_bound: Duration,
     close_inherited_fds: bool,
     backend: Option<Arc<dyn Backend>>,
+    /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
+    slurm: Option<crate::slurm::SlurmOptions>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -249,6 +272,7 @@ impl Default for Builder {
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
             backend: None,
+            slurm: None,
         }
     }
 }
@@ -302,14 +326,31 @@ impl Builder {
 
     /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
     /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
-    /// without `O_CLOEXEC` out of jobs. It costs a `pre_exec` step, which makes std fork
-    /// instead of using `posix_spawn` (see DESIGN.md, "Descriptors", for the measured cost).
+    /// without `O_CLOEXEC` out of jobs. That takes a `pre_exec` step, which makes std fork
+    /// instead of using `posix_spawn` (about twice the cost of a spawn), so procman adds it only
+    /// once the host is seen to have such a descriptor (a cheap scan of `/proc/self/fd` before
+    /// each spawn until then). A descriptor another host thread opens without `O_CLOEXEC` while
+    /// a spawn is under way, before any was ever seen, can reach that one job: see DESIGN.md,
+    /// "Descriptors".
     pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
         self.close_inherited_fds = yes;
         self
     }
 
-    /// Runs jobs through another backend than the local one (see `backend.rs`).
+    /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
+    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
+    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
+    pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
+        // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
+        self.cpu_capacity.get_or_insert(u32::MAX / 2);
+        self.memory_capacity.get_or_insert(u64::MAX / 2);
+        self.slurm = Some(options);
+        self
+    }
+
+    /// Runs jobs through another backend than the local one (see `backend/mod.rs`).
     #[allow(dead_code)]
     pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
         self.backend = Some(backend);
@@ -351,13 +392,18 @@ impl Builder {
                 self.kill_leftovers,
             )),
             changed: Condvar::new(),
+            idle: Condvar::new(),
             timer_cv: Condvar::new(),
             config: Config {
                 wait_mode: self.wait_mode,
                 drain_bound: self.drain_bound,
                 close_inherited_fds: self.close_inherited_fds,
             },
-            backend: self.backend.unwrap_or_else(|| Arc::new(Local)),
+            backend: match (self.backend, self.slurm) {
+                (Some(b), _) => b,
+                (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
+                (None, None) => Arc::new(Local),
+            },
             work_rx,
             work_tx,
             done_tx,
@@ -385,6 +431,7 @@ impl Builder {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
+    /// A paused queue is resumed.
     Drain,
     /// Cancel pending jobs and kill running ones at once (SIGTERM, grace, SIGKILL).
     Cancel,
@@ -516,13 +563,14 @@ impl ProcessManager {
     ) -> Result<JobRecord, WaitTimeoutError> {
         let in_handler = self.inner.on_dispatcher();
         let mut result = Err(WaitTimeoutError::Timeout);
-        self.inner.wait_for(deadline, |s| match s.get(id) {
+        let inner = &self.inner;
+        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
             None => {
                 result = Err(WaitTimeoutError::UnknownJob(id));
                 true
             }
             Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
-                result = Ok(e.record.clone());
+                result = Ok(e.record());
                 true
             }
             Some(_) => false,
@@ -534,14 +582,14 @@ impl ProcessManager {
     /// handler: until no job is pending or running). Jobs submitted meanwhile are waited for too.
     pub fn wait_all(&self) {
         let in_handler = self.inner.on_dispatcher();
-        self.inner.wait_for(None, |s| {
+        self.inner.wait_for(&self.inner.idle, None, |s| {
             s.live == 0 && (in_handler || s.handlers_pending == 0)
         });
     }
 
     /// A snapshot of the job's record; `None` for an unknown or deleted id. Never blocks.
     pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
-        self.inner.lock().get(id).map(|e| e.record.clone())
+        self.inner.lock().get(id).map(|e| e.record())
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -678,20 +726,23 @@ impl ProcessManager {
         }
     }
 
-    /// Stops the manager. `Drain` lets queued and running jobs finish (until `timeout`, then it
-    /// cancels); `Cancel` cancels pending jobs and kills running ones at once. New submissions
-    /// fail with [`StartError::ShutDown`] from the start. Blocks until every job has ended,
-    /// every handler has returned and the manager's threads have exited (a handler that never
-    /// returns blocks this). Called from a handler, it does not wait for handlers still queued
-    /// behind it; calling it again (or dropping the owner) outside a handler then waits for them
-    /// and joins the dispatcher. Otherwise calling it again does nothing more.
+    /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
+    /// finish (until `timeout`, then it cancels); `Cancel` cancels pending jobs and kills
+    /// running ones at once. New submissions fail with [`StartError::ShutDown`] from the start.
+    /// Blocks until every job has ended, every handler has returned and the manager's threads
+    /// have exited (a handler that never returns blocks this). Called from a handler, it does
+    /// not wait for handlers still queued behind it; calling it again (or dropping the owner)
+    /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
+    /// again does nothing more.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
             // An earlier shutdown may have run inside a handler: it could neither wait for the
             // handlers queued behind it nor join its own thread. Outside a handler, finish that.
             if !inner.on_dispatcher() {
-                inner.wait_for(None, |s| s.handlers_pending == 0);
+                inner.wait_for(&inner.idle, None, |s| {
+                    s.live == 0 && s.handlers_pending == 0
+                });
                 let left = std::mem::take(&mut *inner.threads.lock());
                 for t in left.workers.into_iter().chain(left.dispatcher) {
                     let _ = t.join();
@@ -703,8 +754,13 @@ impl ProcessManager {
         let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
         inner.update(|s| s.closed = true);
         if mode == ShutdownMode::Drain {
+            // Draining a paused queue would wait for ever (or until the timeout): resume it.
+            inner.update(|s| {
+                s.paused = false;
+                s.pump();
+            });
             let deadline = timeout.map(|t| Instant::now() + t);
-            if !inner.wait_for(deadline, settled) {
+            if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }
         }
@@ -712,7 +768,7 @@ impl ProcessManager {
             s.cancelling = true;
             s.cancel_all();
         });
-        inner.wait_for(None, settled);
+        inner.wait_for(&inner.idle, None, settled);
         inner.stopped.store(true, Ordering::SeqCst);
         let threads = std::mem::take(&mut *inner.threads.lock());
         for _ in &threads.workers {
@@ -773,33 +829,34 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
     if spec.program.is_empty() {
         return Err(StartError::EmptyProgram);
     }
-    let nul = |what: String, s: &std::ffi::OsStr| {
+    // The name is built only for an error: no allocation per argument on the way in.
+    let nul = |what: &dyn Fn() -> String, s: &std::ffi::OsStr| {
         if s.as_bytes().contains(&0) {
-            Err(StartError::NulByte(what))
+            Err(StartError::NulByte(what()))
         } else {
             Ok(())
         }
     };
-    nul("the program".into(), &spec.program)?;
+    nul(&|| "the program".into(), &spec.program)?;
     if let Some(i) = &spec.interpreter {
-        nul("the interpreter".into(), i)?;
+        nul(&|| "the interpreter".into(), i)?;
     }
     for (n, a) in spec.args.iter().enumerate() {
-        nul(format!("argument {}", n + 1), a)?;
+        nul(&|| format!("argument {}", n + 1), a)?;
     }
     for (what, p) in [
         ("the log file path", spec.log_file.as_deref()),
         ("the working directory", spec.cwd.as_deref()),
     ] {
         if let Some(p) = p {
-            nul(what.into(), p.as_os_str())?;
+            nul(&|| what.into(), p.as_os_str())?;
         }
     }
     if let Input::File(p) = &spec.input {
-        nul("the input file path".into(), p.as_os_str())?;
+        nul(&|| "the input file path".into(), p.as_os_str())?;
     }
-    if let Some(p) = spec.resolved_error_file() {
-        nul("the error file path".into(), p.as_os_str())?;
+    if let ErrorOutput::File(p) = &spec.error_output {
+        nul(&|| "the error file path".into(), p.as_os_str())?;
     }
     for edit in &spec.env {
         let (k, v) = match edit {
@@ -810,9 +867,12 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
         if k.is_empty() || k.as_bytes().contains(&b'=') {
             return Err(StartError::BadEnvName(k.to_string_lossy().into_owned()));
         }
-        nul(format!("environment variable {}", k.to_string_lossy()), k)?;
+        nul(
+            &|| format!("environment variable {}", k.to_string_lossy()),
+            k,
+        )?;
         if let Some(v) = v {
-            nul(format!("the value of {}", k.to_string_lossy()), v)?;
+            nul(&|| format!("the value of {}", k.to_string_lossy()), v)?;
         }
     }
     Ok(())

@@ -129,7 +129,8 @@ pub struct JobRecord {
     pub exit_code: Option<i32>,
     /// The signal that ended the program, when one did.
     pub signal: Option<i32>,
-    /// The OS process id of the last attempt (also the id of its process group).
+    /// The OS process id of the last attempt (also the id of its process group). Under the
+    /// Slurm backend ([`Builder::slurm`](crate::Builder::slurm)) it is the Slurm job id.
     pub pid: Option<u32>,
     /// When the job was submitted.
     pub queued_at: SystemTime,
@@ -144,7 +145,8 @@ pub struct JobRecord {
     /// Why the job failed to start, or another error procman met (for example a full disk while
     /// copying observed output). `None` when all went well.
     pub error: Option<String>,
-    /// How many attempts have been spawned (0 if none was; more than 1 with retries).
+    /// How many attempts were made: spawned, or failed to spawn (0 if none was; more than 1
+    /// with retries). An attempt cancelled before it was spawned does not count.
     pub attempts: u32,
     /// What the last attempt cost; `None` until it ended or when it never started.
     pub usage: Option<ResourceUsage>,
@@ -155,6 +157,11 @@ pub struct JobRecord {
     pub priority: i32,
     /// The jobs this one runs after.
     pub after: Vec<JobId>,
+    /// The job's raw state as its backend reports it, for backends that have one: under the
+    /// Slurm backend, Slurm's own state (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`,
+    /// `TIMEOUT`, `CANCELLED`, `NODE_FAIL`, `OUT_OF_MEMORY`, ...) of the last attempt, final
+    /// once the record is. `None` for the local backend.
+    pub backend_state: Option<String>,
 }
 
 impl JobRecord {

@@ -3,13 +3,25 @@
 //! microseconds, and never blocks: no I/O, no waiting, no user code. Sends on channels here are
 //! on unbounded channels (work, completions) or `try_send` (events).
 //!
-//! Admission policy (DESIGN.md, "Scheduling"): strict order. The ready queue is ordered by
-//! priority (high first), then submission order. Only the head of the queue may start; when it
-//! does not fit (job limit, CPUs or memory), nothing behind it starts either. A large job
-//! therefore waits only for running jobs to end, never behind a stream of later small ones.
+//! Admission policy (DESIGN.md, "Scheduling"): strict order, head-of-line blocking, no
+//! backfill. The ready queue is ordered by priority (high first), then submission order. Only
+//! the head of the queue may start; when it does not fit (job limit, CPUs or memory), nothing
+//! behind it starts either, even a job that would fit. A large job therefore waits only for
+//! running jobs to end, never behind a stream of later small ones of the same or lower
+//! priority (higher priorities go first by definition). The price: while the head waits, free
+//! CPUs or memory may stay idle.
+//!
+//! - A job enters the ready queue when its dependencies have all finished successfully; jobs
+//!   released by one completion are all queued before any is started, so they compete by
+//!   priority. A retry re-enters with its original submission order (after its backoff).
+//! - Declarations of 0 CPUs or 0 bytes are not counted and always fit.
+//! - A job that can never fit is refused at submission; a queued job that no longer can after
+//!   `set_capacities` lowered them ends as `SpawnFailed` (left queued, it would block the head
+//!   of the queue for ever).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +42,10 @@ pub(crate) struct JobCore {
     pub(crate) interpreter: Option<std::ffi::OsString>,
     pub(crate) input: Input,
     pub(crate) log_file: Option<std::path::PathBuf>,
-    pub(crate) error_output: ErrorOutput,
+    /// Stderr goes into the log file (`merge_error_into_log`).
+    pub(crate) merge_error: bool,
+    /// Stderr's own file; `None` when merged into the log (no second copy of the log's path)
+    /// or discarded. See [`JobCore::error_path`].
     pub(crate) error_file: Option<std::path::PathBuf>,
     pub(crate) cwd: Option<std::path::PathBuf>,
     pub(crate) env: Vec<EnvEdit>,
@@ -38,8 +53,22 @@ pub(crate) struct JobCore {
     pub(crate) grace: Duration,
     pub(crate) observer: Option<Observer>,
     pub(crate) kill_leftovers: bool,
+    /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
+    pub(crate) cpus: u32,
+    pub(crate) memory: u64,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
+}
+
+impl JobCore {
+    /// The file stderr is written to: its own file, or the log when merged.
+    pub(crate) fn error_path(&self) -> Option<&std::path::Path> {
+        if self.merge_error {
+            self.log_file.as_deref()
+        } else {
+            self.error_file.as_deref()
+        }
+    }
 }
 
 /// Where a job is, as the scheduler sees it.
@@ -69,6 +98,8 @@ pub(crate) enum KillReason {
 }
 
 pub(crate) struct Entry {
+    /// While the job is live, the identity fields (program, args, interpreter, log_file,
+    /// error_file) are empty here and held by `core`: read records through [`Entry::record`].
     pub(crate) record: JobRecord,
     /// Dropped when the job becomes final, so nothing the job captured outlives it.
     pub(crate) core: Option<Arc<JobCore>>,
@@ -82,6 +113,26 @@ pub(crate) struct Entry {
     pub(crate) cpus: u32,
     pub(crate) memory: u64,
     pub(crate) retry: Retry,
+}
+
+impl Entry {
+    /// The job's record as users see it: while the job is live, its program, arguments and
+    /// paths are copied in from its core (they are stored once per pending job, not twice).
+    pub(crate) fn record(&self) -> JobRecord {
+        let mut r = self.record.clone();
+        if let Some(core) = &self.core {
+            fill_identity(&mut r, core);
+        }
+        r
+    }
+}
+
+fn fill_identity(r: &mut JobRecord, core: &JobCore) {
+    r.program = core.program.clone();
+    r.args = core.args.clone();
+    r.interpreter = core.interpreter.clone();
+    r.log_file = core.log_file.clone();
+    r.error_file = core.error_path().map(std::path::Path::to_path_buf);
 }
 
 /// One attempt, handed to a worker.
@@ -141,8 +192,33 @@ impl PartialOrd for ReadyKey {
     }
 }
 
+/// The job table. Entries are boxed: a table slot is then 16 bytes instead of ~480, so the
+/// table's spare capacity (up to half of it right after it grows) costs little; and ids are
+/// hashed with one multiplication instead of SipHash (they are sequential and never chosen by an
+/// attacker). Measured in DESIGN.md, "Performance" (memory per pending job).
+pub(crate) type JobTable = HashMap<JobId, Box<Entry>, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of a job id: spreads sequential ids over both the low bits (the bucket)
+/// and the high bits (hashbrown's tag byte).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 pub(crate) struct State {
-    pub(crate) jobs: HashMap<JobId, Entry>,
+    pub(crate) jobs: JobTable,
     ready: BinaryHeap<ReadyKey>,
     next_id: u64,
     next_seq: u64,
@@ -182,7 +258,7 @@ impl State {
         default_kill_leftovers: bool,
     ) -> State {
         State {
-            jobs: HashMap::new(),
+            jobs: JobTable::default(),
             ready: BinaryHeap::new(),
             next_id: 1000,
             next_seq: 0,
@@ -208,7 +284,7 @@ impl State {
 
     /// A visible (not deleted) job.
     pub(crate) fn get(&self, id: JobId) -> Option<&Entry> {
-        self.jobs.get(&id).filter(|e| !e.deleted)
+        self.jobs.get(&id).map(|e| &**e).filter(|e| !e.deleted)
     }
 
     /// Accepts a validated spec. Never blocks.
@@ -242,11 +318,14 @@ impl State {
         let seq = self.next_seq;
         self.next_seq += 1;
         let error_file = spec.resolved_error_file();
+        let merge_error = matches!(spec.error_output, ErrorOutput::MergeWithLog);
         let record = JobRecord {
             id,
-            program: spec.program.clone(),
-            args: spec.args.clone(),
-            interpreter: spec.interpreter.clone(),
+            // The job's identity (program, arguments, paths) lives in its core while the job is
+            // live, and moves here when it ends: one copy per pending job (`Entry::record`).
+            program: std::ffi::OsString::new(),
+            args: Vec::new(),
+            interpreter: None,
             status: JobStatus::Pending,
             exit_code: None,
             signal: None,
@@ -254,14 +333,15 @@ impl State {
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
-            log_file: spec.log_file.clone(),
-            error_file: error_file.clone(),
+            log_file: None,
+            error_file: None,
             error: None,
             attempts: 0,
             usage: None,
             handler_error: None,
             priority: spec.priority,
             after: spec.after.clone(),
+            backend_state: None,
         };
         let core = Arc::new(JobCore {
             id,
@@ -270,14 +350,16 @@ impl State {
             interpreter: spec.interpreter,
             input: spec.input,
             log_file: spec.log_file,
-            error_output: spec.error_output,
-            error_file,
+            merge_error,
+            error_file: if merge_error { None } else { error_file },
             cwd: spec.cwd,
             env: spec.env,
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
+            cpus: spec.cpus,
+            memory: spec.memory,
             kill_requested: AtomicBool::new(false),
         });
         let phase = if waiting_on > 0 && failed_dep.is_none() {
@@ -294,7 +376,7 @@ impl State {
         };
         self.jobs.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 record,
                 core: Some(core),
                 handler: spec.handler,
@@ -307,7 +389,7 @@ impl State {
                 cpus: spec.cpus,
                 memory: spec.memory,
                 retry: spec.retry,
-            },
+            }),
         );
         self.live += 1;
         self.events.emit(|| Event::Queued { id });
@@ -323,6 +405,13 @@ impl State {
     }
 
     fn make_ready(&mut self, id: JobId) {
+        self.enqueue(id);
+        self.pump();
+    }
+
+    /// Puts the job in the ready queue without starting anything: callers that release several
+    /// jobs at once enqueue them all, then pump once, so they compete by priority.
+    fn enqueue(&mut self, id: JobId) {
         if let Some(e) = self.jobs.get_mut(&id) {
             e.phase = Phase::Ready;
             self.ready.push(ReadyKey {
@@ -331,7 +420,6 @@ impl State {
                 id,
             });
         }
-        self.pump();
     }
 
     /// Starts as many jobs from the head of the ready queue as fit, in strict order.
@@ -347,9 +435,10 @@ impl State {
                 self.ready.pop();
                 continue;
             };
+            // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
             let fits = self.running < self.limit
-                && self.used_cpus + e.cpus <= self.cpu_capacity
-                && self.used_memory + e.memory <= self.memory_capacity;
+                && e.cpus <= self.cpu_capacity.saturating_sub(self.used_cpus)
+                && e.memory <= self.memory_capacity.saturating_sub(self.used_memory);
             if !fits {
                 return;
             }
@@ -392,6 +481,15 @@ impl State {
         }
     }
 
+    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
+    pub(crate) fn set_backend_state(&mut self, id: JobId, state: &str) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            if !e.record.status.is_final() && e.record.backend_state.as_deref() != Some(state) {
+                e.record.backend_state = Some(state.to_owned());
+            }
+        }
+    }
+
     /// The worker is done with an attempt: release its slot, then retry or finalize.
     /// Returns when the retry should be re-queued, if it waits for a backoff.
     pub(crate) fn end_attempt(
@@ -405,7 +503,11 @@ impl State {
         self.used_cpus -= e.cpus;
         self.used_memory -= e.memory;
         let killed = e.kill.is_some();
-        e.record.attempts = e.record.attempts.max(attempt);
+        // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
+        // before its spawn does not.
+        if !matches!(end, AttemptEnd::NotStarted) {
+            e.record.attempts = e.record.attempts.max(attempt);
+        }
         let r = &mut e.record;
         let status = match end {
             AttemptEnd::NotStarted => {
@@ -489,6 +591,7 @@ impl State {
     /// run after it (cascading failures down the graph).
     pub(crate) fn finalize(&mut self, id: JobId, set: impl FnOnce(&mut JobRecord)) {
         let mut stack = vec![];
+        let mut released = false;
         if let Some(e) = self.jobs.get_mut(&id) {
             set(&mut e.record);
             stack.extend(self.finish_one(id));
@@ -510,10 +613,15 @@ impl State {
                 if let Phase::Waiting(n) = &mut e.phase {
                     *n -= 1;
                     if *n == 0 {
-                        self.make_ready(dep);
+                        self.enqueue(dep);
+                        released = true;
                     }
                 }
             }
+        }
+        // Only after every released job is queued: they start by priority, not release order.
+        if released {
+            self.pump();
         }
     }
 
@@ -523,7 +631,24 @@ impl State {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
         debug_assert!(e.record.status.is_final());
         e.phase = Phase::Final;
-        e.core = None;
+        // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
+        if let Some(core) = e.core.take() {
+            match Arc::try_unwrap(core) {
+                Ok(core) => {
+                    let r = &mut e.record;
+                    r.error_file = if core.merge_error {
+                        core.log_file.clone()
+                    } else {
+                        core.error_file
+                    };
+                    r.program = core.program;
+                    r.args = core.args;
+                    r.interpreter = core.interpreter;
+                    r.log_file = core.log_file;
+                }
+                Err(core) => fill_identity(&mut e.record, &core),
+            }
+        }
         e.record.finished_at = Some(SystemTime::now());
         self.live -= 1;
         self.handlers_pending += 1;
@@ -531,7 +656,13 @@ impl State {
         let record = e.record.clone();
         let handler = e.handler.take();
         let deps = std::mem::take(&mut e.dependents);
-        log::debug!("job {id} ended: {}", record.describe_end());
+        // Success at debug; any other end (a failure, a crash, a timeout, a kill) at info.
+        let level = if status.is_success() {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "job {id} ended: {}", record.describe_end());
         if !self.events.is_empty() {
             let r = record.clone();
             self.events.emit(move || Event::Finished(Box::new(r)));

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, kid, live_in_group, pattern, TempDir};
+use common::{eventually, kid, pattern, TempDir};
 use procman::{
     BuildError, JobId, JobRecord, JobSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
     StartError, WaitMode, WaitTimeoutError,
@@ -225,19 +225,23 @@ fn exactly_one_handler_call_on_every_path() {
 #[test]
 fn a_timeout_ends_the_whole_process_group() {
     for m in managers(2) {
+        let secs = common::marker_secs();
         let r = m
             .run(
                 JobSpec::new("sh")
-                    .args(["-c", "sleep 30 & sleep 30"])
+                    .args(["-c", &format!("sleep {secs} & sleep {secs}")])
                     .timeout(Duration::from_millis(200)),
             )
             .unwrap();
         assert_eq!(r.status, JobStatus::TimedOut);
-        let pgid = r.pid.unwrap();
+        // Found by their unique argv: a group id can be reused once the leader is reaped.
         assert!(
-            eventually(Duration::from_secs(5), || live_in_group(pgid).is_empty()),
-            "left alive in group {pgid}: {:?}",
-            live_in_group(pgid)
+            eventually(Duration::from_secs(5), || common::live_with_argv(&[
+                "sleep", &secs
+            ])
+            .is_empty()),
+            "left alive: {:?}",
+            common::live_with_argv(&["sleep", &secs])
         );
         // Well before the 30 s the sleeps would take.
         assert!(r.usage.unwrap().wall < Duration::from_secs(10));
@@ -249,11 +253,11 @@ fn a_kill_ends_the_whole_process_group() {
     let m = manager(2);
     let dir = TempDir::new("killgroup");
     let log = dir.join("tree.log");
-    let events = m.subscribe(64);
+    let secs = common::marker_secs();
     let id = m
         .start_process(
             JobSpec::new("sh")
-                .args(["-c", &format!("{} tree 2 2 30; sleep 30", kid())])
+                .args(["-c", &format!("{} tree 2 2 {secs}; sleep {secs}", kid())])
                 .log_file(&log),
         )
         .unwrap();
@@ -261,19 +265,18 @@ fn a_kill_ends_the_whole_process_group() {
     assert!(eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) == 7
     }));
-    drop(events);
+    let tree = [kid(), "tree", "2", "2", secs.as_str()];
+    // The root exited at once; its six descendants sleep.
+    assert_eq!(common::live_with_argv(&tree).len(), 6);
     assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed);
-    let pids: Vec<u32> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert!(eventually(Duration::from_secs(5), || pids
-        .iter()
-        .all(|&p| !common::alive(p))));
-    assert!(live_in_group(r.pid.unwrap()).is_empty());
+    // Well before the 30 s the processes would take on their own.
+    assert!(r.usage.unwrap().wall < Duration::from_secs(10));
+    assert!(eventually(Duration::from_secs(5), || {
+        common::live_with_argv(&tree).is_empty()
+            && common::live_with_argv(&["sleep", &secs]).is_empty()
+    }));
 }
 
 #[test]
@@ -300,14 +303,28 @@ fn a_child_that_ignores_term_is_killed_after_the_grace_period() {
 #[test]
 fn leftover_processes_in_the_group_are_ended_when_the_program_exits() {
     let m = manager(1);
+    let secs = common::marker_secs();
+    let grandchild = [kid(), "grandchild", secs.as_str()];
+    let r = m.run(JobSpec::new(kid()).args(&grandchild[1..])).unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    assert!(eventually(Duration::from_secs(5), || {
+        common::live_with_argv(&grandchild).is_empty()
+    }));
+
+    // With kill_leftovers(false) the grandchild lives on (then the test ends it).
+    let secs = common::marker_secs();
+    let grandchild = [kid(), "grandchild", secs.as_str()];
     let r = m
-        .run(JobSpec::new(kid()).args(["grandchild", "30"]))
+        .run(
+            JobSpec::new(kid())
+                .args(&grandchild[1..])
+                .kill_leftovers(false),
+        )
         .unwrap();
     assert_eq!(r.status, JobStatus::Finished);
-    assert!(eventually(Duration::from_secs(5), || live_in_group(
-        r.pid.unwrap()
-    )
-    .is_empty()));
+    let left = common::live_with_argv(&grandchild);
+    assert_eq!(left.len(), 1);
+    unsafe { libc::kill(left[0] as i32, libc::SIGKILL) };
 }
 
 // ---- Guarantee 3: the limit holds at every instant; handlers hold no slot ----
@@ -722,33 +739,36 @@ fn drain_finishes_queued_work_and_cancel_kills_it() {
 #[test]
 fn dropping_a_manager_with_queued_work_runs_every_handler_once() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let pgids = {
+    let secs = common::marker_secs();
+    let t = Instant::now();
+    {
         let m = manager(2);
-        let events = m.subscribe(1000);
+        let events = m.subscribe(64);
         for _ in 0..10 {
             let c = calls.clone();
             m.start_process(
                 JobSpec::new(kid())
-                    .args(["sleep", "30"])
+                    .args(["sleep", &secs])
                     .on_finish(move |_| {
                         c.fetch_add(1, Ordering::SeqCst);
                     }),
             )
             .unwrap();
         }
-        drop(m);
-        events
-            .try_iter()
-            .filter_map(|e| match e {
-                procman::Event::Started { pid, .. } => Some(pid),
-                _ => None,
-            })
-            .collect::<Vec<u32>>()
-    };
-    assert_eq!(calls.load(Ordering::SeqCst), 10);
-    for pgid in pgids {
-        assert!(eventually(Duration::from_secs(5), || live_in_group(pgid).is_empty()));
+        // Two are running, eight queued, when the manager is dropped.
+        let mut started = 0;
+        while started < 2 {
+            if let procman::Event::Started { .. } = events.recv_timeout(LONG).unwrap() {
+                started += 1;
+            }
+        }
     }
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+    // The drop killed the running jobs rather than waiting out their 30 s.
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(eventually(Duration::from_secs(5), || {
+        common::live_with_argv(&[kid(), "sleep", &secs]).is_empty()
+    }));
 }
 
 // ---- Records, environment, working directory, interpreter ----

@@ -132,29 +132,52 @@ pub(crate) fn pipe() -> io::Result<(File, File)> {
 
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no limit). Returns which
 /// were readable (or hung up). EINTR is retried with the time that is left.
-pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+/// No allocation: the descriptors and the answer are arrays.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: &[RawFd; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: [libc::pollfd; N] = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     loop {
-        let ms: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                // Round up so a wait never ends a little before its deadline.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        #[cfg(target_os = "linux")]
+        let r = {
+            // ppoll: the deadline to the nanosecond (poll's milliseconds, rounded up so a wait
+            // never ends early, made each timeout up to 1 ms late).
+            let ts = left.map(|l| libc::timespec {
+                tv_sec: l.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: l.subsec_nanos() as _,
+            });
+            let tsp = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: pfds is a valid array of pollfd for its length; tsp is null or points to
+            // a timespec that outlives the call; no signal mask is given.
+            unsafe {
+                libc::ppoll(
+                    pfds.as_mut_ptr(),
+                    pfds.len() as libc::nfds_t,
+                    tsp,
+                    std::ptr::null(),
+                )
             }
         };
-        // SAFETY: pfds is a valid array of pollfd for its length.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        #[cfg(not(target_os = "linux"))]
+        let r = {
+            // Round up so a wait never ends a little before its deadline.
+            let ms = left.map_or(-1, |l| {
+                l.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            });
+            // SAFETY: pfds is a valid array of pollfd for its length.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) }
+        };
         if r >= 0 {
-            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+            return Ok(pfds.map(|p| p.revents != 0));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -315,5 +338,128 @@ pub(crate) fn cloexec_from(low: libc::c_int) {
                 libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
             }
         }
+    }
+}
+
+/// Set once a descriptor a child would inherit was seen; never cleared (see
+/// [`host_may_leak_fds`]).
+static INHERITABLE_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process has (or once had) a descriptor >= 3 without `FD_CLOEXEC`, that is one a
+/// child would inherit. Decides whether a spawn needs the `pre_exec` that marks such descriptors
+/// close-on-exec in the child (which makes std fork instead of using `posix_spawn`).
+///
+/// Linux: one pass over `/proc/self/fd` (open, getdents64, one `fcntl(F_GETFD)` per descriptor,
+/// close; no allocation), about 10 µs with 40 descriptors, against ~0.4 ms of CPU for a fork of
+/// a multi-threaded process. Sticky: once a descriptor is seen, every later call says true
+/// without scanning, so a host that ever opens inheritable descriptors stays on the exact path.
+/// The check is not atomic with the spawn: a descriptor another host thread creates *without*
+/// `O_CLOEXEC` between this scan and the spawn, while no such descriptor was ever seen before,
+/// would reach that one child (DESIGN.md, "Descriptors"). Elsewhere, or when `/proc` cannot be
+/// read: always true (the exact path).
+pub(crate) fn host_may_leak_fds() -> bool {
+    use std::sync::atomic::Ordering;
+    if INHERITABLE_SEEN.load(Ordering::Relaxed) {
+        return true;
+    }
+    let found = scan_inheritable_fds().unwrap_or(true);
+    if found {
+        INHERITABLE_SEEN.store(true, Ordering::Relaxed);
+    }
+    found
+}
+
+#[cfg(target_os = "linux")]
+fn scan_inheritable_fds() -> Option<bool> {
+    // SAFETY: a NUL-terminated path; the descriptor is ours and closed below.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let mut found = Some(false);
+    'read: loop {
+        // SAFETY: the kernel writes at most buf.len() bytes of dirent64 records into buf.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                buf.as_mut_ptr(),
+                buf.len() as libc::c_uint,
+            )
+        };
+        if n < 0 {
+            found = None;
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let name = &buf[off + 19..off + reclen];
+            let mut fd: libc::c_int = 0;
+            let mut digits = 0;
+            for &b in name.iter().take_while(|&&b| b != 0) {
+                if !b.is_ascii_digit() {
+                    digits = 0;
+                    break;
+                }
+                fd = fd
+                    .saturating_mul(10)
+                    .saturating_add((b - b'0') as libc::c_int);
+                digits += 1;
+            }
+            off += reclen;
+            if digits == 0 || fd < 3 || fd == dir {
+                continue;
+            }
+            // SAFETY: F_GETFD only reads the descriptor's flags; a closed one gives -1.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            if flags != -1 && flags & libc::FD_CLOEXEC == 0 {
+                found = Some(true);
+                break 'read;
+            }
+        }
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(dir) };
+    found
+}
+
+#[cfg(not(target_os = "linux"))]
+fn scan_inheritable_fds() -> Option<bool> {
+    None
+}
+
+/// Whether the calling thread blocks any signal. A child inherits its parent thread's mask
+/// across `fork` and `exec`, and std does not reset it: a job started from a thread that
+/// blocks SIGTERM (a host that takes signals with `sigwait`, such as the procman tool) would
+/// ignore procman's SIGTERM and always wait for the SIGKILL after the grace period.
+pub(crate) fn signals_blocked() -> bool {
+    // SAFETY: querying the mask into a local set; a null new set changes nothing.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) != 0 {
+            return false;
+        }
+        (1..32).any(|s| libc::sigismember(&set, s) == 1)
+    }
+}
+
+/// Unblocks every signal. Runs in the child between fork and exec (async-signal-safe).
+pub(crate) fn unblock_all_signals() {
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe; the set is local.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 }

@@ -120,3 +120,24 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 256) as u8).collect()
 }
+
+/// A sleep length no other process on the machine uses (30 s and a unique fraction), so a
+/// process can be found by its exact argv even after its pid was reused by someone else.
+pub fn marker_secs() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "30.{}{:04}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Live (not zombie) processes whose argv is exactly `argv`.
+pub fn live_with_argv(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    all_pids()
+        .into_iter()
+        .filter(|&p| alive(p))
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}

@@ -20,6 +20,8 @@
 //! - `close-stdout`: close stdout, write `still here` to stderr, exit 0.
 //! - `exhaust-fds`: open /dev/null until EMFILE, print how many, exit 0.
 //! - `spin SECS`: burn CPU for SECS seconds.
+//! - `spin-cpu SECS`: burn CPU until this process has used SECS seconds of CPU time (however
+//!   loaded the machine is).
 //! - `env NAME`: print the value of NAME, or `<unset>`.
 //! - `pwd`: print the working directory (its raw bytes).
 //! - `args`: print each argument after the mode as raw bytes, one per line (non-UTF-8 kept).
@@ -197,6 +199,24 @@ fn main() {
             let mut x = 0u64;
             while Instant::now() < end {
                 x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "spin-cpu" => {
+            let want = Duration::from_secs_f64(num(&args, 2));
+            let used = || {
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: ts is valid, writable memory.
+                unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+                Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+            };
+            let mut x = 0u64;
+            while used() < want {
+                for _ in 0..10_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
             }
         }
         "env" => {

@@ -8,10 +8,14 @@
 //! - *cancel*: end it when `JobCore::kill_requested` becomes true (the worker's `Waker` is woken
 //!   then) or its timeout passes (SIGTERM, then SIGKILL after `JobCore::grace`).
 //!
-//! The local backend (`pool::Local`) is the default. A cluster engine is one more file that
-//! implements [`Backend`].
+//! A backend may also report the job's raw state with [`Inner::set_backend_state`].
+//!
+//! The local backend (`pool::Local`) is the default; `slurm::SlurmBackend` runs jobs on a Slurm
+//! cluster. A cluster engine is one more file that implements [`Backend`].
 
 use std::sync::Arc;
+
+pub(crate) mod slurm;
 
 use crate::manager::Inner;
 use crate::sched::{AttemptEnd, Work};

@@ -1,0 +1,790 @@
+//! `procman batch`: one job per line, in GNU parallel's spirit.
+//!
+//! Threads: the main thread owns the display and the joblog; a reader thread reads the job
+//! file, parses each line and submits it (so jobs start while a slow stdin is still being
+//! read); each job's completion handler sends its final record to the main thread over an
+//! unbounded channel (exactly once per job, so nothing is lost however slow the display is);
+//! the signal thread sends SIGINT/SIGTERM/SIGHUP to the same channel.
+//!
+//! Numbering: every job line (not blank, not a comment), valid or not, gets the next sequence
+//! number, 1-based: the joblog's `Seq`, the log file names, and what `--resume` matches.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use procman::jobfile::{
+    join_words, lines, parse_job_line, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind,
+};
+use procman::{
+    JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode, StartError,
+};
+
+use crate::args::{Arg, Args, UsageError};
+use crate::sig;
+
+/// Exit status for procman's own errors (GNU parallel uses 255 too).
+const OWN_ERROR: i32 = 255;
+/// The exit status is the number of failed jobs, at most this (as GNU parallel).
+const MAX_FAILED_STATUS: u64 = 101;
+/// Where job N's output goes without `--log-dir`: `procman-logs/N.log`, `procman-logs/N_err.txt`.
+pub const DEFAULT_LOG_DIR: &str = "procman-logs";
+/// How often the live progress line is redrawn on a terminal.
+const REDRAW: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Halt {
+    /// Start no new job; running jobs finish.
+    Soon,
+    /// Kill the running jobs too.
+    Now,
+}
+
+#[derive(Clone)]
+struct Options {
+    jobs: usize,
+    timeout: Option<Duration>,
+    grace: Option<Duration>,
+    retries: u32,
+    /// `None` with `--no-logs`.
+    log_dir: Option<PathBuf>,
+    joblog: Option<PathBuf>,
+    resume: bool,
+    halt: Option<Halt>,
+    progress: Option<bool>,
+    file: Option<OsString>,
+}
+
+fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
+    let mut o = Options {
+        jobs: thread::available_parallelism().map_or(1, |n| n.get()),
+        timeout: None,
+        grace: None,
+        retries: 0,
+        log_dir: Some(PathBuf::from(DEFAULT_LOG_DIR)),
+        joblog: None,
+        resume: false,
+        halt: None,
+        progress: None,
+        file: None,
+    };
+    let mut a = Args::new(argv);
+    let mut words = Vec::new();
+    while let Some(arg) = a.next()? {
+        match arg {
+            Arg::EndOfOptions => words.extend(a.rest()),
+            Arg::Word(w) => words.push(w),
+            Arg::Opt(name) => match name.as_str() {
+                "j" | "jobs" => {
+                    o.jobs = a.number()?;
+                    if o.jobs == 0 {
+                        return Err(UsageError("option --jobs: must be at least 1".into()));
+                    }
+                }
+                "timeout" => o.timeout = Some(a.duration()?),
+                "grace" => o.grace = Some(a.duration()?),
+                "retries" => o.retries = a.number()?,
+                "log-dir" => o.log_dir = Some(a.path()?),
+                "no-logs" => o.log_dir = None,
+                "joblog" => o.joblog = Some(a.path()?),
+                "resume" => o.resume = true,
+                "halt" => {
+                    let v = a.attached_value().map(|v| v.to_string_lossy().into_owned());
+                    o.halt = Some(match v.as_deref() {
+                        None | Some("soon" | "soon,fail=1" | "1") => Halt::Soon,
+                        Some("now" | "now,fail=1" | "2") => Halt::Now,
+                        Some(other) => {
+                            return Err(UsageError(format!(
+                                "option --halt: expected --halt, --halt=soon or --halt=now, got {other:?}"
+                            )))
+                        }
+                    })
+                }
+                "progress" => o.progress = Some(true),
+                "no-progress" => o.progress = Some(false),
+                _ => return Err(a.unknown("batch")),
+            },
+        }
+    }
+    if words.len() > 1 {
+        return Err(UsageError(format!(
+            "batch: one job file expected, got {} ({})",
+            words.len(),
+            words
+                .iter()
+                .map(|w| w.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )));
+    }
+    o.file = words.pop();
+    if o.resume && o.joblog.is_none() {
+        return Err(UsageError("option --resume needs --joblog FILE".into()));
+    }
+    Ok(o)
+}
+
+/// A finished job, from its completion handler.
+struct Finished {
+    seq: u64,
+    line: usize,
+    command: String,
+    record: JobRecord,
+}
+
+enum Msg {
+    /// A line was skipped: the joblog records it as succeeded.
+    Skipped,
+    /// A line is not a valid job; the message names the line.
+    Invalid(String),
+    /// Something worth telling that is not a job's failure.
+    Warning(String),
+    Done(Box<Finished>),
+    /// The reader reached the end of the input.
+    InputDone,
+    /// The input could not be read further.
+    ReadError(String),
+    Signal(i32),
+}
+
+/// Shared by the reader and the main thread: once `stopped` is set (under the lock) no job is
+/// submitted any more, so `submitted` is then the final number of jobs to wait for.
+#[derive(Default)]
+struct Gate {
+    stopped: bool,
+    submitted: u64,
+}
+
+/// What a job name in `after` refers to.
+enum Named {
+    Job(JobId),
+    /// Skipped by `--resume`: it already succeeded, so nothing to wait for.
+    AlreadySucceeded,
+    Invalid(usize),
+}
+
+struct Reader {
+    manager: ProcessManager,
+    tx: Sender<Msg>,
+    gate: Arc<Mutex<Gate>>,
+    options: Options,
+    /// seq → command of the jobs the joblog records as succeeded (`--resume`).
+    succeeded: HashMap<u64, String>,
+}
+
+impl Reader {
+    fn run(self, input: Box<dyn BufRead + Send>) {
+        let mut seq = 0u64;
+        let mut names: HashMap<String, (Named, usize)> = HashMap::new();
+        for item in lines(input) {
+            if self.gate.lock().expect("gate").stopped {
+                return;
+            }
+            let (line_no, text) = match item {
+                Ok(x) => x,
+                Err(e) => match e.kind {
+                    LineErrorKind::Io(_) => {
+                        let _ = self.tx.send(Msg::ReadError(e.to_string()));
+                        return;
+                    }
+                    LineErrorKind::NotUtf8 { .. } => {
+                        seq += 1;
+                        let _ = self.tx.send(Msg::Invalid(e.to_string()));
+                        continue;
+                    }
+                },
+            };
+            let job = match parse_job_line(line_no, &text) {
+                Ok(None) => continue,
+                Ok(Some(job)) => job,
+                Err(e) => {
+                    seq += 1;
+                    let _ = self.tx.send(Msg::Invalid(e.to_string()));
+                    continue;
+                }
+            };
+            seq += 1;
+            let command = join_words(std::iter::once(&job.program).chain(&job.args));
+            let invalid = |msg: String| Msg::Invalid(format!("line {line_no}: {msg}"));
+            if let Some(name) = &job.name {
+                if let Some((_, other)) = names.get(name) {
+                    let _ = self.tx.send(invalid(format!(
+                        "job name {name:?} is already used by line {other}"
+                    )));
+                    continue;
+                }
+            }
+            let register = |names: &mut HashMap<String, (Named, usize)>, what: Named| {
+                if let Some(name) = &job.name {
+                    names.insert(name.clone(), (what, line_no));
+                }
+            };
+            if let Some(before) = self.succeeded.get(&seq) {
+                if *before == command {
+                    register(&mut names, Named::AlreadySucceeded);
+                    let _ = self.tx.send(Msg::Skipped);
+                    continue;
+                }
+                let _ = self.tx.send(Msg::Warning(format!(
+                    "line {line_no}: the joblog's job {seq} ran another command ({before}); running this one"
+                )));
+            }
+            let mut spec = JobSpec::new(&job.program).args(&job.args);
+            let mut bad_after = None;
+            for name in &job.after {
+                match names.get(name) {
+                    Some((Named::Job(id), _)) => spec = spec.after(*id),
+                    Some((Named::AlreadySucceeded, _)) => {}
+                    Some((Named::Invalid(l), _)) => {
+                        bad_after = Some(format!(
+                            "\"after\" names job {name:?}, whose line {l} is invalid"
+                        ));
+                        break;
+                    }
+                    None => {
+                        bad_after = Some(format!(
+                            "\"after\" names job {name:?}, which no earlier line defines \
+                             (a job can only run after jobs on lines above it)"
+                        ));
+                        break;
+                    }
+                }
+            }
+            if let Some(msg) = bad_after {
+                register(&mut names, Named::Invalid(line_no));
+                let _ = self.tx.send(invalid(msg));
+                continue;
+            }
+            let log = job.log.clone().or_else(|| {
+                self.options
+                    .log_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{seq}.log")))
+            });
+            if let Some(log) = &log {
+                spec = spec.log_file(log);
+            }
+            match &job.err {
+                Some(err) => spec = spec.error_file(err),
+                None if log.is_none() => spec = spec.error_null(),
+                None => {} // the CCP4i2 convention: <log without extension>_err.txt
+            }
+            if let Some(input) = &job.input {
+                spec = spec.input_file(input);
+            }
+            if let Some(cwd) = &job.cwd {
+                spec = spec.cwd(cwd);
+            }
+            for (k, v) in &job.env {
+                spec = spec.env(k, v);
+            }
+            if let Some(t) = job.timeout.or(self.options.timeout) {
+                spec = spec.timeout(t);
+            }
+            if let Some(g) = self.options.grace {
+                spec = spec.grace(g);
+            }
+            if let Some(p) = job.priority {
+                spec = spec.priority(p);
+            }
+            let retries = job.retries.unwrap_or(self.options.retries);
+            if retries > 0 {
+                spec = spec.retries(retries, Duration::ZERO, RetryOn::default());
+            }
+            let tx = self.tx.clone();
+            let done_command = command.clone();
+            spec = spec.on_finish(move |record| {
+                let _ = tx.send(Msg::Done(Box::new(Finished {
+                    seq,
+                    line: line_no,
+                    command: done_command,
+                    record: record.clone(),
+                })));
+            });
+            let mut gate = self.gate.lock().expect("gate");
+            if gate.stopped {
+                return;
+            }
+            match self.manager.start_process(spec) {
+                Ok(id) => {
+                    gate.submitted += 1;
+                    drop(gate);
+                    register(&mut names, Named::Job(id));
+                }
+                Err(StartError::ShutDown) => return,
+                Err(e) => {
+                    drop(gate);
+                    register(&mut names, Named::Invalid(line_no));
+                    let _ = self.tx.send(invalid(e.to_string()));
+                }
+            }
+        }
+        let _ = self.tx.send(Msg::InputDone);
+    }
+}
+
+/// The joblog, written one complete line per `write` so that a killed tool leaves only whole
+/// lines (see DESIGN.md). The file is unbuffered: each line is in the kernel once written.
+struct Joblog {
+    file: File,
+}
+
+impl Joblog {
+    fn open(path: &Path, append: bool) -> io::Result<Joblog> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let mut file = if append {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)?
+        } else {
+            File::create(path)?
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            file.write_all(format!("{}\n", JoblogEntry::HEADER).as_bytes())?;
+        } else {
+            // A torn last line (a full disk, say) must not swallow the next entry.
+            let mut last = [0u8];
+            file.read_exact_at(&mut last, len - 1)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(Joblog { file })
+    }
+
+    fn record(&mut self, entry: &JoblogEntry) -> io::Result<()> {
+        let mut line = entry.to_line();
+        line.push('\n');
+        self.file.write_all(line.as_bytes())
+    }
+}
+
+/// How a finished job is written in the joblog (GNU parallel's columns). `None` for a job that
+/// never ran (cancelled, or a dependency failed): it has no entry, so `--resume` runs it.
+fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
+    let r = &f.record;
+    let (exitval, signal) = match r.status {
+        JobStatus::Finished => (0, 0),
+        JobStatus::Failed => (r.exit_code.unwrap_or(1), 0),
+        // As GNU parallel: a job ended by a signal has Exitval 0 and the signal's number.
+        JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
+        // As GNU parallel for its timeouts: -1, and the signal that ended the job.
+        JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
+        // As a shell for a command it cannot run.
+        JobStatus::SpawnFailed => (127, 0),
+        JobStatus::Cancelled
+        | JobStatus::DependencyFailed
+        | JobStatus::Pending
+        | JobStatus::Running => return None,
+    };
+    let start = r.started_at.or(r.finished_at).unwrap_or(r.queued_at);
+    Some(JoblogEntry {
+        seq: f.seq,
+        host: JoblogEntry::LOCAL_HOST.into(),
+        start_time: start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        runtime: r.usage.map_or(0.0, |u| u.wall.as_secs_f64()),
+        send: 0,
+        receive: 0,
+        exitval,
+        signal,
+        command: f.command.clone(),
+    })
+}
+
+/// seq → command of the jobs whose latest joblog entry succeeded (Exitval 0 and Signal 0).
+/// A missing joblog is an empty one; unreadable lines are skipped with a warning.
+fn succeeded_in(path: &Path) -> io::Result<HashMap<u64, String>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut latest: HashMap<u64, JoblogEntry> = HashMap::new();
+    for item in lines(BufReader::new(file)) {
+        match item {
+            Ok((n, text)) => match parse_joblog_line(&text) {
+                Ok(e) => {
+                    latest.insert(e.seq, e);
+                }
+                Err(JoblogError::Header) => {}
+                Err(e) if text.is_empty() => log::debug!("joblog line {n} is empty: {e}"),
+                Err(e) => eprintln!("procman: {}: line {n} ignored: {e}", path.display()),
+            },
+            Err(e) => match e.kind {
+                LineErrorKind::Io(io) => return Err(io),
+                LineErrorKind::NotUtf8 { .. } => {
+                    eprintln!("procman: {}: {e}; ignored", path.display())
+                }
+            },
+        }
+    }
+    Ok(latest
+        .into_iter()
+        .filter(|(_, e)| e.exitval == 0 && e.signal == 0)
+        .map(|(seq, e)| (seq, e.command))
+        .collect())
+}
+
+/// What the main thread counts.
+#[derive(Default)]
+struct Counts {
+    ok: u64,
+    failed: u64,
+    timed_out: u64,
+    /// Cancelled (halt, interrupt) or whose dependency was cancelled: not run.
+    not_run: u64,
+    /// Killed by a halt or an interrupt while running.
+    interrupted: u64,
+    skipped: u64,
+    invalid: u64,
+    /// Done messages received (every submitted job sends exactly one).
+    done: u64,
+}
+
+/// The display: a live line on a terminal, plain lines otherwise.
+struct Ui {
+    live: bool,
+    shown: bool,
+    start: Instant,
+    last_draw: Instant,
+}
+
+impl Ui {
+    fn say(&mut self, text: &str) {
+        let mut err = io::stderr().lock();
+        if self.shown {
+            let _ = write!(err, "\r\x1b[K");
+            self.shown = false;
+        }
+        let _ = writeln!(err, "procman: {text}");
+    }
+
+    fn draw(&mut self, c: &Counts, total: u64, input_done: bool, running: usize) {
+        if !self.live {
+            return;
+        }
+        self.last_draw = Instant::now();
+        // Skipped and invalid lines count as done but not in the rate of jobs that ran.
+        let ran = c.ok + c.failed + c.not_run + c.interrupted;
+        let finished = ran + c.skipped + c.invalid;
+
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            ran as f64 / elapsed
+        } else {
+            0.0
+        };
+        let eta = if input_done && rate > 0.0 && total >= finished {
+            format!(
+                ", ETA {}",
+                crate::fmt_duration(Duration::from_secs_f64((total - finished) as f64 / rate))
+            )
+        } else {
+            String::new()
+        };
+        let more = if input_done { "" } else { "+" };
+        let mut err = io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Kprocman: {finished}/{total}{more} done, {running} running, {} failed, {rate:.1} jobs/s{eta}",
+            c.failed + c.invalid
+        );
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(io::stderr().lock(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+fn paths_of(r: &JobRecord) -> String {
+    let mut s = String::new();
+    if let Some(l) = &r.log_file {
+        s.push_str(&format!("; log {}", l.display()));
+    }
+    if let Some(e) = &r.error_file {
+        if Some(e) != r.log_file.as_ref() {
+            s.push_str(&format!("; errors {}", e.display()));
+        }
+    }
+    s
+}
+
+pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
+    let o = match parse(argv) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("procman: {e}");
+            return OWN_ERROR;
+        }
+    };
+    let input: Box<dyn BufRead + Send> = match o.file.as_deref() {
+        None => Box::new(BufReader::new(io::stdin())),
+        Some(f) if f == "-" => Box::new(BufReader::new(io::stdin())),
+        Some(f) => match File::open(f) {
+            Ok(file) => Box::new(BufReader::new(file)),
+            Err(e) => {
+                eprintln!(
+                    "procman: cannot open job file {}: {e}",
+                    Path::new(f).display()
+                );
+                return OWN_ERROR;
+            }
+        },
+    };
+    let succeeded = match (&o.joblog, o.resume) {
+        (Some(path), true) => match succeeded_in(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("procman: cannot read joblog {}: {e}", path.display());
+                return OWN_ERROR;
+            }
+        },
+        _ => HashMap::new(),
+    };
+    let mut joblog = match &o.joblog {
+        Some(path) => match Joblog::open(path, o.resume) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                eprintln!("procman: cannot open joblog {}: {e}", path.display());
+                return OWN_ERROR;
+            }
+        },
+        None => None,
+    };
+    let mut builder = ProcessManager::builder().limit(o.jobs);
+    if let Some(g) = o.grace {
+        builder = builder.grace(g);
+    }
+    let manager = match builder.build() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("procman: cannot start: {e}");
+            return OWN_ERROR;
+        }
+    };
+    let (tx, rx) = unbounded();
+    sig::forward(blocked, tx.clone(), Msg::Signal);
+    let gate = Arc::new(Mutex::new(Gate::default()));
+    let reader = Reader {
+        manager: manager.handle(),
+        tx,
+        gate: gate.clone(),
+        options: o.clone(),
+        succeeded,
+    };
+    // Not joined: a reader blocked on a terminal or pipe must not keep the tool alive.
+    if let Err(e) = thread::Builder::new()
+        .name("procman-reader".into())
+        .spawn(move || reader.run(input))
+    {
+        eprintln!("procman: cannot start the reader thread: {e}");
+        return OWN_ERROR;
+    }
+
+    let live = o.progress.unwrap_or_else(|| io::stderr().is_terminal());
+    let start = Instant::now();
+    let mut ui = Ui {
+        live,
+        shown: false,
+        start,
+        last_draw: start,
+    };
+    let mut c = Counts::default();
+    let mut input_done = false;
+    let mut own_error = false;
+    let mut interrupted: Option<i32> = None;
+    let mut stopping = false;
+    let mut failures: Vec<String> = Vec::new();
+    let stop = |gate: &Mutex<Gate>| gate.lock().expect("gate").stopped = true;
+    loop {
+        let submitted = gate.lock().expect("gate").submitted;
+        if (input_done || stopping) && c.done == submitted {
+            break;
+        }
+        let msg = if live {
+            let wait = REDRAW.saturating_sub(ui.last_draw.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        };
+        let mut halt_now = false;
+        match msg {
+            None => {}
+            Some(Msg::Skipped) => c.skipped += 1,
+            Some(Msg::Warning(w)) => ui.say(&w),
+            Some(Msg::Invalid(m)) => {
+                c.invalid += 1;
+                ui.say(&format!("invalid job, {m}"));
+                failures.push(format!("invalid job, {m}"));
+                if o.halt.is_some() && !stopping {
+                    halt_now = o.halt == Some(Halt::Now);
+                    stopping = true;
+                }
+            }
+            Some(Msg::InputDone) => input_done = true,
+            Some(Msg::ReadError(e)) => {
+                ui.say(&format!("cannot read the job file further: {e}"));
+                input_done = true;
+                own_error = true;
+            }
+            Some(Msg::Signal(s)) if interrupted.is_none() => {
+                interrupted = Some(s);
+                ui.say(&format!(
+                    "{}: stopping; killing the running jobs",
+                    procman::signal_name(s).unwrap_or("signal")
+                ));
+                stopping = true;
+                halt_now = true;
+            }
+            // A second signal while stopping changes nothing: the kills are under way.
+            Some(Msg::Signal(_)) => {}
+            Some(Msg::Done(f)) => {
+                c.done += 1;
+                let r = &f.record;
+                let not_run = r.status == JobStatus::Cancelled
+                    || (stopping && r.status == JobStatus::DependencyFailed);
+                // Killed because we were told to stop: interrupted, not a failure of its own
+                // (the joblog still records it, so --resume runs it again).
+                let interrupted_job = stopping && r.status == JobStatus::Killed;
+                if let (Some(log), Some(entry)) = (joblog.as_mut(), joblog_entry(&f)) {
+                    if let Err(e) = log.record(&entry) {
+                        ui.say(&format!(
+                            "cannot write the joblog: {e}; it is no longer written"
+                        ));
+                        joblog = None;
+                        own_error = true;
+                    }
+                }
+                let head = format!("job {} (line {})", f.seq, f.line);
+                if not_run {
+                    c.not_run += 1;
+                } else if interrupted_job {
+                    c.interrupted += 1;
+                    ui.say(&format!("{head} interrupted: {}", f.command));
+                } else if r.status.is_success() {
+                    c.ok += 1;
+                    if !live {
+                        ui.say(&format!(
+                            "{head} ok, {}: {}",
+                            crate::fmt_duration(r.usage.map_or(Duration::ZERO, |u| u.wall)),
+                            f.command
+                        ));
+                    }
+                } else {
+                    c.failed += 1;
+                    if r.status == JobStatus::TimedOut {
+                        c.timed_out += 1;
+                    }
+                    let text = format!(
+                        "{head} FAILED, {}: {}{}",
+                        crate::account(r),
+                        f.command,
+                        paths_of(r)
+                    );
+                    ui.say(&text);
+                    failures.push(format!(
+                        "job {} (line {}) {}{}",
+                        f.seq,
+                        f.line,
+                        r.describe_end(),
+                        paths_of(r)
+                    ));
+                    if o.halt.is_some() && !stopping {
+                        halt_now = o.halt == Some(Halt::Now);
+                        stopping = true;
+                        ui.say("--halt: starting no new job");
+                    }
+                }
+            }
+        }
+        if stopping {
+            stop(&gate);
+            if halt_now {
+                // Blocks for at most the grace period; every handler has sent its record when
+                // it returns, so the loop then drains them all.
+                ui.clear();
+                manager.shutdown(ShutdownMode::Cancel, None);
+            } else {
+                for id in manager.pending_processes() {
+                    manager.kill_process(id);
+                }
+            }
+        }
+        if live && (ui.last_draw.elapsed() >= REDRAW) {
+            let running = manager.snapshot().count(JobStatus::Running);
+            let submitted = gate.lock().expect("gate").submitted;
+            ui.draw(&c, submitted + c.skipped + c.invalid, input_done, running);
+        }
+    }
+    ui.clear();
+    let total = c.ok + c.failed + c.not_run + c.interrupted + c.skipped + c.invalid;
+    let mut summary = format!(
+        "{total} job{}: {} succeeded, {} failed",
+        if total == 1 { "" } else { "s" },
+        c.ok,
+        c.failed + c.invalid
+    );
+    if c.timed_out > 0 {
+        summary.push_str(&format!(" ({} timed out)", c.timed_out));
+    }
+    if c.invalid > 0 {
+        summary.push_str(&format!(
+            ", {} invalid line{}",
+            c.invalid,
+            if c.invalid == 1 { "" } else { "s" }
+        ));
+    }
+    if c.skipped > 0 {
+        summary.push_str(&format!(", {} skipped (succeeded before)", c.skipped));
+    }
+    if c.interrupted > 0 {
+        summary.push_str(&format!(", {} interrupted", c.interrupted));
+    }
+    if c.not_run > 0 {
+        summary.push_str(&format!(", {} not run", c.not_run));
+    }
+    summary.push_str(&format!(" in {}", crate::fmt_duration(start.elapsed())));
+    ui.say(&summary);
+    for f in failures.iter().take(20) {
+        ui.say(&format!("  {f}"));
+    }
+    if failures.len() > 20 {
+        ui.say(&format!("  ... and {} more", failures.len() - 20));
+    }
+    drop(manager);
+    if let Some(s) = interrupted {
+        return 128 + s;
+    }
+    if own_error {
+        return OWN_ERROR;
+    }
+    (c.failed + c.invalid).min(MAX_FAILED_STATUS) as i32
+}

@@ -1,0 +1,531 @@
+//! End-to-end tests of the `procman` tool: the built binary on real job files.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{eventually, TempDir};
+use procman::jobfile::{parse_joblog_line, JoblogEntry, JoblogError};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn procman() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_procman"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run procman")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn examples(name: &str) -> String {
+    format!("{}/examples/batch/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every entry of a joblog, which must start with the header and hold only complete, valid
+/// lines.
+fn joblog(path: &Path) -> Vec<JoblogEntry> {
+    let text = std::fs::read_to_string(path).expect("joblog");
+    let mut lines = text.split_inclusive('\n');
+    assert_eq!(
+        parse_joblog_line(lines.next().expect("a header")),
+        Err(JoblogError::Header)
+    );
+    lines
+        .map(|l| {
+            assert!(l.ends_with('\n'), "incomplete joblog line {l:?}");
+            parse_joblog_line(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))
+        })
+        .collect()
+}
+
+fn by_seq(entries: &[JoblogEntry]) -> HashMap<u64, &JoblogEntry> {
+    entries.iter().map(|e| (e.seq, e)).collect()
+}
+
+fn write(dir: &TempDir, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_bundled_example_batch_succeeds() {
+    let dir = TempDir::new("cli-example");
+    let out = run(procman()
+        .args(["batch", "-j", "4", "--timeout", "10s", "--log-dir"])
+        .arg(dir.join("logs"))
+        .arg("--joblog")
+        .arg(dir.join("joblog"))
+        .arg(examples("jobs.txt")));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let entries = joblog(&dir.join("joblog"));
+    let mut seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    assert!(entries.iter().all(|e| e.exitval == 0 && e.signal == 0));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/1.log")).unwrap(),
+        "hello from job 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/5_err.txt")).unwrap(),
+        "to stderr\n"
+    );
+    // The JSON job that runs after another read what the first one wrote.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/11.log")).unwrap(),
+        "42\n"
+    );
+    assert!(err.contains("12 jobs: 12 succeeded, 0 failed"), "{err}");
+}
+
+#[test]
+fn mixed_successes_failures_a_timeout_a_crash_and_a_malformed_line() {
+    let dir = TempDir::new("cli-mixed");
+    let out = run(procman()
+        .args([
+            "batch",
+            "-j",
+            "4",
+            "--timeout",
+            "1s",
+            "--grace",
+            "5s",
+            "--log-dir",
+        ])
+        .arg(dir.join("logs"))
+        .arg("--joblog")
+        .arg(dir.join("joblog"))
+        .arg(examples("mixed.txt")));
+    let err = text(&out.stderr);
+    // Four failures: exit 3, timeout, SIGSEGV, the malformed line.
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("line 7: unterminated single quote"),
+        "the bad line is named: {err}"
+    );
+    let entries = joblog(&dir.join("joblog"));
+    let e = by_seq(&entries);
+    assert_eq!(entries.len(), 7, "the malformed line has no entry");
+    for ok in [1, 6, 7, 8] {
+        assert_eq!((e[&ok].exitval, e[&ok].signal), (0, 0), "job {ok}");
+    }
+    assert_eq!((e[&2].exitval, e[&2].signal), (3, 0));
+    // The timeout: -1 as GNU parallel, and SIGTERM did end `sleep` (no SIGKILL needed).
+    assert_eq!((e[&3].exitval, e[&3].signal), (-1, 15));
+    assert!(
+        e[&3].runtime >= 1.0 && e[&3].runtime < 5.0,
+        "{}",
+        e[&3].runtime
+    );
+    assert_eq!((e[&4].exitval, e[&4].signal), (0, 11));
+    assert_eq!(e[&2].command, "sh -c 'echo failing >&2; exit 3'");
+    assert_eq!(e[&2].host, ":");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/2_err.txt")).unwrap(),
+        "failing\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/8.log")).unwrap(),
+        "after three\n"
+    );
+    // Plain lines when not on a terminal, and a summary.
+    assert!(err.contains("job 1 (line 3) ok"), "{err}");
+    assert!(err.contains("8 jobs: 4 succeeded, 4 failed (1 timed out), 1 invalid line"));
+}
+
+#[test]
+fn the_exit_status_is_the_number_of_failures_capped_at_101() {
+    let dir = TempDir::new("cli-cap");
+    let jobs = write(&dir, "jobs.txt", &"false\n".repeat(103));
+    let out = run(procman().args(["batch", "-j", "8", "--no-logs", &jobs]));
+    assert_eq!(out.status.code(), Some(101), "{}", text(&out.stderr));
+    let jobs = write(&dir, "two.txt", "false\ntrue\nfalse\n");
+    let out = run(procman().args(["batch", "--no-logs", &jobs]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn json_after_refers_to_earlier_names_and_bad_references_name_their_line() {
+    let dir = TempDir::new("cli-after");
+    let marker = dir.join("marker");
+    let m = marker.to_str().unwrap();
+    let jobs = write(
+        &dir,
+        "jobs.txt",
+        &format!(
+            r#"{{"id": "a", "program": "sh", "args": ["-c", "echo a >> {m}"]}}
+{{"program": "sh", "args": ["-c", "echo b >> {m}"], "after": ["a"], "name": "b"}}
+{{"program": "true", "after": ["later"]}}
+{{"id": "later", "program": "true"}}
+{{"id": "a", "program": "true"}}
+{{"program": "true", "bogus": 1}}
+{{"program": "sh", "args": ["-c", "echo c >> {m}"], "after": ["b", "later"]}}
+"#
+        ),
+    );
+    let out = run(procman()
+        .args(["batch", "-j", "4", "--log-dir"])
+        .arg(dir.join("logs"))
+        .arg(&jobs));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("line 3: \"after\" names job \"later\", which no earlier line defines"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 5: job name \"a\" is already used by line 1"),
+        "{err}"
+    );
+    assert!(err.contains("line 6: unknown field \"bogus\""), "{err}");
+    // The rest of the batch is unaffected, and the dependencies held.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "a\nb\nc\n");
+}
+
+#[test]
+fn jobs_can_come_from_stdin_and_json_fields_apply() {
+    let dir = TempDir::new("cli-stdin");
+    let input = write(&dir, "input.txt", "from the input file\n");
+    let log = dir.join("custom.log");
+    let jobs = format!(
+        "{{\"program\": \"sh\", \"args\": [\"-c\", \"cat; echo $X; pwd\"], \"input\": \"{input}\", \
+         \"log\": \"{}\", \"env\": {{\"X\": \"y z\"}}, \"cwd\": \"{}\"}}\n\
+         sh -c 'exit 7'\n",
+        log.display(),
+        dir.path().display()
+    );
+    let mut child = procman()
+        .args(["batch", "--no-logs", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(jobs.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("from the input file\ny z\n{}\n", dir.path().display())
+    );
+}
+
+#[test]
+fn halt_starts_no_new_job_after_the_first_failure() {
+    let dir = TempDir::new("cli-halt");
+    let jobs = write(
+        &dir,
+        "jobs.txt",
+        &format!("false\n{}", "sleep 0.2\n".repeat(10)),
+    );
+    let out = run(procman()
+        .args(["batch", "-j", "1", "--halt", "--no-logs", "--joblog"])
+        .arg(dir.join("joblog"))
+        .arg(&jobs));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let entries = joblog(&dir.join("joblog"));
+    assert_eq!(entries[0].seq, 1);
+    // At most the job that took the freed slot before the failure was seen ran.
+    assert!(entries.len() <= 2, "{entries:?}");
+    assert!(err.contains("not run"), "{err}");
+}
+
+/// Kills the tool with SIGTERM once the joblog holds `n` entries; returns its exit status.
+fn interrupt_after(cmd: &mut Command, joblog_path: &Path, n: usize) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let ready = eventually(LONG, || {
+        std::fs::read_to_string(joblog_path).is_ok_and(|t| t.lines().count() > n)
+    });
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        ready,
+        "the joblog never had {n} entries: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn resume_after_an_interrupted_run_runs_every_job_exactly_once_to_success() {
+    let dir = TempDir::new("cli-resume");
+    let gate = dir.join("gate");
+    let done = dir.join("done.txt");
+    // Jobs 1-2 are quick; 3-6 wait for the gate file, so the first run is interrupted with
+    // jobs 3-4 running and 5-6 queued. Each job records its success as its very last act.
+    let mut lines = String::new();
+    for k in 1..=6 {
+        let wait = if k > 2 {
+            format!("while [ ! -e {} ]; do sleep 0.02; done; ", gate.display())
+        } else {
+            String::new()
+        };
+        lines.push_str(&format!("sh -c '{wait}echo {k} >> {}'\n", done.display()));
+    }
+    let jobs = write(&dir, "jobs.txt", &lines);
+    let log = dir.join("joblog");
+    let mut first = procman();
+    first
+        .args(["batch", "-j", "2", "--no-logs", "--joblog"])
+        .arg(&log)
+        .arg(&jobs);
+    let out = interrupt_after(&mut first, &log, 2);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + 15), "{err}");
+    let entries = joblog(&log);
+    let succeeded: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.exitval == 0 && e.signal == 0)
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        succeeded.contains(&1) && succeeded.contains(&2),
+        "{entries:?}"
+    );
+    // The running jobs were killed (their groups), recorded, and will run again.
+    for e in entries.iter().filter(|e| e.seq > 2) {
+        assert_eq!((e.exitval, e.signal), (-1, 15), "{e:?}");
+    }
+    // Open the gate: a job of the first run that survived would now write a second line.
+    std::fs::write(&gate, "").unwrap();
+    let out = run(procman()
+        .args(["batch", "-j", "2", "--no-logs", "--resume", "--joblog"])
+        .arg(&log)
+        .arg(&jobs));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("skipped (succeeded before)"), "{err}");
+    let mut ran: Vec<u32> = std::fs::read_to_string(&done)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    ran.sort();
+    assert_eq!(ran, [1, 2, 3, 4, 5, 6], "every job succeeded exactly once");
+    // The joblog's latest entry for every job is a success, and jobs 1-2 ran only once.
+    let entries = joblog(&log);
+    let latest = by_seq(&entries);
+    assert_eq!(latest.len(), 6);
+    assert!(latest.values().all(|e| e.exitval == 0 && e.signal == 0));
+    for k in [1, 2] {
+        assert_eq!(entries.iter().filter(|e| e.seq == k).count(), 1);
+    }
+    // A third run has nothing left to do.
+    let out = run(procman()
+        .args(["batch", "--no-logs", "--resume", "--joblog"])
+        .arg(&log)
+        .arg(&jobs));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("6 skipped"));
+}
+
+#[test]
+fn a_sigkilled_tool_leaves_a_joblog_of_complete_valid_lines() {
+    let dir = TempDir::new("cli-sigkill");
+    let jobs = write(&dir, "jobs.txt", &"sh -c 'exit 0'\n".repeat(400));
+    let log = dir.join("joblog");
+    let child = procman()
+        .args(["batch", "-j", "2", "--no-logs", "--joblog"])
+        .arg(&log)
+        .arg(&jobs)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    assert!(eventually(LONG, || std::fs::read_to_string(&log)
+        .is_ok_and(|t| t.lines().count() > 20)));
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None);
+    // Whatever the moment of the kill, every line is whole (each is one write).
+    let entries = joblog(&log);
+    assert!(entries.len() >= 20);
+    // And --resume appends after it, skipping what succeeded.
+    let out = run(procman()
+        .args(["batch", "-j", "4", "--no-logs", "--resume", "--joblog"])
+        .arg(&log)
+        .arg(&jobs));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let latest = joblog(&log);
+    assert_eq!(by_seq(&latest).len(), 400);
+}
+
+#[test]
+fn bad_options_and_a_missing_job_file_are_reported() {
+    let out = run(procman().args(["batch", "--jobs", "0", "x"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("--jobs"));
+    let out = run(procman().args(["batch", "/no/such/jobs.txt"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("/no/such/jobs.txt"));
+    let out = run(procman().args(["batch", "--resume", "x"]));
+    assert!(text(&out.stderr).contains("--resume needs --joblog"));
+    let out = run(procman().args(["batch", "--timeout", "soon", "x"]));
+    assert!(text(&out.stderr).contains("--timeout"));
+    let out = run(procman().arg("frobnicate"));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn status_summarises_a_joblog_with_failures_and_their_logs() {
+    let dir = TempDir::new("cli-status");
+    let logs = dir.join("logs");
+    let log = dir.join("joblog");
+    let jobs = write(
+        &dir,
+        "jobs.txt",
+        "true\nsh -c 'exit 5'\nsleep 0.3\nsh -c 'kill -9 $$'\n",
+    );
+    let out = run(procman()
+        .args(["batch", "--log-dir"])
+        .arg(&logs)
+        .arg("--joblog")
+        .arg(&log)
+        .arg(&jobs));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(procman()
+        .args(["status", "--joblog"])
+        .arg(&log)
+        .arg("--log-dir")
+        .arg(&logs));
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("4 jobs, 2 succeeded, 2 failed"), "{s}");
+    assert!(
+        s.contains("job 2: exited with code 5: sh -c 'exit 5'"),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("{}", logs.join("2_err.txt").display())),
+        "{s}"
+    );
+    assert!(s.contains("job 4: terminated by SIGKILL (signal 9)"), "{s}");
+    // The slowest job is listed first.
+    let slowest = s.split("slowest:\n").nth(1).unwrap();
+    assert!(slowest.trim_start().starts_with("job 3"), "{s}");
+
+    let out = run(procman().args(["status", "--joblog", "/no/such/joblog"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn run_exits_with_the_jobs_code_and_accounts_for_it_on_stderr() {
+    let out = run(procman().args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]));
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "out\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("err\n"), "{err}");
+    let account = err.lines().last().unwrap();
+    assert!(
+        account.starts_with("procman: exited with code 3; wall "),
+        "{account}"
+    );
+    assert!(
+        account.contains("cpu ") && account.contains("peak memory"),
+        "{account}"
+    );
+}
+
+#[test]
+fn run_follows_the_conventions_of_timeout_for_timeouts_signals_and_missing_programs() {
+    let out = run(procman().args(["run", "--timeout", "200ms", "sleep", "30"]));
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("timed out, terminated by SIGTERM"));
+    let out = run(procman().args(["run", "--", "sh", "-c", "kill -SEGV $$"]));
+    assert_eq!(out.status.code(), Some(128 + 11));
+    let out = run(procman().args(["run", "/no/such/program"]));
+    assert_eq!(out.status.code(), Some(127));
+    let out = run(procman().args(["run", "/etc/passwd"]));
+    assert_eq!(out.status.code(), Some(126));
+    let out = run(procman().args(["run", "--cwd", "/no/such/dir", "true"]));
+    assert_eq!(out.status.code(), Some(125));
+    let out = run(procman().args(["run", "--frob", "true"]));
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn run_writes_logs_reads_input_and_sets_the_environment() {
+    let dir = TempDir::new("cli-run");
+    let input = write(&dir, "in.txt", "keywords\n");
+    let out = run(procman()
+        .args(["run", "-q", "--input", &input, "--env", "A=b=c", "--cwd"])
+        .arg(dir.path())
+        .arg("--log")
+        .arg(dir.join("out.log"))
+        .arg("--err")
+        .arg(dir.join("err.log"))
+        .args(["--", "sh", "-c", "cat; echo $A; pwd; echo oops >&2"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(text(&out.stderr), "", "-q: no account");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.log")).unwrap(),
+        format!("keywords\nb=c\n{}\n", dir.path().display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("err.log")).unwrap(),
+        "oops\n"
+    );
+}
+
+#[test]
+fn run_kills_the_job_group_on_sigterm_and_exits_128_plus_the_signal() {
+    let dir = TempDir::new("cli-run-term");
+    let child = procman()
+        .args(["run", "--log"])
+        .arg(dir.join("out.log"))
+        .args(["--", "sh", "-c", "echo started; sleep 30 & wait"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(LONG, || std::fs::read_to_string(
+        dir.join("out.log")
+    )
+    .is_ok_and(|s| s == "started\n")));
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(text(&out.stderr).contains("killed"));
+}
