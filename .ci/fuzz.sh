@@ -9,6 +9,7 @@
 #   PROCMAN_FUZZ_TARGETS="…"  which targets (default: all of them)
 #   PROCMAN_FUZZ_OUT=dir      keep new inputs and the logs there (dir/<target>, dir/<target>.log)
 #   PROCMAN_FUZZ_INSTALL=1    install cargo-fuzz (`cargo install cargo-fuzz --locked`) if missing
+#   PROCMAN_FUZZ_STABLE=1     use the stable toolchain even when a nightly one is installed
 #
 # Needs cargo-fuzz and a nightly toolchain (libFuzzer's sanitizer flags are unstable). Without a
 # nightly toolchain it uses the stable one with RUSTC_BOOTSTRAP=1 and no sanitizer (coverage
@@ -32,7 +33,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     fi
 fi
 
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${PROCMAN_FUZZ_STABLE:-0}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     fuzz=(cargo +nightly fuzz)
     sanitizer=()
     echo "fuzz: nightly toolchain, AddressSanitizer on"
