@@ -372,20 +372,28 @@ fn a_log_path_that_is_a_directory_fails_to_spawn_with_its_name() {
     let m = manager(WaitMode::Pidfd);
     let dir = TempDir::new("logdir");
     let counts: Counts = Arc::default();
+    let logdir = dir.join("logs");
+    std::fs::create_dir(&logdir).unwrap();
+    // An explicit error file inside the temp dir: the default would be `<dir>/../logs_err.txt`.
+    let err = dir.join("err.txt");
     let r = m
         .run(
             JobSpec::new("true")
-                .log_file(dir.path())
+                .log_file(&logdir)
+                .error_file(&err)
                 .on_finish(counting(&counts)),
         )
         .unwrap();
     assert_eq!(r.status, JobStatus::SpawnFailed);
     let e = r.error.unwrap();
     assert!(
-        e.contains("log file") && e.contains(dir.path().to_str().unwrap()),
+        e.contains("log file") && e.contains(logdir.to_str().unwrap()),
         "{e}"
     );
     assert!(e.contains("Is a directory"), "{e}");
+    assert!(std::fs::read_to_string(&err)
+        .unwrap()
+        .contains("Is a directory"));
     m.wait_all();
     assert_eq!(counts.lock().unwrap()[&r.id], 1);
 }
