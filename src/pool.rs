@@ -386,11 +386,22 @@ fn wait_pidfd(
             waker.drain();
         }
     }
+    reap_exited(core, pid, &term)
+}
+
+/// Linux: the child `pid` has exited and is not reaped yet. Ends what it left in its group
+/// (the zombie leader still holds the group id, so it cannot have been reused), then reaps it,
+/// once, with `wait4` for its resource usage. std's `Child` is never used to wait; dropping it
+/// does not wait either.
+#[cfg(target_os = "linux")]
+fn reap_exited(
+    core: &JobCore,
+    pid: u32,
+    term: &Termination,
+) -> std::io::Result<(Option<Exit>, ResourceUsage, bool)> {
     if core.kill_leftovers {
-        // The leader is a zombie, so the group id is still ours: end what it left behind.
         let _ = sys::signal_group(pid, libc::SIGKILL);
     }
-    // std's Child is not used to wait: we reap here, once; dropping a Child never waits.
     let (exit, usage) = sys::wait4(pid)?;
     Ok((Some(exit), usage, term.timed_out))
 }
@@ -414,11 +425,7 @@ fn wait_sliced(
         }
         std::thread::sleep(wait);
     }
-    if core.kill_leftovers {
-        let _ = sys::signal_group(pid, libc::SIGKILL);
-    }
-    let (exit, usage) = sys::wait4(pid)?;
-    Ok((Some(exit), usage, term.timed_out))
+    reap_exited(core, pid, &term)
 }
 
 /// Any Unix, `WaitMode::Portable` only: `wait-timeout` in slices. Its first use installs a
