@@ -33,7 +33,9 @@ alive() {
   local pid
   [[ -s $1 ]] || return 1
   pid=$(tr -dc '0-9' <"$1")
-  [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2"* ]]
+  [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2"* ]] &&
+    # A daemon killed while nobody reaps it (PID 1 in a sandbox may not) stays a zombie.
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 # retry SECONDS CMD...: runs CMD every 0.2 s until it succeeds
 retry() {
