@@ -15,8 +15,10 @@
 //! `BENCH_KILL=group` changes nothing here (it is accepted and reported).
 //!
 //! Environment switches (for measurements; unset = procman's defaults):
-//! * `PROCMAN_OBSERVE=1`: attach a line observer (counts lines and bytes); output then flows
-//!   through pipes and two reader threads per job;
+//! * `PROCMAN_OBSERVE=1`: attach a line observer (counts lines and bytes); the job still writes
+//!   its log itself and one reader thread per job follows it (`ObserveMode::Files`, Linux);
+//! * `PROCMAN_OBSERVE=pipes`: the same observer with `ObserveMode::Pipes`: output flows through
+//!   pipes and two reader threads per job that copy it to the log;
 //! * `PROCMAN_CLOSE_FDS=0|1`: `Builder::close_inherited_fds(false|true)`;
 //! * `PROCMAN_PRIORITY=1`: give every job a priority (i % 7), the scheduling-option path;
 //! * `PROCMAN_AFTER=1`: job i runs after job i-CONCURRENCY (one dependency chain per slot);
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procman::{JobSpec, JobStatus, ProcessManager, Stream, WaitMode};
+use procman::{JobSpec, JobStatus, ObserveMode, ProcessManager, Stream, WaitMode};
 
 fn workload(name: &str) -> Option<(&'static [&'static str], Option<Duration>)> {
     let ms = Duration::from_millis;
@@ -99,7 +101,7 @@ fn main() {
     let conc: usize = args[3].parse().expect("CONCURRENCY");
     let logdir = PathBuf::from(&args[4]);
     std::fs::create_dir_all(&logdir).expect("create LOGDIR");
-    let observe = env_is("PROCMAN_OBSERVE", "1");
+    let observe = env_is("PROCMAN_OBSERVE", "1") || env_is("PROCMAN_OBSERVE", "pipes");
     let priority = env_is("PROCMAN_PRIORITY", "1");
     let after = env_is("PROCMAN_AFTER", "1");
     let stream = env_is("PROCMAN_SUBMIT", "stream");
@@ -111,6 +113,9 @@ fn main() {
         Ok("0") => builder = builder.close_inherited_fds(false),
         Ok("1") => builder = builder.close_inherited_fds(true),
         _ => {}
+    }
+    if env_is("PROCMAN_OBSERVE", "pipes") {
+        builder = builder.observe_mode(ObserveMode::Pipes);
     }
     if env_is("PROCMAN_WAIT", "portable") {
         builder = builder.wait_mode(WaitMode::Portable);

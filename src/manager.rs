@@ -46,9 +46,39 @@ impl Default for WaitMode {
     }
 }
 
+/// How observed output reaches the observer (see [`JobSpec::observe`](crate::JobSpec::observe)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObserveMode {
+    /// Linux: the program writes its log and error files itself, exactly as when unobserved,
+    /// and one reader thread per job follows the files (inotify) and hands their lines to the
+    /// observer. The program is never slowed or blocked by the observer, and a merged log is
+    /// observed in the order the program wrote it (all as [`Stream::Stdout`](crate::Stream)).
+    /// A stream with no regular file behind it (no log file, `/dev/null`, a FIFO), or a job for
+    /// which no inotify instance is left (`max_user_instances`), goes through a pipe as in
+    /// [`Pipes`](ObserveMode::Pipes). Output written after the job's processes were reaped (by
+    /// a process that left the group) is in the file but not observed.
+    Files,
+    /// Any Unix: stdout and stderr are pipes; one reader thread per stream copies each chunk to
+    /// its file and hands its lines to the observer. A slow observer slows the program (the
+    /// pipe fills); completion waits for the pipes' EOF at most the drain bound
+    /// ([`Builder::output_drain_bound`]).
+    Pipes,
+}
+
+impl Default for ObserveMode {
+    fn default() -> ObserveMode {
+        if cfg!(target_os = "linux") {
+            ObserveMode::Files
+        } else {
+            ObserveMode::Pipes
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) wait_mode: WaitMode,
+    pub(crate) observe_mode: ObserveMode,
     /// How long completion waits for observed output's EOF after the program was reaped.
     pub(crate) drain_bound: Duration,
     /// Mark the host's inheritable descriptors close-on-exec in each child.
@@ -238,6 +268,7 @@ pub struct Builder {
     grace: Duration,
     kill_leftovers: bool,
     wait_mode: WaitMode,
+    observe_mode: ObserveMode,
     drain_bound: Duration,
     close_inherited_fds: bool,
     backend: Option<Arc<dyn Backend>>,
@@ -254,6 +285,7 @@ impl std::fmt::Debug for Builder {
             .field("grace", &self.grace)
             .field("kill_leftovers", &self.kill_leftovers)
             .field("wait_mode", &self.wait_mode)
+            .field("observe_mode", &self.observe_mode)
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
             .finish_non_exhaustive()
@@ -269,6 +301,7 @@ impl Default for Builder {
             grace: Duration::from_secs(2),
             kill_leftovers: true,
             wait_mode: WaitMode::default(),
+            observe_mode: ObserveMode::default(),
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
             backend: None,
@@ -313,6 +346,13 @@ impl Builder {
     /// How workers wait for their child (default: [`WaitMode::Pidfd`] on Linux).
     pub fn wait_mode(mut self, mode: WaitMode) -> Builder {
         self.wait_mode = mode;
+        self
+    }
+
+    /// How observed output reaches observers (default: [`ObserveMode::Files`] on Linux).
+    /// Never blocks; never fails (`Files` falls back to pipes job by job where it cannot apply).
+    pub fn observe_mode(mut self, mode: ObserveMode) -> Builder {
+        self.observe_mode = mode;
         self
     }
 
@@ -396,6 +436,7 @@ impl Builder {
             timer_cv: Condvar::new(),
             config: Config {
                 wait_mode: self.wait_mode,
+                observe_mode: self.observe_mode,
                 drain_bound: self.drain_bound,
                 close_inherited_fds: self.close_inherited_fds,
             },

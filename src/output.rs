@@ -1,11 +1,14 @@
 //! A job's standard streams: the input file, the log and error files, and — only when the output
-//! is observed — the pipes and reader threads that copy it to those files.
+//! is observed — the threads that hand its lines to the observer.
 //!
 //! Unobserved output (the default) is handed to the child as open files: the kernel writes them,
-//! nothing is copied, no pipe can fill up. Observed output goes through one pipe per stream and
-//! one reader thread per pipe; completion waits for the readers' EOF at most
-//! [`DRAIN_BOUND`](crate::manager::Config) after the program was reaped, then the readers are told
-//! to stop, drain what is already in the pipe, and close it.
+//! nothing is copied, no pipe can fill up. Observed output ([`ObserveMode`](crate::ObserveMode)):
+//! - `Files` (Linux): the child still writes its files itself; one follower thread per job
+//!   reads them back as they grow (inotify while idle, every `FOLLOW_PACE` while output flows)
+//!   and, once the job's processes are reaped, reads them to their size at that moment.
+//! - `Pipes`, and any stream without a regular file behind it: one pipe and one reader thread
+//!   per stream, copying to the file; completion waits for the readers' EOF at most the drain
+//!   bound after the program was reaped, then they drain what is in the pipe and close it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -32,12 +35,13 @@ pub(crate) struct Streams {
     pub(crate) observed: Option<ObservedSetup>,
 }
 
-/// Pipes' read ends and where their bytes go, waiting for [`ObservedSetup::start`].
+/// What the readers of an observed job will read, waiting for [`ObservedSetup::start`].
 pub(crate) struct ObservedSetup {
-    out_pipe: File,
-    err_pipe: File,
-    out_file: Option<Arc<File>>,
-    err_file: Option<Arc<File>>,
+    /// Pipes' read ends, the file each one's bytes go to, and their stream.
+    pipes: Vec<(File, Option<Arc<File>>, Stream)>,
+    /// Files the program writes itself, opened again for reading, and what follows them.
+    #[cfg(target_os = "linux")]
+    follow: Option<(sys::Inotify, Vec<(File, Stream)>)>,
     observer: Observer,
 }
 
@@ -82,12 +86,15 @@ fn blocking(file: File) -> io::Result<File> {
 
 /// Opens what the job needs. On failure returns a message naming the file and the cause, and
 /// the error file if it could be opened (so the caller can write the failure into it).
+/// `follow`: observed output goes to the files and is read back from them where it can
+/// ([`ObserveMode::Files`](crate::ObserveMode)).
 pub(crate) fn open_streams(
     input: &Input,
     log_file: Option<&Path>,
     merge_error: bool,
     error_file: Option<&Path>,
     observer: Option<&Observer>,
+    follow: bool,
 ) -> Result<Streams, (String, Option<File>)> {
     let log = match log_file {
         Some(p) => Some(
@@ -131,44 +138,116 @@ pub(crate) fn open_streams(
             observed: None,
         });
     };
-    let pipes = sys::pipe().and_then(|o| sys::pipe().map(|e| (o, e)));
-    let ((out_r, out_w), (err_r, err_w)) = match pipes {
-        Ok(p) => p,
-        Err(e) => return Err((format!("cannot create output pipes: {e}"), err.or(log))),
+    let mut setup = ObservedSetup {
+        pipes: Vec::with_capacity(2),
+        #[cfg(target_os = "linux")]
+        follow: None,
+        observer: observer.clone(),
     };
-    let merged = merge_error;
-    let out_file = log.map(Arc::new);
-    let err_file = if merged {
-        out_file.clone()
-    } else {
-        err.map(Arc::new)
+    let fail = |e: io::Error, err: Option<Arc<File>>| {
+        let file = err.and_then(|f| Arc::try_unwrap(f).ok());
+        (format!("cannot create output pipes: {e}"), file)
+    };
+    // Stdout: followed in its file, else a pipe into it.
+    let (stdout, out_file) = match setup.follow_file(log, Stream::Stdout, follow) {
+        Ok(direct) => (Stdio::from(direct), None),
+        Err(file) => {
+            let file = file.map(Arc::new);
+            match setup.add_pipe(file.clone(), Stream::Stdout) {
+                Ok(w) => (Stdio::from(w), Some(file)),
+                Err(e) => return Err(fail(e, err.map(Arc::new))),
+            }
+        }
+    };
+    // Stderr: merged into a followed log, it is the log (the program's own order, observed as
+    // stdout); merged into a piped log, a second pipe into the same file; else like stdout.
+    let stderr = match (merge_error, out_file) {
+        (true, None) => err.map_or_else(Stdio::null, Stdio::from),
+        (true, Some(file)) => Stdio::from(
+            setup
+                .add_pipe(file.clone(), Stream::Stderr)
+                .map_err(|e| fail(e, file))?,
+        ),
+        (false, _) => match setup.follow_file(err, Stream::Stderr, follow) {
+            Ok(direct) => Stdio::from(direct),
+            Err(file) => {
+                let file = file.map(Arc::new);
+                Stdio::from(
+                    setup
+                        .add_pipe(file.clone(), Stream::Stderr)
+                        .map_err(|e| fail(e, file))?,
+                )
+            }
+        },
     };
     Ok(Streams {
         stdin,
-        stdout: Stdio::from(out_w),
-        stderr: Stdio::from(err_w),
-        observed: Some(ObservedSetup {
-            out_pipe: out_r,
-            err_pipe: err_r,
-            out_file,
-            err_file,
-            observer: observer.clone(),
-        }),
+        stdout,
+        stderr,
+        observed: Some(setup),
     })
 }
 
 impl ObservedSetup {
-    /// Starts the two reader threads. Call after the child was spawned and the parent's copies
-    /// of the pipes' write ends were dropped.
+    /// Sets `file` up to be followed: `Ok(file)` to hand to the child as it is, or `Err(file)`
+    /// back when it cannot be (no file, not a regular file, no inotify instance left, not
+    /// Linux, or `follow` is off).
+    fn follow_file(
+        &mut self,
+        file: Option<File>,
+        stream: Stream,
+        follow: bool,
+    ) -> Result<File, Option<File>> {
+        let Some(file) = file else { return Err(None) };
+        if !follow {
+            return Err(Some(file));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let reader = match sys::reopen_regular_for_reading(&file) {
+                Ok(r) => r,
+                Err(_) => return Err(Some(file)),
+            };
+            if self.follow.is_none() {
+                match sys::Inotify::new() {
+                    Ok(i) => self.follow = Some((i, Vec::with_capacity(2))),
+                    Err(e) => {
+                        log::debug!("no inotify instance ({e}): observing through a pipe");
+                        return Err(Some(file));
+                    }
+                }
+            }
+            let Some((inotify, files)) = &mut self.follow else {
+                return Err(Some(file));
+            };
+            if inotify.watch_once(&file).is_err() {
+                return Err(Some(file));
+            }
+            files.push((reader, stream));
+            Ok(file)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = stream;
+            Err(Some(file))
+        }
+    }
+
+    /// A pipe whose bytes a reader will copy into `file`: returns the write end for the child.
+    fn add_pipe(&mut self, file: Option<Arc<File>>, stream: Stream) -> io::Result<File> {
+        let (r, w) = sys::pipe()?;
+        self.pipes.push((r, file, stream));
+        Ok(w)
+    }
+
+    /// Starts the reader threads: one per pipe, one for all followed files. Call after the
+    /// child was spawned and the parent's copies of the pipes' write ends were dropped.
     pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
         let (stop_r, stop_w) = sys::pipe()?;
         let stop_r = Arc::new(stop_r);
-        let (tx, rx) = bounded(2);
-        let mut threads = Vec::with_capacity(2);
-        for (pipe, file, stream) in [
-            (self.out_pipe, self.out_file, Stream::Stdout),
-            (self.err_pipe, self.err_file, Stream::Stderr),
-        ] {
+        let (tx, rx) = bounded(self.pipes.len());
+        let mut threads = Vec::with_capacity(self.pipes.len());
+        for (pipe, file, stream) in self.pipes {
             let observer = self.observer.clone();
             let stop = stop_r.clone();
             let tx = tx.clone();
@@ -181,10 +260,24 @@ impl ObservedSetup {
                     })?,
             );
         }
+        #[cfg(target_os = "linux")]
+        let follower = match self.follow {
+            Some((inotify, files)) => {
+                let (stop_r, stop_w) = sys::pipe()?;
+                let observer = self.observer.clone();
+                let thread = thread::Builder::new()
+                    .name(format!("procman-out-{id}"))
+                    .spawn(move || follow_files(id, files, &inotify, &observer, &stop_r))?;
+                Some((thread, stop_w))
+            }
+            None => None,
+        };
         Ok(Readers {
             threads,
             done: rx,
             stop: stop_w,
+            #[cfg(target_os = "linux")]
+            follower,
         })
     }
 }
@@ -194,15 +287,28 @@ pub(crate) struct Readers {
     threads: Vec<thread::JoinHandle<()>>,
     done: Receiver<Result<(), String>>,
     stop: File,
+    /// The thread following the files, and the pipe that tells it the job's processes ended.
+    #[cfg(target_os = "linux")]
+    follower: Option<(thread::JoinHandle<Result<(), String>>, File)>,
 }
 
 impl Readers {
-    /// Waits for both readers to reach EOF, at most `bound`; then tells them to stop (they copy
-    /// what is already in the pipe and close it). Returns the first copy error, if any, and
-    /// whether the bound was hit (a process outside the job's group still held the pipe).
+    /// Call once the job's processes were reaped. The follower reads the files to the size
+    /// they have now and ends; pipe readers get at most `bound` to reach EOF, then are told to
+    /// stop (they copy what is already in the pipe and close it). Blocks until every observer
+    /// call has returned. Returns the first read or copy error, if any, and whether the bound
+    /// was hit (a process outside the job's group still held a pipe).
     pub(crate) fn finish(mut self, bound: Duration) -> (Option<String>, bool) {
         let deadline = Instant::now() + bound;
         let mut error = None;
+        #[cfg(target_os = "linux")]
+        if let Some((thread, mut stop)) = self.follower.take() {
+            let _ = stop.write_all(b"x");
+            error = match thread.join() {
+                Ok(r) => r.err(),
+                Err(_) => Some("the output follower thread panicked".to_owned()),
+            };
+        }
         let mut left = self.threads.len();
         let mut cut = false;
         while left > 0 {
@@ -228,6 +334,155 @@ impl Readers {
     }
 }
 
+/// Hands lines to the observer, on the reader's thread. A panicking observer is reported and
+/// not called again for this reader.
+struct Delivery<'a> {
+    id: JobId,
+    observer: &'a Observer,
+    ok: bool,
+}
+
+impl Delivery<'_> {
+    fn call(&mut self, stream: Stream, line: &[u8]) {
+        let (id, observer) = (self.id, self.observer);
+        if self.ok && catch_unwind(AssertUnwindSafe(|| observer(id, stream, line))).is_err() {
+            log::error!("job {id}: the output observer panicked; it is not called again");
+            self.ok = false;
+        }
+    }
+}
+
+/// How much of one followed file is read before the follower turns to the next one.
+#[cfg(target_os = "linux")]
+const FOLLOW_ROUND: u64 = 1 << 20;
+
+/// While output flows, how long the follower waits before it reads the files again (instead of
+/// a wake-up per write). 2, 10 and 20 ms measured alike on w2/w3 (DESIGN.md, "Performance");
+/// 10 ms bounds an observer's lag behind a fast writer.
+#[cfg(target_os = "linux")]
+const FOLLOW_PACE: Duration = Duration::from_millis(10);
+
+/// The follower: reads the files the program writes as they grow (woken by inotify) and hands
+/// their lines to the observer. Once told to stop, reads each file to the size it has then and
+/// ends. Returns the first read error.
+#[cfg(target_os = "linux")]
+fn follow_files(
+    id: JobId,
+    files: Vec<(File, Stream)>,
+    inotify: &sys::Inotify,
+    observer: &Observer,
+    stop: &File,
+) -> Result<(), String> {
+    struct Followed {
+        file: File,
+        stream: Stream,
+        lines: LineSplitter,
+        offset: u64,
+        failed: bool,
+    }
+    let mut followed: Vec<Followed> = files
+        .into_iter()
+        .map(|(file, stream)| Followed {
+            file,
+            stream,
+            lines: LineSplitter::default(),
+            offset: 0,
+            failed: false,
+        })
+        .collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut deliver = Delivery {
+        id,
+        observer,
+        ok: true,
+    };
+    let mut error: Option<String> = None;
+    // Reads `f` from its offset up to `limit` bytes more or EOF; true when it stopped at EOF.
+    let read_some = |f: &mut Followed,
+                     limit: u64,
+                     buf: &mut [u8],
+                     deliver: &mut Delivery,
+                     error: &mut Option<String>|
+     -> bool {
+        let mut left = limit;
+        while left > 0 && !f.failed {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            match f.file.read(&mut buf[..want]) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    f.offset += n as u64;
+                    left -= n as u64;
+                    let stream = f.stream;
+                    f.lines
+                        .feed(&buf[..n], &mut |line| deliver.call(stream, line));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error.get_or_insert(format!("reading the {:?} file back: {e}", f.stream));
+                    f.failed = true;
+                }
+            }
+        }
+        f.failed
+    };
+    // While output flows, no watch is armed (the program's writes then cost it nothing) and
+    // the files are read again every `FOLLOW_PACE`; once a look finds nothing new, the watches are
+    // armed for one event each and the follower sleeps until a write or the stop.
+    let mut armed = true;
+    loop {
+        let before: u64 = followed.iter().map(|f| f.offset).sum();
+        let mut at_eof = true;
+        for f in &mut followed {
+            at_eof &= read_some(f, FOLLOW_ROUND, &mut buf, &mut deliver, &mut error);
+        }
+        if !at_eof {
+            continue;
+        }
+        let got = followed.iter().map(|f| f.offset).sum::<u64>() > before;
+        let polled = if got {
+            sys::poll_readable(&[stop.as_raw_fd()], Some(FOLLOW_PACE)).map(|[s]| s)
+        } else if !armed {
+            // Armed first, then one more look: a write between the last read and the arming
+            // is found by that look, a later one fires a watch.
+            for f in &followed {
+                if let Err(e) = inotify.watch_once(&f.file) {
+                    error.get_or_insert(format!("watching the {:?} file: {e}", f.stream));
+                }
+            }
+            armed = true;
+            continue;
+        } else {
+            let r = sys::poll_readable(&[inotify.raw(), stop.as_raw_fd()], None);
+            inotify.drain();
+            armed = false;
+            r.map(|[_, s]| s)
+        };
+        match polled {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                error.get_or_insert(format!("polling the output files: {e}"));
+                break;
+            }
+        }
+    }
+    // The job's processes are reaped: read what the files hold now, and no more (a process
+    // that left the group may write on for ever).
+    for f in &mut followed {
+        let end = f.file.metadata().map_or(0, |m| m.len());
+        read_some(
+            f,
+            end.saturating_sub(f.offset),
+            &mut buf,
+            &mut deliver,
+            &mut error,
+        );
+        let stream = f.stream;
+        f.lines.finish(&mut |line| deliver.call(stream, line));
+    }
+    error.map_or(Ok(()), Err)
+}
+
 /// One reader: pipe → file, and each line → observer. Returns the first write error.
 fn copy_observed(
     id: JobId,
@@ -240,13 +495,12 @@ fn copy_observed(
     let mut buf = vec![0u8; 64 * 1024];
     let mut lines = LineSplitter::default();
     let mut error: Option<String> = None;
-    let mut observer_ok = true;
-    let mut deliver = |line: &[u8]| {
-        if observer_ok && catch_unwind(AssertUnwindSafe(|| observer(id, stream, line))).is_err() {
-            log::error!("job {id}: the output observer panicked; it is not called again");
-            observer_ok = false;
-        }
+    let mut delivery = Delivery {
+        id,
+        observer,
+        ok: true,
     };
+    let mut deliver = |line: &[u8]| delivery.call(stream, line);
     // The read end is non-blocking from the start: while output flows, each round is one read
     // and one write, and `poll` runs only when the pipe is empty (it was one poll per read).
     set_nonblocking(&pipe);
@@ -303,58 +557,52 @@ fn set_nonblocking(f: &File) {
 #[derive(Default)]
 pub(crate) struct LineSplitter {
     pending: Vec<u8>,
+    /// The current line's last piece was delivered at the cap and nothing of it is pending: a
+    /// newline now ends the line without an empty piece.
+    cut: bool,
 }
 
 impl LineSplitter {
     pub(crate) fn feed(&mut self, mut data: &[u8], deliver: &mut impl FnMut(&[u8])) {
         while !data.is_empty() {
             let nl = find_newline(data);
+            let mut part = &data[..nl.unwrap_or(data.len())];
+            if !self.pending.is_empty() {
+                // Fill the pending piece; all of `part` goes in unless the piece reaches the cap.
+                let take = (OBSERVER_LINE_CAP - self.pending.len()).min(part.len());
+                self.pending.extend_from_slice(&part[..take]);
+                part = &part[take..];
+                if self.pending.len() == OBSERVER_LINE_CAP {
+                    deliver(&self.pending);
+                    self.pending.clear();
+                    self.cut = true;
+                }
+            }
+            // Nothing pending: full pieces, and a line's last piece, straight from `data`.
             if self.pending.is_empty() {
-                // Fast path: whole lines (and capped pieces) straight from `data`, no copy.
-                let (mut line, rest) = match nl {
-                    Some(i) => (&data[..i], Some(&data[i + 1..])),
-                    None => (data, None),
-                };
-                while line.len() > OBSERVER_LINE_CAP {
-                    deliver(&line[..OBSERVER_LINE_CAP]);
-                    line = &line[OBSERVER_LINE_CAP..];
+                while part.len() >= OBSERVER_LINE_CAP {
+                    deliver(&part[..OBSERVER_LINE_CAP]);
+                    part = &part[OBSERVER_LINE_CAP..];
+                    self.cut = true;
                 }
-                match rest {
-                    Some(rest) => {
-                        deliver(line);
-                        data = rest;
-                    }
-                    None => {
-                        self.pending.extend_from_slice(line);
-                        data = &[];
-                    }
-                }
-                continue;
             }
             match nl {
                 Some(i) => {
-                    self.push_capped(&data[..i], deliver);
-                    deliver(&self.pending);
-                    self.pending.clear();
+                    if !self.pending.is_empty() {
+                        deliver(&self.pending);
+                        self.pending.clear();
+                    } else if !part.is_empty() || !self.cut {
+                        deliver(part);
+                    }
+                    self.cut = false;
                     data = &data[i + 1..];
                 }
                 None => {
-                    self.push_capped(data, deliver);
+                    self.pending.extend_from_slice(part);
                     data = &[];
                 }
             }
         }
-    }
-
-    fn push_capped(&mut self, mut part: &[u8], deliver: &mut impl FnMut(&[u8])) {
-        while self.pending.len() + part.len() > OBSERVER_LINE_CAP {
-            let take = OBSERVER_LINE_CAP - self.pending.len();
-            self.pending.extend_from_slice(&part[..take]);
-            deliver(&self.pending);
-            self.pending.clear();
-            part = &part[take..];
-        }
-        self.pending.extend_from_slice(part);
     }
 
     pub(crate) fn finish(&mut self, deliver: &mut impl FnMut(&[u8])) {
@@ -362,6 +610,7 @@ impl LineSplitter {
             deliver(&self.pending);
             self.pending.clear();
         }
+        self.cut = false;
     }
 }
 

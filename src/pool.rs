@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, WorkerWaker};
-use crate::manager::{Inner, WaitMode};
+use crate::manager::{Inner, ObserveMode, WaitMode};
 use crate::output::{open_streams, Readers};
 use crate::record::ResourceUsage;
 use crate::sched::{AttemptEnd, JobCore, Work, WorkMsg};
@@ -188,6 +188,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         core.merge_error,
         core.error_file.as_deref(),
         core.observer.as_ref(),
+        inner.config.observe_mode == ObserveMode::Files,
     ) {
         Ok(s) => s,
         Err((msg, file)) => {

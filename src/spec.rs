@@ -289,9 +289,15 @@ impl JobSpec {
 
     /// Observes the job's output live: `observer(id, stream, line)` is called on a reader
     /// thread for each line (without `\n`; long lines in pieces of at most
-    /// [`OBSERVER_LINE_CAP`] bytes), in order within a stream. The log files stay byte-exact.
-    /// With an observer the output flows through pipes and reader threads instead of being
-    /// handed to the child as files (see DESIGN.md, "Output").
+    /// [`OBSERVER_LINE_CAP`] bytes), in order within a stream; the log file holds a line before
+    /// the observer gets it. The log files stay byte-exact. The job completes after the
+    /// observer has returned from its last call, so a slow observer delays completion.
+    ///
+    /// How the output travels is the manager's [`ObserveMode`](crate::ObserveMode): on Linux
+    /// the program writes its files itself and a follower reads them back (the observer never
+    /// slows the program; stderr merged into the log is observed as [`Stream::Stdout`]);
+    /// otherwise through pipes and reader threads. A panicking observer is logged and not
+    /// called again for that stream; the job is unaffected.
     pub fn observe(
         mut self,
         observer: impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static,

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{alive, eventually, kid, live_in_group, pattern, proc_stat, TempDir};
 use procman::{
-    Event, JobRecord, JobSpec, JobStatus, KillOutcome, ProcessManager, Stream, WaitMode,
-    OBSERVER_LINE_CAP,
+    Event, JobRecord, JobSpec, JobStatus, KillOutcome, ObserveMode, ProcessManager, Stream,
+    WaitMode, OBSERVER_LINE_CAP,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -150,51 +150,57 @@ fn a_grandchild_in_a_new_session_escapes_the_group_kill_and_procman_does_not_wai
 fn a_program_that_exits_while_its_grandchild_holds_the_observed_pipes_completes() {
     let dir = TempDir::new("holdpipes");
     let bound = Duration::from_millis(300);
-    let m = ProcessManager::builder()
-        .output_drain_bound(bound)
-        .build()
-        .unwrap();
-    // Leftovers killed (the default): the pipes close with the group, nothing to wait for.
-    let log = dir.join("killed.log");
-    let t = Instant::now();
-    let r = m
-        .run(
-            JobSpec::new(kid())
-                .args(["grandchild", "60"])
-                .log_file(&log)
-                .observe(|_, _, _| {}),
-        )
-        .unwrap();
-    assert_eq!(r.status, JobStatus::Finished);
-    assert!(t.elapsed() < Duration::from_secs(20));
-    let g = pids_in(&log)[0];
-    assert!(eventually(Duration::from_secs(10), || !alive(g)));
+    for mode in [ObserveMode::Pipes, ObserveMode::Files] {
+        let m = ProcessManager::builder()
+            .output_drain_bound(bound)
+            .observe_mode(mode)
+            .build()
+            .unwrap();
+        // Leftovers killed (the default): the pipes close with the group, nothing to wait for.
+        let log = dir.join(&format!("killed-{mode:?}.log"));
+        let t = Instant::now();
+        let r = m
+            .run(
+                JobSpec::new(kid())
+                    .args(["grandchild", "60"])
+                    .log_file(&log)
+                    .observe(|_, _, _| {}),
+            )
+            .unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        assert!(t.elapsed() < Duration::from_secs(20));
+        let g = pids_in(&log)[0];
+        assert!(eventually(Duration::from_secs(10), || !alive(g)));
 
-    // Leftovers kept: the grandchild holds the pipes; completion waits the drain bound, no more.
-    let log = dir.join("kept.log");
-    let lines = Arc::new(AtomicUsize::new(0));
-    let n = lines.clone();
-    let t = Instant::now();
-    let r = m
-        .run(
-            JobSpec::new(kid())
-                .args(["grandchild", "60"])
-                .log_file(&log)
-                .kill_leftovers(false)
-                .observe(move |_, _, _| {
-                    n.fetch_add(1, Ordering::SeqCst);
-                }),
-        )
-        .unwrap();
-    let took = t.elapsed();
-    assert_eq!(r.status, JobStatus::Finished);
-    assert!(took >= bound, "waited for the pipes: {took:?}");
-    assert!(took < Duration::from_secs(20), "{took:?}");
-    assert_eq!(lines.load(Ordering::SeqCst), 1, "the pid line was observed");
-    let g = pids_in(&log)[0];
-    assert!(alive(g));
-    unsafe { libc::kill(g as i32, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(10), || !alive(g)));
+        // Leftovers kept: the grandchild holds the output. Through pipes, completion waits the
+        // drain bound, no more; following the files, it waits for nothing.
+        let log = dir.join(&format!("kept-{mode:?}.log"));
+        let lines = Arc::new(AtomicUsize::new(0));
+        let n = lines.clone();
+        let t = Instant::now();
+        let r = m
+            .run(
+                JobSpec::new(kid())
+                    .args(["grandchild", "60"])
+                    .log_file(&log)
+                    .kill_leftovers(false)
+                    .observe(move |_, _, _| {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }),
+            )
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.status, JobStatus::Finished);
+        if mode == ObserveMode::Pipes {
+            assert!(took >= bound, "waited for the pipes: {took:?}");
+        }
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        assert_eq!(lines.load(Ordering::SeqCst), 1, "the pid line was observed");
+        let g = pids_in(&log)[0];
+        assert!(alive(g));
+        unsafe { libc::kill(g as i32, libc::SIGKILL) };
+        assert!(eventually(Duration::from_secs(10), || !alive(g)));
+    }
 }
 
 #[test]

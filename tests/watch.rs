@@ -13,11 +13,22 @@ use std::time::{Duration, Instant};
 use common::{eventually, kid, pattern, TempDir};
 use crossbeam_channel::{unbounded, RecvTimeoutError};
 use procman::{
-    Event, JobId, JobSpec, JobStatus, ProcessManager, Stream, WaitMode, OBSERVER_LINE_CAP,
+    Event, JobId, JobSpec, JobStatus, ObserveMode, ProcessManager, Stream, WaitMode,
+    OBSERVER_LINE_CAP,
 };
 
 const MIB: u64 = 1024 * 1024;
 const LONG: Duration = Duration::from_secs(30);
+
+/// Both ways observed output can travel; tests of observers run under each.
+const OBSERVE_MODES: [ObserveMode; 2] = [ObserveMode::Files, ObserveMode::Pipes];
+
+fn observing(mode: ObserveMode) -> ProcessManager {
+    ProcessManager::builder()
+        .observe_mode(mode)
+        .build()
+        .unwrap()
+}
 
 /// Everything an observer saw, per stream, in arrival order.
 #[derive(Clone, Default)]
@@ -124,92 +135,195 @@ fn a_job_that_never_started_has_no_usage() {
 #[test]
 fn observed_lines_arrive_in_order_within_each_stream() {
     let dir = TempDir::new("order");
-    let m = ProcessManager::new();
-    let seen = Seen::default();
-    let script = "i=1; while [ $i -le 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
-    let r = m
-        .run(
-            JobSpec::new("sh")
-                .args(["-c", script])
-                .log_file(dir.join("log.txt"))
-                .observe(seen.observer()),
-        )
-        .unwrap();
-    assert_eq!(r.status, JobStatus::Finished);
-    for (stream, tag) in [(Stream::Stdout, "out"), (Stream::Stderr, "err")] {
-        let want: Vec<Vec<u8>> = (1..=3000)
-            .map(|i| format!("{tag} {i}").into_bytes())
-            .collect();
-        assert_eq!(seen.lines(stream), want, "{stream:?}");
+    for mode in OBSERVE_MODES {
+        let m = observing(mode);
+        let seen = Seen::default();
+        let script =
+            "i=1; while [ $i -le 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+        let log = dir.join(&format!("log-{mode:?}.txt"));
+        let r = m
+            .run(
+                JobSpec::new("sh")
+                    .args(["-c", script])
+                    .log_file(&log)
+                    .observe(seen.observer()),
+            )
+            .unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        for (stream, tag) in [(Stream::Stdout, "out"), (Stream::Stderr, "err")] {
+            let want: Vec<Vec<u8>> = (1..=3000)
+                .map(|i| format!("{tag} {i}").into_bytes())
+                .collect();
+            assert_eq!(seen.lines(stream), want, "{mode:?} {stream:?}");
+        }
+        // The files hold the same bytes as the lines, with their newlines.
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 3000);
+        let err = std::fs::read_to_string(r.error_file.unwrap()).unwrap();
+        assert!(err.starts_with("err 1\nerr 2\n") && err.ends_with("err 3000\n"));
     }
-    // The files hold the same bytes as the lines, with their newlines.
-    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
-    assert_eq!(log.lines().count(), 3000);
-    let err = std::fs::read_to_string(dir.join("log_err.txt")).unwrap();
-    assert!(err.starts_with("err 1\nerr 2\n") && err.ends_with("err 3000\n"));
 }
 
 #[test]
 fn a_long_line_arrives_in_capped_pieces_and_the_log_keeps_it_whole() {
     let dir = TempDir::new("long");
-    let m = ProcessManager::new();
-    let seen = Seen::default();
-    let n = 3 * OBSERVER_LINE_CAP + 1234;
-    let r = m
-        .run(
-            JobSpec::new(kid())
-                .args(["long-line", &n.to_string()])
-                .log_file(dir.join("log.txt"))
-                .observe(seen.observer()),
-        )
-        .unwrap();
-    assert_eq!(r.status, JobStatus::Finished);
-    let pieces = seen.lines(Stream::Stdout);
-    let lens: Vec<usize> = pieces.iter().map(Vec::len).collect();
-    assert_eq!(
-        lens,
-        [
-            OBSERVER_LINE_CAP,
-            OBSERVER_LINE_CAP,
-            OBSERVER_LINE_CAP,
-            1234
-        ]
-    );
-    assert!(pieces.iter().all(|p| p.iter().all(|&b| b == b'x')));
-    let log = std::fs::read(dir.join("log.txt")).unwrap();
-    assert_eq!(log.len(), n + 1);
-    assert_eq!(log.last(), Some(&b'\n'));
+    for mode in OBSERVE_MODES {
+        let m = observing(mode);
+        let seen = Seen::default();
+        let n = 3 * OBSERVER_LINE_CAP + 1234;
+        let log = dir.join(&format!("log-{mode:?}.txt"));
+        let r = m
+            .run(
+                JobSpec::new(kid())
+                    .args(["long-line", &n.to_string()])
+                    .log_file(&log)
+                    .observe(seen.observer()),
+            )
+            .unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        let pieces = seen.lines(Stream::Stdout);
+        let lens: Vec<usize> = pieces.iter().map(Vec::len).collect();
+        assert_eq!(
+            lens,
+            [
+                OBSERVER_LINE_CAP,
+                OBSERVER_LINE_CAP,
+                OBSERVER_LINE_CAP,
+                1234
+            ],
+            "{mode:?}"
+        );
+        assert!(pieces.iter().all(|p| p.iter().all(|&b| b == b'x')));
+        let text = std::fs::read(&log).unwrap();
+        assert_eq!(text.len(), n + 1);
+        assert_eq!(text.last(), Some(&b'\n'));
+    }
 }
 
 #[test]
 fn binary_output_is_byte_exact_in_the_logs_and_in_the_observed_pieces() {
     let dir = TempDir::new("binary");
-    let m = ProcessManager::new();
+    for mode in OBSERVE_MODES {
+        let m = observing(mode);
+        let seen = Seen::default();
+        let (out_n, err_n) = (1_000_000, 300_001);
+        let (out, err) = (
+            dir.join(&format!("out-{mode:?}.bin")),
+            dir.join(&format!("err-{mode:?}.bin")),
+        );
+        let r = m
+            .run(
+                JobSpec::new(kid())
+                    .args(["write", &out_n.to_string(), &err_n.to_string()])
+                    .log_file(&out)
+                    .error_file(&err)
+                    .observe(seen.observer()),
+            )
+            .unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(std::fs::read(&out).unwrap(), pattern(out_n));
+        assert_eq!(std::fs::read(&err).unwrap(), pattern(err_n));
+        // The pattern has a '\n' (byte 10) every 256 bytes: the pieces joined with '\n' give
+        // the stream back, but for a final newline that yields no empty last piece.
+        for (stream, n) in [(Stream::Stdout, out_n), (Stream::Stderr, err_n)] {
+            let pieces = seen.lines(stream);
+            assert!(pieces.iter().all(|p| p.len() <= OBSERVER_LINE_CAP));
+            let mut joined = pieces.join(&b'\n');
+            if pattern(n).last() == Some(&b'\n') {
+                joined.push(b'\n');
+            }
+            assert_eq!(joined, pattern(n), "{mode:?} {stream:?}");
+        }
+    }
+}
+
+#[test]
+fn a_merged_log_is_observed_in_the_order_the_program_wrote_it() {
+    // Following the files, stderr merged into the log is the log: the observer sees exactly
+    // the log's lines in its order, all as stdout (as QProcess's MergedChannels does).
+    let dir = TempDir::new("merged");
+    let m = observing(ObserveMode::Files);
     let seen = Seen::default();
-    let (out_n, err_n) = (1_000_000, 300_001);
+    let script = "i=1; while [ $i -le 2000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+    let log = dir.join("merged.log");
     let r = m
         .run(
-            JobSpec::new(kid())
-                .args(["write", &out_n.to_string(), &err_n.to_string()])
-                .log_file(dir.join("out.bin"))
-                .error_file(dir.join("err.bin"))
+            JobSpec::new("sh")
+                .args(["-c", script])
+                .log_file(&log)
+                .merge_error_into_log()
                 .observe(seen.observer()),
         )
         .unwrap();
     assert_eq!(r.status, JobStatus::Finished);
-    assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(std::fs::read(dir.join("out.bin")).unwrap(), pattern(out_n));
-    assert_eq!(std::fs::read(dir.join("err.bin")).unwrap(), pattern(err_n));
-    // The pattern has a '\n' (byte 10) every 256 bytes: the pieces joined with '\n' give the
-    // stream back, but for a final newline that yields no empty last piece.
-    for (stream, n) in [(Stream::Stdout, out_n), (Stream::Stderr, err_n)] {
-        let pieces = seen.lines(stream);
-        assert!(pieces.iter().all(|p| p.len() <= OBSERVER_LINE_CAP));
-        let mut joined = pieces.join(&b'\n');
-        if pattern(n).last() == Some(&b'\n') {
-            joined.push(b'\n');
+    let want: Vec<Vec<u8>> = (1..=2000)
+        .flat_map(|i| [format!("out {i}"), format!("err {i}")])
+        .map(String::into_bytes)
+        .collect();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let in_log: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    assert_eq!(in_log, want, "the log holds the program's order");
+    assert_eq!(seen.lines(Stream::Stdout), want);
+    assert!(seen.lines(Stream::Stderr).is_empty());
+}
+
+#[test]
+fn a_slow_observer_does_not_hold_the_program_back_when_following_files() {
+    // The observer blocks on its first line until the test has seen the whole output in the
+    // log: through a pipe the program would block once the pipe is full (64 KiB), so the log
+    // could never be whole; following the files, it writes on regardless.
+    let dir = TempDir::new("slow");
+    let m = observing(ObserveMode::Files);
+    let log = dir.join("out.bin");
+    let n: u64 = 4 * MIB;
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let pieces = Arc::new(Mutex::new(Vec::new()));
+    let p = pieces.clone();
+    let id = m
+        .start_process(
+            JobSpec::new(kid())
+                .args(["write", &n.to_string(), "0"])
+                .log_file(&log)
+                .observe(move |_, _, line| {
+                    let mut p = p.lock().unwrap();
+                    if p.is_empty() {
+                        let _ = release_rx.recv();
+                    }
+                    p.push(line.to_vec());
+                }),
+        )
+        .unwrap();
+    let whole = eventually(LONG, || {
+        std::fs::metadata(&log).is_ok_and(|md| md.len() == n)
+    });
+    release_tx.send(()).unwrap();
+    assert!(whole, "the program was held back by its observer");
+    let r = m.wait(id).unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    let mut joined = pieces.lock().unwrap().join(&b'\n');
+    if pattern(n as usize).last() == Some(&b'\n') {
+        joined.push(b'\n');
+    }
+    assert!(joined == pattern(n as usize), "every byte was observed");
+}
+
+#[test]
+fn output_with_no_regular_file_behind_it_is_observed_through_a_pipe() {
+    // Following needs a regular file: no log file, or /dev/null, falls back to a pipe.
+    for log in [None, Some("/dev/null")] {
+        let m = observing(ObserveMode::Files);
+        let seen = Seen::default();
+        let mut spec = JobSpec::new("sh")
+            .args(["-c", "echo to-out; echo to-err >&2"])
+            .observe(seen.observer());
+        if let Some(log) = log {
+            spec = spec.log_file(log).error_file("/dev/null");
         }
-        assert_eq!(joined, pattern(n), "{stream:?}");
+        let r = m.run(spec).unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        assert_eq!(seen.lines(Stream::Stdout), [b"to-out".to_vec()], "{log:?}");
+        assert_eq!(seen.lines(Stream::Stderr), [b"to-err".to_vec()], "{log:?}");
     }
 }
 
@@ -228,35 +342,38 @@ fn fifo_job(dir: &TempDir) -> (std::path::PathBuf, JobSpec) {
 
 #[test]
 fn an_observed_log_is_readable_while_the_job_runs() {
-    let dir = TempDir::new("partial-observed");
-    let m = ProcessManager::new();
-    let (tx, rx) = unbounded();
-    let (fifo, spec) = fifo_job(&dir);
-    let id = m
-        .start_process(spec.observe(move |_, stream, line| {
-            let _ = tx.send((stream, line.to_vec()));
-        }))
-        .unwrap();
-    // Opening the FIFO's write end meets the worker opening its read end.
-    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    assert_eq!(
-        rx.recv_timeout(LONG).unwrap(),
-        (Stream::Stdout, b"first".to_vec())
-    );
-    // The reader wrote the bytes to the log before handing the line to the observer.
-    assert_eq!(
-        std::fs::read_to_string(dir.join("log.txt")).unwrap(),
-        "first\n"
-    );
-    assert_eq!(m.job_data(id).unwrap().status, JobStatus::Running);
-    writeln!(w, "go").unwrap();
-    drop(w);
-    let r = m.wait(id).unwrap();
-    assert_eq!(r.status, JobStatus::Finished);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("log.txt")).unwrap(),
-        "first\nsecond go\n"
-    );
+    for mode in OBSERVE_MODES {
+        let dir = TempDir::new("partial-observed");
+        let m = observing(mode);
+        let (tx, rx) = unbounded();
+        let (fifo, spec) = fifo_job(&dir);
+        let id = m
+            .start_process(spec.observe(move |_, stream, line| {
+                let _ = tx.send((stream, line.to_vec()));
+            }))
+            .unwrap();
+        // Opening the FIFO's write end meets the worker opening its read end.
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        assert_eq!(
+            rx.recv_timeout(LONG).unwrap(),
+            (Stream::Stdout, b"first".to_vec()),
+            "{mode:?}"
+        );
+        // The log held the bytes before the observer was handed the line.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("log.txt")).unwrap(),
+            "first\n"
+        );
+        assert_eq!(m.job_data(id).unwrap().status, JobStatus::Running);
+        writeln!(w, "go").unwrap();
+        drop(w);
+        let r = m.wait(id).unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("log.txt")).unwrap(),
+            "first\nsecond go\n"
+        );
+    }
 }
 
 #[test]

@@ -231,6 +231,80 @@ impl Waker {
     }
 }
 
+/// Linux: an inotify instance told of every write to the files it watches (`IN_MODIFY`), so a
+/// reader can follow a log file the program writes directly. Readable while events are queued.
+#[cfg(target_os = "linux")]
+pub(crate) struct Inotify {
+    fd: OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+impl Inotify {
+    /// Fails with EMFILE once the user's `max_user_instances` (often 128) are in use.
+    pub(crate) fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1 returns a fresh descriptor that we own.
+        let fd = cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
+        Ok(Inotify {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches the file behind `file` (through `/proc/self/fd`, so a rename or an unlink of
+    /// its path changes nothing) for its next write only (`IN_ONESHOT`): while no watch is
+    /// armed, the program's writes cost it nothing. Arming an armed watch changes nothing.
+    pub(crate) fn watch_once(&self, file: &File) -> io::Result<()> {
+        let path = proc_fd_path(file)?;
+        let mask = libc::IN_MODIFY | libc::IN_ONESHOT;
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        cvt(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), mask) })?;
+        Ok(())
+    }
+
+    /// Discards the queued events; never blocks.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads into a valid buffer of its length; EAGAIN once the queue is empty.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn proc_fd_path(file: &File) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(io::Error::other)
+}
+
+/// Linux: a second, read-only open of the regular file behind `file` (its own offset, at 0), or
+/// an error when `file` is not a regular file or `/proc` is not mounted.
+#[cfg(target_os = "linux")]
+pub(crate) fn reopen_regular_for_reading(file: &File) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not a regular file",
+        ));
+    }
+    let path = proc_fd_path(file)?;
+    // SAFETY: a NUL-terminated path; the result is a fresh descriptor that we own.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    let reader = unsafe { File::from_raw_fd(fd) };
+    let again = reader.metadata()?;
+    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+        return Err(io::Error::other("/proc/self/fd led to another file"));
+    }
+    Ok(reader)
+}
+
 /// Linux: true once the child `pid` has exited, leaving it unreaped (`WNOWAIT`), so its
 /// process group id stays ours. Never blocks.
 #[cfg(target_os = "linux")]
