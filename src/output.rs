@@ -12,11 +12,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -144,8 +145,9 @@ pub(crate) fn open_streams(
         follow: None,
         observer: observer.clone(),
     };
-    let fail = |e: io::Error, err: Option<Arc<File>>| {
-        let file = err.and_then(|f| Arc::try_unwrap(f).ok());
+    // A failure is written into the error file, else the log, where one is at hand.
+    let fail = |e: io::Error, to: Option<&Arc<File>>| {
+        let file = to.and_then(|f| f.try_clone().ok());
         (format!("cannot create output pipes: {e}"), file)
     };
     // Stdout: followed in its file, else a pipe into it.
@@ -155,7 +157,7 @@ pub(crate) fn open_streams(
             let file = file.map(Arc::new);
             match setup.add_pipe(file.clone(), Stream::Stdout) {
                 Ok(w) => (Stdio::from(w), Some(file)),
-                Err(e) => return Err(fail(e, err.map(Arc::new))),
+                Err(e) => return Err(fail(e, err.map(Arc::new).as_ref().or(file.as_ref()))),
             }
         }
     };
@@ -166,16 +168,17 @@ pub(crate) fn open_streams(
         (true, Some(file)) => Stdio::from(
             setup
                 .add_pipe(file.clone(), Stream::Stderr)
-                .map_err(|e| fail(e, file))?,
+                .map_err(|e| fail(e, file.as_ref()))?,
         ),
-        (false, _) => match setup.follow_file(err, Stream::Stderr, follow) {
+        (false, out_file) => match setup.follow_file(err, Stream::Stderr, follow) {
             Ok(direct) => Stdio::from(direct),
             Err(file) => {
                 let file = file.map(Arc::new);
+                let log = out_file.flatten();
                 Stdio::from(
                     setup
                         .add_pipe(file.clone(), Stream::Stderr)
-                        .map_err(|e| fail(e, file))?,
+                        .map_err(|e| fail(e, file.as_ref().or(log.as_ref())))?,
                 )
             }
         },
@@ -243,13 +246,12 @@ impl ObservedSetup {
     /// Starts the reader threads: one per pipe, one for all followed files. Call after the
     /// child was spawned and the parent's copies of the pipes' write ends were dropped.
     pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
-        let (stop_r, stop_w) = sys::pipe()?;
-        let stop_r = Arc::new(stop_r);
+        let stop = Stop::new()?;
         let (tx, rx) = bounded(self.pipes.len());
         let mut threads = Vec::with_capacity(self.pipes.len());
         for (pipe, file, stream) in self.pipes {
             let observer = self.observer.clone();
-            let stop = stop_r.clone();
+            let stop = stop.clone();
             let tx = tx.clone();
             threads.push(
                 thread::Builder::new()
@@ -261,24 +263,58 @@ impl ObservedSetup {
             );
         }
         #[cfg(target_os = "linux")]
-        let follower = match self.follow {
+        let follower = match self.follow.filter(|(_, files)| !files.is_empty()) {
             Some((inotify, files)) => {
-                let (stop_r, stop_w) = sys::pipe()?;
+                let stop = Stop::new()?;
                 let observer = self.observer.clone();
+                let s = stop.clone();
                 let thread = thread::Builder::new()
                     .name(format!("procman-out-{id}"))
-                    .spawn(move || follow_files(id, files, &inotify, &observer, &stop_r))?;
-                Some((thread, stop_w))
+                    .spawn(move || follow_files(id, files, &inotify, &observer, &s))?;
+                Some((thread, stop))
             }
             None => None,
         };
         Ok(Readers {
             threads,
             done: rx,
-            stop: stop_w,
+            stop,
             #[cfg(target_os = "linux")]
             follower,
         })
+    }
+}
+
+/// Tells reader threads to stop: a flag they check between reads (a reader that always finds
+/// data never polls), and a pipe that wakes them from `poll`.
+struct Stop {
+    raised: AtomicBool,
+    wake_r: File,
+    wake_w: File,
+}
+
+impl Stop {
+    fn new() -> io::Result<Arc<Stop>> {
+        let (wake_r, wake_w) = sys::pipe()?;
+        Ok(Arc::new(Stop {
+            raised: AtomicBool::new(false),
+            wake_r,
+            wake_w,
+        }))
+    }
+
+    fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        let _ = (&self.wake_w).write_all(b"x");
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Readable once raised.
+    fn fd(&self) -> RawFd {
+        self.wake_r.as_raw_fd()
     }
 }
 
@@ -286,24 +322,28 @@ impl ObservedSetup {
 pub(crate) struct Readers {
     threads: Vec<thread::JoinHandle<()>>,
     done: Receiver<Result<(), String>>,
-    stop: File,
-    /// The thread following the files, and the pipe that tells it the job's processes ended.
+    stop: Arc<Stop>,
+    /// The thread following the files, and what tells it the job's processes ended.
     #[cfg(target_os = "linux")]
-    follower: Option<(thread::JoinHandle<Result<(), String>>, File)>,
+    follower: Option<(Follower, Arc<Stop>)>,
 }
+
+/// The follower thread; it returns its first read error.
+#[cfg(target_os = "linux")]
+type Follower = thread::JoinHandle<Result<(), String>>;
 
 impl Readers {
     /// Call once the job's processes were reaped. The follower reads the files to the size
     /// they have now and ends; pipe readers get at most `bound` to reach EOF, then are told to
-    /// stop (they copy what is already in the pipe and close it). Blocks until every observer
-    /// call has returned. Returns the first read or copy error, if any, and whether the bound
-    /// was hit (a process outside the job's group still held a pipe).
+    /// stop (they copy what the pipe holds at that moment and close it). Blocks until every
+    /// observer call has returned. Returns the first read or copy error, if any, and whether
+    /// the bound was hit (a process outside the job's group still held a pipe).
     pub(crate) fn finish(mut self, bound: Duration) -> (Option<String>, bool) {
         let deadline = Instant::now() + bound;
         let mut error = None;
         #[cfg(target_os = "linux")]
-        if let Some((thread, mut stop)) = self.follower.take() {
-            let _ = stop.write_all(b"x");
+        if let Some((thread, stop)) = self.follower.take() {
+            stop.raise();
             error = match thread.join() {
                 Ok(r) => r.err(),
                 Err(_) => Some("the output follower thread panicked".to_owned()),
@@ -322,7 +362,7 @@ impl Readers {
         }
         if left > 0 {
             cut = true;
-            let _ = self.stop.write_all(b"x");
+            self.stop.raise();
             for r in self.done.iter().take(left) {
                 error = error.or(r.err());
             }
@@ -371,12 +411,13 @@ fn follow_files(
     files: Vec<(File, Stream)>,
     inotify: &sys::Inotify,
     observer: &Observer,
-    stop: &File,
+    stop: &Stop,
 ) -> Result<(), String> {
-    struct Followed {
+    struct Followed<'a> {
         file: File,
         stream: Stream,
         lines: LineSplitter,
+        deliver: Delivery<'a>,
         offset: u64,
         failed: bool,
     }
@@ -386,111 +427,117 @@ fn follow_files(
             file,
             stream,
             lines: LineSplitter::default(),
+            deliver: Delivery {
+                id,
+                observer,
+                ok: true,
+            },
             offset: 0,
             failed: false,
         })
         .collect();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut deliver = Delivery {
-        id,
-        observer,
-        ok: true,
-    };
     let mut error: Option<String> = None;
     // Reads `f` from its offset up to `limit` bytes more or EOF; true when it stopped at EOF.
-    let read_some = |f: &mut Followed,
-                     limit: u64,
-                     buf: &mut [u8],
-                     deliver: &mut Delivery,
-                     error: &mut Option<String>|
-     -> bool {
-        let mut left = limit;
-        while left > 0 && !f.failed {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            match f.file.read(&mut buf[..want]) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    f.offset += n as u64;
-                    left -= n as u64;
-                    let stream = f.stream;
-                    f.lines
-                        .feed(&buf[..n], &mut |line| deliver.call(stream, line));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    error.get_or_insert(format!("reading the {:?} file back: {e}", f.stream));
-                    f.failed = true;
+    let read_some =
+        |f: &mut Followed, limit: u64, buf: &mut [u8], error: &mut Option<String>| -> bool {
+            let mut left = limit;
+            while left > 0 && !f.failed {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                match f.file.read(&mut buf[..want]) {
+                    Ok(0) => return true,
+                    Ok(n) => {
+                        f.offset += n as u64;
+                        left -= n as u64;
+                        let (stream, deliver) = (f.stream, &mut f.deliver);
+                        f.lines
+                            .feed(&buf[..n], &mut |line| deliver.call(stream, line));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        error.get_or_insert(format!("reading the {:?} file back: {e}", f.stream));
+                        f.failed = true;
+                    }
                 }
             }
-        }
-        f.failed
-    };
+            f.failed
+        };
     // While output flows, no watch is armed (the program's writes then cost it nothing) and
-    // the files are read again every `FOLLOW_PACE`; once a look finds nothing new, the watches are
-    // armed for one event each and the follower sleeps until a write or the stop.
+    // the files are read again every `FOLLOW_PACE`; once a look finds nothing new, the watches
+    // are armed for one event each and the follower sleeps until a write or the stop. Where a
+    // watch cannot be armed (no watch left for the user), the files are read every pace.
     let mut armed = true;
-    loop {
+    let mut unwatched_warned = false;
+    while !stop.raised() {
         let before: u64 = followed.iter().map(|f| f.offset).sum();
         let mut at_eof = true;
         for f in &mut followed {
-            at_eof &= read_some(f, FOLLOW_ROUND, &mut buf, &mut deliver, &mut error);
+            at_eof &= read_some(f, FOLLOW_ROUND, &mut buf, &mut error);
         }
         if !at_eof {
             continue;
         }
         let got = followed.iter().map(|f| f.offset).sum::<u64>() > before;
-        let polled = if got {
-            sys::poll_readable(&[stop.as_raw_fd()], Some(FOLLOW_PACE)).map(|[s]| s)
-        } else if !armed {
+        if !got && !armed {
             // Armed first, then one more look: a write between the last read and the arming
             // is found by that look, a later one fires a watch.
+            armed = true;
             for f in &followed {
                 if let Err(e) = inotify.watch_once(&f.file) {
-                    error.get_or_insert(format!("watching the {:?} file: {e}", f.stream));
+                    armed = false;
+                    if !unwatched_warned {
+                        unwatched_warned = true;
+                        log::warn!(
+                            "job {id}: cannot watch its {:?} file ({e}); reading it every {:?}",
+                            f.stream,
+                            FOLLOW_PACE
+                        );
+                    }
                 }
             }
-            armed = true;
-            continue;
+            if armed {
+                continue;
+            }
+        }
+        let polled = if got || !armed {
+            sys::poll_readable(&[stop.fd()], Some(FOLLOW_PACE)).map(drop)
         } else {
-            let r = sys::poll_readable(&[inotify.raw(), stop.as_raw_fd()], None);
+            let r = sys::poll_readable(&[inotify.raw(), stop.fd()], None);
             inotify.drain();
             armed = false;
-            r.map(|[_, s]| s)
+            r.map(drop)
         };
-        match polled {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                error.get_or_insert(format!("polling the output files: {e}"));
-                break;
-            }
+        if let Err(e) = polled {
+            error.get_or_insert(format!("polling the output files: {e}"));
+            break;
         }
     }
     // The job's processes are reaped: read what the files hold now, and no more (a process
     // that left the group may write on for ever).
     for f in &mut followed {
-        let end = f.file.metadata().map_or(0, |m| m.len());
-        read_some(
-            f,
-            end.saturating_sub(f.offset),
-            &mut buf,
-            &mut deliver,
-            &mut error,
-        );
-        let stream = f.stream;
+        match f.file.metadata() {
+            Ok(m) => {
+                read_some(f, m.len().saturating_sub(f.offset), &mut buf, &mut error);
+            }
+            Err(e) => {
+                error.get_or_insert(format!("reading the {:?} file's size: {e}", f.stream));
+            }
+        }
+        let (stream, deliver) = (f.stream, &mut f.deliver);
         f.lines.finish(&mut |line| deliver.call(stream, line));
     }
     error.map_or(Ok(()), Err)
 }
 
-/// One reader: pipe → file, and each line → observer. Returns the first write error.
+/// One reader: pipe → file, and each line → observer. Once told to stop, reads what the pipe
+/// holds at that moment and ends. Returns the first write error.
 fn copy_observed(
     id: JobId,
     stream: Stream,
     mut pipe: File,
     file: Option<&File>,
     observer: &Observer,
-    stop: &File,
+    stop: &Stop,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut lines = LineSplitter::default();
@@ -504,25 +551,29 @@ fn copy_observed(
     // The read end is non-blocking from the start: while output flows, each round is one read
     // and one write, and `poll` runs only when the pipe is empty (it was one poll per read).
     set_nonblocking(&pipe);
-    let mut stopping = false;
+    // Once stopping: how much of what the pipe held at the stop is still to read (a process
+    // outside the group may keep it full for ever).
+    let mut left: Option<usize> = None;
     loop {
-        let n = match pipe.read(&mut buf) {
+        if left.is_none() && stop.raised() {
+            left = Some(sys::unread_bytes(&pipe).unwrap_or(0));
+        }
+        let want = match left {
+            Some(0) => break,
+            Some(l) => l.min(buf.len()),
+            None => buf.len(),
+        };
+        let n = match pipe.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stopping {
+                if left.is_some() {
                     break;
                 }
-                match sys::poll_readable(&[pipe.as_raw_fd(), stop.as_raw_fd()], None) {
-                    // Told to stop and nothing left to read: one more read drains what came
-                    // in meanwhile, then the reader ends at the first empty pipe.
-                    Ok(ready) if !ready[0] && ready[1] => stopping = true,
-                    Ok(_) => {}
-                    Err(e) => {
-                        error.get_or_insert(format!("polling the {stream:?} pipe: {e}"));
-                        break;
-                    }
+                if let Err(e) = sys::poll_readable(&[pipe.as_raw_fd(), stop.fd()], None) {
+                    error.get_or_insert(format!("polling the {stream:?} pipe: {e}"));
+                    break;
                 }
                 continue;
             }
@@ -531,6 +582,9 @@ fn copy_observed(
                 break;
             }
         };
+        if let Some(l) = &mut left {
+            *l -= n.min(*l);
+        }
         let data = &buf[..n];
         if let (Some(mut f), None) = (file, &error) {
             if let Err(e) = f.write_all(data) {

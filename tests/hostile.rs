@@ -225,6 +225,47 @@ fn a_program_that_closes_stdout_early_finishes_normally() {
 }
 
 #[test]
+fn a_leftover_writing_without_end_does_not_keep_an_observed_job_from_completing() {
+    // kill_leftovers(false): an in-group leftover writes for ever, faster than the observer
+    // (2 ms per 64 KiB piece) takes it, so its reader never finds the file or pipe empty.
+    // Completion must still come: the follower reads the files to their size at reap, a pipe
+    // reader what its pipe holds at the stop (after the drain bound). Following files, the
+    // writer is paced (~75 MB/s, the file is not throttled) and the job runs 0.3 s so the
+    // follower is megabytes behind at reap; through a pipe, `cat` is throttled by the pipe.
+    let dir = TempDir::new("endless");
+    for mode in [ObserveMode::Files, ObserveMode::Pipes] {
+        let m = ProcessManager::builder()
+            .observe_mode(mode)
+            .output_drain_bound(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let script = match mode {
+            ObserveMode::Files => {
+                "sh -c 'while :; do head -c 1048576 /dev/zero; sleep 0.01; done' & sleep 0.3"
+            }
+            ObserveMode::Pipes => "cat /dev/zero & echo started",
+        };
+        let id = m
+            .start_process(
+                JobSpec::new("sh")
+                    .args(["-c", script])
+                    .log_file(dir.join(&format!("endless-{mode:?}.log")))
+                    .kill_leftovers(false)
+                    .observe(|_, _, _| std::thread::sleep(Duration::from_millis(2))),
+            )
+            .unwrap();
+        let r = m.wait_timeout(id, LONG);
+        let pgid = m.job_data(id).unwrap().pid.unwrap();
+        // The writer is still alive (it keeps the group), so the group id is still ours.
+        unsafe { libc::killpg(pgid as i32, libc::SIGKILL) };
+        let r = r.unwrap_or_else(|e| panic!("{mode:?}: no completion: {e:?}"));
+        assert_eq!(r.status, JobStatus::Finished, "{mode:?}");
+        assert!(eventually(Duration::from_secs(10), || live_in_group(pgid).is_empty()));
+        std::fs::remove_file(dir.join(&format!("endless-{mode:?}.log"))).unwrap();
+    }
+}
+
+#[test]
 fn binary_output_reaches_the_log_and_the_observer_byte_exact() {
     let m = manager(WaitMode::Pidfd);
     let dir = TempDir::new("binary");

@@ -239,6 +239,40 @@ fn binary_output_is_byte_exact_in_the_logs_and_in_the_observed_pieces() {
 }
 
 #[test]
+fn a_panicking_observer_is_not_called_again_for_that_stream_and_the_job_is_unaffected() {
+    let dir = TempDir::new("panicky");
+    for mode in OBSERVE_MODES {
+        let m = observing(mode);
+        let seen = Seen::default();
+        let record = seen.observer();
+        let log = dir.join(&format!("log-{mode:?}.txt"));
+        let r = m
+            .run(
+                JobSpec::new("sh")
+                    .args([
+                        "-c",
+                        "for i in 1 2 3; do echo out $i; echo err $i >&2; done",
+                    ])
+                    .log_file(&log)
+                    .observe(move |id, stream, line| {
+                        record(id, stream, line);
+                        assert!(stream != Stream::Stdout, "this observer panics on stdout");
+                    }),
+            )
+            .unwrap();
+        assert_eq!(r.status, JobStatus::Finished, "{mode:?}");
+        assert_eq!(r.error, None, "{mode:?}");
+        assert_eq!(seen.lines(Stream::Stdout), [b"out 1".to_vec()], "{mode:?}");
+        let err: Vec<Vec<u8>> = (1..=3).map(|i| format!("err {i}").into_bytes()).collect();
+        assert_eq!(seen.lines(Stream::Stderr), err, "{mode:?}");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "out 1\nout 2\nout 3\n"
+        );
+    }
+}
+
+#[test]
 fn a_merged_log_is_observed_in_the_order_the_program_wrote_it() {
     // Following the files, stderr merged into the log is the log: the observer sees exactly
     // the log's lines in its order, all as stdout (as QProcess's MergedChannels does).

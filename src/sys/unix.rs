@@ -130,6 +130,14 @@ pub(crate) fn pipe() -> io::Result<(File, File)> {
     Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
+/// How many bytes a pipe holds unread (`FIONREAD`).
+pub(crate) fn unread_bytes(pipe: &File) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    cvt(unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no limit). Returns which
 /// were readable (or hung up). EINTR is retried with the time that is left.
 /// No allocation: the descriptors and the answer are arrays.
