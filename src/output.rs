@@ -244,16 +244,22 @@ impl ObservedSetup {
     }
 
     /// Starts the reader threads: one per pipe, one for all followed files. Call after the
-    /// child was spawned and the parent's copies of the pipes' write ends were dropped.
+    /// child was spawned and the parent's copies of the pipes' write ends were dropped. On an
+    /// error the threads already started are told to stop (they end on their own).
     pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
-        let stop = Stop::new()?;
         let (tx, rx) = bounded(self.pipes.len());
-        let mut threads = Vec::with_capacity(self.pipes.len());
+        let mut readers = Readers {
+            threads: Vec::with_capacity(self.pipes.len()),
+            done: rx,
+            stop: Stop::new()?,
+            #[cfg(target_os = "linux")]
+            follower: None,
+        };
         for (pipe, file, stream) in self.pipes {
             let observer = self.observer.clone();
-            let stop = stop.clone();
+            let stop = readers.stop.clone();
             let tx = tx.clone();
-            threads.push(
+            readers.threads.push(
                 thread::Builder::new()
                     .name(format!("procman-out-{id}"))
                     .spawn(move || {
@@ -263,32 +269,26 @@ impl ObservedSetup {
             );
         }
         #[cfg(target_os = "linux")]
-        let follower = match self.follow.filter(|(_, files)| !files.is_empty()) {
-            Some((inotify, files)) => {
-                let stop = Stop::new()?;
-                let observer = self.observer.clone();
-                let s = stop.clone();
-                let (tx, rx) = bounded(1);
-                // The result is sent before the inotify instance is closed: closing one waits
-                // for an SRCU grace period (4.5-5 ms measured with strace -T), which the job's
-                // completion must not wait for. The thread is detached.
-                thread::Builder::new()
-                    .name(format!("procman-out-{id}"))
-                    .spawn(move || {
-                        let _ = tx.send(follow_files(id, files, &inotify, &observer, &s));
-                        drop(inotify);
-                    })?;
-                Some((rx, stop))
-            }
-            None => None,
-        };
-        Ok(Readers {
-            threads,
-            done: rx,
-            stop,
-            #[cfg(target_os = "linux")]
-            follower,
-        })
+        if let Some((inotify, files)) = self.follow.filter(|(_, files)| !files.is_empty()) {
+            let stop = Stop::new()?;
+            let observer = self.observer.clone();
+            let s = stop.clone();
+            let (tx, rx) = bounded(1);
+            // The result is sent before the inotify instance is closed: closing one waits for
+            // an SRCU grace period (4.5-5 ms measured with strace -T), which the job's
+            // completion must not wait for. The thread is detached; the observer and the stop
+            // are released before the result is sent.
+            thread::Builder::new()
+                .name(format!("procman-out-{id}"))
+                .spawn(move || {
+                    let r = follow_files(id, files, &inotify, &observer, &s);
+                    drop((observer, s));
+                    let _ = tx.send(r);
+                    drop(inotify);
+                })?;
+            readers.follower = Some((rx, stop));
+        }
+        Ok(readers)
     }
 }
 
@@ -346,7 +346,6 @@ impl Readers {
     /// observer call has returned. Returns the first read or copy error, if any, and whether
     /// the bound was hit (a process outside the job's group still held a pipe).
     pub(crate) fn finish(mut self, bound: Duration) -> (Option<String>, bool) {
-        let deadline = Instant::now() + bound;
         let mut error = None;
         #[cfg(target_os = "linux")]
         if let Some((result, stop)) = self.follower.take() {
@@ -356,6 +355,9 @@ impl Readers {
                 Err(_) => Some("the output follower thread ended without a result".to_owned()),
             };
         }
+        // The bound starts after the follower's catch-up: a slow observer of the files is not a
+        // process holding a pipe.
+        let deadline = Instant::now() + bound;
         let mut left = self.threads.len();
         let mut cut = false;
         while left > 0 {
@@ -378,6 +380,18 @@ impl Readers {
             let _ = t.join();
         }
         (error, cut)
+    }
+}
+
+/// Dropped without [`Readers::finish`] (an error after `start`, an unwinding worker): every
+/// reader is told to stop, so none outlives the job for long.
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.stop.raise();
+        #[cfg(target_os = "linux")]
+        if let Some((_, stop)) = &self.follower {
+            stop.raise();
+        }
     }
 }
 
@@ -563,7 +577,8 @@ fn copy_observed(
     let mut left: Option<usize> = None;
     loop {
         if left.is_none() && stop.raised() {
-            left = Some(sys::unread_bytes(&pipe).unwrap_or(0));
+            // Should FIONREAD fail, drain at most 1 MiB (a default pipe holds 64 KiB).
+            left = Some(sys::unread_bytes(&pipe).unwrap_or(1 << 20));
         }
         let want = match left {
             Some(0) => break,
