@@ -211,23 +211,25 @@ impl ObservedSetup {
                 Ok(r) => r,
                 Err(_) => return Err(Some(file)),
             };
-            if self.follow.is_none() {
-                match sys::Inotify::new() {
-                    Ok(i) => self.follow = Some((i, Vec::with_capacity(2))),
+            let (inotify, mut files) = match self.follow.take() {
+                Some(f) => f,
+                None => match sys::Inotify::new() {
+                    Ok(i) => (i, Vec::with_capacity(2)),
                     Err(e) => {
                         log::debug!("no inotify instance ({e}): observing through a pipe");
                         return Err(Some(file));
                     }
-                }
-            }
-            let Some((inotify, files)) = &mut self.follow else {
-                return Err(Some(file));
+                },
             };
-            if inotify.watch_once(&file).is_err() {
-                return Err(Some(file));
-            }
-            files.push((reader, stream));
-            Ok(file)
+            let result = match inotify.watch_once(&file) {
+                Ok(()) => {
+                    files.push((reader, stream));
+                    Ok(file)
+                }
+                Err(_) => Err(Some(file)),
+            };
+            self.follow = Some((inotify, files));
+            result
         }
         #[cfg(not(target_os = "linux"))]
         {
