@@ -732,6 +732,21 @@ mod tests {
         assert_eq!(lens, vec![OBSERVER_LINE_CAP, OBSERVER_LINE_CAP, 5]);
     }
 
+    /// `data` cut at the given offsets (clamped to its length, in any order): the reads a
+    /// reader might have made.
+    fn cut_at(data: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort();
+        let mut chunks = Vec::with_capacity(cuts.len() + 1);
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&data[last..c]);
+            last = c;
+        }
+        chunks.push(&data[last..]);
+        chunks
+    }
+
     /// The splitter before the fast path (byte-at-a-time, everything through `pending`): the
     /// model the fast path must match piece for piece.
     fn split_model(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
@@ -782,12 +797,7 @@ mod tests {
                 data.extend(std::iter::repeat(b'x').take(len));
                 if nl { data.push(b'\n'); }
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts { chunks.push(&data[last..c]); last = c; }
-            chunks.push(&data[last..]);
+            let chunks = cut_at(&data, cuts);
             prop_assert_eq!(split(&chunks), split_model(&chunks));
         }
     }
@@ -796,12 +806,7 @@ mod tests {
         #[test]
         fn pieces_rebuild_the_stream(data in proptest::collection::vec(any::<u8>(), 0..4000),
                                      cuts in proptest::collection::vec(0usize..4000, 0..8)) {
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts { chunks.push(&data[last..c]); last = c; }
-            chunks.push(&data[last..]);
+            let chunks = cut_at(&data, cuts);
             let lines = split(&chunks);
             // Without long lines every piece is a whole line: joining with \n gives the data back
             // (but for a final \n, which yields no empty last line).
