@@ -250,25 +250,34 @@ impl ObservedSetup {
     /// error the threads already started are told to stop (they end on their own).
     pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
         let (tx, rx) = bounded(self.pipes.len());
+        // Only piped streams need the pipes' stop (a job whose files are all followed has none).
+        let pipe_stop = if self.pipes.is_empty() {
+            None
+        } else {
+            Some(Stop::new()?)
+        };
         let mut readers = Readers {
             threads: Vec::with_capacity(self.pipes.len()),
             done: rx,
-            stop: Stop::new()?,
+            stop: pipe_stop.clone(),
             #[cfg(target_os = "linux")]
             follower: None,
         };
-        for (pipe, file, stream) in self.pipes {
-            let observer = self.observer.clone();
-            let stop = readers.stop.clone();
-            let tx = tx.clone();
-            readers.threads.push(
-                thread::Builder::new()
-                    .name(format!("procman-out-{id}"))
-                    .spawn(move || {
-                        let r = copy_observed(id, stream, pipe, file.as_deref(), &observer, &stop);
-                        let _ = tx.send(r);
-                    })?,
-            );
+        if let Some(pipe_stop) = pipe_stop {
+            for (pipe, file, stream) in self.pipes {
+                let observer = self.observer.clone();
+                let stop = pipe_stop.clone();
+                let tx = tx.clone();
+                readers.threads.push(
+                    thread::Builder::new()
+                        .name(format!("procman-out-{id}"))
+                        .spawn(move || {
+                            let r =
+                                copy_observed(id, stream, pipe, file.as_deref(), &observer, &stop);
+                            let _ = tx.send(r);
+                        })?,
+                );
+            }
         }
         #[cfg(target_os = "linux")]
         if let Some((inotify, files)) = self.follow.filter(|(_, files)| !files.is_empty()) {
@@ -331,7 +340,8 @@ impl Stop {
 pub(crate) struct Readers {
     threads: Vec<thread::JoinHandle<()>>,
     done: Receiver<ReadResult>,
-    stop: Arc<Stop>,
+    /// What tells the pipe readers to stop; `None` when no stream is piped.
+    stop: Option<Arc<Stop>>,
     /// Where the thread following the files sends its result (its first read error), and what
     /// tells it the job's processes ended.
     #[cfg(target_os = "linux")]
@@ -371,9 +381,9 @@ impl Readers {
                 Err(_) => break,
             }
         }
-        if left > 0 {
+        if let (true, Some(stop)) = (left > 0, &self.stop) {
             cut = true;
-            self.stop.raise();
+            stop.raise();
             for r in self.done.iter().take(left) {
                 error = error.or(r.err());
             }
@@ -389,7 +399,9 @@ impl Readers {
 /// reader is told to stop, so none outlives the job for long.
 impl Drop for Readers {
     fn drop(&mut self) {
-        self.stop.raise();
+        if let Some(stop) = &self.stop {
+            stop.raise();
+        }
         #[cfg(target_os = "linux")]
         if let Some((_, stop)) = &self.follower {
             stop.raise();
