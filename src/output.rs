@@ -37,13 +37,26 @@ pub(crate) struct Streams {
 }
 
 /// What the readers of an observed job will read, waiting for [`ObservedSetup::start`].
+/// Every descriptor the readers need is made here, before the spawn, so that running out of
+/// descriptors ends the job as `SpawnFailed` instead of killing a program already started.
 pub(crate) struct ObservedSetup {
     /// Pipes' read ends, the file each one's bytes go to, and their stream.
     pipes: Vec<(File, Option<Arc<File>>, Stream)>,
+    /// What tells the pipe readers to stop; made with the first pipe.
+    pipe_stop: Option<Arc<Stop>>,
     /// Files the program writes itself, opened again for reading, and what follows them.
     #[cfg(target_os = "linux")]
-    follow: Option<(sys::Inotify, Vec<(File, Stream)>)>,
+    follow: Option<FollowSetup>,
     observer: Observer,
+}
+
+/// The follower's inotify instance, the files it reads back (with their streams), and what
+/// tells it the job's processes ended.
+#[cfg(target_os = "linux")]
+struct FollowSetup {
+    inotify: sys::Inotify,
+    files: Vec<(File, Stream)>,
+    stop: Arc<Stop>,
 }
 
 /// Opens a file for writing output: parent directories created, truncated.
@@ -141,6 +154,7 @@ pub(crate) fn open_streams(
     };
     let mut setup = ObservedSetup {
         pipes: Vec::with_capacity(2),
+        pipe_stop: None,
         #[cfg(target_os = "linux")]
         follow: None,
         observer: observer.clone(),
@@ -211,24 +225,28 @@ impl ObservedSetup {
                 Ok(r) => r,
                 Err(_) => return Err(Some(file)),
             };
-            let (inotify, mut files) = match self.follow.take() {
+            let mut setup = match self.follow.take() {
                 Some(f) => f,
-                None => match sys::Inotify::new() {
-                    Ok(i) => (i, Vec::with_capacity(2)),
+                None => match sys::Inotify::new().and_then(|i| Ok((i, Stop::new()?))) {
+                    Ok((inotify, stop)) => FollowSetup {
+                        inotify,
+                        files: Vec::with_capacity(2),
+                        stop,
+                    },
                     Err(e) => {
-                        log::debug!("no inotify instance ({e}): observing through a pipe");
+                        log::debug!("cannot follow the output files ({e}): using a pipe");
                         return Err(Some(file));
                     }
                 },
             };
-            let result = match inotify.watch_once(&file) {
+            let result = match setup.inotify.watch_once(&file) {
                 Ok(()) => {
-                    files.push((reader, stream));
+                    setup.files.push((reader, stream));
                     Ok(file)
                 }
                 Err(_) => Err(Some(file)),
             };
-            self.follow = Some((inotify, files));
+            self.follow = Some(setup);
             result
         }
         #[cfg(not(target_os = "linux"))]
@@ -240,30 +258,28 @@ impl ObservedSetup {
 
     /// A pipe whose bytes a reader will copy into `file`: returns the write end for the child.
     fn add_pipe(&mut self, file: Option<Arc<File>>, stream: Stream) -> io::Result<File> {
+        if self.pipe_stop.is_none() {
+            self.pipe_stop = Some(Stop::new()?);
+        }
         let (r, w) = sys::pipe()?;
         self.pipes.push((r, file, stream));
         Ok(w)
     }
 
     /// Starts the reader threads: one per pipe, one for all followed files. Call after the
-    /// child was spawned and the parent's copies of the pipes' write ends were dropped. On an
-    /// error the threads already started are told to stop (they end on their own).
+    /// child was spawned and the parent's copies of the pipes' write ends were dropped. Fails
+    /// only if a thread cannot be started; the threads already started are then told to stop
+    /// (they end on their own).
     pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
         let (tx, rx) = bounded(self.pipes.len());
-        // Only piped streams need the pipes' stop (a job whose files are all followed has none).
-        let pipe_stop = if self.pipes.is_empty() {
-            None
-        } else {
-            Some(Stop::new()?)
-        };
         let mut readers = Readers {
             threads: Vec::with_capacity(self.pipes.len()),
             done: rx,
-            stop: pipe_stop.clone(),
+            stop: self.pipe_stop.clone(),
             #[cfg(target_os = "linux")]
             follower: None,
         };
-        if let Some(pipe_stop) = pipe_stop {
+        if let Some(pipe_stop) = self.pipe_stop {
             for (pipe, file, stream) in self.pipes {
                 let observer = self.observer.clone();
                 let stop = pipe_stop.clone();
@@ -280,8 +296,12 @@ impl ObservedSetup {
             }
         }
         #[cfg(target_os = "linux")]
-        if let Some((inotify, files)) = self.follow.filter(|(_, files)| !files.is_empty()) {
-            let stop = Stop::new()?;
+        if let Some(FollowSetup {
+            inotify,
+            files,
+            stop,
+        }) = self.follow.filter(|f| !f.files.is_empty())
+        {
             let observer = self.observer.clone();
             let s = stop.clone();
             let (tx, rx) = bounded(1);
