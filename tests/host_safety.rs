@@ -120,15 +120,16 @@ fn exercise(m: &ProcessManager, during: &dyn Fn(&str)) {
     assert_eq!(m.kill_process(killed), Some(KillOutcome::Killing));
     during("a killed job ignores its TERM");
     assert_eq!(m.wait(killed).unwrap().status, JobStatus::Killed);
-    // Logs the TERM it ignores: once that line is seen, the job is in its timeout's grace. (1 s
-    // is ample time to install its handler first.)
+    // Logs the TERM it ignores: once that line is seen, the job is in its timeout's grace. (2 s
+    // is ample time to install its handler first; had it not, the job dies of that TERM and the
+    // receive below fails with a clear message.)
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     let timed = m
         .start_process(
             JobSpec::new(kid())
                 .args(["log-term", "30"])
-                .timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2))
                 .grace(Duration::from_secs(2))
                 .observe(move |_, s, line| {
                     if s == Stream::Stdout && line == b"TERM" {
@@ -137,7 +138,8 @@ fn exercise(m: &ProcessManager, during: &dyn Fn(&str)) {
                 }),
         )
         .unwrap();
-    rx.recv_timeout(LONG).expect("the timeout's TERM");
+    rx.recv_timeout(LONG)
+        .expect("the timeout's TERM, caught (not: the job died of it, or no TERM came)");
     during("a timed-out job is in its grace");
     assert_eq!(m.kill_process(plain), Some(KillOutcome::Killing));
     assert_eq!(m.wait(plain).unwrap().status, JobStatus::Killed);
