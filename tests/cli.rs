@@ -509,18 +509,33 @@ fn run_writes_logs_reads_input_and_sets_the_environment() {
 #[test]
 fn run_kills_the_job_group_on_sigterm_and_exits_128_plus_the_signal() {
     let dir = TempDir::new("cli-run-term");
+    // The background sleep is found by its argv (a length no other process uses) and its pid.
+    let secs = common::marker_secs();
+    let script = format!("sleep {secs} & echo $!; wait");
     let child = procman()
         .args(["run", "--log"])
         .arg(dir.join("out.log"))
-        .args(["--", "sh", "-c", "echo started; sleep 30 & wait"])
+        .args(["--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(LONG, || std::fs::read_to_string(
-        dir.join("out.log")
-    )
-    .is_ok_and(|s| s == "started\n")));
+    let mut sleeper = 0u32;
+    assert!(eventually(LONG, || {
+        let log = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+        match log.strip_suffix('\n').map(str::parse) {
+            Some(Ok(pid)) => {
+                sleeper = pid;
+                true
+            }
+            _ => false,
+        }
+    }));
+    assert_eq!(
+        common::live_with_argv(&["sleep", &secs]),
+        vec![sleeper],
+        "the background sleep runs"
+    );
     // SAFETY: our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let t0 = std::time::Instant::now();
@@ -528,4 +543,15 @@ fn run_kills_the_job_group_on_sigterm_and_exits_128_plus_the_signal() {
     assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(text(&out.stderr).contains("killed"));
+    // The group kill reached the background sleep, not only the shell.
+    let gone = eventually(Duration::from_secs(10), || {
+        !common::alive(sleeper) && common::live_with_argv(&["sleep", &secs]).is_empty()
+    });
+    if !gone {
+        // SAFETY: the pid is the leftover this test started (its argv is unique).
+        for pid in common::live_with_argv(&["sleep", &secs]) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+    assert!(gone, "the background sleep {sleeper} outlived procman run");
 }

@@ -2,6 +2,8 @@
 //! Python manager's own tests, ported.
 
 mod common;
+#[path = "common/isolate.rs"]
+mod isolate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,19 +44,49 @@ fn managers(limit: usize) -> Vec<ProcessManager> {
 
 // ---- Ported from the Python manager's tests ----
 
+/// Threads of this process whose name (as the kernel keeps it: 15 bytes) starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
 #[test]
 fn the_global_instance_is_one_instance_whichever_thread_touches_it_first() {
-    let from_threads: Vec<usize> = (0..4)
-        .map(|_| std::thread::spawn(|| ProcessManager::global() as *const _ as usize))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    let here = ProcessManager::global() as *const _ as usize;
-    assert!(from_threads.iter().all(|&p| p == here));
-    assert_eq!(ProcessManager::global().limit(), 10);
-    let r = ProcessManager::global().run(JobSpec::new("true")).unwrap();
-    assert_eq!(r.status, JobStatus::Finished);
+    // In a process of its own: the thread counts are process-wide.
+    isolate::isolated(
+        "the_global_instance_is_one_instance_whichever_thread_touches_it_first",
+        Duration::from_secs(120),
+        || {
+            assert_eq!(threads_named("procman-dispatc"), 0);
+            // All threads are released at once, so they race to create the instance.
+            const THREADS: usize = 16;
+            let start = Arc::new(std::sync::Barrier::new(THREADS));
+            let from_threads: Vec<usize> = (0..THREADS)
+                .map(|_| {
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        start.wait();
+                        ProcessManager::global() as *const _ as usize
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            let here = ProcessManager::global() as *const _ as usize;
+            assert!(from_threads.iter().all(|&p| p == here), "{from_threads:?}");
+            // One manager was built: one dispatcher and its 10 workers ("procman-worker-N"
+            // cut to 15 bytes).
+            assert_eq!(threads_named("procman-dispatc"), 1);
+            assert_eq!(threads_named("procman-worker-"), 10);
+            assert_eq!(ProcessManager::global().limit(), 10);
+            let r = ProcessManager::global().run(JobSpec::new("true")).unwrap();
+            assert_eq!(r.status, JobStatus::Finished);
+        },
+    );
 }
 
 #[test]

@@ -67,8 +67,11 @@ fn manager(mode: WaitMode) -> ProcessManager {
 
 /// Runs one job of every kind that makes procman signal, wait or read: success, failure, crash,
 /// timeout (TERM ignored, so SIGKILL after the grace), kill, observed output, input bytes,
-/// spawn failure, a process tree, and a shutdown that kills a running job.
-fn exercise(m: &ProcessManager) {
+/// spawn failure, a process tree, and a shutdown that kills a running job. Calls `during`
+/// while jobs run: an observed job surely running (it printed `ready`) beside an unobserved
+/// one; the same once the first was asked to die and ignores the TERM (its grace is 200 ms);
+/// and with a job in its timeout's 2 s grace.
+fn exercise(m: &ProcessManager, during: &dyn Fn(&str)) {
     let dir = TempDir::new("exercise");
     let ok = |s: JobSpec| m.run(s).unwrap().status;
     assert_eq!(ok(JobSpec::new("true")), JobStatus::Finished);
@@ -101,7 +104,7 @@ fn exercise(m: &ProcessManager) {
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     let killed = m
-        .start_process(JobSpec::new(kid()).args(["ready-sleep", "30"]).observe(
+        .start_process(JobSpec::new(kid()).args(["ignore-term", "30"]).observe(
             move |_, s, line| {
                 if s == Stream::Stdout && line == b"ready" {
                     let _ = tx.lock().unwrap().send(());
@@ -109,14 +112,65 @@ fn exercise(m: &ProcessManager) {
             },
         ))
         .unwrap();
+    let plain = m
+        .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
+        .unwrap();
     rx.recv_timeout(LONG).unwrap();
+    during("an observed job and a plain one run");
     assert_eq!(m.kill_process(killed), Some(KillOutcome::Killing));
+    during("a killed job ignores its TERM");
     assert_eq!(m.wait(killed).unwrap().status, JobStatus::Killed);
+    // Logs the TERM it ignores: once that line is seen, the job is in its timeout's grace. (2 s
+    // is ample time to install its handler first; had it not, the job dies of that TERM and the
+    // receive below fails with a clear message.)
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let timed = m
+        .start_process(
+            JobSpec::new(kid())
+                .args(["log-term", "30"])
+                .timeout(Duration::from_secs(2))
+                .grace(Duration::from_secs(2))
+                .observe(move |_, s, line| {
+                    if s == Stream::Stdout && line == b"TERM" {
+                        let _ = tx.lock().unwrap().send(());
+                    }
+                }),
+        )
+        .unwrap();
+    rx.recv_timeout(LONG)
+        .expect("the timeout's TERM, caught (not: the job died of it, or no TERM came)");
+    during("a timed-out job is in its grace");
+    assert_eq!(m.kill_process(plain), Some(KillOutcome::Killing));
+    assert_eq!(m.wait(plain).unwrap().status, JobStatus::Killed);
+    let r = m.wait(timed).unwrap();
+    assert_eq!(
+        (r.status, r.signal),
+        (JobStatus::TimedOut, Some(libc::SIGKILL))
+    );
     let at_shutdown = m
         .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
         .unwrap();
     m.shutdown(ShutdownMode::Cancel, None);
     assert!(m.job_data(at_shutdown).unwrap().status.is_final());
+}
+
+/// Portable mode may add wait-timeout's SIGCHLD handler (R10) and nothing else.
+fn portable_changed_only_sigchld(before: &[(i32, Disposition)], when: &str) {
+    for ((sig, b), (_, a)) in before.iter().zip(&all_dispositions()) {
+        if *sig == libc::SIGCHLD && a != b {
+            assert_eq!(b.handler, libc::SIG_DFL, "{when}");
+            assert_ne!(a.handler, libc::SIG_DFL, "{when}: wait-timeout's handler");
+            assert_ne!(
+                a.flags & libc::SA_RESTART,
+                0,
+                "{when}: interrupted calls restart"
+            );
+            assert_ne!(a.flags & libc::SA_NOCLDSTOP, 0, "{when}");
+        } else {
+            assert_eq!(a, b, "{when}: signal {sig}");
+        }
+    }
 }
 
 #[test]
@@ -127,15 +181,30 @@ fn the_pidfd_wait_changes_no_signal_disposition_of_the_host() {
         || {
             let before = all_dispositions();
             let m = manager(WaitMode::Pidfd);
-            exercise(&m);
+            exercise(&m, &|when| assert_eq!(all_dispositions(), before, "{when}"));
             drop(m);
             assert_eq!(all_dispositions(), before);
-            // The process-wide manager too.
-            let r = ProcessManager::global()
-                .run(JobSpec::new("true").timeout(Duration::from_secs(5)))
+            // The process-wide manager too, while its job runs and after.
+            let g = ProcessManager::global();
+            let (tx, rx) = mpsc::channel();
+            let tx = std::sync::Mutex::new(tx);
+            let id = g
+                .start_process(
+                    JobSpec::new(kid())
+                        .args(["ready-sleep", "30"])
+                        .timeout(Duration::from_secs(60))
+                        .observe(move |_, s, line| {
+                            if s == Stream::Stdout && line == b"ready" {
+                                let _ = tx.lock().unwrap().send(());
+                            }
+                        }),
+                )
                 .unwrap();
-            assert_eq!(r.status, JobStatus::Finished);
-            ProcessManager::global().shutdown(ShutdownMode::Cancel, None);
+            rx.recv_timeout(LONG).unwrap();
+            assert_eq!(all_dispositions(), before, "a global job runs");
+            let _ = g.kill_process(id);
+            assert_eq!(g.wait(id).unwrap().status, JobStatus::Killed);
+            g.shutdown(ShutdownMode::Cancel, None);
             assert_eq!(all_dispositions(), before);
         },
     );
@@ -151,7 +220,7 @@ fn the_portable_wait_installs_a_restarting_sigchld_handler_and_changes_nothing_e
             let m = manager(WaitMode::Portable);
             // Building the manager installs nothing; the first wait does.
             assert_eq!(all_dispositions(), before);
-            exercise(&m);
+            exercise(&m, &|when| portable_changed_only_sigchld(&before, when));
             drop(m);
             let after = all_dispositions();
             for ((sig, b), (_, a)) in before.iter().zip(&after) {
@@ -260,7 +329,7 @@ fn run_jobs_while_reading(mode: WaitMode) -> ReadResults {
     let (mut w, ready, done) = blocked_reader();
     let m = manager(mode);
     ready.recv_timeout(LONG).unwrap();
-    exercise(&m);
+    exercise(&m, &|_| {});
     drop(m);
     w.write_all(b"x").unwrap();
     done.recv_timeout(LONG).unwrap()
@@ -424,6 +493,7 @@ fn under_fd_exhaustion_every_job_ends_and_the_pidfd_wait_still_installs_no_handl
                     m.start_process(spec).unwrap()
                 })
                 .collect();
+            let mut emfile = 0;
             for id in ids {
                 let r = m.wait_timeout(id, LONG).expect("every job ends");
                 *statuses.entry(r.status).or_insert(0) += 1;
@@ -433,10 +503,20 @@ fn under_fd_exhaustion_every_job_ends_and_the_pidfd_wait_still_installs_no_handl
                     r.status,
                     r.error
                 );
+                if r.status == JobStatus::SpawnFailed {
+                    // A spawn failure here can only be the limit, and the record says so.
+                    let e = r.error.unwrap_or_default();
+                    assert!(e.contains("Too many open files"), "{e}");
+                    emfile += 1;
+                }
             }
             m.shutdown(ShutdownMode::Cancel, None);
             assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 200);
             println!("under fd exhaustion: {statuses:?}");
+            // The limit was met, so the test tested something: with 4 workers spawning at once,
+            // 22 descriptors are not enough (runs saw 40 to 100 spawn failures out of 200).
+            assert!(emfile > 0, "no job met the descriptor limit: {statuses:?}");
+            assert!(statuses.contains_key(&JobStatus::Finished), "{statuses:?}");
             assert_eq!(all_dispositions(), before);
         },
     );

@@ -64,9 +64,14 @@ fn pids_in(log: &Path) -> Vec<u32> {
 
 #[test]
 fn a_child_that_ignores_term_and_int_is_killed_with_sigkill_after_the_grace_period() {
+    let dir = TempDir::new("ignoreterm");
     for mode in MODES {
         let m = manager(mode);
-        let (spec, ready) = spec_with_ready(JobSpec::new(kid()).args(["ignore-term", "60"]));
+        // The child catches TERM and INT, logs each one it gets and carries on: its log shows
+        // that the TERM came, while it was alive, before the KILL ended it.
+        let log = dir.join(&format!("{mode:?}.log"));
+        let (spec, ready) =
+            spec_with_ready(JobSpec::new(kid()).args(["log-term", "60"]).log_file(&log));
         let id = m
             .start_process(spec.grace(Duration::from_millis(400)))
             .unwrap();
@@ -77,6 +82,11 @@ fn a_child_that_ignores_term_and_int_is_killed_with_sigkill_after_the_grace_peri
         let took = asked.elapsed();
         assert_eq!(r.status, JobStatus::Killed, "{mode:?}");
         assert_eq!(r.signal, Some(libc::SIGKILL), "{mode:?}: TERM was ignored");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "ready\nTERM\n",
+            "{mode:?}: one TERM, received and ignored before the KILL"
+        );
         assert!(
             took >= Duration::from_millis(400),
             "{mode:?}: SIGKILL before the grace: {took:?}"
@@ -302,18 +312,17 @@ fn a_100_mb_line_is_written_exactly_and_observed_in_capped_pieces() {
     const N: usize = 100_000_000;
     for observed in [false, true] {
         let log = dir.join(&format!("long{observed}.log"));
-        let pieces = Arc::new(Mutex::new((0usize, 0usize, 0usize))); // count, bytes, longest
-        let p = pieces.clone();
+        // Each piece's length and whether it is all `x`, checked here: a failed assert inside
+        // the observer would only panic the observer.
+        let (tx, pieces) = mpsc::channel::<(usize, bool)>();
+        let tx = Mutex::new(tx);
         let mut spec = JobSpec::new(kid())
             .args(["long-line", &N.to_string()])
             .log_file(&log);
         if observed {
             spec = spec.observe(move |_, _, line| {
-                let mut p = p.lock().unwrap();
-                p.0 += 1;
-                p.1 += line.len();
-                p.2 = p.2.max(line.len());
-                assert!(line.iter().all(|&b| b == b'x'));
+                let piece = (line.len(), line.iter().all(|&b| b == b'x'));
+                tx.lock().unwrap().send(piece).unwrap();
             });
         }
         let r = m.run(spec).unwrap();
@@ -324,11 +333,17 @@ fn a_100_mb_line_is_written_exactly_and_observed_in_capped_pieces() {
         assert!(data[..N].iter().all(|&b| b == b'x') && data[N] == b'\n');
         drop(data);
         std::fs::remove_file(&log).unwrap();
+        let pieces: Vec<(usize, bool)> = pieces.try_iter().collect();
         if observed {
-            let (count, bytes, longest) = *pieces.lock().unwrap();
+            let bytes: usize = pieces.iter().map(|p| p.0).sum();
+            let longest = pieces.iter().map(|p| p.0).max();
             assert_eq!(bytes, N);
-            assert_eq!(longest, OBSERVER_LINE_CAP, "no piece above the cap");
-            assert_eq!(count, N.div_ceil(OBSERVER_LINE_CAP));
+            assert_eq!(longest, Some(OBSERVER_LINE_CAP), "no piece above the cap");
+            assert_eq!(pieces.len(), N.div_ceil(OBSERVER_LINE_CAP));
+            let bad = pieces.iter().position(|p| !p.1);
+            assert_eq!(bad, None, "every observed byte is an x");
+        } else {
+            assert!(pieces.is_empty());
         }
     }
 }

@@ -583,6 +583,9 @@ fn a_job_that_can_never_fit_is_rejected_with_a_clear_error() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A meeting's name and its number of members.
+type Meeting = Option<(&'static str, usize)>;
+
 #[test]
 fn declared_cpus_and_memory_bound_what_runs_at_once() {
     let m = builder(10)
@@ -591,41 +594,87 @@ fn declared_cpus_and_memory_bound_what_runs_at_once() {
         .build()
         .unwrap();
     let mut w = Watch::new(&m);
-    let specs: Vec<(u32, u64)> = vec![(3, 10), (2, 10), (1, 60), (0, 50), (2, 30), (1, 0), (4, 0)];
+    let dir = TempDir::new("fit");
+    // In submission order (cpus, memory, meeting): the jobs of a meeting fit together exactly
+    // (4 CPUs, 100 bytes). Each one ends only when its meeting's directory holds a marker from
+    // every member and the test's `go`, written once all members have started (it fails after
+    // 20 s): they succeed only if they are admitted together. The others are short jobs queued
+    // behind a full meeting, each held back by one resource only (the first by memory, the
+    // next by CPUs), so both capacities are reached and tested.
+    let specs: Vec<(u32, u64, Meeting)> = vec![
+        (2, 40, Some(("a", 3))),
+        (1, 30, Some(("a", 3))),
+        (1, 30, Some(("a", 3))),
+        (0, 50, None),
+        (1, 0, None),
+        (3, 10, None),
+        (3, 50, Some(("b", 2))),
+        (1, 50, Some(("b", 2))),
+        (2, 30, None),
+        (4, 0, None),
+    ];
     let ids: Vec<JobId> = specs
         .iter()
-        .map(|&(c, mem)| {
-            m.start_process(
-                JobSpec::new(kid())
-                    .args(["sleep", "0.02"])
-                    .cpus(c)
-                    .memory(mem),
-            )
-            .unwrap()
+        .enumerate()
+        .map(|(i, &(c, mem, meeting))| {
+            let spec = match meeting {
+                Some((name, n)) => {
+                    let place = dir.join(name);
+                    std::fs::create_dir_all(&place).unwrap();
+                    JobSpec::new(kid()).arg("meet").arg(&place).args([
+                        i.to_string(),
+                        (n + 1).to_string(),
+                        "20".into(),
+                    ])
+                }
+                None => JobSpec::new(kid()).args(["sleep", "0.02"]),
+            };
+            m.start_process(spec.cpus(c).memory(mem)).unwrap()
         })
         .collect();
+    for meeting in ["a", "b"] {
+        for (&id, spec) in ids.iter().zip(&specs) {
+            if spec.2.is_some_and(|(name, _)| name == meeting) {
+                w.started(id);
+            }
+        }
+        std::fs::write(dir.join(meeting).join("go"), b"").unwrap();
+    }
     w.all_finished(&ids);
+    for (&id, spec) in ids.iter().zip(&specs) {
+        let r = m.job_data(id).unwrap();
+        assert_eq!(r.status, JobStatus::Finished, "{spec:?}: {:?}", r.exit_code);
+    }
+    // Replay the events (emitted in the manager's order): what ran at each instant.
     let need = |id: JobId| specs[ids.iter().position(|&i| i == id).unwrap()];
-    let (mut cpus, mut mem, mut max_cpus, mut max_mem) = (0, 0, 0, 0);
+    let (mut cpus, mut mem, mut jobs) = (0, 0, 0);
+    let (mut max_cpus, mut max_mem, mut max_jobs) = (0, 0, 0);
     for e in &w.seen {
         match e {
             Event::Started { id, .. } => {
                 cpus += need(*id).0;
                 mem += need(*id).1;
+                jobs += 1;
                 max_cpus = max_cpus.max(cpus);
                 max_mem = max_mem.max(mem);
+                max_jobs = max_jobs.max(jobs);
             }
             Event::Finished(r) => {
                 cpus -= need(r.id).0;
                 mem -= need(r.id).1;
+                jobs -= 1;
             }
             _ => {}
         }
     }
-    assert!(
-        max_cpus <= 4 && max_mem <= 100,
-        "{max_cpus} CPUs, {max_mem} bytes"
+    // Never above a capacity, and each reached (the meetings fill them).
+    assert_eq!(
+        (max_cpus, max_mem),
+        (4, 100),
+        "CPUs and bytes at most at once"
     );
+    // Meeting "a" ran its three jobs at once, and no four of these jobs fit together.
+    assert_eq!(max_jobs, 3);
 }
 
 #[test]

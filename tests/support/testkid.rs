@@ -4,6 +4,9 @@
 //! - `exit N`: exit with code N.
 //! - `sleep SECS`: sleep, then exit 0.
 //! - `ignore-term SECS`: ignore SIGTERM and SIGINT, print `ready`, sleep.
+//! - `log-term SECS`: catch SIGTERM and SIGINT with a handler that writes `TERM` or `INT` (one
+//!   line) to stdout and does nothing else, print `ready`, sleep: a program that ignores them
+//!   and shows that it got them.
 //! - `grandchild SECS`: fork a grandchild that sleeps SECS holding stdout and stderr; print its
 //!   pid and exit at once.
 //! - `setsid-grandchild SECS`: the same, but the grandchild calls setsid() first (it escapes
@@ -25,6 +28,8 @@
 //! - `env NAME`: print the value of NAME, or `<unset>`.
 //! - `pwd`: print the working directory (its raw bytes).
 //! - `args`: print each argument after the mode as raw bytes, one per line (non-UTF-8 kept).
+//! - `meet DIR NAME N SECS`: create the file DIR/NAME, then wait until DIR holds N entries
+//!   (N jobs running at once met there); exit 0 once they do, 3 if SECS pass first.
 //! - `ready-sleep SECS`: print `ready`, then sleep (a job that is surely running).
 
 use std::io::{Read, Write};
@@ -51,6 +56,17 @@ fn sleep(secs: f64) {
 fn fork() -> i32 {
     // SAFETY: the test program is single-threaded when it forks.
     unsafe { libc::fork() }
+}
+
+/// The `log-term` handler: writes one line naming the signal; write(2) is async-signal-safe.
+extern "C" fn log_signal(sig: libc::c_int) {
+    let line: &[u8] = if sig == libc::SIGTERM {
+        b"TERM\n"
+    } else {
+        b"INT\n"
+    };
+    // SAFETY: writes from a valid static buffer to fd 1.
+    unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
 }
 
 fn tree(depth: u32, width: u32, secs: f64) {
@@ -85,6 +101,20 @@ fn main() {
             unsafe {
                 libc::signal(libc::SIGTERM, libc::SIG_IGN);
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
+            }
+            println!("ready");
+            let _ = out.flush();
+            sleep(num(&args, 2));
+        }
+        "log-term" => {
+            // SAFETY: installs a handler that only calls write(2). SA_RESTART: the sleep below
+            // goes on (std's sleep resumes after EINTR anyway).
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = log_signal as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+                libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
             }
             println!("ready");
             let _ = out.flush();
@@ -238,6 +268,21 @@ fn main() {
                 out.write_all(a.as_bytes()).expect("stdout");
                 out.write_all(b"\n").expect("stdout");
             }
+        }
+        "meet" => {
+            let dir = std::path::PathBuf::from(arg(&args, 2));
+            std::fs::write(dir.join(arg(&args, 3)), b"").expect("the meeting marker");
+            let n = num(&args, 4) as usize;
+            let end = Instant::now() + Duration::from_secs_f64(num(&args, 5));
+            // The others' markers are files, not signals: poll the directory.
+            while std::fs::read_dir(&dir).map_or(0, |d| d.count()) < n {
+                if Instant::now() > end {
+                    println!("alone");
+                    std::process::exit(3);
+                }
+                sleep(0.005);
+            }
+            println!("met");
         }
         "ready-sleep" => {
             println!("ready");
