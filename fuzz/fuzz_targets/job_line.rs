@@ -3,30 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procman::jobfile::{join_words, parse_job_line};
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match parse_job_line(3, text) {
-        Ok(Some(job)) => {
-            assert_eq!(job.line, 3);
-            assert!(!job.program.is_empty());
-            assert!(!job.program.contains('\0'));
-            assert!(job.args.iter().all(|a| !a.contains('\0')));
-            assert!(job.env.keys().all(|k| !k.is_empty() && !k.contains('=')));
-            let mut words = vec![job.program.clone()];
-            words.extend(job.args.iter().cloned());
-            let line = join_words(&words);
-            let again = parse_job_line(3, &line).expect("re-quoted job parses");
-            let again = again.expect("re-quoted job is not blank");
-            assert_eq!((&again.program, &again.args), (&job.program, &job.args));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            assert_eq!(e.line, 3);
-            let _ = e.to_string();
-        }
-    }
-});
+/// The check itself, shared with `tests/fuzz_corpora.rs`, which replays the committed corpus.
+#[path = "../checks/job_line.rs"]
+mod check;
+
+fuzz_target!(|data: &[u8]| check::check(data));

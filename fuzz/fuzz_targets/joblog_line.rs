@@ -3,26 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procman::jobfile::parse_joblog_line;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match parse_joblog_line(text) {
-        Ok(entry) => {
-            let line = entry.to_line();
-            let back = parse_joblog_line(&line).expect("to_line output parses");
-            assert_eq!(back.to_line(), line);
-            assert_eq!(
-                (back.seq, &back.host, back.send, back.receive),
-                (entry.seq, &entry.host, entry.send, entry.receive)
-            );
-            assert_eq!((back.exitval, back.signal), (entry.exitval, entry.signal));
-            assert_eq!(back.command, entry.command);
-        }
-        Err(e) => {
-            let _ = e.to_string();
-        }
-    }
-});
+/// The check itself, shared with `tests/fuzz_corpora.rs`, which replays the committed corpus.
+#[path = "../checks/joblog_line.rs"]
+mod check;
+
+fuzz_target!(|data: &[u8]| check::check(data));

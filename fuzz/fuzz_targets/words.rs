@@ -3,16 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procman::jobfile::{join_words, quote_word, split_words};
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(words) = split_words(text) {
-        let joined = join_words(&words);
-        assert_eq!(split_words(&joined).as_ref(), Ok(&words), "{joined:?}");
-    }
-    // Any string at all survives quoting as one word.
-    assert_eq!(split_words(&quote_word(text)), Ok(vec![text.to_owned()]));
-});
+/// The check itself, shared with `tests/fuzz_corpora.rs`, which replays the committed corpus.
+#[path = "../checks/words.rs"]
+mod check;
+
+fuzz_target!(|data: &[u8]| check::check(data));

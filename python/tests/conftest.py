@@ -1,5 +1,7 @@
 import os
+import shlex
 import threading
+import time
 
 import pytest
 
@@ -19,6 +21,11 @@ def manager():
         yield m
 
 
+# Generous upper bound (seconds) for anything the tests wait for: a machine under load may be
+# slow, and a test must never depend on how fast it is. Nothing waits this long when it works.
+PATIENCE = 60
+
+
 class Done:
     """Collects handler calls; ``wait()`` blocks until the first one arrived."""
 
@@ -32,7 +39,7 @@ class Done:
         self.calls.append((pid, kwargs))
         self.event.set()
 
-    def wait(self, timeout=10):
+    def wait(self, timeout=PATIENCE):
         assert self.event.wait(timeout), "the handler was not called"
         return self.calls
 
@@ -52,12 +59,17 @@ def alive(os_pid):
     return state not in ("Z", "X")
 
 
-def wait_until(predicate, timeout=10, step=0.02):
-    import time
-
+def wait_until(predicate, timeout=PATIENCE, step=0.02):
+    """Polls predicate until it holds (True) or the generous bound passes (its last answer)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(step)
     return predicate()
+
+
+def gate(path):
+    """A shell command that blocks until the file at path exists: a job that must stay alive
+    until the test (or another job) says so. Bounded only by the job's own timeout."""
+    return f"while [ ! -e {shlex.quote(str(path))} ]; do sleep 0.01; done"

@@ -9,7 +9,7 @@ import threading
 import time
 
 import procman
-from conftest import Done, alive, wait_until
+from conftest import PATIENCE, Done, alive, wait_until
 
 
 def test_grandchild_is_killed_on_timeout(pm, done, tmp_path):
@@ -19,7 +19,7 @@ def test_grandchild_is_killed_on_timeout(pm, done, tmp_path):
     done.wait()
     assert pm.getJobData(pid, "status") == "timeout"
     grandchild = int(pidfile.read_text())
-    assert wait_until(lambda: not alive(grandchild), 5), "the grandchild outlived the job"
+    assert wait_until(lambda: not alive(grandchild)), "the grandchild outlived the job"
 
 
 def test_synchronous_run_longer_than_5_seconds(pm, done):
@@ -33,7 +33,7 @@ def test_synchronous_run_longer_than_5_seconds(pm, done):
 
 def test_deleting_a_running_job_still_calls_its_handler(pm, done):
     pid = pm.startProcess("sleep", ["30"], handler=done)
-    assert wait_until(lambda: pid in pm.getRunningProcesses(), 5)
+    assert wait_until(lambda: pid in pm.getRunningProcesses())
     assert pm.deleteJob(pid) is True
     assert pm.getJobData(pid) is None
     assert done.wait() == [(pid, {})]
@@ -46,6 +46,9 @@ def test_killing_a_pending_job_means_it_never_starts(pm, tmp_path):
     marker = tmp_path / "ran"
     done = Done()
     pid = pm.startProcess("touch", [str(marker)], handler=done)
+    # Queued behind the cancelled job: admission is in submission order (DESIGN.md), so once
+    # this one has run, the cancelled one would have been started before it.
+    after = pm.startProcess("true")
     try:
         assert pm.getJobData(pid, "status") == "pending"
         assert pid in pm.getPendingProcesses()
@@ -57,10 +60,12 @@ def test_killing_a_pending_job_means_it_never_starts(pm, tmp_path):
         for b in blockers:
             pm.killProcess(b)
     for b in blockers:
-        pm.waitForJob(b, 10)
-    time.sleep(0.2)
+        pm.waitForJob(b, PATIENCE)
+    assert pm.waitForJob(after, PATIENCE).status == "finished"
+    rec = pm.waitForJob(pid, PATIENCE)
+    assert rec.status == "cancelled"
+    assert rec.started_at is None and rec.pid is None, "the cancelled job was started"
     assert not marker.exists(), "the cancelled job ran"
-    assert pm.getJobData(pid, "status") == "cancelled"
 
 
 def test_handler_calling_back_into_the_manager_does_not_deadlock(pm, tmp_path):
@@ -82,38 +87,44 @@ def test_handler_calling_back_into_the_manager_does_not_deadlock(pm, tmp_path):
         finished.set()
 
     outer_pid = pm.startProcess("true", handler=outer)
-    assert finished.wait(10), "deadlock: the inner handler never ran"
+    assert finished.wait(PATIENCE), "deadlock: the inner handler never ran"
     assert results["outer_status"] == "finished"
     assert results["inner_status"] == "finished"
     assert pm.getJobData(outer_pid) is None
 
 
 def test_ctrl_c_interrupts_a_synchronous_start(tmp_path):
+    # The job writes its process id once it runs: then the child is inside startProcess.
+    job_pid = tmp_path / "job.pid"
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.path.dirname(os.path.dirname(procman.__file__))!r})
         import procman
         pm = procman.AsyncProcessManager()
-        print("ready", flush=True)
         t0 = time.monotonic()
         try:
-            pm.startProcess("sleep", ["30"], ifAsync=False)
+            pm.startProcess("sh", ["-c", "echo $$ > {job_pid}.tmp; mv {job_pid}.tmp {job_pid};"
+                                         " exec sleep 1000"], ifAsync=False)
         except KeyboardInterrupt:
             pid = 1000
-            rec = pm.waitForJob(pid, 10)
+            rec = pm.waitForJob(pid, {PATIENCE})
             print("interrupted", round(time.monotonic() - t0, 1), rec.status, flush=True)
             sys.exit(3)
         print("not interrupted", flush=True)
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
-    child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=20)
+    try:
+        assert wait_until(job_pid.exists), "the job never started"
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=PATIENCE)
+    finally:
+        child.kill()
     assert child.returncode == 3, out
     words = out.split()
-    assert words[0] == "interrupted" and float(words[1]) < 5
+    # Far less than the job's 1000 s: the interrupt ended the wait (upper bound only).
+    assert words[0] == "interrupted" and float(words[1]) < PATIENCE
     assert words[2] in ("killed", "cancelled")
+    assert wait_until(lambda: not alive(int(job_pid.read_text()))), "the job outlived Ctrl-C"
 
 
 def test_handler_exception_is_logged_and_recorded(pm, caplog):
@@ -153,7 +164,8 @@ def test_coroutine_handler_runs(pm):
 
     async def main():
         p = await pm._startProcess_async("true", handler=[handler, {"tag": "y"}])
-        for _ in range(200):
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
             if (p, "y") in seen:
                 return p
             await asyncio.sleep(0.01)

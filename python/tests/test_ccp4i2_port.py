@@ -5,11 +5,11 @@ same, and the synchronous ``startProcess`` is covered beside it.
 """
 
 import asyncio
+import shlex
 import threading
-import time
 
 import procman
-from conftest import Done, wait_until
+from conftest import PATIENCE, Done, gate, wait_until
 
 
 def test_singleton_identity():
@@ -105,21 +105,28 @@ def test_get_job_data_answers_command_exit_code_exit_status_status(pm, tmp_path)
     assert everything["status"] == "finished"
 
 
-def test_three_concurrent_jobs(pm):
+def test_three_concurrent_jobs(pm, tmp_path):
+    # Each job marks that it runs, then waits for the test's go, which comes only once all
+    # three are listed as running: run one after another, they would end by their timeout.
     handlers = [Done() for _ in range(3)]
+    go = tmp_path / "go"
+    markers = [tmp_path / f"running{i}" for i in range(3)]
 
     async def main():
         return await asyncio.gather(*[
-            pm._startProcess_async("sleep", ["0.5"], handler=[h, {}]) for h in handlers])
+            pm._startProcess_async("sh", ["-c", f"touch {shlex.quote(str(m))}; {gate(go)}"],
+                                   handler=[h, {}], timeout=PATIENCE * 1000)
+            for h, m in zip(handlers, markers)])
 
-    t0 = time.monotonic()
     pids = asyncio.run(main())
     assert len(set(pids)) == 3
-    assert wait_until(lambda: len(set(pids) & set(pm.getRunningProcesses())) == 3, 5)
+    assert wait_until(lambda: all(m.exists() for m in markers)), \
+        "the three jobs did not run at the same time"
+    assert set(pids) <= set(pm.getRunningProcesses())
+    go.touch()
     for h, pid in zip(handlers, pids):
         assert h.wait() == [(pid, {})]
         assert pm.getJobData(pid, "status") == "finished"
-    assert time.monotonic() - t0 < 1.4, "the three jobs did not run at the same time"
 
 
 def test_delete_job_makes_get_job_data_return_none(pm):
@@ -131,12 +138,16 @@ def test_delete_job_makes_get_job_data_return_none(pm):
     assert pm.getJobData(999_999) is None
 
 
-def test_running_sleep_is_listed_then_gone(pm, done):
-    pid = pm.startProcess("sleep", ["0.5"], handler=done)
-    assert wait_until(lambda: pid in pm.getRunningProcesses(), 5)
+def test_running_job_is_listed_then_gone(pm, done, tmp_path):
+    # The job runs until the test lets it end, so "running" is seen however slow the machine.
+    go = tmp_path / "go"
+    pid = pm.startProcess("sh", ["-c", gate(go)], handler=done, timeout=PATIENCE * 1000)
+    assert wait_until(lambda: pid in pm.getRunningProcesses())
     assert pm.getJobData(pid, "status") == "running"
     assert pm.getJobData(pid, "exitStatus") is None  # as CCP4i2: not known yet
+    go.touch()
     done.wait()
+    assert pm.getJobData(pid, "status") == "finished"
     assert pid not in pm.getRunningProcesses()
 
 
@@ -151,35 +162,37 @@ def test_start_process_async_works_on_a_loop_in_another_thread(pm, done):
 
     t = threading.Thread(target=thread_main)
     t.start()
-    t.join(10)
+    t.join(PATIENCE)
     assert done.calls == [(result["pid"], {})]  # ifAsync=False: the handler already ran
 
 
-def test_start_process_async_with_if_async_false_keeps_the_loop_free(pm, done):
-    ticks = []
+def test_start_process_async_with_if_async_false_keeps_the_loop_free(pm, done, tmp_path):
+    # The job says it started and then waits for an answer from a task on the same loop: if
+    # awaiting the job blocked the loop, no answer would come and the job would time out.
+    started, answer = tmp_path / "started", tmp_path / "answer"
 
-    async def ticker():
-        while True:
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.05)
+    async def answerer():
+        while not started.exists():
+            await asyncio.sleep(0.005)
+        answer.touch()
 
     async def main():
-        task = asyncio.create_task(ticker())
-        pid = await pm._startProcess_async("sleep", ["0.5"], handler=[done, {}],
-                                           ifAsync=False)
+        task = asyncio.create_task(answerer())
+        pid = await pm._startProcess_async(
+            "sh", ["-c", f"touch {shlex.quote(str(started))}; {gate(answer)}"],
+            handler=[done, {}], ifAsync=False, timeout=PATIENCE * 1000)
         task.cancel()
         return pid
 
     pid = asyncio.run(main())
     assert done.calls == [(pid, {})]
-    assert len(ticks) >= 5, "the loop was blocked while the job ran"
+    assert pm.getJobData(pid, "status") == "finished", "the loop was blocked while the job ran"
 
 
 def test_timeout_in_milliseconds(pm, done):
-    t0 = time.monotonic()
-    pid = pm.startProcess("sleep", ["30"], timeout=300, handler=done)
+    # 300 ms; read as seconds, the 1000 s sleep would outlast the handler wait.
+    pid = pm.startProcess("sleep", ["1000"], timeout=300, handler=done)
     done.wait()
-    assert time.monotonic() - t0 < 5
     assert pm.getJobData(pid, "status") == "timeout"
     assert pm.getJobData(pid, "exitCode") == -1
     assert pm.getJobData(pid, "exitStatus") == 1
@@ -220,7 +233,7 @@ def test_missing_program_is_spawn_failed(pm, done):
 
 def test_kill_process(pm, done):
     pid = pm.startProcess("sleep", ["30"], handler=done)
-    assert wait_until(lambda: pid in pm.getRunningProcesses(), 5)
+    assert wait_until(lambda: pid in pm.getRunningProcesses())
     assert pm.killProcess(pid) == "killing"
     done.wait()
     assert pm.getJobData(pid, "status") == "killed"

@@ -14,7 +14,8 @@
 //! - *cancel*: the worker waits for its job's reports in short slices, checking
 //!   `JobCore::kill_requested` and the job's timeout (counted from when the poller first sees
 //!   the job `RUNNING`). Then `scancel --signal=TERM --full ID`, and after the grace
-//!   `scancel --signal=KILL --full ID` plus `scancel ID`. A job still pending is just cancelled.
+//!   `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job still pending is just
+//!   cancelled.
 //!
 //! See docs-slurm.md for the state mapping table and the measurements.
 
@@ -403,10 +404,12 @@ fn is_final(state: &str) -> bool {
 }
 
 /// Ends the job: `hard` sends SIGKILL to every process of the job first (`scancel` alone gives
-/// SIGTERM and waits Slurm's `KillWait` before SIGKILL).
+/// SIGTERM and waits Slurm's `KillWait` before SIGKILL). `--batch` is what makes the SIGKILL a
+/// signal: without it Slurm 22.05 turns `--signal=KILL` into a plain cancel (SIGTERM, then
+/// SIGKILL only after `KillWait`); with `--batch` alone the batch shell's children survive.
 fn cancel(opts: &SlurmOptions, job: u32, hard: bool) {
     if hard {
-        scancel(opts, &["--signal=KILL", "--full"], job);
+        scancel(opts, &["--signal=KILL", "--full", "--batch"], job);
     }
     scancel(opts, &[], job);
 }

@@ -1,0 +1,71 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/*`) through the very checks the
+//! fuzz targets run (`fuzz/checks/<target>.rs`, included here and by `fuzz/fuzz_targets/`), so
+//! a plain `cargo test` covers every input the fuzzers kept, without cargo-fuzz or nightly.
+//! The state_machine target's corpus is not replayed here (its check runs real processes and
+//! counts the process's children, so it needs a binary of its own).
+#![cfg(feature = "cli")]
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+#[path = "../fuzz/checks/duration.rs"]
+mod duration;
+#[path = "../fuzz/checks/job_line.rs"]
+mod job_line;
+#[path = "../fuzz/checks/joblog_line.rs"]
+mod joblog_line;
+#[path = "../fuzz/checks/words.rs"]
+mod words;
+
+/// Runs `check` on every file of `fuzz/corpus/<target>` and fails naming every input that broke
+/// an invariant (a panic in the check), and if the corpus is missing or empty.
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("read the corpus directory").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no corpus inputs", dir.display());
+    let mut failures = Vec::new();
+    for file in &files {
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| check(&data))) {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(not a text panic)");
+            failures.push(format!("{}: {message}", file.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} {target} corpus inputs break the target's invariants:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn duration_corpus_keeps_its_invariants() {
+    replay("duration", duration::check);
+}
+
+#[test]
+fn words_corpus_keeps_its_invariants() {
+    replay("words", words::check);
+}
+
+#[test]
+fn job_line_corpus_keeps_its_invariants() {
+    replay("job_line", job_line::check);
+}
+
+#[test]
+fn joblog_line_corpus_keeps_its_invariants() {
+    replay("joblog_line", joblog_line::check);
+}
