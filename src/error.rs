@@ -26,7 +26,8 @@ pub enum StartError {
         capacity: String,
     },
     /// The input file is also the job's log or error file (the same path, up to `.`
-    /// components): opening the output would truncate the input. Aliases that only the file
+    /// components), and a regular file or none yet: opening the output would truncate the
+    /// input (`/dev/null`, a terminal or a FIFO may be both). Aliases that only the file
     /// system can tell (a symbolic or hard link, `../dir/file`) are refused when the job is
     /// spawned instead ([`JobStatus::SpawnFailed`](crate::JobStatus::SpawnFailed)).
     InputIsOutput {

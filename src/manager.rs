@@ -865,7 +865,8 @@ impl std::fmt::Debug for ProcessManager {
     }
 }
 
-/// Checks what can be checked without the file system.
+/// Checks what can be checked without the file system (but for one `stat` when an input path
+/// is an output path).
 fn validate(spec: &JobSpec) -> Result<(), StartError> {
     use std::os::unix::ffi::OsStrExt;
     if spec.program.is_empty() {
@@ -905,8 +906,11 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
             ("log file", spec.log_file.clone()),
             ("error file", spec.resolved_error_file()),
         ];
+        // Only a regular file can be destroyed by writing it: `/dev/null` or a terminal may
+        // be both (one `stat`, only when the paths are equal).
+        let regular = || std::fs::metadata(input).map_or(true, |m| m.is_file());
         for (output, p) in outputs {
-            if p.is_some_and(|p| same_path(&p, input)) {
+            if p.is_some_and(|p| same_path(&p, input)) && regular() {
                 return Err(StartError::InputIsOutput {
                     path: input.clone(),
                     output,

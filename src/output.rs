@@ -164,8 +164,10 @@ pub(crate) fn open_streams(
         Input::File(p) => (Some(p), Some(open_input(p))),
         _ => (None, None),
     };
+    // Only a regular file can be destroyed by writing it: `/dev/null` or a terminal may be
+    // both the input and an output.
     let input_id = match &input_file {
-        Some(Ok(f)) => FileId::of(f),
+        Some(Ok(f)) if f.metadata().is_ok_and(|m| m.is_file()) => FileId::of(f),
         _ => None,
     };
     let is_input = |what: &str, p: &Path| {

@@ -192,8 +192,9 @@ impl JobSpec {
     /// and handed to the child, so it is streamed, never read into memory. An unreadable file
     /// makes the job `SpawnFailed`.
     ///
-    /// The input file cannot also be an output (the log or error file): opening the output
-    /// would truncate it. The same path (up to `.` components: `./in.txt` is `in.txt`) is
+    /// The input file cannot also be an output (the log or error file) when it is a regular
+    /// file: opening the output would truncate it (`/dev/null`, a terminal or a FIFO may be
+    /// both). The same path (up to `.` components: `./in.txt` is `in.txt`) is
     /// refused at submission with [`StartError::InputIsOutput`](crate::StartError); the same
     /// file under another name (a symbolic or hard link, `../dir/in.txt`, found by device and
     /// inode when the job is spawned, before any output is opened for writing) ends the job as

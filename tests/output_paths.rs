@@ -474,3 +474,31 @@ fn a_job_line_with_equal_log_and_err_merges_and_one_reading_its_log_is_invalid()
 fn serde_json_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
+
+#[test]
+fn dev_null_may_be_both_the_input_and_an_output() {
+    let dir = TempDir::new("devnull");
+    std::os::unix::fs::symlink("/dev/null", dir.join("null")).unwrap();
+    let m = ProcessManager::new();
+    for (log, err) in [
+        (PathBuf::from("/dev/null"), PathBuf::from("/dev/null")),
+        (dir.join("null"), dir.join("e.txt")),
+    ] {
+        let r = m
+            .run(
+                JobSpec::new("sh")
+                    .args(["-c", "cat; echo err >&2"])
+                    .input_file("/dev/null")
+                    .log_file(&log)
+                    .error_file(&err),
+            )
+            .unwrap();
+        assert_eq!(
+            r.status,
+            JobStatus::Finished,
+            "{log:?}: {}",
+            r.describe_end()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("e.txt")).unwrap(), "err\n");
+}

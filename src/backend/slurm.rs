@@ -900,7 +900,7 @@ impl Submission {
         // Outputs are compared with the input, and with each other, by device and inode
         // before anything is truncated (as for local jobs: `output::open_streams`).
         let input_id = match &core.input {
-            Input::File(p) => FileId::at(&abs(p)),
+            Input::File(p) if abs(p).is_file() => FileId::at(&abs(p)),
             _ => None,
         };
         let is_input = |what: &str, p: &Path| {
