@@ -5,7 +5,8 @@
 //! The peak is the process's `VmHWM` (`/proc/self/status`), which is process-wide: this test
 //! binary holds one test, which runs the cases one after another, so nothing else runs in the
 //! process meanwhile. Before each job the high-water mark is reset to the current RSS
-//! (`/proc/self/clear_refs`, "5"), so each case's growth is measured from the RSS it starts at.
+//! (`/proc/self/clear_refs`, "5"), so each case's growth is measured from the RSS it starts at
+//! (where the reset is not allowed, from the peak so far).
 //!
 //! The stream is 2 GiB by default (about 10-20 s per mode in a debug build on a loaded 2-core
 //! machine); `PROCMAN_MEMORY_GIB=N` runs N GiB instead. The log files go to `/dev/shm` when it
@@ -42,10 +43,12 @@ fn status_bytes(field: &str) -> u64 {
     kib * 1024
 }
 
-/// Resets the peak RSS to the current RSS and returns it.
-fn reset_peak() -> u64 {
-    std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM (Linux 4.0+)");
-    status_bytes("VmHWM:")
+/// Resets the peak RSS to the current RSS (Linux 4.0+) and returns it. Where the reset is not
+/// allowed, returns the peak so far: growth is then measured from it, which still shows any
+/// buffering larger than the test process's earlier peak (a few MiB above its RSS here).
+fn reset_peak() -> (u64, bool) {
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    (status_bytes("VmHWM:"), reset)
 }
 
 /// What the observer was given, counted, never kept.
@@ -108,7 +111,7 @@ impl Drop for BigDir {
 fn measured(m: &ProcessManager, spec: JobSpec) -> (procman::JobRecord, Arc<Counted>, u64) {
     let counted = Arc::new(Counted::default());
     let spec = spec.observe(counted.observer());
-    let before = reset_peak();
+    let (before, _) = reset_peak();
     let r = m.run(spec).unwrap();
     let peak = status_bytes("VmHWM:");
     (r, counted, peak.saturating_sub(before))
@@ -117,12 +120,15 @@ fn measured(m: &ProcessManager, spec: JobSpec) -> (procman::JobRecord, Arc<Count
 #[test]
 fn observed_output_is_never_held_in_memory() {
     // The measurement itself: touching 32 MiB between a reset and a read shows as growth.
-    {
-        let before = reset_peak();
+    let (_, reset) = reset_peak();
+    if reset {
+        let (before, _) = reset_peak();
         let v = vec![1u8; 32 * MIB as usize];
         std::hint::black_box(&v);
         let grown = status_bytes("VmHWM:").saturating_sub(before);
         assert!(grown >= 30 * MIB, "the peak did not see 32 MiB: {grown}");
+    } else {
+        eprintln!("cannot reset VmHWM (/proc/self/clear_refs): growth is measured from the peak");
     }
     let gib: u64 = std::env::var("PROCMAN_MEMORY_GIB")
         .ok()
