@@ -8,7 +8,7 @@
 //! (`/proc/self/clear_refs`, "5"), so each case's growth is measured from the RSS it starts at
 //! (where the reset is not allowed, from the peak so far).
 //!
-//! The stream is 2 GiB by default (about 10-20 s per mode in a debug build on a loaded 2-core
+//! The stream is 2 GiB by default (5-10 s per mode measured in a debug build on a loaded 2-core
 //! machine); `PROCMAN_MEMORY_GIB=N` runs N GiB instead. The log files go to `/dev/shm` when it
 //! has room (tmpfs pages are not the test process's RSS) and are deleted after each case.
 #![cfg(target_os = "linux")]
