@@ -25,6 +25,17 @@ pub enum StartError {
         /// The manager's capacity, as a sentence.
         capacity: String,
     },
+    /// The input file is also the job's log or error file (the same path, up to `.`
+    /// components), and a regular file or none yet: opening the output would truncate the
+    /// input (`/dev/null`, a terminal or a FIFO may be both). Aliases that only the file
+    /// system can tell (a symbolic or hard link, `../dir/file`) are refused when the job is
+    /// spawned instead ([`JobStatus::SpawnFailed`](crate::JobStatus::SpawnFailed)).
+    InputIsOutput {
+        /// The input file's path.
+        path: std::path::PathBuf,
+        /// Which output it is: `"log file"` or `"error file"`.
+        output: &'static str,
+    },
     /// The manager is shutting down or was shut down.
     ShutDown,
 }
@@ -49,6 +60,12 @@ impl fmt::Display for StartError {
             StartError::NeverFits { asked, capacity } => write!(
                 f,
                 "the job can never start: it declares {asked}, but the manager has {capacity}"
+            ),
+            StartError::InputIsOutput { path, output } => write!(
+                f,
+                "the input file {} is also the job's {output}: writing the {output} would \
+                 destroy the input",
+                path.display()
             ),
             StartError::ShutDown => f.write_str("the process manager is shut down"),
         }

@@ -20,7 +20,7 @@ use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
-use crate::spec::{EnvEdit, ErrorOutput, Input, JobSpec};
+use crate::spec::{same_path, EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
 
 /// How workers wait for their child.
@@ -539,9 +539,10 @@ impl ProcessManager {
     ///
     /// # Errors
     /// A [`StartError`] for an empty program, a NUL byte, a bad environment name, an unknown
-    /// dependency, a job that can never fit, or a manager that is shut down. Problems found when
-    /// spawning (a missing program or input file, an unwritable log) do not fail here: the job
-    /// ends as [`JobStatus::SpawnFailed`] and its handler runs.
+    /// dependency, a job that can never fit, an input file whose path is also the log's or the
+    /// error file's, or a manager that is shut down. Problems found when spawning (a missing
+    /// program or input file, an unwritable log, an input that is an output through a link) do
+    /// not fail here: the job ends as [`JobStatus::SpawnFailed`] and its handler runs.
     pub fn start_process(&self, spec: JobSpec) -> Result<JobId, StartError> {
         validate(&spec)?;
         self.inner.update(|s| s.submit(spec))
@@ -864,7 +865,8 @@ impl std::fmt::Debug for ProcessManager {
     }
 }
 
-/// Checks what can be checked without the file system.
+/// Checks what can be checked without the file system (but for one `stat` when an input path
+/// is an output path).
 fn validate(spec: &JobSpec) -> Result<(), StartError> {
     use std::os::unix::ffi::OsStrExt;
     if spec.program.is_empty() {
@@ -898,6 +900,23 @@ fn validate(spec: &JobSpec) -> Result<(), StartError> {
     }
     if let ErrorOutput::File(p) = &spec.error_output {
         nul(&|| "the error file path".into(), p.as_os_str())?;
+    }
+    if let Input::File(input) = &spec.input {
+        let outputs = [
+            ("log file", spec.log_file.clone()),
+            ("error file", spec.resolved_error_file()),
+        ];
+        // Only a regular file can be destroyed by writing it: `/dev/null` or a terminal may
+        // be both (one `stat`, only when the paths are equal).
+        let regular = || std::fs::metadata(input).map_or(true, |m| m.is_file());
+        for (output, p) in outputs {
+            if p.is_some_and(|p| same_path(&p, input)) && regular() {
+                return Err(StartError::InputIsOutput {
+                    path: input.clone(),
+                    output,
+                });
+            }
+        }
     }
     for edit in &spec.env {
         let (k, v) = match edit {

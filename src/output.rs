@@ -59,8 +59,40 @@ struct FollowSetup {
     stop: Arc<Stop>,
 }
 
-/// Opens a file for writing output: parent directories created, truncated.
-pub(crate) fn create_output(path: &Path) -> io::Result<File> {
+/// Which file a descriptor is open on: (device, inode).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct FileId(u64, u64);
+
+impl FileId {
+    pub(crate) fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| FileId(m.dev(), m.ino()))
+    }
+
+    /// The file `path` names now (symbolic links followed), if it exists.
+    pub(crate) fn at(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| FileId(m.dev(), m.ino()))
+    }
+}
+
+/// What [`create_output_unless`] found at the path.
+pub(crate) enum Output {
+    /// Another file: opened for writing and truncated.
+    New(File),
+    /// The file `known[i]` (by device and inode, so through any alias: `./a` for `a`, a
+    /// symbolic or hard link): closed again, neither truncated nor written.
+    Known(usize),
+}
+
+/// Opens a file for writing output (parent directories created) unless it is one of `known`:
+/// it is opened without truncation first and compared by device and inode, so an alias of
+/// another of the job's files (the log, the input) is recognised before anything in it is lost.
+/// A file that is none of them is then truncated (a FIFO or device is not: there is nothing to
+/// truncate).
+pub(crate) fn create_output_unless(path: &Path, known: &[Option<FileId>]) -> io::Result<Output> {
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)?;
@@ -69,10 +101,20 @@ pub(crate) fn create_output(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    blocking(file)
+    let meta = file.metadata()?;
+    let id = {
+        use std::os::unix::fs::MetadataExt;
+        FileId(meta.dev(), meta.ino())
+    };
+    if let Some(i) = known.iter().position(|k| *k == Some(id)) {
+        return Ok(Output::Known(i));
+    }
+    if meta.file_type().is_file() {
+        file.set_len(0)?;
+    }
+    blocking(file).map(Output::New)
 }
 
 /// Opens a file to read from (the input file) without blocking: a FIFO with no writer would
@@ -99,9 +141,15 @@ fn blocking(file: File) -> io::Result<File> {
 }
 
 /// Opens what the job needs. On failure returns a message naming the file and the cause, and
-/// the error file if it could be opened (so the caller can write the failure into it).
-/// `follow`: observed output goes to the files and is read back from them where it can
+/// the error file (else the log) if it could be opened, so the caller can write the failure into
+/// it. `follow`: observed output goes to the files and is read back from them where it can
 /// ([`ObserveMode::Files`](crate::ObserveMode)).
+///
+/// Files are compared by device and inode, whatever their paths: an error file that is the
+/// log's file (`./log` for `log`, a symbolic or hard link) is merged into the log, as
+/// `merge_error` does, instead of being opened a second time with its own offset (each
+/// descriptor would overwrite the other's output); an output file that is the input file is
+/// refused before it is truncated, and the input is left as it was.
 pub(crate) fn open_streams(
     input: &Input,
     log_file: Option<&Path>,
@@ -110,39 +158,88 @@ pub(crate) fn open_streams(
     observer: Option<&Observer>,
     follow: bool,
 ) -> Result<Streams, (String, Option<File>)> {
-    let log = match log_file {
-        Some(p) => Some(
-            create_output(p)
-                .map_err(|e| (format!("cannot open log file {}: {e}", p.display()), None))?,
-        ),
-        None => None,
+    // The input first: an output file that is the input must be recognised before it is
+    // truncated.
+    let (input_path, input_file) = match input {
+        Input::File(p) => (Some(p), Some(open_input(p))),
+        _ => (None, None),
     };
-    let err = match (merge_error, error_file, &log) {
-        (true, _, Some(log)) => Some(
-            log.try_clone()
-                .map_err(|e| (format!("cannot share the log file with stderr: {e}"), None))?,
-        ),
-        (_, Some(p), _) => Some(
-            create_output(p)
-                .map_err(|e| (format!("cannot open error file {}: {e}", p.display()), None))?,
-        ),
+    // Only a regular file can be destroyed by writing it: `/dev/null` or a terminal may be
+    // both the input and an output.
+    let input_id = match &input_file {
+        Some(Ok(f)) if f.metadata().is_ok_and(|m| m.is_file()) => FileId::of(f),
         _ => None,
     };
-    let stdin = match input {
-        Input::Null => Stdio::null(),
-        Input::File(p) => match open_input(p) {
-            Ok(f) => Stdio::from(f),
-            Err(e) => {
-                return Err((
-                    format!("cannot open input file {}: {e}", p.display()),
-                    err.or(log),
-                ))
+    let is_input = |what: &str, p: &Path| {
+        format!(
+            "the {what} {} is the input file {}: refused, as writing it would destroy the \
+             input (the file is left as it was)",
+            p.display(),
+            input_path.map_or_else(Default::default, |i| i.display().to_string())
+        )
+    };
+    // A refusal does not stop the other output file from being opened: the message goes there.
+    let mut refused = None;
+    let log = match log_file {
+        Some(p) => match create_output_unless(p, &[input_id]) {
+            Ok(Output::New(f)) => Some(f),
+            Ok(Output::Known(_)) => {
+                refused = Some(is_input("log file", p));
+                None
             }
+            Err(e) => return Err((format!("cannot open log file {}: {e}", p.display()), None)),
         },
-        Input::Bytes(b) => match sys::bytes_file(b) {
+        None => None,
+    };
+    let share_log = |log: &File| {
+        log.try_clone()
+            .map_err(|e| (format!("cannot share the log file with stderr: {e}"), None))
+    };
+    let mut merge_error = merge_error;
+    let err = match (merge_error, error_file, &log) {
+        (true, _, Some(log)) => Some(share_log(log)?),
+        (false, Some(p), _) => {
+            let log_id = log.as_ref().and_then(FileId::of);
+            match create_output_unless(p, &[input_id, log_id]) {
+                Ok(Output::New(f)) => Some(f),
+                Ok(Output::Known(0)) => {
+                    refused.get_or_insert_with(|| is_input("error file", p));
+                    None
+                }
+                // The log's file under another name: merged into the log.
+                Ok(Output::Known(_)) => match &log {
+                    Some(log) => {
+                        merge_error = true;
+                        Some(share_log(log)?)
+                    }
+                    None => None,
+                },
+                Err(e) => {
+                    return Err((format!("cannot open error file {}: {e}", p.display()), log))
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(msg) = refused {
+        return Err((msg, err.or(log)));
+    }
+    let stdin = match (input, input_file) {
+        (_, Some(Ok(f))) => Stdio::from(f),
+        (_, Some(Err(e))) => {
+            return Err((
+                format!(
+                    "cannot open input file {}: {e}",
+                    input_path.map_or_else(Default::default, |p| p.display().to_string())
+                ),
+                err.or(log),
+            ))
+        }
+        (Input::Bytes(b), None) => match sys::bytes_file(b) {
             Ok(f) => Stdio::from(f),
             Err(e) => return Err((format!("cannot prepare input bytes: {e}"), err.or(log))),
         },
+        (_, None) => Stdio::null(),
     };
     let Some(observer) = observer else {
         return Ok(Streams {

@@ -18,10 +18,10 @@ use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, WorkerWaker};
 use crate::manager::{Inner, ObserveMode, WaitMode};
-use crate::output::{open_streams, Readers};
+use crate::output::{open_streams, FileId, Readers};
 use crate::record::ResourceUsage;
 use crate::sched::{AttemptEnd, JobCore, Work, WorkMsg};
-use crate::spec::EnvEdit;
+use crate::spec::{EnvEdit, Input};
 use crate::sys::{self, Exit};
 
 /// The worker thread's body: runs attempts until told to stop.
@@ -64,37 +64,69 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
 fn before_attempt(work: &Work) -> Option<AttemptEnd> {
     let core = &*work.core;
     if work.attempt > 1 {
-        rotate(core.log_file.as_deref(), work.attempt - 1);
-        if core.error_file != core.log_file {
-            rotate(core.error_file.as_deref(), work.attempt - 1);
-        }
+        rotate_outputs(core, work.attempt - 1);
     }
     core.kill_requested
         .load(Ordering::SeqCst)
         .then_some(AttemptEnd::NotStarted)
 }
 
-/// Keeps an earlier attempt's output: `log.txt` → `log.txt.attempt1`.
-fn rotate(path: Option<&Path>, attempt: u32) {
-    if let Some(p) = path {
-        let mut to = p.as_os_str().to_owned();
-        to.push(format!(".attempt{attempt}"));
-        if p.exists() {
-            if let Err(e) = std::fs::rename(p, &to) {
-                log::warn!(
-                    "cannot keep attempt {attempt}'s output {}: {e}",
-                    p.display()
-                );
-            }
+/// Keeps an earlier attempt's output: `log.txt` → `log.txt.attempt1`, and the error file
+/// likewise. An error file merged into the log (asked, or the same file under another path)
+/// goes with it: once the log is renamed, a textual alias or a symbolic link to it names nothing
+/// and is left alone; a hard link still names the old file and is renamed too, so that the next
+/// attempt does not truncate it. When one of them is a symbolic link to the other, the real name
+/// is renamed first, which keeps the link pointing at the new attempt's file (still merged).
+/// A file that is the job's input is never renamed: its attempt was refused and wrote nothing.
+fn rotate_outputs(core: &JobCore, attempt: u32) {
+    let input = match &core.input {
+        Input::File(p) => FileId::at(p),
+        _ => None,
+    };
+    let (log, err) = (core.log_file.as_deref(), core.error_file.as_deref());
+    let is_link = |p: Option<&Path>| {
+        p.and_then(|p| p.symlink_metadata().ok())
+            .is_some_and(|m| m.file_type().is_symlink())
+    };
+    let order = if is_link(log) && !is_link(err) {
+        [err, log]
+    } else {
+        [log, err]
+    };
+    for p in order.into_iter().flatten() {
+        if input.is_none() || FileId::at(p) != input {
+            rotate(p, attempt);
         }
     }
 }
 
-/// Writes a spawn failure where the user looks first: the job's error file.
+/// Renames `path` (if it names an existing file) to `path.attempt<N>`.
+fn rotate(p: &Path, attempt: u32) {
+    let mut to = p.as_os_str().to_owned();
+    to.push(format!(".attempt{attempt}"));
+    if p.exists() {
+        if let Err(e) = std::fs::rename(p, &to) {
+            log::warn!(
+                "cannot keep attempt {attempt}'s output {}: {e}",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Writes a spawn failure where the user looks first: `file` (the job's error file or log, as
+/// opened for this attempt), else the error file's path, appended to; never into a file that is
+/// the job's input file (a refused alias of it must be left as it was).
 pub(crate) fn report_spawn_failure(core: &JobCore, file: Option<std::fs::File>, msg: &str) {
+    let input = match &core.input {
+        Input::File(p) => FileId::at(p),
+        _ => None,
+    };
     let file = file.or_else(|| {
-        core.error_path()
-            .and_then(|p| OpenOptions::new().append(true).create(true).open(p).ok())
+        let f = core
+            .error_path()
+            .and_then(|p| OpenOptions::new().append(true).create(true).open(p).ok())?;
+        (input.is_none() || FileId::of(&f) != input).then_some(f)
     });
     if let Some(mut f) = file {
         let _ = writeln!(f, "procman: job {} could not start: {msg}", core.id);

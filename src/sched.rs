@@ -31,7 +31,7 @@ use crossbeam_channel::Sender;
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
-use crate::spec::{EnvEdit, ErrorOutput, Handler, Input, JobSpec, Observer, Retry};
+use crate::spec::{EnvEdit, Handler, Input, JobSpec, Observer, Retry};
 use crate::sys::Exit;
 
 /// What a worker needs to run a job: fixed when the job is submitted.
@@ -318,7 +318,7 @@ impl State {
         let seq = self.next_seq;
         self.next_seq += 1;
         let error_file = spec.resolved_error_file();
-        let merge_error = matches!(spec.error_output, ErrorOutput::MergeWithLog);
+        let merge_error = spec.merges_error();
         let record = JobRecord {
             id,
             // The job's identity (program, arguments, paths) lives in its core while the job is

@@ -191,6 +191,15 @@ impl JobSpec {
     /// Standard input from a file (a keyword file). The file is opened when the job is spawned
     /// and handed to the child, so it is streamed, never read into memory. An unreadable file
     /// makes the job `SpawnFailed`.
+    ///
+    /// The input file cannot also be an output (the log or error file) when it is a regular
+    /// file: opening the output would truncate it (`/dev/null`, a terminal or a FIFO may be
+    /// both). The same path (up to `.` components: `./in.txt` is `in.txt`) is
+    /// refused at submission with [`StartError::InputIsOutput`](crate::StartError); the same
+    /// file under another name (a symbolic or hard link, `../dir/in.txt`, found by device and
+    /// inode when the job is spawned, before any output is opened for writing) ends the job as
+    /// `SpawnFailed`, with the reason written into the other output file if there is one. Either
+    /// way the input file is left exactly as it was.
     pub fn input_file(mut self, path: impl AsRef<Path>) -> JobSpec {
         self.input = Input::File(path.as_ref().to_owned());
         self
@@ -214,12 +223,27 @@ impl JobSpec {
     /// Unless [`error_file`](Self::error_file) or another error setting says otherwise, standard
     /// error goes to the same path without its extension plus `_err.txt` (the CCP4i2 convention:
     /// `job_1/log.txt` → `job_1/log_err.txt`).
+    ///
+    /// An error file that is the log file (see [`error_file`](Self::error_file)) merges the two
+    /// streams; an input file that is the log file is refused (see
+    /// [`input_file`](Self::input_file)).
     pub fn log_file(mut self, path: impl AsRef<Path>) -> JobSpec {
         self.log_file = Some(path.as_ref().to_owned());
         self
     }
 
     /// Standard error to this file (parent directories created, truncated).
+    ///
+    /// When it is the log file, the streams are merged exactly as with
+    /// [`merge_error_into_log`](Self::merge_error_into_log): one descriptor, one offset, the
+    /// program's own order, observed as [`Stream::Stdout`] when the log is followed. That holds
+    /// for the same path (up to `.` components, decided at submission; the record's
+    /// `error_file` is then the log's path) and for the same file under another name (a
+    /// symbolic or hard link, `../dir/log.txt`: compared by device and inode after the log was
+    /// opened and before the error file is truncated). Opening one file twice would give two
+    /// offsets, each overwriting the other's output. With retries, a merged file is kept once
+    /// per attempt (`log.txt.attempt1`); a hard link to it is renamed too. An error file that is
+    /// the input file is refused (see [`input_file`](Self::input_file)).
     pub fn error_file(mut self, path: impl AsRef<Path>) -> JobSpec {
         self.error_output = ErrorOutput::File(path.as_ref().to_owned());
         self
@@ -356,6 +380,16 @@ impl JobSpec {
         self
     }
 
+    /// Whether standard error goes into the log file: asked for, or an error file whose path is
+    /// the log's (see [`same_path`]).
+    pub(crate) fn merges_error(&self) -> bool {
+        match (&self.error_output, &self.log_file) {
+            (ErrorOutput::MergeWithLog, _) => true,
+            (ErrorOutput::File(e), Some(l)) => same_path(e, l),
+            _ => false,
+        }
+    }
+
     /// The error file path this spec resolves to, applying the `_err.txt` convention.
     pub(crate) fn resolved_error_file(&self) -> Option<PathBuf> {
         match &self.error_output {
@@ -365,6 +399,16 @@ impl JobSpec {
             ErrorOutput::Null => None,
         }
     }
+}
+
+/// Whether two paths name the same file by their text alone: equal up to `.` components,
+/// repeated and trailing separators (`./a/b` is `a//b/`). `..` is kept: through a symbolic
+/// link it need not lead back. Files that are the same only on disk are compared by device and
+/// inode when the job is spawned.
+pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
+    use std::path::Component;
+    let a = a.components().filter(|c| *c != Component::CurDir);
+    a.eq(b.components().filter(|c| *c != Component::CurDir))
 }
 
 /// `dir/log.txt` → `dir/log_err.txt`; `dir/log` → `dir/log_err.txt`.
@@ -392,6 +436,16 @@ impl fmt::Debug for JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_path_ignores_only_dot_components_and_separators() {
+        assert!(same_path(Path::new("a/b"), Path::new("./a/./b")));
+        assert!(same_path(Path::new("a//b/"), Path::new("a/b")));
+        assert!(same_path(Path::new("/x/y"), Path::new("/x/./y")));
+        assert!(!same_path(Path::new("a/../b"), Path::new("b")));
+        assert!(!same_path(Path::new("/a"), Path::new("a")));
+        assert!(!same_path(Path::new("a/b"), Path::new("a/c")));
+    }
 
     #[test]
     fn error_file_follows_the_ccp4i2_convention() {

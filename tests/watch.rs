@@ -459,8 +459,8 @@ fn a_setsid_grandchild_holding_the_pipes_delays_completion_by_at_most_the_drain_
         "completed in {took:?}: the bound was not waited for"
     );
     assert!(
-        took < bound + Duration::from_secs(5),
-        "completed in {took:?}"
+        took < bound + Duration::from_secs(1),
+        "completed in {took:?}: the bound is {bound:?}"
     );
 }
 

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 
 use super::{Backend, WorkerWaker};
 use crate::manager::Inner;
-use crate::output::create_output;
+use crate::output::{create_output_unless, FileId, Output};
 use crate::pool::report_spawn_failure;
 use crate::record::ResourceUsage;
 use crate::sched::{AttemptEnd, JobCore, Work};
@@ -900,24 +900,43 @@ impl Submission {
         };
         opt("job-name", OsStr::new(&job_name(core)));
         opt("chdir", cwd.as_os_str());
+        // Outputs are compared with the input, and with each other, by device and inode
+        // before anything is truncated (as for local jobs: `output::open_streams`).
+        let input_id = match &core.input {
+            Input::File(p) if abs(p).is_file() => FileId::at(&abs(p)),
+            _ => None,
+        };
+        let is_input = |what: &str, p: &Path| {
+            format!(
+                "the {what} {} is the job's input file: refused, as writing it would destroy \
+                 the input (the file is left as it was)",
+                p.display()
+            )
+        };
         let log = core.log_file.as_deref().map(abs);
+        let mut log_id = None;
         match &log {
-            Some(p) => {
-                create_output(p)
-                    .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
-                opt("output", &slurm_path(p)?);
-            }
+            Some(p) => match create_output_unless(p, &[input_id]) {
+                Ok(Output::New(f)) => {
+                    log_id = FileId::of(&f);
+                    opt("output", &slurm_path(p)?);
+                }
+                Ok(Output::Known(_)) => return Err(is_input("log file", p)),
+                Err(e) => return Err(format!("cannot open log file {}: {e}", p.display())),
+            },
             None => opt("output", OsStr::new("/dev/null")),
         }
         let err = core.error_file.as_deref().map(abs);
         match (core.merge_error, &err) {
             // Without --error, Slurm writes stderr into --output.
             (true, _) if log.is_some() => {}
-            (_, Some(p)) => {
-                create_output(p)
-                    .map_err(|e| format!("cannot open error file {}: {e}", p.display()))?;
-                opt("error", &slurm_path(p)?);
-            }
+            (_, Some(p)) => match create_output_unless(p, &[input_id, log_id]) {
+                Ok(Output::New(_)) => opt("error", &slurm_path(p)?),
+                Ok(Output::Known(0)) => return Err(is_input("error file", p)),
+                // The log's file under another name: into --output, as merged.
+                Ok(Output::Known(_)) => {}
+                Err(e) => return Err(format!("cannot open error file {}: {e}", p.display())),
+            },
             (_, None) => opt("error", OsStr::new("/dev/null")),
         }
         let mut stdin_file = None;
@@ -1239,6 +1258,40 @@ mod tests {
         let mut all: Vec<&[u8]> = vec![b"%s\\0"];
         all.extend_from_slice(args);
         core("printf", &all, vec![])
+    }
+
+    #[test]
+    fn an_error_file_aliasing_the_log_is_merged_and_an_aliased_input_refused() {
+        let dir = std::env::temp_dir().join(format!("procman-slurm-alias-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (log, link, input) = (dir.join("a.log"), dir.join("link"), dir.join("in.txt"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        std::fs::write(&input, "keywords\n").unwrap();
+        let mut c = core("true", &[], vec![]);
+        c.log_file = Some(log.clone());
+        c.error_file = Some(link.clone());
+        let sub = Submission::prepare(&c, 1, &SlurmOptions::default()).unwrap();
+        let args: Vec<String> = sub
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        assert!(
+            args.contains(&format!("--output={}", log.display())),
+            "{args:?}"
+        );
+        // Without --error, Slurm writes stderr into --output: one file, one offset.
+        assert!(!args.iter().any(|a| a.starts_with("--error=")), "{args:?}");
+        c.input = Input::File(input.clone());
+        c.log_file = Some(dir.join("other.log"));
+        c.error_file = Some(dir.join("in.txt"));
+        let e = Submission::prepare(&c, 1, &SlurmOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.contains("is the job's input file"), "{e}");
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), "keywords\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

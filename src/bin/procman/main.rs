@@ -32,6 +32,8 @@ run: one job; exits with its exit code (124 on timeout, 128+N when ended by sign
     --log FILE        the job's stdout to FILE (default: relayed to procman's stdout)
     --err FILE        the job's stderr to FILE (default: relayed to procman's stderr)
     --input FILE      the job's stdin from FILE (default: /dev/null; /dev/stdin to pass ours)
+                      --err naming the --log file merges the two; an --input that is the
+                      --log or --err file is refused (it would be truncated)
     --timeout DUR     end the job's process group after DUR (5, 2.5s, 100ms, 3m, 1h)
     --grace DUR       time between SIGTERM and SIGKILL (default 2s)
     --cwd DIR         the job's working directory
