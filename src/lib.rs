@@ -89,6 +89,7 @@ mod output;
 pub mod plugin;
 mod pool;
 mod record;
+mod retain;
 mod sched;
 pub mod signal;
 mod spec;
@@ -124,5 +125,6 @@ pub use plugin::{
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };
+pub use retain::Retention;
 pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};

@@ -19,6 +19,7 @@ use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
+use crate::retain::Retention;
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
 use crate::spec::{EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
@@ -271,6 +272,7 @@ pub struct Builder {
     observe_mode: ObserveMode,
     drain_bound: Duration,
     close_inherited_fds: bool,
+    retention: Retention,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -288,6 +290,7 @@ impl std::fmt::Debug for Builder {
             .field("observe_mode", &self.observe_mode)
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +307,7 @@ impl Default for Builder {
             observe_mode: ObserveMode::default(),
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
+            retention: Retention::default(),
             backend: None,
             slurm: None,
         }
@@ -377,6 +381,19 @@ impl Builder {
         self
     }
 
+    /// Which finished records the manager keeps (default [`Retention::default`]: the newest
+    /// 10,000 whose handler has returned, no age limit; [`Retention::keep_all`] keeps every
+    /// record until [`delete_job`](ProcessManager::delete_job)). An evicted job's id then reads
+    /// as unknown everywhere ([`job_data`](ProcessManager::job_data),
+    /// [`wait`](ProcessManager::wait), [`kill_process`](ProcessManager::kill_process),
+    /// [`delete_job`](ProcessManager::delete_job)), except that a wait already in progress
+    /// still gets the record and [`JobSpec::after`] still sees whether it succeeded. Never
+    /// fails; can be changed later with [`set_retention`](ProcessManager::set_retention).
+    pub fn retention(mut self, retention: Retention) -> Builder {
+        self.retention = retention;
+        self
+    }
+
     /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
     /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
     /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
@@ -421,16 +438,18 @@ impl Builder {
         }
         let (work_tx, work_rx) = unbounded();
         let (done_tx, done_rx) = unbounded();
+        let mut state = State::new(
+            self.limit,
+            cpu_capacity,
+            memory_capacity,
+            work_tx.clone(),
+            done_tx.clone(),
+            self.grace,
+            self.kill_leftovers,
+        );
+        state.retain = crate::retain::Retainer::new(self.retention);
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(
-                self.limit,
-                cpu_capacity,
-                memory_capacity,
-                work_tx.clone(),
-                done_tx.clone(),
-                self.grace,
-                self.kill_leftovers,
-            )),
+            state: Mutex::new(state),
             changed: Condvar::new(),
             idle: Condvar::new(),
             timer_cv: Condvar::new(),
@@ -554,9 +573,17 @@ impl ProcessManager {
     /// # Errors
     /// As [`start_process`](Self::start_process).
     pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
-        let id = self.start_process(spec)?;
+        validate(&spec)?;
+        // The wait is registered with the submission, so the record cannot be evicted before
+        // it is read (`Retention`).
+        let id = self.inner.update(|s| {
+            let id = s.submit(spec)?;
+            s.retain.add_waiter(id);
+            Ok::<_, StartError>(id)
+        })?;
         // The job cannot be unknown unless someone deleted it meanwhile.
-        self.wait(id).map_err(|_| StartError::ShutDown)
+        self.wait_registered(id, None)
+            .map_err(|_| StartError::ShutDown)
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
@@ -565,7 +592,9 @@ impl ProcessManager {
     /// handler never deadlocks.
     ///
     /// # Errors
-    /// [`UnknownJob`] when the id was never given out or the job was deleted.
+    /// [`UnknownJob`] when the id was never given out, or the job was deleted or its record
+    /// evicted (see [`Retention`]) before this call. A record evicted while this call waits is
+    /// still returned.
     pub fn wait(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
         match self.wait_until(id, None) {
             Ok(r) => Ok(r),
@@ -602,12 +631,26 @@ impl ProcessManager {
         id: JobId,
         deadline: Option<Instant>,
     ) -> Result<JobRecord, WaitTimeoutError> {
+        self.inner.lock().retain.add_waiter(id);
+        self.wait_registered(id, deadline)
+    }
+
+    /// Waits for a job whose wait was registered with `retain.add_waiter` (so its record is
+    /// handed over if it is evicted meanwhile); unregisters it.
+    fn wait_registered(
+        &self,
+        id: JobId,
+        deadline: Option<Instant>,
+    ) -> Result<JobRecord, WaitTimeoutError> {
         let in_handler = self.inner.on_dispatcher();
         let mut result = Err(WaitTimeoutError::Timeout);
         let inner = &self.inner;
         inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
             None => {
-                result = Err(WaitTimeoutError::UnknownJob(id));
+                result = match s.retain.handed(id) {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(WaitTimeoutError::UnknownJob(id)),
+                };
                 true
             }
             Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
@@ -616,6 +659,7 @@ impl ProcessManager {
             }
             Some(_) => false,
         });
+        inner.lock().retain.remove_waiter(id);
         result
     }
 
@@ -628,7 +672,8 @@ impl ProcessManager {
         });
     }
 
-    /// A snapshot of the job's record; `None` for an unknown or deleted id. Never blocks.
+    /// A snapshot of the job's record; `None` for an unknown or deleted id, or one whose record
+    /// was evicted (see [`Retention`]). Never blocks.
     pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
         self.inner.lock().get(id).map(|e| e.record())
     }
@@ -658,7 +703,7 @@ impl ProcessManager {
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
     /// gets SIGTERM, then SIGKILL after the grace period (this call does not wait for that);
-    /// a finished job is left alone. `None` for an unknown id.
+    /// a finished job is left alone. `None` for an unknown id (deleted or evicted included).
     pub fn kill_process(&self, id: JobId) -> Option<KillOutcome> {
         self.inner.update(|s| {
             s.get(id)?;
@@ -668,7 +713,7 @@ impl ProcessManager {
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
     /// first (as by [`kill_process`](Self::kill_process)) and its handler still runs exactly
-    /// once. Returns false for an unknown id. Never blocks.
+    /// once. Returns false for an unknown id (deleted or evicted included). Never blocks.
     pub fn delete_job(&self, id: JobId) -> bool {
         self.inner.update(|s| {
             if s.get(id).is_none() {
@@ -677,7 +722,7 @@ impl ProcessManager {
             s.kill(id, KillReason::User);
             let e = s.jobs.get_mut(&id).expect("checked above");
             if matches!(e.phase, Phase::Final) && e.handler_done {
-                s.jobs.remove(&id);
+                s.remove_evictable(id);
             } else {
                 e.deleted = true;
             }
@@ -749,7 +794,21 @@ impl ProcessManager {
         rx
     }
 
-    /// Counts by status and the running jobs with their elapsed time. Never blocks.
+    /// Which finished records the manager keeps (see [`Builder::retention`]).
+    pub fn retention(&self) -> Retention {
+        self.inner.lock().retain.policy()
+    }
+
+    /// Changes which finished records the manager keeps; records the new policy does not keep
+    /// are evicted at once (under the lock: O(number evicted)). Never blocks, never fails.
+    pub fn set_retention(&self, retention: Retention) {
+        let mut s = self.inner.lock();
+        let s = &mut *s;
+        s.retain.set_policy(retention, &mut s.jobs);
+    }
+
+    /// Counts by status (known jobs in `counts`, evicted ones in `evicted`) and the running
+    /// jobs with their elapsed time. Never blocks.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.inner.lock();
         let mut counts: Vec<(JobStatus, usize)> = Vec::new();
@@ -761,6 +820,7 @@ impl ProcessManager {
         }
         Snapshot {
             counts,
+            evicted: s.retain.evicted_counts(),
             running: s.running_since(),
             paused: s.paused,
             limit: s.limit,
