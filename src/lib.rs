@@ -117,7 +117,7 @@ mod sys;
 
 pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 pub use events::{Event, Snapshot};
-pub use manager::{Builder, ObserveMode, ProcessManager, ShutdownMode, WaitMode};
+pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
     PluginWaitError, ProgramTask, Task,

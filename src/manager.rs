@@ -573,17 +573,45 @@ impl ProcessManager {
     /// # Errors
     /// As [`start_process`](Self::start_process).
     pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
+        // The record is held from the submission on: it cannot be evicted before it is read.
+        let hold = self.start_held(spec)?;
+        // The job cannot be unknown unless someone deleted it meanwhile.
+        hold.wait().map_err(|_| StartError::ShutDown)
+    }
+
+    /// [`start_process`](Self::start_process), holding the job's record from the submission on:
+    /// it stays readable through the returned [`RecordHold`] whatever the retention policy (see
+    /// [`Retention`]), so a wait on it cannot find the job unknown unless it is deleted. Never
+    /// blocks on the job.
+    ///
+    /// # Errors
+    /// As [`start_process`](Self::start_process).
+    pub fn start_held(&self, spec: JobSpec) -> Result<RecordHold, StartError> {
         validate(&spec)?;
-        // The wait is registered with the submission, so the record cannot be evicted before
-        // it is read (`Retention`).
         let id = self.inner.update(|s| {
             let id = s.submit(spec)?;
             s.retain.add_waiter(id);
             Ok::<_, StartError>(id)
         })?;
-        // The job cannot be unknown unless someone deleted it meanwhile.
-        self.wait_registered(id, None)
-            .map_err(|_| StartError::ShutDown)
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
+    }
+
+    /// Holds a known job's record: it stays readable through the returned [`RecordHold`]
+    /// whatever the retention policy (see [`Retention`]). Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] when the id was never given out, or the job was deleted or evicted.
+    pub fn hold(&self, id: JobId) -> Result<RecordHold, UnknownJob> {
+        let mut s = self.inner.lock();
+        s.get(id).ok_or(UnknownJob(id))?;
+        s.retain.add_waiter(id);
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
@@ -631,36 +659,13 @@ impl ProcessManager {
         id: JobId,
         deadline: Option<Instant>,
     ) -> Result<JobRecord, WaitTimeoutError> {
+        // Held while waiting: a record evicted meanwhile is handed over.
         self.inner.lock().retain.add_waiter(id);
-        self.wait_registered(id, deadline)
-    }
-
-    /// Waits for a job whose wait was registered with `retain.add_waiter` (so its record is
-    /// handed over if it is evicted meanwhile); unregisters it.
-    fn wait_registered(
-        &self,
-        id: JobId,
-        deadline: Option<Instant>,
-    ) -> Result<JobRecord, WaitTimeoutError> {
-        let in_handler = self.inner.on_dispatcher();
-        let mut result = Err(WaitTimeoutError::Timeout);
-        let inner = &self.inner;
-        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
-            None => {
-                result = match s.retain.handed(id) {
-                    Some(r) => Ok(r.clone()),
-                    None => Err(WaitTimeoutError::UnknownJob(id)),
-                };
-                true
-            }
-            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
-                result = Ok(e.record());
-                true
-            }
-            Some(_) => false,
-        });
-        inner.lock().retain.remove_waiter(id);
-        result
+        let hold = RecordHold {
+            inner: self.inner.clone(),
+            id,
+        };
+        hold.wait_until(deadline)
     }
 
     /// Blocks until no job is pending or running and every handler has returned (inside a
@@ -895,6 +900,87 @@ impl ProcessManager {
                 inner.threads.lock().dispatcher = Some(t);
             }
         }
+    }
+}
+
+/// Keeps one job's record readable through this handle while it lives, whatever the retention
+/// policy (see [`Retention`]), from [`ProcessManager::hold`] or [`ProcessManager::start_held`].
+/// The job may still be evicted from the manager meanwhile (other callers then find its id
+/// unknown), but its final record is handed to the hold first: waits through it never find the
+/// job unknown unless it was deleted. Dropping it releases that copy. It refers to the
+/// manager's shared state, not the manager: it does not keep an owned manager from shutting
+/// down.
+pub struct RecordHold {
+    inner: Arc<Inner>,
+    id: JobId,
+}
+
+impl RecordHold {
+    /// The job held.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] if the job was deleted.
+    pub fn record(&self) -> Result<JobRecord, UnknownJob> {
+        let s = self.inner.lock();
+        match s.get(self.id) {
+            Some(e) => Ok(e.record()),
+            None => s.retain.handed(self.id).cloned().ok_or(UnknownJob(self.id)),
+        }
+    }
+
+    /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
+    ///
+    /// # Errors
+    /// [`UnknownJob`] if the job was deleted.
+    pub fn wait(&self) -> Result<JobRecord, UnknownJob> {
+        self.wait_until(None).map_err(|_| UnknownJob(self.id))
+    }
+
+    /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
+    ///
+    /// # Errors
+    /// [`WaitTimeoutError::Timeout`], or [`WaitTimeoutError::UnknownJob`] if the job was deleted.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
+        // A deadline that does not fit in an `Instant` means no deadline.
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
+        let (id, inner) = (self.id, &self.inner);
+        let in_handler = inner.on_dispatcher();
+        let mut result = Err(WaitTimeoutError::Timeout);
+        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
+            None => {
+                result = match s.retain.handed(id) {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(WaitTimeoutError::UnknownJob(id)),
+                };
+                true
+            }
+            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
+                result = Ok(e.record());
+                true
+            }
+            Some(_) => false,
+        });
+        result
+    }
+}
+
+impl Drop for RecordHold {
+    fn drop(&mut self) {
+        self.inner.lock().retain.remove_waiter(self.id);
+    }
+}
+
+impl std::fmt::Debug for RecordHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordHold").field("id", &self.id).finish()
     }
 }
 

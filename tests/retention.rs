@@ -277,3 +277,36 @@ fn set_retention_evicts_at_once_what_the_new_policy_does_not_keep() {
         1
     );
 }
+
+#[test]
+fn a_hold_keeps_a_record_readable_through_it_after_it_left_the_manager() {
+    let m = manager(keep(0));
+    let held = m.start_held(JobSpec::new("true")).unwrap();
+    let id = held.id();
+    // Slices, as the Python binding waits: the record stays held between them.
+    let record = loop {
+        match held.wait_timeout(Duration::from_millis(1)) {
+            Ok(r) => break r,
+            Err(procman::WaitTimeoutError::Timeout) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!((record.id, record.status), (id, JobStatus::Finished));
+    // Evicted from the manager (max 0), readable through the hold.
+    assert!(eventually(Duration::from_secs(60), || m
+        .job_data(id)
+        .is_none()));
+    assert_eq!(held.record().unwrap().status, JobStatus::Finished);
+    assert_eq!(held.wait().unwrap().id, id);
+    drop(held);
+    assert!(m.wait(id).is_err());
+    assert!(m.hold(id).is_err());
+    // A hold on a known job, then a delete: unknown through the hold too.
+    let live = m
+        .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
+        .unwrap();
+    let held = m.hold(live).unwrap();
+    assert!(m.delete_job(live));
+    assert!(held.wait().is_err());
+    assert!(held.record().is_err());
+}
