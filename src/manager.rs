@@ -633,7 +633,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
     pub fn wait_timeout(
         &self,
         id: JobId,
@@ -645,7 +645,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
     pub fn wait_deadline(
         &self,
         id: JobId,
