@@ -28,6 +28,11 @@ fn run_true(m: &ProcessManager) -> JobId {
     r.id
 }
 
+/// The job's record can be read (`job_data` answers for it).
+fn known(m: &ProcessManager, id: JobId) -> bool {
+    m.job_data(id).is_some()
+}
+
 /// The thread named `name` is asleep (blocked in a wait), per /proc/self/task/*/stat.
 fn thread_asleep(name: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -59,7 +64,7 @@ fn records_beyond_the_newest_n_are_evicted_oldest_first_and_read_as_unknown() {
     let m = manager(keep(3));
     let ids: Vec<JobId> = (0..6).map(|_| run_true(&m)).collect();
     for &old in &ids[..3] {
-        assert!(m.job_data(old).is_none(), "{old} still kept");
+        assert!(!known(&m, old), "{old} still kept");
         assert!(m.wait(old).is_err());
         assert!(m.wait_timeout(old, Duration::from_secs(1)).is_err());
         assert!(m.kill_process(old).is_none());
@@ -82,7 +87,7 @@ fn records_beyond_the_newest_n_are_evicted_oldest_first_and_read_as_unknown() {
     let snap = m.snapshot();
     assert_eq!(snap.evicted(JobStatus::Failed), 1);
     assert_eq!(snap.total(JobStatus::Finished), 9);
-    assert!(m.job_data(failed.id).is_none());
+    assert!(!known(&m, failed.id));
 }
 
 #[test]
@@ -108,7 +113,7 @@ fn a_record_is_kept_until_its_handler_returned_and_a_wait_in_progress_gets_it() 
         eventually(Duration::from_secs(30), || thread_asleep("ret-waiter")),
         "the waiter never blocked"
     );
-    assert!(m.job_data(id).is_some());
+    assert!(known(&m, id));
     // The handler returns: the record is evicted at once (max 0), but the waiter gets it.
     release_tx.send(()).unwrap();
     let got = waiter
@@ -116,7 +121,7 @@ fn a_record_is_kept_until_its_handler_returned_and_a_wait_in_progress_gets_it() 
         .unwrap()
         .expect("the waiter gets the evicted record");
     assert_eq!((got.id, got.status), (id, JobStatus::Finished));
-    assert!(m.job_data(id).is_none());
+    assert!(!known(&m, id));
     assert!(m.wait(id).is_err());
 }
 
@@ -126,7 +131,7 @@ fn run_returns_its_record_even_when_it_is_evicted_at_once() {
     for _ in 0..20 {
         let ok = m.run(JobSpec::new("true")).expect("run gets its record");
         assert_eq!(ok.status, JobStatus::Finished);
-        assert!(m.job_data(ok.id).is_none());
+        assert!(!known(&m, ok.id));
         let bad = m.run(JobSpec::new("false")).expect("run gets its record");
         assert_eq!((bad.status, bad.exit_code), (JobStatus::Failed, Some(1)));
     }
@@ -139,7 +144,7 @@ fn after_an_evicted_job_still_knows_whether_it_succeeded() {
     let m = manager(keep(0));
     let good = run_true(&m);
     let bad = m.run(JobSpec::new("false")).unwrap().id;
-    assert!(m.job_data(good).is_none() && m.job_data(bad).is_none());
+    assert!(!known(&m, good) && !known(&m, bad));
     let r = m.run(JobSpec::new("true").after(good)).unwrap();
     assert_eq!(r.status, JobStatus::Finished);
     let r = m.run(JobSpec::new("true").after(bad)).unwrap();
@@ -186,7 +191,7 @@ fn jobs_waiting_on_a_job_are_settled_before_it_can_be_evicted() {
     let never = never.join().unwrap().unwrap();
     assert_eq!(never.status, JobStatus::DependencyFailed);
     assert!(never.error.unwrap().contains("ended as failed"));
-    assert!(m.job_data(first).is_none() && m.job_data(failing).is_none());
+    assert!(!known(&m, first) && !known(&m, failing));
 }
 
 #[test]
@@ -195,13 +200,13 @@ fn records_older_than_max_age_are_evicted_on_the_next_handler_return_or_submissi
     let m = manager(Retention::keep_all().max_age(Some(age)));
     let old = run_true(&m);
     let since = Instant::now();
-    assert!(m.job_data(old).is_some());
+    assert!(known(&m, old));
     let mut young = None;
     assert!(
         eventually(Duration::from_secs(60), || {
             // A submission is one of the occasions eviction happens on.
             young = Some(run_true(&m));
-            m.job_data(old).is_none()
+            !known(&m, old)
         }),
         "a record older than {age:?} was never evicted"
     );
@@ -210,16 +215,13 @@ fn records_older_than_max_age_are_evicted_on_the_next_handler_return_or_submissi
         gone_after >= age - Duration::from_millis(100),
         "{gone_after:?}"
     );
-    assert!(
-        m.job_data(young.unwrap()).is_some(),
-        "a young record went too"
-    );
+    assert!(known(&m, young.unwrap()), "a young record went too");
     assert!(m.snapshot().evicted(JobStatus::Finished) >= 1);
     // Duration::MAX never expires and never overflows.
     m.set_retention(Retention::keep_all().max_age(Some(Duration::MAX)));
     let kept = run_true(&m);
     run_true(&m);
-    assert!(m.job_data(kept).is_some());
+    assert!(known(&m, kept));
 }
 
 #[test]
@@ -230,23 +232,20 @@ fn a_deleted_record_leaves_its_place_to_another() {
     let c = run_true(&m);
     assert!(m.delete_job(b));
     let d = run_true(&m);
-    assert!(
-        m.job_data(a).is_some(),
-        "a was evicted although only a, c, d are kept"
-    );
-    assert!(m.job_data(c).is_some() && m.job_data(d).is_some());
+    assert!(known(&m, a), "a was evicted although only a, c, d are kept");
+    assert!(known(&m, c) && known(&m, d));
     // A host that deletes each job after reading it: the survivors stay (the eviction queue
     // holds the deleted ids until they are dropped in bulk).
     for _ in 0..300 {
         let id = run_true(&m);
-        assert!(m.job_data(a).is_none(), "{a} kept beyond the newest 3");
+        assert!(!known(&m, a), "{a} kept beyond the newest 3");
         assert!(m.delete_job(id));
-        assert!(m.job_data(c).is_some() && m.job_data(d).is_some());
+        assert!(known(&m, c) && known(&m, d));
     }
     let e = run_true(&m);
     let f = run_true(&m);
-    assert!(m.job_data(c).is_none());
-    assert!([d, e, f].iter().all(|&id| m.job_data(id).is_some()));
+    assert!(!known(&m, c));
+    assert!([d, e, f].iter().all(|&id| known(&m, id)));
     assert_eq!(m.snapshot().evicted(JobStatus::Finished), 2);
 }
 
@@ -254,23 +253,21 @@ fn a_deleted_record_leaves_its_place_to_another() {
 fn set_retention_evicts_at_once_what_the_new_policy_does_not_keep() {
     let m = manager(Retention::keep_all());
     let ids: Vec<JobId> = (0..5).map(|_| run_true(&m)).collect();
-    assert!(ids.iter().all(|&id| m.job_data(id).is_some()));
+    assert!(ids.iter().all(|&id| known(&m, id)));
     m.set_retention(keep(2));
     assert_eq!(m.retention(), keep(2));
-    assert!(ids[..3].iter().all(|&id| m.job_data(id).is_none()));
-    assert!(ids[3..].iter().all(|&id| m.job_data(id).is_some()));
+    assert!(ids[..3].iter().all(|&id| !known(&m, id)));
+    assert!(ids[3..].iter().all(|&id| known(&m, id)));
     // A live job is never evicted, whatever the policy.
     let live = m
         .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
         .unwrap();
     m.set_retention(keep(0));
-    assert!(m.job_data(live).is_some());
-    assert!(ids.iter().all(|&id| m.job_data(id).is_none()));
+    assert!(known(&m, live));
+    assert!(ids.iter().all(|&id| !known(&m, id)));
     assert!(m.kill_process(live).is_some());
     // Once its handler has run (none here) it goes, unread.
-    assert!(eventually(Duration::from_secs(60), || m
-        .job_data(live)
-        .is_none()));
+    assert!(eventually(Duration::from_secs(60), || !known(&m, live)));
     let snap = m.snapshot();
     assert_eq!(
         snap.evicted(JobStatus::Killed) + snap.evicted(JobStatus::Cancelled),
@@ -293,9 +290,7 @@ fn a_hold_keeps_a_record_readable_through_it_after_it_left_the_manager() {
     };
     assert_eq!((record.id, record.status), (id, JobStatus::Finished));
     // Evicted from the manager (max 0), readable through the hold.
-    assert!(eventually(Duration::from_secs(60), || m
-        .job_data(id)
-        .is_none()));
+    assert!(eventually(Duration::from_secs(60), || !known(&m, id)));
     assert_eq!(held.record().unwrap().status, JobStatus::Finished);
     assert_eq!(held.wait().unwrap().id, id);
     drop(held);
