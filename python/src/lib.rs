@@ -634,7 +634,7 @@ impl Manager {
         // Held from the submission on: the record cannot be forgotten before it is read.
         let hold = self.pm.start_held(core).map_err(start_error)?;
         wait_hold(py, &hold, None).inspect_err(|_| {
-            self.pm.kill_process(hold.id());
+            let _ = self.pm.kill_process(hold.id());
         })
     }
 
