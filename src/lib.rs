@@ -89,6 +89,7 @@ mod output;
 pub mod plugin;
 mod pool;
 mod record;
+mod retain;
 mod sched;
 pub mod signal;
 mod spec;
@@ -116,7 +117,7 @@ mod sys;
 
 pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 pub use events::{Event, Snapshot};
-pub use manager::{Builder, ObserveMode, ProcessManager, ShutdownMode, WaitMode};
+pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
     PluginWaitError, ProgramTask, Task,
@@ -124,5 +125,6 @@ pub use plugin::{
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };
+pub use retain::Retention;
 pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};

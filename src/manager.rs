@@ -19,6 +19,7 @@ use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
+use crate::retain::Retention;
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
 use crate::spec::{same_path, EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
@@ -271,6 +272,7 @@ pub struct Builder {
     observe_mode: ObserveMode,
     drain_bound: Duration,
     close_inherited_fds: bool,
+    retention: Retention,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -288,6 +290,7 @@ impl std::fmt::Debug for Builder {
             .field("observe_mode", &self.observe_mode)
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +307,7 @@ impl Default for Builder {
             observe_mode: ObserveMode::default(),
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
+            retention: Retention::default(),
             backend: None,
             slurm: None,
         }
@@ -377,6 +381,19 @@ impl Builder {
         self
     }
 
+    /// Which finished records the manager keeps (default [`Retention::default`]: the newest
+    /// 10,000 whose handler has returned, no age limit; [`Retention::keep_all`] keeps every
+    /// record until [`delete_job`](ProcessManager::delete_job)). An evicted job's id then reads
+    /// as unknown everywhere ([`job_data`](ProcessManager::job_data),
+    /// [`wait`](ProcessManager::wait), [`kill_process`](ProcessManager::kill_process),
+    /// [`delete_job`](ProcessManager::delete_job)), except that a wait already in progress
+    /// still gets the record and [`JobSpec::after`] still sees whether it succeeded. Never
+    /// fails; can be changed later with [`set_retention`](ProcessManager::set_retention).
+    pub fn retention(mut self, retention: Retention) -> Builder {
+        self.retention = retention;
+        self
+    }
+
     /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
     /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
     /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
@@ -421,16 +438,18 @@ impl Builder {
         }
         let (work_tx, work_rx) = unbounded();
         let (done_tx, done_rx) = unbounded();
+        let mut state = State::new(
+            self.limit,
+            cpu_capacity,
+            memory_capacity,
+            work_tx.clone(),
+            done_tx.clone(),
+            self.grace,
+            self.kill_leftovers,
+        );
+        state.retain = crate::retain::Retainer::new(self.retention);
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(
-                self.limit,
-                cpu_capacity,
-                memory_capacity,
-                work_tx.clone(),
-                done_tx.clone(),
-                self.grace,
-                self.kill_leftovers,
-            )),
+            state: Mutex::new(state),
             changed: Condvar::new(),
             idle: Condvar::new(),
             timer_cv: Condvar::new(),
@@ -555,9 +574,45 @@ impl ProcessManager {
     /// # Errors
     /// As [`start_process`](Self::start_process).
     pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
-        let id = self.start_process(spec)?;
+        // The record is held from the submission on: it cannot be evicted before it is read.
+        let hold = self.start_held(spec)?;
         // The job cannot be unknown unless someone deleted it meanwhile.
-        self.wait(id).map_err(|_| StartError::ShutDown)
+        hold.wait().map_err(|_| StartError::ShutDown)
+    }
+
+    /// [`start_process`](Self::start_process), holding the job's record from the submission on:
+    /// it stays readable through the returned [`RecordHold`] whatever the retention policy (see
+    /// [`Retention`]), so a wait on it cannot find the job unknown unless it is deleted. Never
+    /// blocks on the job.
+    ///
+    /// # Errors
+    /// As [`start_process`](Self::start_process).
+    pub fn start_held(&self, spec: JobSpec) -> Result<RecordHold, StartError> {
+        validate(&spec)?;
+        let id = self.inner.update(|s| {
+            let id = s.submit(spec)?;
+            s.retain.add_waiter(id);
+            Ok::<_, StartError>(id)
+        })?;
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
+    }
+
+    /// Holds a known job's record: it stays readable through the returned [`RecordHold`]
+    /// whatever the retention policy (see [`Retention`]). Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] when the id was never given out, or the job was deleted or evicted.
+    pub fn hold(&self, id: JobId) -> Result<RecordHold, UnknownJob> {
+        let mut s = self.inner.lock();
+        s.get(id).ok_or(UnknownJob(id))?;
+        s.retain.add_waiter(id);
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
@@ -566,7 +621,9 @@ impl ProcessManager {
     /// handler never deadlocks.
     ///
     /// # Errors
-    /// [`UnknownJob`] when the id was never given out or the job was deleted.
+    /// [`UnknownJob`] when the id was never given out, or the job was deleted or its record
+    /// evicted (see [`Retention`]) before this call. A record evicted while this call waits is
+    /// still returned.
     pub fn wait(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
         match self.wait_until(id, None) {
             Ok(r) => Ok(r),
@@ -577,7 +634,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
     pub fn wait_timeout(
         &self,
         id: JobId,
@@ -589,7 +646,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
     pub fn wait_deadline(
         &self,
         id: JobId,
@@ -603,21 +660,13 @@ impl ProcessManager {
         id: JobId,
         deadline: Option<Instant>,
     ) -> Result<JobRecord, WaitTimeoutError> {
-        let in_handler = self.inner.on_dispatcher();
-        let mut result = Err(WaitTimeoutError::Timeout);
-        let inner = &self.inner;
-        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
-            None => {
-                result = Err(WaitTimeoutError::UnknownJob(id));
-                true
-            }
-            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
-                result = Ok(e.record());
-                true
-            }
-            Some(_) => false,
-        });
-        result
+        // Held while waiting: a record evicted meanwhile is handed over.
+        self.inner.lock().retain.add_waiter(id);
+        let hold = RecordHold {
+            inner: self.inner.clone(),
+            id,
+        };
+        hold.wait_until(deadline)
     }
 
     /// Blocks until no job is pending or running and every handler has returned (inside a
@@ -629,7 +678,8 @@ impl ProcessManager {
         });
     }
 
-    /// A snapshot of the job's record; `None` for an unknown or deleted id. Never blocks.
+    /// A snapshot of the job's record; `None` for an unknown or deleted id, or one whose record
+    /// was evicted (see [`Retention`]). Never blocks.
     pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
         self.inner.lock().get(id).map(|e| e.record())
     }
@@ -659,7 +709,7 @@ impl ProcessManager {
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
     /// gets SIGTERM, then SIGKILL after the grace period (this call does not wait for that);
-    /// a finished job is left alone. `None` for an unknown id.
+    /// a finished job is left alone. `None` for an unknown id (deleted or evicted included).
     pub fn kill_process(&self, id: JobId) -> Option<KillOutcome> {
         self.inner.update(|s| {
             s.get(id)?;
@@ -669,7 +719,7 @@ impl ProcessManager {
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
     /// first (as by [`kill_process`](Self::kill_process)) and its handler still runs exactly
-    /// once. Returns false for an unknown id. Never blocks.
+    /// once. Returns false for an unknown id (deleted or evicted included). Never blocks.
     pub fn delete_job(&self, id: JobId) -> bool {
         self.inner.update(|s| {
             if s.get(id).is_none() {
@@ -678,7 +728,7 @@ impl ProcessManager {
             s.kill(id, KillReason::User);
             let e = s.jobs.get_mut(&id).expect("checked above");
             if matches!(e.phase, Phase::Final) && e.handler_done {
-                s.jobs.remove(&id);
+                s.remove_evictable(id);
             } else {
                 e.deleted = true;
             }
@@ -750,7 +800,21 @@ impl ProcessManager {
         rx
     }
 
-    /// Counts by status and the running jobs with their elapsed time. Never blocks.
+    /// Which finished records the manager keeps (see [`Builder::retention`]).
+    pub fn retention(&self) -> Retention {
+        self.inner.lock().retain.policy()
+    }
+
+    /// Changes which finished records the manager keeps; records the new policy does not keep
+    /// are evicted at once (under the lock: O(number evicted)). Never blocks, never fails.
+    pub fn set_retention(&self, retention: Retention) {
+        let mut s = self.inner.lock();
+        let s = &mut *s;
+        s.retain.set_policy(retention, &mut s.jobs);
+    }
+
+    /// Counts by status (known jobs in `counts`, evicted ones in `evicted`) and the running
+    /// jobs with their elapsed time. Never blocks.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.inner.lock();
         let mut counts: Vec<(JobStatus, usize)> = Vec::new();
@@ -762,6 +826,7 @@ impl ProcessManager {
         }
         Snapshot {
             counts,
+            evicted: s.retain.evicted_counts(),
             running: s.running_since(),
             paused: s.paused,
             limit: s.limit,
@@ -836,6 +901,87 @@ impl ProcessManager {
                 inner.threads.lock().dispatcher = Some(t);
             }
         }
+    }
+}
+
+/// Keeps one job's record readable through this handle while it lives, whatever the retention
+/// policy (see [`Retention`]), from [`ProcessManager::hold`] or [`ProcessManager::start_held`].
+/// The job may still be evicted from the manager meanwhile (other callers then find its id
+/// unknown), but its final record is handed to the hold first: waits through it never find the
+/// job unknown unless it was deleted. Dropping it releases that copy. It refers to the
+/// manager's shared state, not the manager: it does not keep an owned manager from shutting
+/// down.
+pub struct RecordHold {
+    inner: Arc<Inner>,
+    id: JobId,
+}
+
+impl RecordHold {
+    /// The job held.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] if the job was deleted.
+    pub fn record(&self) -> Result<JobRecord, UnknownJob> {
+        let s = self.inner.lock();
+        match s.get(self.id) {
+            Some(e) => Ok(e.record()),
+            None => s.retain.handed(self.id).cloned().ok_or(UnknownJob(self.id)),
+        }
+    }
+
+    /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
+    ///
+    /// # Errors
+    /// [`UnknownJob`] if the job was deleted.
+    pub fn wait(&self) -> Result<JobRecord, UnknownJob> {
+        self.wait_until(None).map_err(|_| UnknownJob(self.id))
+    }
+
+    /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
+    ///
+    /// # Errors
+    /// [`WaitTimeoutError::Timeout`], or [`WaitTimeoutError::UnknownJob`] if the job was deleted.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
+        // A deadline that does not fit in an `Instant` means no deadline.
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
+        let (id, inner) = (self.id, &self.inner);
+        let in_handler = inner.on_dispatcher();
+        let mut result = Err(WaitTimeoutError::Timeout);
+        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
+            None => {
+                result = match s.retain.handed(id) {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(WaitTimeoutError::UnknownJob(id)),
+                };
+                true
+            }
+            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
+                result = Ok(e.record());
+                true
+            }
+            Some(_) => false,
+        });
+        result
+    }
+}
+
+impl Drop for RecordHold {
+    fn drop(&mut self) {
+        self.inner.lock().retain.remove_waiter(self.id);
+    }
+}
+
+impl std::fmt::Debug for RecordHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordHold").field("id", &self.id).finish()
     }
 }
 

@@ -31,6 +31,7 @@ use crossbeam_channel::Sender;
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
+use crate::retain::{Retainer, Retention};
 use crate::spec::{EnvEdit, Handler, Input, JobSpec, Observer, Retry};
 use crate::sys::Exit;
 
@@ -245,6 +246,8 @@ pub(crate) struct State {
     pub(crate) timers: BinaryHeap<Reverse<(Instant, JobId)>>,
     default_grace: Duration,
     default_kill_leftovers: bool,
+    /// Which finished records are kept (`retain.rs`).
+    pub(crate) retain: Retainer,
 }
 
 impl State {
@@ -279,6 +282,7 @@ impl State {
             timers: BinaryHeap::new(),
             default_grace,
             default_kill_leftovers,
+            retain: Retainer::new(Retention::default()),
         }
     }
 
@@ -301,14 +305,23 @@ impl State {
                 ),
             });
         }
+        // Records past their age go now (lazily: no thread of its own); cheap otherwise.
+        self.retain.evict(&mut self.jobs);
         let mut waiting_on = 0;
         let mut failed_dep = None;
         for &dep in &spec.after {
             match self.get(dep) {
-                None => return Err(StartError::UnknownDependency(dep)),
+                // An evicted job still answers whether it succeeded (`retain.rs`).
+                None => match self.retain.outcome(dep) {
+                    None => return Err(StartError::UnknownDependency(dep)),
+                    Some(true) => {}
+                    Some(false) => {
+                        failed_dep.get_or_insert((dep, None));
+                    }
+                },
                 Some(e) if e.record.status.is_success() => {}
                 Some(e) if e.record.status.is_final() => {
-                    failed_dep.get_or_insert((dep, e.record.status));
+                    failed_dep.get_or_insert((dep, Some(e.record.status)));
                 }
                 Some(_) => waiting_on += 1,
             }
@@ -396,7 +409,13 @@ impl State {
         if let Some((dep, status)) = failed_dep {
             self.finalize(id, |r| {
                 r.status = JobStatus::DependencyFailed;
-                r.error = Some(format!("job {dep}, which it runs after, ended as {status}"));
+                r.error = Some(match status {
+                    Some(status) => format!("job {dep}, which it runs after, ended as {status}"),
+                    None => format!(
+                        "job {dep}, which it runs after, did not finish successfully \
+                         (its record was evicted, see Retention)"
+                    ),
+                });
             });
         } else if waiting_on == 0 {
             self.make_ready(id);
@@ -709,7 +728,16 @@ impl State {
             e.record.handler_error = panic;
             if e.deleted {
                 self.jobs.remove(&id);
+            } else {
+                self.retain.evictable(id, &mut self.jobs);
             }
+        }
+    }
+
+    /// `delete_job` of a job that is final and whose handler returned: removes its record.
+    pub(crate) fn remove_evictable(&mut self, id: JobId) {
+        if self.jobs.remove(&id).is_some() {
+            self.retain.deleted(&self.jobs);
         }
     }
 

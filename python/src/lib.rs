@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
-    StartError as CoreStartError, Stream, WaitTimeoutError,
+    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, RecordHold,
+    Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
 };
 use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -472,13 +472,35 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
     Ok(spec)
 }
 
+/// The core's retention policy from Python's `max_records` and `max_age` (seconds or timedelta).
+fn retention(
+    py: Python<'_>,
+    max_records: Option<usize>,
+    max_age: Option<Py<PyAny>>,
+) -> PyResult<Retention> {
+    let age = match max_age {
+        None => None,
+        Some(a) => seconds(&a, py, "max_age")?,
+    };
+    Ok(Retention::keep_all().max_records(max_records).max_age(age))
+}
+
 /// Waits for a job (and its handler) with the GIL released, in slices, checking signals.
+/// The record is held across the slices, so eviction between two of them cannot lose it.
 fn wait_for(
     py: Python<'_>,
     pm: &ProcessManager,
     id: u64,
     timeout: Option<f64>,
 ) -> PyResult<Record> {
+    let hold = pm
+        .hold(JobId(id))
+        .map_err(|_| PyKeyError::new_err(format!("unknown job {id}")))?;
+    wait_hold(py, &hold, timeout)
+}
+
+fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResult<Record> {
+    let id = hold.id().0;
     let deadline = match timeout {
         None => None,
         Some(t) => Some(
@@ -492,7 +514,7 @@ fn wait_for(
             Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
             None => SLICE,
         };
-        match py.detach(|| pm.wait_timeout(JobId(id), slice)) {
+        match py.detach(|| hold.wait_timeout(slice)) {
             Ok(r) => return Ok(Record::from(&r)),
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
@@ -512,9 +534,17 @@ fn wait_for(
 
 /// Runs jobs: a pool of worker threads, one dispatcher thread for handlers.
 ///
-/// `Manager(limit=10, grace=2.0, kill_leftovers=True)` creates a manager of its own, shut down
-/// (jobs cancelled and killed) by `shutdown()`, by leaving a `with` block, or when it is garbage
-/// collected. `global_manager()` gives the process-wide one (CCP4i2's singleton uses it).
+/// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None)` creates
+/// a manager of its own, shut down (jobs cancelled and killed) by `shutdown()`, by leaving a
+/// `with` block, or when it is garbage collected. `global_manager()` gives the process-wide one
+/// (CCP4i2's singleton uses it).
+///
+/// Retention: finished jobs whose handler has returned are forgotten beyond the newest
+/// `max_records` (None: no count limit) and once their handler returned `max_age` seconds ago
+/// or more (None: no age limit); `max_records=None, max_age=None` keeps every record until
+/// `delete`. A forgotten ("evicted") id reads as unknown (`job` gives None, `wait` raises
+/// KeyError), except to a wait already in progress, and `after=[id]` still knows whether it
+/// succeeded. See `set_retention` and `evicted`.
 #[pyclass(frozen, module = "procman._procman")]
 pub struct Manager {
     pm: ProcessManager,
@@ -537,17 +567,55 @@ impl Drop for Manager {
 #[pymethods]
 impl Manager {
     #[new]
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true))]
-    fn new(limit: usize, grace: f64, kill_leftovers: bool) -> PyResult<Manager> {
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    fn new(
+        py: Python<'_>,
+        limit: usize,
+        grace: f64,
+        kill_leftovers: bool,
+        max_records: Option<usize>,
+        max_age: Option<Py<PyAny>>,
+    ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
         let pm = ProcessManager::builder()
             .limit(limit)
             .grace(grace)
             .kill_leftovers(kill_leftovers)
+            .retention(retention(py, max_records, max_age)?)
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Manager { pm, owned: true })
+    }
+
+    /// Changes which finished records are kept (see the class documentation); records the new
+    /// policy does not keep are forgotten at once. `max_records=None, max_age=None` keeps all.
+    #[pyo3(signature = (max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    fn set_retention(
+        &self,
+        py: Python<'_>,
+        max_records: Option<usize>,
+        max_age: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        self.pm.set_retention(retention(py, max_records, max_age)?);
+        Ok(())
+    }
+
+    /// The retention policy: `(max_records, max_age)`, None for no limit (max_age in seconds).
+    #[getter]
+    fn retention(&self) -> (Option<usize>, Option<f64>) {
+        let r = self.pm.retention();
+        (r.records_limit(), r.age_limit().map(|d| d.as_secs_f64()))
+    }
+
+    /// How many forgotten (evicted) jobs ended with each status: `{'finished': 9000, ...}`.
+    fn evicted(&self) -> std::collections::HashMap<&'static str, usize> {
+        self.pm
+            .snapshot()
+            .evicted
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect()
     }
 
     /// Submits a job; returns its id (from 1000 up) at once.
@@ -562,14 +630,16 @@ impl Manager {
     /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
     /// interrupts the wait and kills the job).
     fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
-        let id = self.start(py, spec)?;
-        wait_for(py, &self.pm, id, None).inspect_err(|_| {
-            self.pm.kill_process(JobId(id));
+        let core = build_spec(py, &spec)?;
+        // Held from the submission on: the record cannot be forgotten before it is read.
+        let hold = self.pm.start_held(core).map_err(start_error)?;
+        wait_hold(py, &hold, None).inspect_err(|_| {
+            let _ = self.pm.kill_process(hold.id());
         })
     }
 
     /// Waits until the job has ended and its handler returned, and gives its final record.
-    /// KeyError for an unknown or deleted job; TimeoutError if `timeout` (seconds) passes first
+    /// KeyError for an unknown, deleted or forgotten job; TimeoutError if `timeout` (seconds) passes first
     /// (the job goes on). Inside a handler it returns as soon as the record is final.
     #[pyo3(signature = (id, timeout=None))]
     fn wait(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<Record> {
@@ -598,7 +668,7 @@ impl Manager {
         Ok(())
     }
 
-    /// A snapshot of the job's record; None for an unknown or deleted id.
+    /// A snapshot of the job's record; None for an unknown, deleted or forgotten (evicted) id.
     fn job(&self, id: u64) -> Option<Record> {
         self.pm.job_data(JobId(id)).as_ref().map(Record::from)
     }
