@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::Backend;
+use crate::deadline;
 use crate::dispatch::dispatcher_loop;
 use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
@@ -582,7 +583,7 @@ impl ProcessManager {
         id: JobId,
         timeout: Duration,
     ) -> Result<JobRecord, WaitTimeoutError> {
-        self.wait_until(id, Some(Instant::now() + timeout))
+        self.wait_until(id, deadline::from_now(timeout))
     }
 
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
@@ -800,7 +801,7 @@ impl ProcessManager {
                 s.paused = false;
                 s.pump();
             });
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = timeout.and_then(deadline::from_now);
             if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }

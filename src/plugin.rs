@@ -72,6 +72,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::deadline;
 use crate::dispatch::panic_message;
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::signal::{ConnectionId, Signal};
@@ -546,7 +547,7 @@ impl<T: Task> Plugin<T> {
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<FinishStatus, PluginWaitError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<FinishStatus, PluginWaitError> {
@@ -987,12 +988,17 @@ impl Pipeline {
         let Some(me) = self.me.upgrade() else {
             return Ok(());
         };
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock: the watchdog only waits for the end.
+        let deadline = deadline::from_now(timeout);
         thread::Builder::new()
             .name("procman-pipeline-timeout".into())
             .spawn(move || {
                 let mut s = me.state.lock();
                 while !s.done && s.verdict.is_none() {
+                    let Some(deadline) = deadline else {
+                        me.done.wait(&mut s);
+                        continue;
+                    };
                     if me.done.wait_until(&mut s, deadline).timed_out() {
                         let ended = s.done || s.verdict.is_some();
                         drop(s);
@@ -1050,7 +1056,7 @@ impl Pipeline {
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<FinishStatus, PluginWaitError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<FinishStatus, PluginWaitError> {
