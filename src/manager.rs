@@ -331,7 +331,8 @@ impl Builder {
         self
     }
 
-    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s).
+    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s). As
+    /// [`JobSpec::grace`](crate::JobSpec::grace): one too long for the clock never sends SIGKILL.
     pub fn grace(mut self, grace: Duration) -> Builder {
         self.grace = grace;
         self
@@ -359,7 +360,8 @@ impl Builder {
 
     /// How long a job's completion waits for its observed output to reach EOF after the program
     /// was reaped (default 200 ms). Only matters when a process outside the job's process group
-    /// (for example one that called `setsid`) still holds the output pipes.
+    /// (for example one that called `setsid`) still holds the output pipes. A bound too long for
+    /// the clock (`Duration::MAX`) is no bound.
     pub fn output_drain_bound(mut self, bound: Duration) -> Builder {
         self.drain_bound = bound;
         self
@@ -574,7 +576,8 @@ impl ProcessManager {
         }
     }
 
-    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out.
+    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out. A limit
+    /// too long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
@@ -775,7 +778,8 @@ impl ProcessManager {
     /// have exited (a handler that never returns blocks this). Called from a handler, it does
     /// not wait for handlers still queued behind it; calling it again (or dropping the owner)
     /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
-    /// again does nothing more.
+    /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
+    /// the same as `None`.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {

@@ -542,7 +542,8 @@ impl<T: Task> Plugin<T> {
         self.wait_until(None)
     }
 
-    /// [`wait`](Self::wait) with a time limit; the run goes on if it passes.
+    /// [`wait`](Self::wait) with a time limit; the run goes on if it passes. A limit too long
+    /// for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].
@@ -980,7 +981,8 @@ impl Pipeline {
 
     /// Ends the pipeline as `FAILED` ("timed out after ...") if it has no status `timeout` from
     /// now, killing its running children. Runs a watchdog thread that exits as soon as the
-    /// pipeline has finished (and holds the pipeline until then).
+    /// pipeline has finished (and holds the pipeline until then). A timeout too long for the
+    /// clock (`Duration::MAX`) never fires.
     ///
     /// # Errors
     /// The OS refused the thread; no timeout is set.
@@ -1051,7 +1053,8 @@ impl Pipeline {
         self.wait_until(None)
     }
 
-    /// [`wait`](Self::wait) with a time limit; the pipeline goes on if it passes.
+    /// [`wait`](Self::wait) with a time limit; the pipeline goes on if it passes. A limit too
+    /// long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].

@@ -129,7 +129,7 @@ impl SlurmOptions {
 
     /// How long a worker waits for Slurm to report the end of a job it cancelled before it
     /// gives up and ends the attempt with an error (default 60 s; the job may then linger in
-    /// Slurm).
+    /// Slurm). A time too long for the clock (`Duration::MAX`) never gives up.
     pub fn cancel_confirm_timeout(mut self, timeout: Duration) -> SlurmOptions {
         self.confirm = timeout;
         self
