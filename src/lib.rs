@@ -77,8 +77,12 @@
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// `Instant - Duration` panics like `Instant + Duration`; additions are kept out by
+// tests/no_raw_deadlines.rs (clippy cannot see the `+` operator), subtractions by this lint.
+#![deny(clippy::unchecked_time_subtraction)]
 
 mod backend;
+mod deadline;
 mod dispatch;
 mod error;
 mod events;

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::Backend;
+use crate::deadline;
 use crate::dispatch::dispatcher_loop;
 use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
@@ -334,7 +335,8 @@ impl Builder {
         self
     }
 
-    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s).
+    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s). As
+    /// [`JobSpec::grace`](crate::JobSpec::grace): one too long for the clock never sends SIGKILL.
     pub fn grace(mut self, grace: Duration) -> Builder {
         self.grace = grace;
         self
@@ -362,7 +364,8 @@ impl Builder {
 
     /// How long a job's completion waits for its observed output to reach EOF after the program
     /// was reaped (default 200 ms). Only matters when a process outside the job's process group
-    /// (for example one that called `setsid`) still holds the output pipes.
+    /// (for example one that called `setsid`) still holds the output pipes. A bound too long for
+    /// the clock (`Duration::MAX`) is no bound.
     pub fn output_drain_bound(mut self, bound: Duration) -> Builder {
         self.drain_bound = bound;
         self
@@ -631,7 +634,8 @@ impl ProcessManager {
         }
     }
 
-    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out.
+    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out. A limit
+    /// too long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
@@ -640,7 +644,7 @@ impl ProcessManager {
         id: JobId,
         timeout: Duration,
     ) -> Result<JobRecord, WaitTimeoutError> {
-        self.wait_until(id, Some(Instant::now() + timeout))
+        self.wait_until(id, deadline::from_now(timeout))
     }
 
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
@@ -840,7 +844,8 @@ impl ProcessManager {
     /// have exited (a handler that never returns blocks this). Called from a handler, it does
     /// not wait for handlers still queued behind it; calling it again (or dropping the owner)
     /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
-    /// again does nothing more.
+    /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
+    /// the same as `None`.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
         if inner.stopped.load(Ordering::SeqCst) {
@@ -866,7 +871,7 @@ impl ProcessManager {
                 s.paused = false;
                 s.pump();
             });
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = timeout.and_then(deadline::from_now);
             if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }
@@ -947,8 +952,7 @@ impl RecordHold {
     /// # Errors
     /// [`WaitTimeoutError::Timeout`], or [`WaitTimeoutError::UnknownJob`] if the job was deleted.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
-        // A deadline that does not fit in an `Instant` means no deadline.
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {

@@ -20,10 +20,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver};
 
+use crate::deadline;
 use crate::record::JobId;
 use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;
@@ -486,11 +487,16 @@ impl Readers {
         }
         // The bound starts after the follower's catch-up: a slow observer of the files is not a
         // process holding a pipe.
-        let deadline = Instant::now() + bound;
+        // A bound too long for the clock: no bound.
+        let deadline = deadline::from_now(bound);
         let mut left = self.threads.len();
         let mut cut = false;
         while left > 0 {
-            match self.done.recv_deadline(deadline) {
+            let next = match deadline {
+                Some(d) => self.done.recv_deadline(d).map_err(drop),
+                None => self.done.recv().map_err(drop),
+            };
+            match next {
                 Ok(r) => {
                     left -= 1;
                     error = error.or(r.err());

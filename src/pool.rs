@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, WorkerWaker};
+use crate::deadline;
 use crate::manager::{Inner, ObserveMode, WaitMode};
 use crate::output::{open_streams, FileId, Readers};
 use crate::record::ResourceUsage;
@@ -340,7 +341,7 @@ struct Termination {
 impl Termination {
     fn new(core: &JobCore, spawned: Instant) -> Termination {
         Termination {
-            deadline: core.timeout.map(|t| spawned + t),
+            deadline: core.timeout.and_then(|t| deadline::after(spawned, t)),
             grace: core.grace,
             timed_out: false,
             term_sent: None,
@@ -371,16 +372,18 @@ impl Termination {
             }
         }
         if let (Some(t), false) = (self.term_sent, self.kill_sent) {
-            let at = t + self.grace;
-            if now >= at {
-                log::info!(
-                    "job {}: still alive after the grace period; SIGKILL",
-                    core.id
-                );
-                self.send(pgid, libc::SIGKILL, core);
-                self.kill_sent = true;
-            } else {
-                return Some(at - now);
+            // A grace too long for the clock: SIGKILL is never due.
+            if let Some(at) = deadline::after(t, self.grace) {
+                if now >= at {
+                    log::info!(
+                        "job {}: still alive after the grace period; SIGKILL",
+                        core.id
+                    );
+                    self.send(pgid, libc::SIGKILL, core);
+                    self.kill_sent = true;
+                } else {
+                    return Some(at.saturating_duration_since(now));
+                }
             }
         }
         match (self.term_sent, self.deadline) {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
+use crate::deadline;
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
@@ -589,10 +590,14 @@ impl State {
                 self.make_ready(id);
                 return None;
             }
-            let at = Instant::now() + retry.backoff;
-            self.timers.push(Reverse((at, id)));
+            // A backoff too long for the clock: the retry is never due, and the job waits
+            // until it is killed or a cancelling shutdown ends it.
+            let at = deadline::from_now(retry.backoff);
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, id)));
+            }
             self.pump();
-            return Some(at);
+            return at;
         }
         self.finalize(id, |r| r.status = status);
         self.pump();

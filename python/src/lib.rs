@@ -501,17 +501,15 @@ fn wait_for(
 
 fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResult<Record> {
     let id = hold.id().0;
-    let deadline = match timeout {
-        None => None,
-        Some(t) => Some(
-            Instant::now()
-                + Duration::try_from_secs_f64(t.max(0.0))
-                    .map_err(|_| PyValueError::new_err("bad timeout"))?,
-        ),
-    };
+    let limit = timeout
+        .map(|t| Duration::try_from_secs_f64(t.max(0.0)))
+        .transpose()
+        .map_err(|_| PyValueError::new_err("bad timeout"))?;
+    // Time left measured from the start, never `Instant + Duration`: any limit is accepted.
+    let start = Instant::now();
     loop {
-        let slice = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+        let slice = match limit {
+            Some(l) => l.saturating_sub(start.elapsed()).min(SLICE),
             None => SLICE,
         };
         match py.detach(|| hold.wait_timeout(slice)) {
@@ -521,7 +519,7 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if limit.is_some_and(|l| start.elapsed() >= l) {
                     return Err(PyTimeoutError::new_err(format!(
                         "job {id} did not end within {:.3} s",
                         timeout.unwrap_or_default()

@@ -493,7 +493,10 @@ impl Ui {
         let eta = if input_done && rate > 0.0 && total >= finished {
             format!(
                 ", ETA {}",
-                crate::fmt_duration(Duration::from_secs_f64((total - finished) as f64 / rate))
+                crate::fmt_duration(
+                    Duration::try_from_secs_f64((total - finished) as f64 / rate)
+                        .unwrap_or(Duration::MAX)
+                )
             )
         } else {
             String::new()
