@@ -373,12 +373,11 @@ impl Builder {
 
     /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
     /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
-    /// without `O_CLOEXEC` out of jobs. That takes a `pre_exec` step, which makes std fork
-    /// instead of using `posix_spawn` (about twice the cost of a spawn), so procman adds it only
-    /// once the host is seen to have such a descriptor (a cheap scan of `/proc/self/fd` before
-    /// each spawn until then). A descriptor another host thread opens without `O_CLOEXEC` while
-    /// a spawn is under way, before any was ever seen, can reach that one job: see DESIGN.md,
-    /// "Descriptors".
+    /// without `O_CLOEXEC` out of jobs. On Linux with glibc 2.34 or later (in `WaitMode::Pidfd`)
+    /// the child closes them itself (`posix_spawn` with a `closefrom` file action): no fork, no
+    /// scan, no race. Elsewhere std's spawn takes a `pre_exec` step, which makes it fork, added
+    /// once the host is seen to have such a descriptor (a scan of `/proc/self/fd` before each
+    /// spawn until then); see DESIGN.md, "Descriptors". `false`: no closing at all.
     pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
         self.close_inherited_fds = yes;
         self
