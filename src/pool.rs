@@ -44,12 +44,15 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
         match msg {
             WorkMsg::Stop => break,
             WorkMsg::Job(work) => {
+                inner.worker_took_attempt();
                 let id = work.core.id;
                 let attempt = work.attempt;
                 let end = match before_attempt(&work) {
                     Some(end) => end,
                     None => inner.backend.run_attempt(&inner, work, waker.clone()),
                 };
+                // Idle before the report, whose admissions it may take itself.
+                inner.worker_done();
                 inner.end_attempt(id, attempt, end);
                 // The completion just woke the dispatcher; a woken thread waits for a CPU while
                 // its waker runs on (here: straight into the next spawn), which made the

@@ -791,3 +791,48 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
         Ok(pid as u32)
     }
 }
+
+/// About how many more threads this process can create before the system refuses one, when
+/// it tells (Linux): each of procman's threads takes about four memory mappings (stack and
+/// guard page, alternate signal stack and guard page) out of `vm.max_map_count`, with room
+/// left for the rest of the process (a fifth of what is free is counted), and one task out of
+/// `kernel.threads-max`. A thread std cannot give its alternate signal stack aborts the
+/// process, so the pool stops short of these limits rather than finding them. `RLIMIT_NPROC`
+/// is not counted (the user's other processes are unknown here; root is exempt).
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_room() -> Option<usize> {
+    let read_num =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let maps_room = (|| {
+        let max = read_num("/proc/sys/vm/max_map_count")?;
+        let used = std::fs::read("/proc/self/maps")
+            .ok()?
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Some(max.saturating_sub(used) / 5)
+    })();
+    let tasks_room = (|| {
+        let max = read_num("/proc/sys/kernel/threads-max")?;
+        // /proc/loadavg: "1.0 2.0 3.0 running/total last_pid"
+        let load = std::fs::read_to_string("/proc/loadavg").ok()?;
+        let total: usize = load
+            .split_whitespace()
+            .nth(3)?
+            .split('/')
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(max.saturating_sub(total) * 9 / 10)
+    })();
+    match (maps_room, tasks_room) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Elsewhere: not known.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_room() -> Option<usize> {
+    None
+}
