@@ -9,12 +9,14 @@
 #             lines go to /dev/null)
 #   xargs     xargs -P J -n 1 /bin/true < NUMBERS    (each job gets one ignored argument)
 #   parallel  parallel -j J /bin/true < NUMBERS      (when installed; PARALLEL_MAX_N, default
-#             100000, skips larger N)
+#             100000, skips larger N: on a loaded 2-core machine parallel ran ~40 jobs/s)
 #   lib       target/release/examples/bench_peer w1 N J LOGDIR: the library, one JobSpec per
 #             job with a log file (the ../shared/bench peer contract)
 #   lib+host  the same with an inheritable descriptor open and SIGINT/TERM/HUP blocked in the
 #             host (PROCMAN_HOST_FD=1 PROCMAN_HOST_BLOCK=1): must match `lib`
-# RUNS (default 1) runs of each; the median wall is reported. Prints the machine facts and
+# The library's job logs go to LOGROOT (default /dev/shm when there is one, as in
+# ../shared/bench: on a disk, creating and deleting 100,000 files cost the manager up to 0.7 ms
+# of system time per job here, swamping the spawn). RUNS (default 1) runs of each; the median wall is reported. Prints the machine facts and
 # the load before and after, a table (wall s, jobs/s, ratio of wall to xargs), and for each
 # tool jobs/s at the largest N over jobs/s at the smallest (1.00 = linear in N).
 set -euo pipefail
@@ -29,7 +31,9 @@ cargo build --release --quiet --bin procman --example bench_peer
 PROCMAN=$PWD/target/release/procman
 PEER=$PWD/target/release/examples/bench_peer
 work=$(mktemp -d "${TMPDIR:-/tmp}/procman-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+[ -d /dev/shm ] && LOGROOT=${LOGROOT:-/dev/shm} || LOGROOT=${LOGROOT:-$work}
+logs=$(mktemp -d "$LOGROOT/procman-bench-logs.XXXXXX")
+trap 'rm -rf "$work" "$logs"' EXIT
 
 echo "## machine"
 echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -39,6 +43,7 @@ if command -v parallel >/dev/null; then
     echo "parallel: $(parallel --version 2>/dev/null | head -1)"
 fi
 echo "procman: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "library logs: $LOGROOT ($(df --output=fstype "$LOGROOT" | tail -1))"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
@@ -50,6 +55,7 @@ wall() {
         "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
         t1=$(date +%s.%N)
         times+=("$(echo "$t1 - $t0" | bc -l)")
+        echo "  $(date +%T) ${times[-1]} s: $*" >&2
     done
     printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
@@ -64,11 +70,11 @@ for n in "${NS[@]}"; do
     if command -v parallel >/dev/null && [ "$n" -le "$PARALLEL_MAX_N" ]; then
         W[parallel,$n]=$(wall sh -c 'parallel -j "$1" /bin/true < "$2"' sh "$J" "$work/numbers")
     fi
-    rm -rf "$work/logs"
-    W[lib,$n]=$(wall "$PEER" w1 "$n" "$J" "$work/logs")
-    rm -rf "$work/logs"
-    W[lib+host,$n]=$(wall env PROCMAN_HOST_FD=1 PROCMAN_HOST_BLOCK=1 "$PEER" w1 "$n" "$J" "$work/logs")
-    rm -rf "$work/logs"
+    rm -rf "$logs/w1"
+    W[lib,$n]=$(wall "$PEER" w1 "$n" "$J" "$logs/w1")
+    rm -rf "$logs/w1"
+    W[lib+host,$n]=$(wall env PROCMAN_HOST_FD=1 PROCMAN_HOST_BLOCK=1 "$PEER" w1 "$n" "$J" "$logs/w1")
+    rm -rf "$logs/w1"
 done
 
 echo "## $J at once, /bin/true, median of $RUNS"
