@@ -14,10 +14,11 @@ CCP4i2 drop-in::
     pm = ASYNC_PROCESSMANAGER()          # the same object as AsyncProcessManager()
     pid = pm.startProcess("echo", ["hi"], logFile="log.txt", handler=[done, {}])
 
-See README.md and docs-python.md.
+See python/README.md.
 """
 
 from ._procman import (  # noqa: F401
+    __version__,
     JobSpec,
     Manager,
     Record,
@@ -32,6 +33,7 @@ from .ccp4i2 import ASYNC_PROCESSMANAGER, AsyncProcessManager  # noqa: F401
 STATUSES = tuple(statuses())
 
 __all__ = [
+    "__version__",
     "ASYNC_PROCESSMANAGER",
     "AsyncProcessManager",
     "JobSpec",

@@ -1,6 +1,6 @@
 //! `procman._procman`: the native half of procman's Python bindings.
 //!
-//! GIL rules (docs-python.md):
+//! GIL rules (python/README.md, "Threads and the GIL"):
 //! - Every call that can block (`wait`, `run`, `wait_all`, `shutdown`) detaches from the
 //!   interpreter and waits in slices of at most 100 ms, calling `check_signals` between slices,
 //!   so other Python threads run meanwhile and Ctrl-C interrupts the wait.
@@ -359,8 +359,18 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
 }
 
 /// Logs a Python exception to the `procman` logger (falling back to stderr); returns its text.
+/// An exception whose `_procman_logged` attribute is true was logged already (by the CCP4i2
+/// drop-in, to CCP4i2's logger) and is not logged again.
 fn report(py: Python<'_>, what: &str, e: PyErr) -> String {
     let text = e.to_string();
+    let already = e
+        .value(py)
+        .getattr("_procman_logged")
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(false);
+    if already {
+        return text;
+    }
     let logged = (|| -> PyResult<()> {
         let logger = py
             .import("logging")?
@@ -746,5 +756,6 @@ fn _procman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(global_manager, m)?)?;
     m.add_function(wrap_pyfunction!(statuses, m)?)?;
     m.add("StartError", m.py().get_type::<StartError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -131,7 +131,7 @@ def test_handler_exception_is_logged_and_recorded(pm, caplog):
     def bad(pid):
         raise RuntimeError("boom")
 
-    with caplog.at_level("ERROR", logger="procman"):
+    with caplog.at_level("ERROR", logger="ccp4i2.core.async_process_manager"):
         pid = pm.startProcess("true", handler=bad, ifAsync=False)
         rec = pm.waitForJob(pid)
     assert "RuntimeError: boom" in rec.handler_error
