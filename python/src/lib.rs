@@ -222,7 +222,7 @@ impl JobSpec {
     #[new]
     #[pyo3(signature = (program, args=None, *, interpreter=None, input_file=None, input_bytes=None,
         log_file=None, error_file=None, merge_stderr=false, cwd=None, env=None, env_update=None,
-        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=Vec::new(),
+        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=None,
         kill_leftovers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -243,7 +243,7 @@ impl JobSpec {
         on_finish: Option<Py<PyAny>>,
         observe: Option<Py<PyAny>>,
         priority: i32,
-        after: Vec<u64>,
+        after: Option<Vec<u64>>,
         kill_leftovers: Option<bool>,
     ) -> JobSpec {
         let none = || py.None();
@@ -264,7 +264,7 @@ impl JobSpec {
             on_finish: on_finish.unwrap_or_else(none),
             observe: observe.unwrap_or_else(none),
             priority,
-            after,
+            after: after.unwrap_or_default(),
             kill_leftovers,
         }
     }
