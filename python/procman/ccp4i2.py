@@ -159,7 +159,7 @@ class AsyncProcessManager:
                      inputFile: Any = None, logFile: Any = None, interpreter: Any = None,
                      cwd: Any = None, env: Optional[Mapping[str, str]] = None,
                      handler: Handler = None, timeout: Optional[float] = None,
-                     ifAsync: bool = True, **kwargs: Any) -> int:
+                     ifAsync: bool = True, *, errorFile: Any = None, **kwargs: Any) -> int:
         """Starts ``[interpreter] command *args`` and returns its id (from 1000 up).
 
         timeout is in milliseconds (None, 0 or negative: none); stdin comes from inputFile;
@@ -169,10 +169,11 @@ class AsyncProcessManager:
         ended. Called inside a running asyncio loop, that loop is woken once the handler has
         returned. ifAsync=False blocks until the job has ended and its handler returned, with
         no time cap (Ctrl-C interrupts the wait and kills the job). Unknown keyword arguments
-        are logged and ignored. Raises TypeError for a missing command or a malformed handler,
+        are logged and ignored. procman's extra keyword errorFile puts stderr there instead
+        (the logFile itself: stderr merged into the log). Raises TypeError for a missing command or a malformed handler,
         procman.StartError (a ValueError) for a job procman refuses."""
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
-                          timeout, ifAsync, kwargs, _running_loop())
+                          timeout, ifAsync, errorFile, kwargs, _running_loop())
         if not ifAsync:
             self._wait(pid, kill_on_interrupt=True)
         return pid
@@ -182,21 +183,22 @@ class AsyncProcessManager:
                                   logFile: Any = None, interpreter: Any = None, cwd: Any = None,
                                   env: Optional[Mapping[str, str]] = None,
                                   handler: Handler = None, timeout: Optional[float] = None,
-                                  ifAsync: bool = True, **kwargs: Any) -> int:
+                                  ifAsync: bool = True, *, errorFile: Any = None,
+                                  **kwargs: Any) -> int:
         """The coroutine form of startProcess, for any running event loop on any thread.
         Starting never blocks the loop; the loop is woken once the job's handler has returned;
         with ifAsync=False this awaits that moment (cancelling the await leaves the job
         running)."""
         loop = asyncio.get_running_loop()
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
-                          timeout, ifAsync, kwargs, loop)
+                          timeout, ifAsync, errorFile, kwargs, loop)
         if not ifAsync:
             await self.waitForJobAsync(pid)
         return pid
 
     def _start(self, command: Any, args: Optional[Sequence[Any]], inputFile: Any, logFile: Any,
                interpreter: Any, cwd: Any, env: Optional[Mapping[str, str]], handler: Handler,
-               timeout: Optional[float], ifAsync: bool, extra: Dict[str, Any],
+               timeout: Optional[float], ifAsync: bool, errorFile: Any, extra: Dict[str, Any],
                loop: Optional[asyncio.AbstractEventLoop]) -> int:
         if extra:
             logger.warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
@@ -222,6 +224,7 @@ class AsyncProcessManager:
             interpreter=interpreter or None,
             input_file=inputFile or None,
             log_file=logFile or None,
+            error_file=errorFile or None,
             cwd=cwd or None,
             # CCP4i2: ``env or os.environ.copy()``: an empty mapping inherits.
             env=dict(env) if env else None,
