@@ -44,7 +44,7 @@ echo "python/ci.sh: wheel built, checked and installed in $((SECONDS - start)) s
 
 # The stubs (procman/_procman.pyi) against the installed native module, and the typed
 # pure-Python modules against themselves; run outside the source tree so the wheel is checked.
-(cd / && "$here/.venv/bin/python" -m mypy.stubtest procman)
+(cd / && "$here/.venv/bin/python" -m mypy.stubtest procman && "$here/.venv/bin/python" -m mypy --strict -p procman)
 
 # Run from tests/ so that `import procman` is the installed wheel, not the source folder.
 (cd tests && ../.venv/bin/python -m pytest -p no:cacheprovider -q -rfE .)

@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Se
 
 __version__: str
 
-_Path = Union[str, bytes, os.PathLike]
+_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _Seconds = Union[float, datetime.timedelta]
 
 class StartError(ValueError): ...

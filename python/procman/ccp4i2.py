@@ -19,13 +19,20 @@ table); ``getJobData(pid, None)`` returns all of them as a new dict; an unknown 
 an unknown attribute gives None (as CCP4i2's ``getattr(info, name, None)`` does).
 """
 
-import asyncio
-import inspect
+from __future__ import annotations
+
 import logging
 import operator
 import os
+import sys
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+# asyncio (about 40 ms to import), inspect and typing are not imported at run time unless
+# used: a host without an event loop starts faster; annotations are never evaluated.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._procman import JobSpec, Manager, Record
 from ._runtime import global_manager
@@ -48,8 +55,9 @@ JOB_ATTRIBUTES = (
 
 _MAX_ID = 2**64 - 1
 
-#: What CCP4i2 accepts as a handler: ``[callable, kwargs]``, ``[callable]`` or a callable.
-Handler = Union[Callable[..., Any], Sequence[Any], None]
+if TYPE_CHECKING:
+    #: What CCP4i2 accepts as a handler: ``[callable, kwargs]``, ``[callable]`` or a callable.
+    _Handler = Union[Callable[..., Any], Sequence[Any], None]
 
 
 def _job_id(pid: Any) -> Optional[int]:
@@ -81,7 +89,7 @@ def _exit_code(record: Record) -> Optional[int]:
     return -1
 
 
-def _split_handler(handler: Handler) -> Tuple[Optional[Callable[..., Any]], Dict[str, Any]]:
+def _split_handler(handler: _Handler) -> Tuple[Optional[Callable[..., Any]], Dict[str, Any]]:
     """CCP4i2's handler forms: ``[callable, kwargs]`` (or a tuple), ``[callable]``, or a bare
     callable. Anything else is refused at once (CCP4i2 failed later, when calling it)."""
     if handler is None:
@@ -158,7 +166,7 @@ class AsyncProcessManager:
     def startProcess(self, command: Any = None, args: Optional[Sequence[Any]] = None,
                      inputFile: Any = None, logFile: Any = None, interpreter: Any = None,
                      cwd: Any = None, env: Optional[Mapping[str, str]] = None,
-                     handler: Handler = None, timeout: Optional[float] = None,
+                     handler: _Handler = None, timeout: Optional[float] = None,
                      ifAsync: bool = True, *, errorFile: Any = None, **kwargs: Any) -> int:
         """Starts ``[interpreter] command *args`` and returns its id (from 1000 up).
 
@@ -182,13 +190,15 @@ class AsyncProcessManager:
                                   args: Optional[Sequence[Any]] = None, inputFile: Any = None,
                                   logFile: Any = None, interpreter: Any = None, cwd: Any = None,
                                   env: Optional[Mapping[str, str]] = None,
-                                  handler: Handler = None, timeout: Optional[float] = None,
+                                  handler: _Handler = None, timeout: Optional[float] = None,
                                   ifAsync: bool = True, *, errorFile: Any = None,
                                   **kwargs: Any) -> int:
         """The coroutine form of startProcess, for any running event loop on any thread.
         Starting never blocks the loop; the loop is woken once the job's handler has returned;
         with ifAsync=False this awaits that moment (cancelling the await leaves the job
         running)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
                           timeout, ifAsync, errorFile, kwargs, loop)
@@ -197,7 +207,7 @@ class AsyncProcessManager:
         return pid
 
     def _start(self, command: Any, args: Optional[Sequence[Any]], inputFile: Any, logFile: Any,
-               interpreter: Any, cwd: Any, env: Optional[Mapping[str, str]], handler: Handler,
+               interpreter: Any, cwd: Any, env: Optional[Mapping[str, str]], handler: _Handler,
                timeout: Optional[float], ifAsync: bool, errorFile: Any, extra: Dict[str, Any],
                loop: Optional[asyncio.AbstractEventLoop]) -> int:
         if extra:
@@ -235,8 +245,9 @@ class AsyncProcessManager:
         with self._lock:
             pid = self._manager.start(spec)
             self._jobs[pid] = job
-        logger.info("Started process %d: %s %s", pid, command,
-                    " ".join(str(a) for a in (args or [])))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Started process %d: %s %s", pid, command,
+                        " ".join(str(a) for a in (args or [])))
         return pid
 
     def _wait(self, pid: int, kill_on_interrupt: bool = False) -> None:
@@ -264,7 +275,9 @@ class AsyncProcessManager:
                 logger.info("Process %d ended: %s", record.id, record.describe())
             try:
                 if callback is not None:
-                    if inspect.iscoroutinefunction(callback):
+                    if _is_coroutine_function(callback):
+                        import asyncio
+
                         coro = callback(record.id, **kwargs)
                         if loop is not None and not loop.is_closed():
                             try:
@@ -327,8 +340,10 @@ class AsyncProcessManager:
             if job.done:
                 assert job.record is not None
                 return job.record
+            import asyncio
+
             loop = asyncio.get_running_loop()
-            future: "asyncio.Future[Record]" = loop.create_future()
+            future: asyncio.Future[Record] = loop.create_future()
             job.waiters.append((loop, future))
         return await asyncio.wait_for(future, timeout)
 
@@ -344,12 +359,11 @@ class AsyncProcessManager:
         record = self._manager.job(jid)
         if record is None:
             return None
-        with self._lock:
-            job = self._jobs.get(jid)
-        data = _job_dict(record, job, attribute in (None, "env"))
+        job = self._jobs.get(jid)  # one dict read: atomic under the GIL
         if attribute is None:
-            return data
-        return data.get(attribute)
+            return {name: get(record, job) for name, get in _GETTERS.items()}
+        get = _GETTERS.get(attribute)
+        return get(record, job) if get is not None else None
 
     def deleteJob(self, pid: Any) -> Optional[bool]:
         """Forgets the job: getJobData then returns None. A live job is killed first, and its
@@ -390,10 +404,29 @@ class AsyncProcessManager:
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    # No loop can run in a process that never imported asyncio.
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
     try:
-        return asyncio.get_running_loop()
+        return aio.get_running_loop()  # type: ignore[no-any-return]
     except RuntimeError:
         return None
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE
+
+
+def _is_coroutine_function(f: Any) -> bool:
+    """inspect.iscoroutinefunction, without importing inspect for plain functions and bound
+    methods when nothing imported it yet."""
+    if "inspect" not in sys.modules:
+        code = getattr(getattr(f, "__func__", f), "__code__", None)
+        if code is not None and not hasattr(f, "_is_coroutine_marker"):
+            return bool(code.co_flags & _CO_COROUTINE)
+    import inspect
+
+    return inspect.iscoroutinefunction(f)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
@@ -412,44 +445,56 @@ def _nothing() -> None:
     pass
 
 
-def _job_dict(record: Record, job: Optional[_Job], with_env: bool) -> Dict[str, Any]:
-    info = job.info if job is not None else {}
-    final = record.is_final
-    start = record.started_at if record.started_at is not None else record.queued_at
-    env = info.get("env")
-    handler_error = job.handler_error if job is not None else None
-    return {
-        "pid": record.id,
-        "command": info.get("command", record.program),
-        "args": list(info.get("args", record.args)),
-        "interpreter": info.get("interpreter", record.interpreter),
-        "inputFile": info.get("inputFile"),
-        "logFile": info.get("logFile", record.log_file),
-        "cwd": info.get("cwd"),
-        # CCP4i2 kept ``env or os.environ.copy()``: the inherited environment is a dict too.
-        # (copied only when asked for: it is the one costly entry)
-        "env": env if env else (dict(os.environ) if with_env else None),
-        "handler": info.get("handler"),
-        "timeout": info.get("timeout"),
-        "ifAsync": info.get("ifAsync", True),
-        "startTime": start,
-        "finishTime": record.finished_at,
-        "status": record.status,
-        "exitCode": _exit_code(record),
-        "exitStatus": record.exit_status if final else None,
-        "error": record.error,
-        "errorReport": record.error,
-        "process": None,
-        "stdout_file": None,
-        "stderr_file": None,
-        "errFile": record.error_file,
-        "osPid": record.pid,
-        "signal": record.signal,
-        "attempts": record.attempts,
-        "queueTime": record.queued_at,
-        "handlerError": record.handler_error or handler_error,
-        "description": record.describe(),
-    }
+def _info(job: Optional[_Job]) -> Dict[str, Any]:
+    return job.info if job is not None else {}
+
+
+def _start_time(record: Record) -> Optional[float]:
+    return record.started_at if record.started_at is not None else record.queued_at
+
+
+def _env(record: Record, job: Optional[_Job]) -> Any:
+    # CCP4i2 kept ``env or os.environ.copy()``: the inherited environment is a dict too.
+    env = _info(job).get("env")
+    return env if env else dict(os.environ)
+
+
+def _handler_error(record: Record, job: Optional[_Job]) -> Optional[str]:
+    return record.handler_error or (job.handler_error if job is not None else None)
+
+
+#: attribute -> how to read it from (record, job); each is computed only when asked for.
+_GETTERS: Dict[str, Callable[[Record, Optional[_Job]], Any]] = {
+    "pid": lambda r, j: r.id,
+    "command": lambda r, j: _info(j).get("command", r.program),
+    "args": lambda r, j: list(_info(j).get("args", r.args)),
+    "interpreter": lambda r, j: _info(j).get("interpreter", r.interpreter),
+    "inputFile": lambda r, j: _info(j).get("inputFile"),
+    "logFile": lambda r, j: _info(j).get("logFile", r.log_file),
+    "cwd": lambda r, j: _info(j).get("cwd"),
+    "env": _env,
+    "handler": lambda r, j: _info(j).get("handler"),
+    "timeout": lambda r, j: _info(j).get("timeout"),
+    "ifAsync": lambda r, j: _info(j).get("ifAsync", True),
+    "startTime": lambda r, j: _start_time(r),
+    "finishTime": lambda r, j: r.finished_at,
+    "status": lambda r, j: r.status,
+    "exitCode": lambda r, j: _exit_code(r),
+    "exitStatus": lambda r, j: r.exit_status if r.is_final else None,
+    "error": lambda r, j: r.error,
+    "errorReport": lambda r, j: r.error,
+    "process": lambda r, j: None,
+    "stdout_file": lambda r, j: None,
+    "stderr_file": lambda r, j: None,
+    "errFile": lambda r, j: r.error_file,
+    "osPid": lambda r, j: r.pid,
+    "signal": lambda r, j: r.signal,
+    "attempts": lambda r, j: r.attempts,
+    "queueTime": lambda r, j: r.queued_at,
+    "handlerError": _handler_error,
+    "description": lambda r, j: r.describe(),
+}
+assert tuple(_GETTERS) == JOB_ATTRIBUTES
 
 
 def ASYNC_PROCESSMANAGER() -> AsyncProcessManager:

@@ -288,6 +288,13 @@ fn os_string(ob: &Bound<'_, PyAny>, numbers: bool) -> PyResult<OsString> {
     {
         return Ok(ob.str()?.to_string().into());
     }
+    if let Ok(s) = ob.cast::<PyString>() {
+        // The common case without a call into Python: a str that is valid UTF-8 (one with
+        // surrogate escapes fails here and goes through os.fsencode below).
+        if let Ok(text) = s.to_cow() {
+            return Ok(OsString::from(text.into_owned()));
+        }
+    }
     let bytes = py.import("os")?.getattr("fsencode")?.call1((ob,))?;
     Ok(OsString::from_vec(
         bytes.cast::<PyBytes>()?.as_bytes().to_vec(),

@@ -246,3 +246,16 @@ def test_version_and_typed_marker():
 
     assert procman.__version__ == importlib.metadata.version("procman")
     assert (pathlib.Path(procman.__file__).parent / "py.typed").exists()
+
+
+def test_error_file_extra_merges_or_redirects_stderr(pm, tmp_path):
+    log = tmp_path / "job.log"
+    pm.startProcess("sh", ["-c", "echo out; echo err >&2"], logFile=str(log),
+                    errorFile=str(log), ifAsync=False)
+    assert sorted(log.read_text().split()) == ["err", "out"]
+    assert not (tmp_path / "job_err.txt").exists()
+    other = tmp_path / "other.txt"
+    pid = pm.startProcess("sh", ["-c", "echo err2 >&2"], logFile=str(tmp_path / "b.log"),
+                          errorFile=str(other), ifAsync=False)
+    assert other.read_text() == "err2\n"
+    assert pm.getJobData(pid, "errFile") == str(other)
