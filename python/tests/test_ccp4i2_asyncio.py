@@ -259,3 +259,23 @@ def test_error_file_extra_merges_or_redirects_stderr(pm, tmp_path):
                           errorFile=str(other), ifAsync=False)
     assert other.read_text() == "err2\n"
     assert pm.getJobData(pid, "errFile") == str(other)
+
+
+def test_no_asyncio_import_without_a_loop(tmp_path):
+    # asyncio costs ~40 ms to import: a host without a loop does not pay for it, and a job
+    # started and awaited there (handler included) still works.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, procman\n"
+        "pm = procman.AsyncProcessManager()\n"
+        "seen = []\n"
+        "pid = pm.startProcess('true', handler=lambda pid: seen.append(pid), ifAsync=False)\n"
+        "assert seen == [pid], seen\n"
+        "print(sorted(m for m in ('asyncio', 'inspect') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=PATIENCE)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
