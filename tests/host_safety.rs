@@ -110,7 +110,7 @@ fn exercise(m: &ProcessManager) {
         ))
         .unwrap();
     rx.recv_timeout(LONG).unwrap();
-    assert_eq!(m.kill_process(killed), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(killed), Ok(KillOutcome::Killing));
     assert_eq!(m.wait(killed).unwrap().status, JobStatus::Killed);
     let at_shutdown = m
         .start_process(JobSpec::new(kid()).args(["sleep", "30"]))

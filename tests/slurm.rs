@@ -311,7 +311,7 @@ fn kill_while_pending_cancels_it_in_slurm() {
     wait_until(&m, id, Duration::from_secs(30), |r| r.pid.is_some());
     let job = m.job_data(id).unwrap().pid.unwrap();
     assert_eq!(scontrol(job).0, "PENDING");
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Cancelled, "{r:?}");
     assert_eq!(r.backend_state.as_deref(), Some("CANCELLED"));
@@ -335,7 +335,7 @@ fn kill_while_running_ends_it_as_killed() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     let t = Instant::now();
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
@@ -585,7 +585,7 @@ fn managers_from_one_builder_are_independent_and_kill_escalates() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     first.shutdown(ShutdownMode::Cancel, None);
-    assert_eq!(second.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(second.kill_process(id), Ok(KillOutcome::Killing));
     let r = second.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert_eq!((r.signal, r.error.as_deref()), (Some(15), None));

@@ -18,10 +18,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
+    BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
+    ShutdownMode,
     StartError as CoreStartError, Stream, WaitTimeoutError,
 };
-use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -497,6 +498,9 @@ fn wait_for(
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
+            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
+                return Err(PyRuntimeError::new_err(e.to_string()))
+            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -564,7 +568,8 @@ impl Manager {
     fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
         let id = self.start(py, spec)?;
         wait_for(py, &self.pm, id, None).inspect_err(|_| {
-            self.pm.kill_process(JobId(id));
+            // Unknown only if deleted meanwhile: nothing left to kill then.
+            let _ = self.pm.kill_process(JobId(id));
         })
     }
 
@@ -600,7 +605,7 @@ impl Manager {
 
     /// A snapshot of the job's record; None for an unknown or deleted id.
     fn job(&self, id: u64) -> Option<Record> {
-        self.pm.job_data(JobId(id)).as_ref().map(Record::from)
+        self.pm.job_data(JobId(id)).as_ref().ok().map(Record::from)
     }
 
     /// Ids of the running jobs.
@@ -624,7 +629,7 @@ impl Manager {
     /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
     /// process group, SIGKILL after the grace period), 'already_finished'; None if unknown.
     fn kill(&self, id: u64) -> Option<&'static str> {
-        self.pm.kill_process(JobId(id)).map(|k| match k {
+        self.pm.kill_process(JobId(id)).ok().map(|k| match k {
             KillOutcome::Cancelled => "cancelled",
             KillOutcome::Killing => "killing",
             KillOutcome::AlreadyFinished => "already_finished",
@@ -634,7 +639,7 @@ impl Manager {
     /// Forgets a job (killing it first if it is live; its handler still runs once).
     /// False for an unknown id.
     fn delete(&self, id: u64) -> bool {
-        self.pm.delete_job(JobId(id))
+        self.pm.delete_job(JobId(id)).is_ok()
     }
 
     /// The limit on jobs running at once.
@@ -645,19 +650,24 @@ impl Manager {
 
     #[setter]
     fn set_limit(&self, limit: usize) -> PyResult<()> {
+        self.pm.set_limit(limit).map_err(|e| match e {
+            BuildError::ShutDown => PyRuntimeError::new_err(e.to_string()),
+            e => PyValueError::new_err(e.to_string()),
+        })
+    }
+
+    /// Stops starting new jobs (running jobs go on). RuntimeError after shutdown().
+    fn pause(&self) -> PyResult<()> {
         self.pm
-            .set_limit(limit)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+            .pause()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// Stops starting new jobs (running jobs go on).
-    fn pause(&self) {
-        self.pm.pause();
-    }
-
-    /// Starts jobs again after pause().
-    fn resume(&self) {
-        self.pm.resume();
+    /// Starts jobs again after pause(). RuntimeError after shutdown().
+    fn resume(&self) -> PyResult<()> {
+        self.pm
+            .resume()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Stops the manager: cancel=True kills running jobs and cancels pending ones; cancel=False
