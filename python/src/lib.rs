@@ -19,8 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
     BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
-    ShutdownMode,
-    StartError as CoreStartError, Stream, WaitTimeoutError,
+    ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
 };
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
