@@ -16,7 +16,7 @@
 //! bound to return is the point of the test: a call the model thinks safe that hangs is found
 //! by the watchdog.
 //!
-//! Cases: 256 by default (about 25-60 s); `PROPTEST_CASES=500 cargo test --test lifecycle_props`
+//! Cases: 400 by default (about 20-60 s); `PROPTEST_CASES=2000 cargo test --test lifecycle_props`
 //! for more. This file has one test, so the thread and child counts are this test's own.
 
 mod common;
@@ -39,7 +39,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(400);
     ProptestConfig {
         cases,
         max_shrink_iters: 100,
