@@ -38,7 +38,7 @@
 //!     )
 //!     .unwrap();
 //! let other = manager.start_process(JobSpec::new("sleep").arg("30")).unwrap();
-//! assert_eq!(manager.kill_process(other), Some(KillOutcome::Killing));
+//! assert_eq!(manager.kill_process(other), Ok(KillOutcome::Killing));
 //!
 //! assert_eq!(rx.recv().unwrap(), (slow, JobStatus::TimedOut));
 //! // Killed once running; Cancelled if the kill came before its worker spawned it.
@@ -119,7 +119,7 @@ pub mod slurm {
 }
 mod sys;
 
-pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
 pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
 pub use plugin::{

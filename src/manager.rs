@@ -5,7 +5,7 @@
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::backend::Backend;
 use crate::deadline;
 use crate::dispatch::dispatcher_loop;
-use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
@@ -112,7 +112,13 @@ pub(crate) struct Inner {
     threads: Mutex<Threads>,
     dispatcher_id: OnceLock<ThreadId>,
     stopped: AtomicBool,
+    /// Tells this manager from every other one in the process (reader threads are marked with
+    /// it and the job they observe: `output::observing`).
+    pub(crate) key: u64,
 }
+
+/// Where manager keys come from.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -121,6 +127,13 @@ impl Inner {
 
     fn on_dispatcher(&self) -> bool {
         self.dispatcher_id.get() == Some(&thread::current().id())
+    }
+
+    /// The job of this manager whose output observer runs on this thread, if any.
+    fn observed_here(&self) -> Option<JobId> {
+        crate::output::observing()
+            .filter(|&(key, _)| key == self.key)
+            .map(|(_, id)| id)
     }
 
     /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
@@ -171,8 +184,14 @@ impl Inner {
         self.update(|s| s.handler_returned(id, panic));
     }
 
+    /// Adds workers up to `want`. Refused once a shutdown began: the check is made under the
+    /// threads lock, and `shutdown` marks the state closed before it takes the thread list
+    /// under that lock, so a worker is either in the list it joins or never started.
     fn spawn_workers(self: &Arc<Self>, want: usize) -> Result<(), BuildError> {
         let mut threads = self.threads.lock();
+        if self.lock().closed {
+            return Err(BuildError::ShutDown);
+        }
         while threads.workers.len() < want {
             let inner = self.clone();
             let rx = self.work_rx.clone();
@@ -473,6 +492,7 @@ impl Builder {
             threads: Mutex::new(Threads::default()),
             dispatcher_id: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
         let manager = ProcessManager {
             inner: inner.clone(),
@@ -507,6 +527,32 @@ pub enum ShutdownMode {
 ///
 /// Dropping an owned manager is [`shutdown(ShutdownMode::Cancel, None)`](Self::shutdown): no
 /// job, zombie or thread is left. Handles from [`handle`](Self::handle) do not own the manager.
+///
+/// # Unknown ids
+/// An id is unknown to a manager when that manager never gave it out (ids of different
+/// managers are not related) or when the job was deleted ([`delete_job`](Self::delete_job)),
+/// even while it still runs. Every call that takes an id reads an unknown one the same way: an
+/// `Err` naming the id — [`UnknownJob`] from [`kill_process`](Self::kill_process),
+/// [`delete_job`](Self::delete_job) and [`job_data`](Self::job_data),
+/// [`WaitError::UnknownJob`] from [`wait`](Self::wait),
+/// [`WaitTimeoutError::UnknownJob`] from [`wait_timeout`](Self::wait_timeout) and
+/// [`wait_deadline`](Self::wait_deadline), and [`StartError::Deleted`] from [`run`](Self::run)
+/// when another thread deletes the job it waits for. A job deleted while a `wait` blocks on it
+/// ends that wait with the same error. The lists ([`running_processes`](Self::running_processes),
+/// [`pending_processes`](Self::pending_processes), [`snapshot`](Self::snapshot)) leave
+/// deleted jobs out.
+///
+/// # Inside handlers and observers
+/// Handlers run on the manager's dispatcher thread, observers on the job's reader threads.
+/// From a handler, `wait*` return once the record is final (the job's own handler can only run
+/// after the current one), so they never deadlock. From an observer, a wait on the observer's
+/// *own* job could never end (the job ends only after its observer returns): `wait`,
+/// `wait_timeout` and `wait_deadline` refuse it at once with `WouldDeadlock`
+/// ([`WaitError::WouldDeadlock`], [`WaitTimeoutError::WouldDeadlock`]), [`wait_all`](Self::wait_all)
+/// returns at once, and [`shutdown`](Self::shutdown) starts the shutdown without waiting.
+/// Waiting for *another* job from an observer works, but the observed job holds its slot
+/// meanwhile: a job that waits for a free slot (with `limit(1)`, any other job) cannot start
+/// until the observer returns.
 pub struct ProcessManager {
     inner: Arc<Inner>,
     owner: bool,
@@ -572,15 +618,18 @@ impl ProcessManager {
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
     /// its own (give the spec a timeout). Inside a handler it returns once the record is final
-    /// (the job's own handler then runs after the current one).
+    /// (the job's own handler then runs after the current one). It returns only after the
+    /// handler (outside a handler), so the record it gives is the one the handler saw.
     ///
     /// # Errors
-    /// As [`start_process`](Self::start_process).
+    /// As [`start_process`](Self::start_process), and [`StartError::Deleted`] when another
+    /// thread deleted the job before `run` saw its final record (see "Unknown ids" above).
     pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
         // The record is held from the submission on: it cannot be evicted before it is read.
         let hold = self.start_held(spec)?;
-        // The job cannot be unknown unless someone deleted it meanwhile.
-        hold.wait().map_err(|_| StartError::ShutDown)
+        // A new job is never the one this thread observes: no `WouldDeadlock` here, and the
+        // job cannot be unknown unless another thread deleted it meanwhile.
+        hold.wait().map_err(|_| StartError::Deleted(hold.id()))
     }
 
     /// [`start_process`](Self::start_process), holding the job's record from the submission on:
@@ -624,13 +673,15 @@ impl ProcessManager {
     /// handler never deadlocks.
     ///
     /// # Errors
-    /// [`UnknownJob`] when the id was never given out, or the job was deleted or its record
-    /// evicted (see [`Retention`]) before this call. A record evicted while this call waits is
-    /// still returned.
-    pub fn wait(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+    /// [`WaitError::UnknownJob`] when the id is unknown ("Unknown ids" above), or the job was
+    /// deleted or its record evicted (see [`Retention`]) before this call; a record evicted while
+    /// this call waits is still returned. [`WaitError::WouldDeadlock`] at once when called from
+    /// the job's own output observer ("Inside handlers and observers" above).
+    pub fn wait(&self, id: JobId) -> Result<JobRecord, WaitError> {
         match self.wait_until(id, None) {
             Ok(r) => Ok(r),
-            Err(_) => Err(UnknownJob(id)),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(id)),
         }
     }
 
@@ -638,7 +689,9 @@ impl ProcessManager {
     /// too long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] as in
+    /// [`wait`](Self::wait) ("Unknown ids" above); [`WaitTimeoutError::WouldDeadlock`] at once
+    /// from the job's own observer.
     pub fn wait_timeout(
         &self,
         id: JobId,
@@ -650,7 +703,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
+    /// As [`wait_timeout`](Self::wait_timeout).
     pub fn wait_deadline(
         &self,
         id: JobId,
@@ -659,6 +712,7 @@ impl ProcessManager {
         self.wait_until(id, Some(deadline))
     }
 
+    /// Refuses a wait on the job whose observer runs on this thread (see `RecordHold::wait_until`).
     fn wait_until(
         &self,
         id: JobId,
@@ -675,17 +729,30 @@ impl ProcessManager {
 
     /// Blocks until no job is pending or running and every handler has returned (inside a
     /// handler: until no job is pending or running). Jobs submitted meanwhile are waited for too.
+    /// Inside an observer it returns at once, since the observer's own job cannot end while it
+    /// waits (see "Inside handlers and observers" above).
     pub fn wait_all(&self) {
+        if let Some(id) = self.inner.observed_here() {
+            log::warn!("wait_all called from the output observer of job {id}: returning at once");
+            return;
+        }
         let in_handler = self.inner.on_dispatcher();
         self.inner.wait_for(&self.inner.idle, None, |s| {
             s.live == 0 && (in_handler || s.handlers_pending == 0)
         });
     }
 
-    /// A snapshot of the job's record; `None` for an unknown or deleted id, or one whose record
-    /// was evicted (see [`Retention`]). Never blocks.
-    pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
-        self.inner.lock().get(id).map(|e| e.record())
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above and [`Retention`]).
+    pub fn job_data(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+        self.inner
+            .lock()
+            .get(id)
+            .map(|e| e.record())
+            .ok_or(UnknownJob(id))
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -713,30 +780,40 @@ impl ProcessManager {
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
     /// gets SIGTERM, then SIGKILL after the grace period (this call does not wait for that);
-    /// a finished job is left alone. `None` for an unknown id (deleted or evicted included).
-    pub fn kill_process(&self, id: JobId) -> Option<KillOutcome> {
+    /// a finished job is left alone. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above).
+    pub fn kill_process(&self, id: JobId) -> Result<KillOutcome, UnknownJob> {
         self.inner.update(|s| {
-            s.get(id)?;
-            s.kill(id, KillReason::User)
+            s.get(id).ok_or(UnknownJob(id))?;
+            s.kill(id, KillReason::User).ok_or(UnknownJob(id))
         })
     }
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
     /// first (as by [`kill_process`](Self::kill_process)) and its handler still runs exactly
-    /// once. Returns false for an unknown id (deleted or evicted included). Never blocks.
-    pub fn delete_job(&self, id: JobId) -> bool {
+    /// once. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown id, one deleted already, or one whose record was evicted
+    /// (see "Unknown ids" above).
+    pub fn delete_job(&self, id: JobId) -> Result<(), UnknownJob> {
         self.inner.update(|s| {
             if s.get(id).is_none() {
-                return false;
+                return Err(UnknownJob(id));
             }
             s.kill(id, KillReason::User);
-            let e = s.jobs.get_mut(&id).expect("checked above");
+            let Some(e) = s.jobs.get_mut(&id) else {
+                return Err(UnknownJob(id));
+            };
             if matches!(e.phase, Phase::Final) && e.handler_done {
                 s.remove_evictable(id);
             } else {
                 e.deleted = true;
             }
-            true
+            Ok(())
         })
     }
 
@@ -747,10 +824,12 @@ impl ProcessManager {
 
     /// Changes the limit on running jobs. Raising it starts waiting jobs at once (and adds
     /// workers); lowering it lets running jobs finish and starts no new one until fewer run.
+    /// Never blocks on a job.
     ///
     /// # Errors
     /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged); [`BuildError::Thread`] when
-    /// a worker could not be added.
+    /// a worker could not be added; [`BuildError::ShutDown`] once [`shutdown`](Self::shutdown)
+    /// began, including a shutdown running on another thread (nothing changed, no worker added).
     pub fn set_limit(&self, limit: usize) -> Result<(), BuildError> {
         if limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
@@ -764,34 +843,54 @@ impl ProcessManager {
     }
 
     /// Changes the CPU and memory capacities. Queued jobs that no longer fit end as
-    /// `SpawnFailed`; running jobs are not touched.
+    /// `SpawnFailed`; running jobs are not touched. Never blocks.
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero capacity (nothing is changed).
+    /// [`BuildError::ZeroLimit`] for a zero capacity, [`BuildError::ShutDown`] once
+    /// [`shutdown`](Self::shutdown) began (nothing is changed either way).
     pub fn set_capacities(&self, cpus: u32, memory: u64) -> Result<(), BuildError> {
         if cpus == 0 || memory == 0 {
             return Err(BuildError::ZeroLimit("a capacity"));
         }
         self.inner.update(|s| {
+            if s.closed {
+                return Err(BuildError::ShutDown);
+            }
             s.cpu_capacity = cpus;
             s.memory_capacity = memory;
             s.fail_unfittable();
             s.pump();
-        });
+            Ok(())
+        })
+    }
+
+    /// Stops starting new jobs; running jobs go on, submissions are still accepted. Never
+    /// blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (a paused drain would never end).
+    pub fn pause(&self) -> Result<(), ShutDown> {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(ShutDown);
+        }
+        s.paused = true;
         Ok(())
     }
 
-    /// Stops starting new jobs; running jobs go on, submissions are still accepted.
-    pub fn pause(&self) {
-        self.inner.lock().paused = true;
-    }
-
-    /// Starts jobs again after [`pause`](Self::pause).
-    pub fn resume(&self) {
+    /// Starts jobs again after [`pause`](Self::pause). Never blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (nothing is changed).
+    pub fn resume(&self) -> Result<(), ShutDown> {
         self.inner.update(|s| {
+            if s.closed {
+                return Err(ShutDown);
+            }
             s.paused = false;
             s.pump();
-        });
+            Ok(())
+        })
     }
 
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
@@ -846,8 +945,28 @@ impl ProcessManager {
     /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
     /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
     /// the same as `None`.
+    ///
+    /// Called from an output observer of this manager's jobs, it cannot wait (the observer's
+    /// own job ends only after the observer returns): it refuses new jobs and limit changes,
+    /// then `Drain` resumes a paused queue (the timeout is not applied) and `Cancel` cancels
+    /// and kills every job, the observer's own too, and it returns at once. A later shutdown
+    /// or the owner's drop, outside the observer, waits and joins the threads.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
+        if let Some(id) = inner.observed_here() {
+            log::warn!("shutdown called from the output observer of job {id}: not waiting");
+            inner.update(|s| {
+                s.closed = true;
+                s.paused = false;
+                if mode == ShutdownMode::Cancel {
+                    s.cancelling = true;
+                    s.cancel_all();
+                } else {
+                    s.pump();
+                }
+            });
+            return;
+        }
         if inner.stopped.load(Ordering::SeqCst) {
             // An earlier shutdown may have run inside a handler: it could neither wait for the
             // handlers queued behind it nor join its own thread. Outside a handler, finish that.
@@ -942,21 +1061,30 @@ impl RecordHold {
     /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
     ///
     /// # Errors
-    /// [`UnknownJob`] if the job was deleted.
-    pub fn wait(&self) -> Result<JobRecord, UnknownJob> {
-        self.wait_until(None).map_err(|_| UnknownJob(self.id))
+    /// [`WaitError::UnknownJob`] if the job was deleted; [`WaitError::WouldDeadlock`] at once
+    /// from the job's own output observer.
+    pub fn wait(&self) -> Result<JobRecord, WaitError> {
+        match self.wait_until(None) {
+            Ok(r) => Ok(r),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(self.id)),
+        }
     }
 
     /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`], or [`WaitTimeoutError::UnknownJob`] if the job was deleted.
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] if the job was deleted;
+    /// [`WaitTimeoutError::WouldDeadlock`] at once from the job's own output observer.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
         self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
         let (id, inner) = (self.id, &self.inner);
+        if inner.observed_here() == Some(id) {
+            return Err(WaitTimeoutError::WouldDeadlock(id));
+        }
         let in_handler = inner.on_dispatcher();
         let mut result = Err(WaitTimeoutError::Timeout);
         inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {

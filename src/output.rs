@@ -10,6 +10,7 @@
 //!   per stream, copying to the file; completion waits for the readers' EOF at most the drain
 //!   bound after the program was reaped, then they drain what is in the pipe and close it.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -28,6 +29,19 @@ use crate::deadline;
 use crate::record::JobId;
 use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;
+
+thread_local! {
+    /// On a reader thread: the manager (its key, `Inner::key`) and the job whose
+    /// observer the thread calls. Each reader thread serves one job, so any user code on it is
+    /// that job's observer; `wait` on that job from here could never end (the job ends only
+    /// after its readers), and is refused.
+    static OBSERVING: Cell<Option<(u64, JobId)>> = const { Cell::new(None) };
+}
+
+/// The (manager, job) whose observer runs on this thread, if it is a reader thread.
+pub(crate) fn observing() -> Option<(u64, JobId)> {
+    OBSERVING.with(Cell::get)
+}
 
 /// The child's three standard streams, plus the reader side when output is observed.
 pub(crate) struct Streams {
@@ -368,7 +382,9 @@ impl ObservedSetup {
     /// child was spawned and the parent's copies of the pipes' write ends were dropped. Fails
     /// only if a thread cannot be started; the threads already started are then told to stop
     /// (they end on their own).
-    pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
+    /// `manager` is the manager's key, so that this manager's `wait` can tell its own job's
+    /// observer ([`observing`]).
+    pub(crate) fn start(self, id: JobId, manager: u64) -> io::Result<Readers> {
         let (tx, rx) = bounded(self.pipes.len());
         let mut readers = Readers {
             threads: Vec::with_capacity(self.pipes.len()),
@@ -386,6 +402,7 @@ impl ObservedSetup {
                     thread::Builder::new()
                         .name(format!("procman-out-{id}"))
                         .spawn(move || {
+                            OBSERVING.with(|o| o.set(Some((manager, id))));
                             let r =
                                 copy_observed(id, stream, pipe, file.as_deref(), &observer, &stop);
                             let _ = tx.send(r);
@@ -410,6 +427,7 @@ impl ObservedSetup {
             thread::Builder::new()
                 .name(format!("procman-out-{id}"))
                 .spawn(move || {
+                    OBSERVING.with(|o| o.set(Some((manager, id))));
                     let r = follow_files(id, files, &inotify, &observer, &s);
                     drop((observer, s));
                     let _ = tx.send(r);

@@ -261,7 +261,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         waker.clone(),
     );
     let mut error = None;
-    let readers: Option<Readers> = match streams.observed.map(|o| o.start(core.id)) {
+    let readers: Option<Readers> = match streams.observed.map(|o| o.start(core.id, inner.key)) {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(e)) => {

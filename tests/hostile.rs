@@ -77,7 +77,7 @@ fn a_child_that_ignores_term_and_int_is_killed_with_sigkill_after_the_grace_peri
             .unwrap();
         ready.recv_timeout(LONG).expect("the child is ready");
         let asked = Instant::now();
-        assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+        assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
         let r = m.wait(id).unwrap();
         let took = asked.elapsed();
         assert_eq!(r.status, JobStatus::Killed, "{mode:?}");
@@ -624,10 +624,10 @@ fn a_working_directory_that_disappears_before_spawn_fails_to_spawn_with_its_name
     let dir = TempDir::new("vanish");
     let cwd = dir.join("work");
     std::fs::create_dir(&cwd).unwrap();
-    m.pause();
+    m.pause().unwrap();
     let id = m.start_process(JobSpec::new("true").cwd(&cwd)).unwrap();
     std::fs::remove_dir(&cwd).unwrap();
-    m.resume();
+    m.resume().unwrap();
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::SpawnFailed);
     let e = r.error.unwrap();

@@ -18,10 +18,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, RecordHold,
-    Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
+    BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
+    RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
 };
-use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -517,6 +517,9 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
+            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
+                return Err(PyRuntimeError::new_err(e.to_string()))
+            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
                 if limit.is_some_and(|l| start.elapsed() >= l) {
@@ -668,7 +671,7 @@ impl Manager {
 
     /// A snapshot of the job's record; None for an unknown, deleted or forgotten (evicted) id.
     fn job(&self, id: u64) -> Option<Record> {
-        self.pm.job_data(JobId(id)).as_ref().map(Record::from)
+        self.pm.job_data(JobId(id)).as_ref().ok().map(Record::from)
     }
 
     /// Ids of the running jobs.
@@ -692,7 +695,7 @@ impl Manager {
     /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
     /// process group, SIGKILL after the grace period), 'already_finished'; None if unknown.
     fn kill(&self, id: u64) -> Option<&'static str> {
-        self.pm.kill_process(JobId(id)).map(|k| match k {
+        self.pm.kill_process(JobId(id)).ok().map(|k| match k {
             KillOutcome::Cancelled => "cancelled",
             KillOutcome::Killing => "killing",
             KillOutcome::AlreadyFinished => "already_finished",
@@ -702,7 +705,7 @@ impl Manager {
     /// Forgets a job (killing it first if it is live; its handler still runs once).
     /// False for an unknown id.
     fn delete(&self, id: u64) -> bool {
-        self.pm.delete_job(JobId(id))
+        self.pm.delete_job(JobId(id)).is_ok()
     }
 
     /// The limit on jobs running at once.
@@ -713,19 +716,24 @@ impl Manager {
 
     #[setter]
     fn set_limit(&self, limit: usize) -> PyResult<()> {
+        self.pm.set_limit(limit).map_err(|e| match e {
+            BuildError::ShutDown => PyRuntimeError::new_err(e.to_string()),
+            e => PyValueError::new_err(e.to_string()),
+        })
+    }
+
+    /// Stops starting new jobs (running jobs go on). RuntimeError after shutdown().
+    fn pause(&self) -> PyResult<()> {
         self.pm
-            .set_limit(limit)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+            .pause()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// Stops starting new jobs (running jobs go on).
-    fn pause(&self) {
-        self.pm.pause();
-    }
-
-    /// Starts jobs again after pause().
-    fn resume(&self) {
-        self.pm.resume();
+    /// Starts jobs again after pause(). RuntimeError after shutdown().
+    fn resume(&self) -> PyResult<()> {
+        self.pm
+            .resume()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Stops the manager: cancel=True kills running jobs and cancels pending ones; cancel=False

@@ -737,7 +737,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 manager.shutdown(ShutdownMode::Cancel, None);
             } else {
                 for id in manager.pending_processes() {
-                    manager.kill_process(id);
+                    // The batch never deletes jobs, so every listed id is known.
+                    let _ = manager.kill_process(id);
                 }
             }
         }
