@@ -82,6 +82,8 @@ mod backend;
 mod dispatch;
 mod error;
 mod events;
+#[cfg(test)]
+mod fault;
 #[cfg(feature = "cli")]
 pub mod jobfile;
 mod manager;

@@ -165,6 +165,10 @@ pub(crate) enum AttemptEnd {
     /// A kill arrived before the program was spawned.
     NotStarted,
     SpawnFailed(String),
+    /// A panic on a thread serving the attempt (its worker, an output reader, the Slurm
+    /// poller) ended it; the job's processes were killed and reaped. The text starts with
+    /// "internal error:". Ends the job as `InternalError`, never retried.
+    Internal(String),
     Exited {
         exit: Option<Exit>,
         usage: ResourceUsage,
@@ -522,6 +526,13 @@ impl State {
                 r.usage = None;
                 JobStatus::SpawnFailed
             }
+            AttemptEnd::Internal(msg) => {
+                r.error = Some(msg);
+                r.exit_code = None;
+                r.signal = None;
+                r.usage = None;
+                JobStatus::InternalError
+            }
             AttemptEnd::Exited {
                 exit,
                 usage,
@@ -583,6 +594,24 @@ impl State {
     /// A retry's backoff passed.
     pub(crate) fn retry_due(&mut self, id: JobId) {
         if matches!(self.jobs.get(&id).map(|e| &e.phase), Some(Phase::RetryWait)) {
+            self.make_ready(id);
+        }
+    }
+
+    /// After the timer thread panicked: a job waiting for its backoff with no timer left for it
+    /// (the panic came between taking its timer and queueing it) is queued now, so no retry
+    /// is lost. Others keep their timers.
+    pub(crate) fn requeue_orphaned_retries(&mut self) {
+        let timed: std::collections::HashSet<JobId> =
+            self.timers.iter().map(|Reverse((_, id))| *id).collect();
+        let orphans: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(id, e)| matches!(e.phase, Phase::RetryWait) && !timed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in orphans {
+            log::error!("job {id}: its retry timer was lost in a panic; retrying now");
             self.make_ready(id);
         }
     }
