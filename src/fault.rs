@@ -82,7 +82,7 @@ mod tests {
 
     use crate::slurm::SlurmOptions;
     use crate::{
-        JobId, JobRecord, JobSpec, JobStatus, ObserveMode, ProcessManager, RetryOn, WaitMode,
+        Event, JobId, JobRecord, JobSpec, JobStatus, ObserveMode, ProcessManager, RetryOn, WaitMode,
     };
 
     /// Generous: only a hang takes this long.
@@ -138,6 +138,22 @@ mod tests {
     fn assert_slot_freed(m: &ProcessManager) {
         let r = wait(m, m.start_process(JobSpec::new("true")).unwrap());
         assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    }
+
+    /// Runs a test's body on its own thread and fails if it does not end within a few
+    /// `BOUND`s: a failed assertion unwinds through the manager's drop, which must not hang
+    /// the test run either (before the panic rule it did).
+    fn watchdog(body: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(BOUND * 3) {
+            Ok(Ok(())) => {}
+            Ok(Err(p)) => std::panic::resume_unwind(p),
+            Err(_) => panic!("the test hung (and so did dropping its manager)"),
+        }
     }
 
     /// Drops (shuts down) the manager on another thread; fails if that does not return.
@@ -237,26 +253,35 @@ mod tests {
         }
     }
 
-    fn leader_of(m: &ProcessManager, id: JobId) -> u32 {
-        m.job_data(id)
-            .and_then(|r| r.pid)
-            .expect("a running job has a pid")
+    /// The job's leader pid, from its `Started` event (the job may write its pid file before
+    /// its worker records the spawn).
+    fn leader_of(events: &crossbeam_channel::Receiver<Event>, id: JobId) -> u32 {
+        let until = Instant::now() + BOUND;
+        loop {
+            match events.recv_deadline(until) {
+                Ok(Event::Started { id: i, pid, .. }) if i == id => return pid,
+                Ok(_) => {}
+                Err(e) => panic!("no Started event for job {id}: {e}"),
+            }
+        }
     }
 
     #[test]
     fn a_worker_panic_before_the_spawn_ends_the_job_and_frees_its_slot() {
-        let m = ProcessManager::builder().limit(1).build().unwrap();
-        let calls = Calls::default();
-        let marker = fault(super::WORKER_BEFORE_SPAWN);
-        let id = m
-            .start_process(calls.on(JobSpec::new("true").arg(&marker)))
-            .unwrap();
-        let r = wait(&m, id);
-        assert_internal(&r, "worker");
-        assert_eq!(r.pid, None, "nothing was spawned");
-        assert_slot_freed(&m);
-        assert_eq!(calls.get(), [JobStatus::InternalError]);
-        drop_returns(m);
+        watchdog(|| {
+            let m = ProcessManager::builder().limit(1).build().unwrap();
+            let calls = Calls::default();
+            let marker = fault(super::WORKER_BEFORE_SPAWN);
+            let id = m
+                .start_process(calls.on(JobSpec::new("true").arg(&marker)))
+                .unwrap();
+            let r = wait(&m, id);
+            assert_internal(&r, "worker");
+            assert_eq!(r.pid, None, "nothing was spawned");
+            assert_slot_freed(&m);
+            assert_eq!(calls.get(), [JobStatus::InternalError]);
+            drop_returns(m);
+        });
     }
 
     fn worker_panic_while_the_child_runs(mode: WaitMode) {
@@ -269,11 +294,12 @@ mod tests {
         let calls = Calls::default();
         let marker = fault(super::WORKER_RUNNING);
         let pidfile = dir.join("bg.pid");
+        let events = m.subscribe(64);
         let id = m
             .start_process(calls.on(sleeper(&pidfile, &marker)))
             .unwrap();
         let background = read_pid(&pidfile);
-        let leader = leader_of(&m, id);
+        let leader = leader_of(&events, id);
         // The worker panics as it sees the kill request, before it signals anything.
         let _ = m.kill_process(id);
         let r = wait(&m, id);
@@ -287,12 +313,16 @@ mod tests {
 
     #[test]
     fn a_worker_panic_while_the_child_runs_kills_and_reaps_its_group_pidfd() {
-        worker_panic_while_the_child_runs(WaitMode::Pidfd);
+        watchdog(|| {
+            worker_panic_while_the_child_runs(WaitMode::Pidfd);
+        });
     }
 
     #[test]
     fn a_worker_panic_while_the_child_runs_kills_and_reaps_its_group_portable() {
-        worker_panic_while_the_child_runs(WaitMode::Portable);
+        watchdog(|| {
+            worker_panic_while_the_child_runs(WaitMode::Portable);
+        });
     }
 
     fn dispatcher_panic(point: &str) {
@@ -322,34 +352,40 @@ mod tests {
 
     #[test]
     fn a_dispatcher_panic_before_the_handler_still_calls_it_once() {
-        dispatcher_panic(super::DISPATCHER_BEFORE);
+        watchdog(|| {
+            dispatcher_panic(super::DISPATCHER_BEFORE);
+        });
     }
 
     #[test]
     fn a_dispatcher_panic_after_the_handler_does_not_call_it_again() {
-        dispatcher_panic(super::DISPATCHER_AFTER);
+        watchdog(|| {
+            dispatcher_panic(super::DISPATCHER_AFTER);
+        });
     }
 
     #[test]
     fn a_timer_panic_loses_no_retry() {
-        let m = ProcessManager::builder().limit(1).build().unwrap();
-        let calls = Calls::default();
-        let marker = fault(super::TIMER);
-        let spec = JobSpec::new("sh")
-            .args(["-c", "exit 3"])
-            .arg(&marker)
-            .retries(2, Duration::from_millis(20), RetryOn::default());
-        let id = m.start_process(calls.on(spec)).unwrap();
-        let r = wait(&m, id);
-        // The timer panicked as it took the first retry's timer; that retry was still queued,
-        // and so was the next one (the timer went on).
-        assert_eq!(
-            (r.status, r.exit_code, r.attempts),
-            (JobStatus::Failed, Some(3), 3)
-        );
-        assert_slot_freed(&m);
-        assert_eq!(calls.get(), [JobStatus::Failed]);
-        drop_returns(m);
+        watchdog(|| {
+            let m = ProcessManager::builder().limit(1).build().unwrap();
+            let calls = Calls::default();
+            let marker = fault(super::TIMER);
+            let spec = JobSpec::new("sh")
+                .args(["-c", "exit 3"])
+                .arg(&marker)
+                .retries(2, Duration::from_millis(20), RetryOn::default());
+            let id = m.start_process(calls.on(spec)).unwrap();
+            let r = wait(&m, id);
+            // The timer panicked as it took the first retry's timer; that retry was still queued,
+            // and so was the next one (the timer went on).
+            assert_eq!(
+                (r.status, r.exit_code, r.attempts),
+                (JobStatus::Failed, Some(3), 3)
+            );
+            assert_slot_freed(&m);
+            assert_eq!(calls.get(), [JobStatus::Failed]);
+            drop_returns(m);
+        });
     }
 
     fn reader_panic(mode: ObserveMode) {
@@ -362,12 +398,13 @@ mod tests {
         let calls = Calls::default();
         let marker = fault(super::READER);
         let pidfile = dir.join("bg.pid");
+        let events = m.subscribe(64);
         let spec = sleeper(&pidfile, &marker)
             .log_file(dir.join("log.txt"))
             .observe(|_, _, _| {});
         let id = m.start_process(calls.on(spec)).unwrap();
         let background = read_pid(&pidfile);
-        let leader = leader_of(&m, id);
+        let leader = leader_of(&events, id);
         // Nothing else ends this job: only the reader's panic, at its first line (printed after
         // the pid file was written).
         let r = wait(&m, id);
@@ -381,72 +418,78 @@ mod tests {
 
     #[test]
     fn a_follower_panic_kills_the_job_and_ends_it_as_an_internal_error() {
-        reader_panic(ObserveMode::Files);
+        watchdog(|| {
+            reader_panic(ObserveMode::Files);
+        });
     }
 
     #[test]
     fn a_pipe_reader_panic_kills_the_job_and_ends_it_as_an_internal_error() {
-        reader_panic(ObserveMode::Pipes);
+        watchdog(|| {
+            reader_panic(ObserveMode::Pipes);
+        });
     }
 
     /// Stand-in Slurm commands (no Slurm is started or used): the first job submitted is
     /// reported in the state that makes the poller panic, later ones as completed.
     #[test]
     fn a_slurm_poller_panic_ends_its_jobs_and_cancels_them() {
-        let dir = scratch("slurm");
-        let d = dir.display();
-        let script = |name: &str, body: String| -> PathBuf {
-            let p = dir.join(name);
-            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-            p
-        };
-        let options = SlurmOptions::new()
-            .sbatch_program(script(
-                "sbatch",
-                format!(
-                    "cat >/dev/null; n=$(cat {d}/n 2>/dev/null || echo 100); \
+        watchdog(|| {
+            let dir = scratch("slurm");
+            let d = dir.display();
+            let script = |name: &str, body: String| -> PathBuf {
+                let p = dir.join(name);
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+                p
+            };
+            let options = SlurmOptions::new()
+                .sbatch_program(script(
+                    "sbatch",
+                    format!(
+                        "cat >/dev/null; n=$(cat {d}/n 2>/dev/null || echo 100); \
                      echo $((n + 1)) >{d}/n; echo $((n + 1))"
-                ),
-            ))
-            .squeue_program(script(
-                "squeue",
-                format!(
-                    "for id in $(echo \"$5\" | tr , ' '); do \
+                    ),
+                ))
+                .squeue_program(script(
+                    "squeue",
+                    format!(
+                        "for id in $(echo \"$5\" | tr , ' '); do \
                        if [ $id = 101 ]; then echo \"$id|{}|0|node|None|\"; \
                        else echo \"$id|COMPLETED|0|node|None|\"; fi; done",
-                    super::SLURM_STATE
-                ),
-            ))
-            .scancel_program(script("scancel", format!("echo \"$*\" >>{d}/scancel.log")))
-            .poll_interval(Duration::from_millis(20), Duration::from_millis(100));
-        let m = ProcessManager::builder()
-            .limit(1)
-            .slurm(options)
-            .build()
-            .unwrap();
-        let calls = Calls::default();
-        let id = m.start_process(calls.on(JobSpec::new("true"))).unwrap();
-        let r = wait(&m, id);
-        assert_internal(&r, "Slurm poller");
-        assert_eq!(r.pid, Some(101));
-        // The worker cancelled the Slurm job (hard: KILL to every step, then the cancel).
-        let log = std::fs::read_to_string(dir.join("scancel.log")).unwrap_or_default();
-        let lines: HashSet<&str> = log.lines().collect();
-        assert!(
-            lines.contains("--signal=KILL --full 101") && lines.contains("101"),
-            "{log}"
-        );
-        // The poller goes on: the next job is followed to its end in the same slot.
-        let next = wait(&m, m.start_process(JobSpec::new("true")).unwrap());
-        assert_eq!(
-            (next.status, next.pid),
-            (JobStatus::Finished, Some(102)),
-            "{next:?}"
-        );
-        assert_eq!(calls.get(), [JobStatus::InternalError]);
-        drop_returns(m);
-        std::fs::remove_dir_all(&dir).ok();
+                        super::SLURM_STATE
+                    ),
+                ))
+                .scancel_program(script("scancel", format!("echo \"$*\" >>{d}/scancel.log")))
+                .poll_interval(Duration::from_millis(20), Duration::from_millis(100));
+            let m = ProcessManager::builder()
+                .limit(1)
+                .slurm(options)
+                .build()
+                .unwrap();
+            let calls = Calls::default();
+            let id = m.start_process(calls.on(JobSpec::new("true"))).unwrap();
+            let r = wait(&m, id);
+            assert_internal(&r, "Slurm poller");
+            assert_eq!(r.pid, Some(101));
+            // The worker cancelled the Slurm job (hard: KILL to every step, then the cancel).
+            let log = std::fs::read_to_string(dir.join("scancel.log")).unwrap_or_default();
+            let lines: HashSet<&str> = log.lines().collect();
+            assert!(
+                lines.contains("--signal=KILL --full 101") && lines.contains("101"),
+                "{log}"
+            );
+            // The poller goes on: the next job is followed to its end in the same slot.
+            let next = wait(&m, m.start_process(JobSpec::new("true")).unwrap());
+            assert_eq!(
+                (next.status, next.pid),
+                (JobStatus::Finished, Some(102)),
+                "{next:?}"
+            );
+            assert_eq!(calls.get(), [JobStatus::InternalError]);
+            drop_returns(m);
+            std::fs::remove_dir_all(&dir).ok();
+        });
     }
 }
