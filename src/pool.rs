@@ -286,12 +286,14 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         waker.clone(),
     );
     let mut error = None;
-    let kill = JobKill::new(
-        work.core.clone(),
-        #[cfg(target_os = "linux")]
-        waker.clone(),
-    );
-    let readers: Option<Readers> = match streams.observed.map(|o| o.start(core.id, kill)) {
+    let readers: Option<Readers> = match streams.observed.map(|o| {
+        let kill = JobKill::new(
+            work.core.clone(),
+            #[cfg(target_os = "linux")]
+            waker.clone(),
+        );
+        o.start(core.id, kill)
+    }) {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(e)) => {
