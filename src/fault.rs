@@ -19,6 +19,8 @@ pub(crate) const WORKER_RUNNING: &str = "worker-running";
 pub(crate) const DISPATCHER_BEFORE: &str = "dispatcher-before";
 /// The dispatcher, after the handler returned, before it reports that.
 pub(crate) const DISPATCHER_AFTER: &str = "dispatcher-after";
+/// The scheduler, in `end_attempt` under the state lock, after the slot was released.
+pub(crate) const SCHEDULER: &str = "scheduler";
 /// The retry timer, between taking the job's timer and queueing its retry.
 pub(crate) const TIMER: &str = "timer";
 /// An output reader or follower thread, as it hands the job's first line to the observer.
@@ -322,6 +324,26 @@ mod tests {
     fn a_worker_panic_while_the_child_runs_kills_and_reaps_its_group_portable() {
         watchdog(|| {
             worker_panic_while_the_child_runs(WaitMode::Portable);
+        });
+    }
+
+    #[test]
+    fn a_scheduler_panic_ending_an_attempt_still_ends_the_job_once_and_frees_its_slot() {
+        watchdog(|| {
+            let m = ProcessManager::builder().limit(1).build().unwrap();
+            let calls = Calls::default();
+            let marker = fault(super::SCHEDULER);
+            let id = m
+                .start_process(calls.on(JobSpec::new("true").arg(&marker)))
+                .unwrap();
+            let r = wait(&m, id);
+            assert_internal(&r, "scheduler");
+            // The slot was released once: the next job runs, and the count is not off by one
+            // (a second release would have let two run at once, or underflowed).
+            assert_slot_freed(&m);
+            assert_eq!(m.snapshot().running.len(), 0);
+            assert_eq!(calls.get(), [JobStatus::InternalError]);
+            drop_returns(m);
         });
     }
 

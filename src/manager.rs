@@ -166,6 +166,11 @@ impl Inner {
         }
     }
 
+    /// See [`State::abandon`].
+    pub(crate) fn abandon(&self, id: JobId, msg: String) {
+        self.update(|s| s.abandon(id, msg));
+    }
+
     pub(crate) fn handler_returned(&self, id: JobId, panic: Option<String>) {
         self.update(|s| s.handler_returned(id, panic));
     }

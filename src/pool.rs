@@ -64,15 +64,18 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
                     log::error!("job {id}: {msg}; its processes were killed");
                     AttemptEnd::Internal(msg)
                 });
-                // The scheduler never panics (fuzzed and property-tested); should it, this
-                // worker still goes on serving the others.
+                // The scheduler never panics (fuzzed and property-tested); should it, the job
+                // still ends (as an internal error, slot freed, handler once) and this worker
+                // goes on serving the others.
                 if let Err(p) =
                     catch_unwind(AssertUnwindSafe(|| inner.end_attempt(id, attempt, end)))
                 {
-                    log::error!(
-                        "job {id}: internal error: ending its attempt panicked: {}",
+                    let msg = format!(
+                        "internal error: the scheduler panicked ending its attempt: {}",
                         panic_message(&*p)
                     );
+                    log::error!("job {id}: {msg}");
+                    let _ = catch_unwind(AssertUnwindSafe(|| inner.abandon(id, msg)));
                 }
                 // The completion just woke the dispatcher; a woken thread waits for a CPU while
                 // its waker runs on (here: straight into the next spawn), which made the

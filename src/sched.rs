@@ -503,9 +503,19 @@ impl State {
         end: AttemptEnd,
     ) -> Option<Instant> {
         let e = self.jobs.get_mut(&id)?;
+        if !matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            return None;
+        }
         self.running -= 1;
         self.used_cpus -= e.cpus;
         self.used_memory -= e.memory;
+        // Holds no slot from here on (the phase is set again below); should this panic before
+        // then, `abandon` does not release the slot twice.
+        e.phase = Phase::RetryWait;
+        #[cfg(test)]
+        if let Some(core) = &e.core {
+            crate::fault::hit(&core.args, crate::fault::SCHEDULER);
+        }
         let killed = e.kill.is_some();
         // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
         // before its spawn does not.
@@ -589,6 +599,27 @@ impl State {
         self.finalize(id, |r| r.status = status);
         self.pump();
         None
+    }
+
+    /// After `end_attempt` panicked (a bug; the panic rule, DESIGN.md): releases the job's
+    /// slot if it still holds one and, unless it became final, ends it as `InternalError`
+    /// with its handler run once as on every path.
+    pub(crate) fn abandon(&mut self, id: JobId, msg: String) {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            self.running -= 1;
+            self.used_cpus -= e.cpus;
+            self.used_memory -= e.memory;
+        } else if matches!(e.phase, Phase::Final) {
+            return;
+        }
+        self.finalize(id, |r| {
+            r.status = JobStatus::InternalError;
+            r.error = Some(msg);
+        });
+        self.pump();
     }
 
     /// A retry's backoff passed.
