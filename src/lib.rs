@@ -86,6 +86,8 @@ mod deadline;
 mod dispatch;
 mod error;
 mod events;
+#[cfg(test)]
+mod fault;
 #[cfg(feature = "cli")]
 pub mod jobfile;
 mod manager;

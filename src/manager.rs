@@ -5,6 +5,7 @@
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -180,6 +181,11 @@ impl Inner {
         }
     }
 
+    /// See [`State::abandon`].
+    pub(crate) fn abandon(&self, id: JobId, msg: String) {
+        self.update(|s| s.abandon(id, msg));
+    }
+
     pub(crate) fn handler_returned(&self, id: JobId, panic: Option<String>) {
         self.update(|s| s.handler_returned(id, panic));
     }
@@ -228,13 +234,29 @@ impl Inner {
         }
     }
 
+    /// The retry timer's body. A panic in it (the panic rule, DESIGN.md) is caught: retries
+    /// that lost their timer in it are queued at once, and the timer goes on.
     fn timer_loop(&self) {
+        while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
+            log::error!(
+                "internal error: the retry timer thread panicked: {}; it goes on",
+                crate::dispatch::panic_message(&*p)
+            );
+            self.update(|s| s.requeue_orphaned_retries());
+        }
+    }
+
+    fn timer_rounds(&self) {
         let mut s = self.lock();
         while !self.stopped.load(Ordering::SeqCst) {
             let now = Instant::now();
             match s.timers.peek().copied() {
                 Some(std::cmp::Reverse((at, id))) if at <= now => {
                     s.timers.pop();
+                    #[cfg(test)]
+                    if let Some(core) = s.get(id).and_then(|e| e.core.clone()) {
+                        crate::fault::hit(&core.args, crate::fault::TIMER);
+                    }
                     s.retry_due(id);
                 }
                 Some(std::cmp::Reverse((at, _))) => {

@@ -163,7 +163,8 @@ impl PluginStatus {
             | JobStatus::Crashed
             | JobStatus::TimedOut
             | JobStatus::SpawnFailed
-            | JobStatus::DependencyFailed => PluginStatus::Failed,
+            | JobStatus::DependencyFailed
+            | JobStatus::InternalError => PluginStatus::Failed,
         }
     }
 }

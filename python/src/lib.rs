@@ -60,7 +60,7 @@ pub struct Record {
     #[pyo3(get)]
     interpreter: Option<OsString>,
     /// 'pending', 'running', 'finished', 'failed', 'timeout', 'crashed', 'killed',
-    /// 'cancelled', 'spawn_failed' or 'dependency_failed'.
+    /// 'cancelled', 'spawn_failed', 'dependency_failed' or 'internal_error'.
     #[pyo3(get)]
     status: &'static str,
     #[pyo3(get)]
@@ -808,6 +808,7 @@ fn statuses() -> Vec<&'static str> {
         JobStatus::Cancelled,
         JobStatus::SpawnFailed,
         JobStatus::DependencyFailed,
+        JobStatus::InternalError,
     ]
     .iter()
     .map(|s| s.as_str())

@@ -384,6 +384,8 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
         // As GNU parallel for its timeouts: -1, and the signal that ended the job.
         JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
+        // Ended by procman (its internal error), as a kill.
+        JobStatus::InternalError => (-1, 0),
         // As a shell for a command it cannot run.
         JobStatus::SpawnFailed => (127, 0),
         JobStatus::Cancelled

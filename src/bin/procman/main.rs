@@ -159,10 +159,12 @@ pub fn account(record: &JobRecord) -> String {
 
 /// The exit status of `procman run` for a finished job, after coreutils `timeout`:
 /// the job's code; 124 for a timeout; 128+N for a signal; 126 when the program could not be
-/// executed and 127 when it was not found; 125 for other failures to start it.
+/// executed and 127 when it was not found; 125 for other failures to start it, and for a job
+/// that procman's own internal error ended.
 pub fn exit_code(record: &JobRecord) -> i32 {
     match record.status {
         JobStatus::Finished => 0,
+        JobStatus::InternalError => 125,
         JobStatus::TimedOut => 124,
         JobStatus::SpawnFailed => {
             // The core's messages: "cannot start PROGRAM: <io error>" for the program itself.
