@@ -47,7 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 #: Every status a job can have ('pending', 'running', 'finished', 'failed', 'crashed',
-#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed').
+#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed', 'internal_error').
 STATUSES = tuple(statuses())
 
 __all__ = [

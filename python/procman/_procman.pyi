@@ -2,7 +2,20 @@
 
 import datetime
 import os
-from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Sequence, Union, final
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    final,
+)
 
 __version__: str
 
@@ -86,7 +99,20 @@ class JobSpec:
 @final
 class Manager:
     limit: int
-    def __new__(cls, limit: int = 10, grace: float = 2.0, kill_leftovers: bool = True) -> "Manager": ...
+    def __new__(
+        cls,
+        limit: int = 10,
+        grace: float = 2.0,
+        kill_leftovers: bool = True,
+        max_records: Optional[int] = 10000,
+        max_age: Optional[_Seconds] = None,
+    ) -> "Manager": ...
+    def set_retention(
+        self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None
+    ) -> None: ...
+    @property
+    def retention(self) -> Tuple[Optional[int], Optional[float]]: ...
+    def evicted(self) -> Dict[str, int]: ...
     def start(self, spec: JobSpec) -> int: ...
     def run(self, spec: JobSpec) -> Record: ...
     def wait(self, id: int, timeout: Optional[float] = None) -> Record: ...

@@ -17,6 +17,13 @@ Logging goes to the logger of CCP4i2's own module, ``ccp4i2.core.async_process_m
 What ``getJobData(pid, attribute)`` answers is listed in ``JOB_ATTRIBUTES`` (README.md has the
 table); ``getJobData(pid, None)`` returns all of them as a new dict; an unknown id gives None,
 an unknown attribute gives None (as CCP4i2's ``getattr(info, name, None)`` does).
+
+Retention: a server that runs jobs for weeks must not keep every job for ever. The newest
+10,000 finished jobs (whose handler has returned) are kept, with no age limit, so getJobData
+answers about recent jobs as before; older ones are forgotten and read as unknown (None), as
+after deleteJob. ``AsyncProcessManager(max_records=..., max_age=...)`` changes that for the
+process-wide manager (max_age in seconds; None: no limit; both None keep everything, CCP4i2's
+behaviour). What startProcess was given is forgotten with the job.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from ._runtime import global_manager
 #: CCP4i2's logging applies (its level, its handlers).
 LOGGER_NAME = "ccp4i2.core.async_process_manager"
 logger = logging.getLogger(LOGGER_NAME)
+
+_UNSET = object()
 
 #: The attributes getJobData answers. The first group is CCP4i2's, with its meanings; the
 #: second group is procman's extras. 'process', 'stdout_file' and 'stderr_file' (CCP4i2's
@@ -134,6 +143,7 @@ class AsyncProcessManager:
 
     _instance: Optional["AsyncProcessManager"] = None
     _instance_lock = threading.Lock()
+    _PRUNE_MIN = 1024
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "AsyncProcessManager":
         instance = cls.__dict__.get("_instance")
@@ -146,14 +156,32 @@ class AsyncProcessManager:
                     cls._instance = instance
         return instance
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # All the state is made once, in __new__; calling the class again changes nothing.
-        pass
+    def __init__(self, *args: Any, max_records: Any = _UNSET, max_age: Any = _UNSET,
+                 **kwargs: Any) -> None:
+        # All the state is made once, in __new__; calling the class again changes nothing but
+        # the retention, when asked (see the module's documentation).
+        if max_records is not _UNSET or max_age is not _UNSET:
+            self.setRetention(max_records, max_age)
+
+    def setRetention(self, max_records: Any = _UNSET, max_age: Any = _UNSET) -> None:
+        """procman's extra: keep at most max_records finished jobs (None: no count limit) and
+        forget those whose handler returned max_age seconds ago or more (None: no age limit).
+        An argument left out keeps its current value. Jobs no longer kept are forgotten at
+        once; getJobData then gives None for them."""
+        current_records, current_age = self._manager.retention
+        self._manager.set_retention(
+            current_records if max_records is _UNSET else max_records,
+            current_age if max_age is _UNSET else max_age,
+        )
+        with self._lock:
+            self._prune()
 
     def _setup(self) -> None:
         self._manager = global_manager()
         self._lock = threading.RLock()
         self._jobs: Dict[int, _Job] = {}
+        # _jobs is swept of forgotten jobs when it doubles: O(1) amortised per job.
+        self._prune_at = self._PRUNE_MIN
         logger.debug("AsyncProcessManager initialized on procman")
 
     @property
@@ -245,10 +273,20 @@ class AsyncProcessManager:
         with self._lock:
             pid = self._manager.start(spec)
             self._jobs[pid] = job
+            if len(self._jobs) >= self._prune_at:
+                self._prune()
         if logger.isEnabledFor(logging.INFO):
             logger.info("Started process %d: %s %s", pid, command,
                         " ".join(str(a) for a in (args or [])))
         return pid
+
+    def _prune(self) -> None:
+        """Drops what startProcess was given for jobs the manager has forgotten (evicted or
+        deleted). Called with the lock held."""
+        manager = self._manager
+        for pid in [pid for pid in self._jobs if manager.job(pid) is None]:
+            del self._jobs[pid]
+        self._prune_at = max(2 * len(self._jobs), self._PRUNE_MIN)
 
     def _wait(self, pid: int, kill_on_interrupt: bool = False) -> None:
         try:
@@ -351,13 +389,16 @@ class AsyncProcessManager:
 
     def getJobData(self, pid: Any, attribute: Optional[str] = "exitStatus") -> Any:
         """One attribute of the job (see JOB_ATTRIBUTES), or all of them as a dict when
-        attribute is None. None for an unknown or deleted id, an id no job can have, or an
-        unknown attribute. Never blocks."""
+        attribute is None. None for an unknown, deleted or forgotten id (see the module's
+        documentation on retention), an id no job can have, or an unknown attribute. Never
+        blocks."""
         jid = _job_id(pid)
         if jid is None:
             return None
         record = self._manager.job(jid)
         if record is None:
+            with self._lock:
+                self._jobs.pop(jid, None)
             return None
         job = self._jobs.get(jid)  # one dict read: atomic under the GIL
         if attribute is None:

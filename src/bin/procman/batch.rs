@@ -384,6 +384,8 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
         // As GNU parallel for its timeouts: -1, and the signal that ended the job.
         JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
+        // Ended by procman (its internal error), as a kill.
+        JobStatus::InternalError => (-1, 0),
         // As a shell for a command it cannot run.
         JobStatus::SpawnFailed => (127, 0),
         JobStatus::Cancelled
@@ -493,7 +495,10 @@ impl Ui {
         let eta = if input_done && rate > 0.0 && total >= finished {
             format!(
                 ", ETA {}",
-                crate::fmt_duration(Duration::from_secs_f64((total - finished) as f64 / rate))
+                crate::fmt_duration(
+                    Duration::try_from_secs_f64((total - finished) as f64 / rate)
+                        .unwrap_or(Duration::MAX)
+                )
             )
         } else {
             String::new()
@@ -734,7 +739,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 manager.shutdown(ShutdownMode::Cancel, None);
             } else {
                 for id in manager.pending_processes() {
-                    manager.kill_process(id);
+                    // The batch never deletes jobs, so every listed id is known.
+                    let _ = manager.kill_process(id);
                 }
             }
         }
