@@ -647,8 +647,9 @@ pub enum ShutdownMode {
 /// # Inside handlers and observers
 /// Handlers run on the manager's handler threads (one by default), observers on the job's
 /// reader threads.
-/// From a handler, `wait*` return once the record is final (the job's own handler can only run
-/// after the current one), so they never deadlock. From an observer, a wait on the observer's
+/// From a handler, `wait*` never deadlock: with one handler thread they return once the record
+/// is final (the job's own handler can only run after the current one); with more, they also
+/// wait for the job's handler where that is safe (see [`wait`](Self::wait)). From an observer, a wait on the observer's
 /// *own* job could never end (the job ends only after its observer returns): `wait`,
 /// `wait_timeout` and `wait_deadline` refuse it at once with `WouldDeadlock`
 /// ([`WaitError::WouldDeadlock`], [`WaitTimeoutError::WouldDeadlock`]), [`wait_all`](Self::wait_all)
@@ -720,8 +721,8 @@ impl ProcessManager {
     }
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
-    /// its own (give the spec a timeout). Inside a handler it returns once the record is final
-    /// (the job's own handler then runs after the current one). It returns only after the
+    /// its own (give the spec a timeout). Inside a handler it returns as [`wait`](Self::wait)
+    /// does there (with one handler thread: once the record is final). It returns only after the
     /// handler (outside a handler), so the record it gives is the one the handler saw.
     ///
     /// # Errors
