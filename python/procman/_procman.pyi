@@ -106,6 +106,7 @@ class Manager:
         kill_leftovers: bool = True,
         max_records: Optional[int] = 10000,
         max_age: Optional[_Seconds] = None,
+        handler_threads: int = 1,
     ) -> "Manager": ...
     def set_retention(
         self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None

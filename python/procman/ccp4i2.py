@@ -3,7 +3,12 @@
 ``AsyncProcessManager()`` is a singleton (every call returns the same object, whichever thread
 makes the first one) and ``ASYNC_PROCESSMANAGER()`` is its accessor. Jobs run on procman's
 process-wide manager (limit 10): no asyncio event loop or loop thread is needed, and handlers
-run on procman's dispatcher thread, one at a time, in completion order.
+run on procman's 4 handler threads (as many as the original's ``ThreadPoolExecutor``), taken
+in completion order, so one slow handler does not hold back the others. Inside a handler,
+``startProcess(..., ifAsync=False)`` waits for the inner job's handler too, as the original
+does, unless that could deadlock (procman's rule: not while the other handler threads but one
+are in such waits, nor for a handler that is itself waiting); it then returns once the inner
+job has ended.
 
 A job started from a running asyncio loop (``await _startProcess_async(...)``, or
 ``startProcess`` called inside a loop) completes in that loop's terms: once its handler has
@@ -201,12 +206,13 @@ class AsyncProcessManager:
         timeout is in milliseconds (None, 0 or negative: none); stdin comes from inputFile;
         stdout goes to logFile and stderr to ``<logFile without suffix>_err.txt``; a non-empty
         env replaces the whole environment; handler is ``[callable, kwargs]`` or a callable,
-        called as ``callable(pid, **kwargs)`` on procman's dispatcher thread once the job has
-        ended. Called inside a running asyncio loop, that loop is woken once the handler has
-        returned. ifAsync=False blocks until the job has ended and its handler returned, with
-        no time cap (Ctrl-C interrupts the wait and kills the job). Unknown keyword arguments
-        are logged and ignored. procman's extra keyword errorFile puts stderr there instead
-        (the logFile itself: stderr merged into the log). Raises TypeError for a missing command or a malformed handler,
+        called as ``callable(pid, **kwargs)`` on one of procman's handler threads once the job
+        has ended. Called inside a running asyncio loop, that loop is woken once the handler
+        has returned. ifAsync=False blocks until the job has ended and its handler returned,
+        with no time cap (Ctrl-C interrupts the wait and kills the job; inside a handler, see
+        the module's documentation). Unknown keyword arguments are logged and ignored.
+        procman's extra keyword errorFile puts stderr there instead (the logFile itself: stderr
+        merged into the log). Raises TypeError for a missing command or a malformed handler,
         procman.StartError (a ValueError) for a job procman refuses."""
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
                           timeout, ifAsync, errorFile, kwargs, _running_loop())
@@ -306,7 +312,7 @@ class AsyncProcessManager:
         """procman's handler for a job: ``callback(pid, **kwargs)``, then the completion (the
         job's awaiters resolved, its loop woken). A coroutine function is run on the loop the
         job was started from (the completion follows it there), or to completion on the
-        dispatcher thread when there was none."""
+        handler thread when there was none."""
 
         def on_finish(record: Record) -> None:
             if logger.isEnabledFor(logging.INFO):

@@ -279,3 +279,61 @@ def test_no_asyncio_import_without_a_loop(tmp_path):
                          cwd=tmp_path, timeout=PATIENCE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---- issue #17 item 2: handlers on a pool of threads --------------------------------------
+
+def test_slow_handlers_do_not_hold_back_each_other(pm):
+    # CCP4i2's handlers post-process (parse XML, write to the database): three that take 1 s
+    # each finish in about 1 s on the original's 4-thread executor, and here.
+    t0 = time.monotonic()
+    dones = [Done() for _ in range(3)]
+
+    def slow(done):
+        def handler(pid):
+            time.sleep(1)
+            done(pid)
+        return handler
+
+    for d in dones:
+        pm.startProcess("true", handler=slow(d))
+    for d in dones:
+        d.wait()
+    took = time.monotonic() - t0
+    assert took < 2.5, f"the handlers ran one after the other: {took:.1f} s"
+    assert len({d.thread.name for d in dones}) == 3
+
+
+def test_a_synchronous_start_inside_a_handler_waits_for_the_inner_handler(pm):
+    order = []
+    finished = threading.Event()
+
+    def inner(pid):
+        time.sleep(0.2)
+        order.append("inner handler")
+
+    def outer(pid):
+        pm.startProcess("true", handler=inner, ifAsync=False)
+        order.append("startProcess returned")
+        finished.set()
+
+    pm.startProcess("true", handler=outer)
+    assert finished.wait(PATIENCE)
+    assert order == ["inner handler", "startProcess returned"]
+
+
+def test_pythonic_manager_handler_threads(tmp_path):
+    for threads, sequential in ((1, True), (3, False)):
+        with procman.Manager(handler_threads=threads) as m:
+            t0 = time.monotonic()
+            ids = [m.start(procman.JobSpec("true", on_finish=lambda r: time.sleep(0.5)))
+                   for _ in range(3)]
+            for i in ids:
+                m.wait(i, PATIENCE)
+            took = time.monotonic() - t0
+        if sequential:
+            assert took >= 1.5, took
+        else:
+            assert took < 1.4, took
+    with pytest.raises(ValueError):
+        procman.Manager(handler_threads=0)
