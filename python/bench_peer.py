@@ -11,7 +11,8 @@ did not end as the workload expects. Last stderr line: ``BENCH_SELF maxrss_kb=<V
 utime_s= stime_s= wall_s= done= failed= timed_out= api=``.
 
 PROCMAN_PY_API chooses the API the jobs go through:
-* ``pythonic`` (default): ``procman.Manager(limit=CONCURRENCY, grace=0)``, one
+* ``pythonic`` (default): ``procman.Manager(limit=CONCURRENCY, grace=0,
+  handler_threads=$PROCMAN_PY_HANDLER_THREADS or 1)``, one
   ``JobSpec(..., log_file=, merge_stderr=True, timeout=, on_finish=)`` per job, ``wait_all()``;
 * ``ccp4i2``: CCP4i2's ``AsyncProcessManager`` (the process-wide manager, its limit set to
   CONCURRENCY), ``startProcess(cmd, args, logFile=, errorFile=<the same file>, timeout=<ms>,
@@ -80,7 +81,8 @@ def main(argv):
                 counts["failed"] += 1
 
     if api == "pythonic":
-        manager = procman.Manager(limit=max(conc, 1), grace=0.0)
+        threads = int(os.environ.get("PROCMAN_PY_HANDLER_THREADS", "1"))
+        manager = procman.Manager(limit=max(conc, 1), grace=0.0, handler_threads=threads)
 
         def on_finish(record):
             count(record.status)
