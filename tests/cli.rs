@@ -555,3 +555,159 @@ fn run_kills_the_job_group_on_sigterm_and_exits_128_plus_the_signal() {
     }
     assert!(gone, "the background sleep {sleeper} outlived procman run");
 }
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure names a seed to replay.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// What `procman run -q -- sh -c SCRIPT` writes when its stdout is `how`: "pipe" (handed to the
+/// job directly), "file" or "socket" (relayed by procman).
+fn run_output(how: &str, dir: &TempDir, script: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut cmd = procman();
+    cmd.args(["run", "-q", "--", "sh", "-c", script])
+        .stdin(Stdio::null());
+    match how {
+        "pipe" => {
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            out.stdout
+        }
+        "file" => {
+            let path = dir.join("relayed");
+            cmd.stdout(std::fs::File::create(&path).unwrap());
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            std::fs::read(&path).unwrap()
+        }
+        "socket" => {
+            let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            cmd.stdout(std::os::fd::OwnedFd::from(theirs));
+            let mut child = cmd.spawn().unwrap();
+            drop(cmd);
+            let mut got = Vec::new();
+            ours.read_to_end(&mut got).unwrap();
+            assert_eq!(child.wait().unwrap().code(), Some(0));
+            got
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn run_passes_output_on_byte_for_byte_whether_direct_or_relayed() {
+    let dir = TempDir::new("cli-run-bytes");
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    // A line of exactly 64 KiB (the library's observer cap) with its newline, then more.
+    let mut line = vec![b'x'; 64 * 1024];
+    line.push(b'\n');
+    line.extend_from_slice(b"after\n");
+    cases.push(("64 KiB line".into(), line));
+    cases.push(("no final newline".into(), b"one\ntwo".to_vec()));
+    cases.push(("empty".into(), Vec::new()));
+    for seed in 1..=4u64 {
+        let len = 1000 + (seed as usize * 97_531) % 300_000;
+        cases.push((format!("random seed {seed}"), random_bytes(seed, len)));
+    }
+    for (i, (what, data)) in cases.iter().enumerate() {
+        let path = dir.join(&format!("in{i}"));
+        std::fs::write(&path, data).unwrap();
+        let script = format!("cat '{}'", path.display());
+        for how in ["pipe", "file", "socket"] {
+            let got = run_output(how, &dir, &script);
+            assert!(
+                got == *data,
+                "{what} through a {how}: {} bytes in, {} out",
+                data.len(),
+                got.len()
+            );
+        }
+        // Stderr too, as a pipe.
+        let out = run(procman().args([
+            "run",
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            &format!("cat '{}' >&2", path.display()),
+        ]));
+        assert!(out.stderr == *data, "{what} on stderr");
+    }
+}
+
+/// `procman run -q -- sh -c 'echo $$ >PIDFILE; exec yes'` with its stdout on `reader`'s other
+/// end; reads one line, closes the reader and returns (procman's exit code, the job's pid).
+fn yes_then_close(
+    dir: &TempDir,
+    stdout: Stdio,
+    mut reader: impl std::io::Read,
+) -> (Option<i32>, u32) {
+    let pidfile = dir.join("pid");
+    let mut child = procman()
+        .args(["run", "-q", "--", "sh", "-c"])
+        .arg(format!("echo $$ >'{}'; exec yes", pidfile.display()))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 2];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"y\n");
+    drop(reader);
+    let mut status = None;
+    let ended = eventually(LONG, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if !ended {
+        // Clean up what this test started before failing: the job (by its pid) and procman.
+        // SAFETY: plain kill(2) on pids this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(ended, "procman run did not end after its reader went away");
+    (status.unwrap().code(), pid)
+}
+
+#[test]
+fn run_ends_like_timeout_when_the_reader_of_its_output_goes_away() {
+    let dir = TempDir::new("cli-run-yes");
+    // A pipe: the job writes to it directly and dies of SIGPIPE, as under `timeout`: 141.
+    let (r, w) = pipe_pair();
+    let (code, pid) = yes_then_close(&dir, Stdio::from(w), std::fs::File::from(r));
+    assert_eq!(code, Some(128 + libc::SIGPIPE));
+    assert!(!common::alive(pid), "the job {pid} outlived procman");
+    // A socket: relayed; the relay closes its pipe, so the job meets the same SIGPIPE.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (code, pid) = yes_then_close(&dir, Stdio::from(std::os::fd::OwnedFd::from(theirs)), ours);
+    assert_eq!(code, Some(128 + libc::SIGPIPE));
+    assert!(!common::alive(pid), "the job {pid} outlived procman");
+}
+
+fn pipe_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors, owned here from now on.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}

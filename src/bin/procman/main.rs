@@ -10,6 +10,7 @@
 
 mod args;
 mod batch;
+mod relay;
 mod run;
 mod sig;
 mod status;
@@ -29,8 +30,9 @@ USAGE:
 
 run: one job; exits with its exit code (124 on timeout, 128+N when ended by signal N,
      125 for procman's own errors, 126/127 when the program cannot be run/found).
-    --log FILE        the job's stdout to FILE (default: relayed to procman's stdout)
-    --err FILE        the job's stderr to FILE (default: relayed to procman's stderr)
+    --log FILE        the job's stdout to FILE (default: procman's stdout, byte for byte;
+                      when its reader goes away the job gets SIGPIPE, as under `timeout`)
+    --err FILE        the job's stderr to FILE (default: procman's stderr, likewise)
     --input FILE      the job's stdin from FILE (default: /dev/null; /dev/stdin to pass ours)
                       --err naming the --log file merges the two; an --input that is the
                       --log or --err file is refused (it would be truncated)
