@@ -247,9 +247,144 @@ fn halt_starts_no_new_job_after_the_first_failure() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     let entries = joblog(&dir.join("joblog"));
     assert_eq!(entries[0].seq, 1);
-    // At most the job that took the freed slot before the failure was seen ran.
-    assert!(entries.len() <= 2, "{entries:?}");
-    assert!(err.contains("not run"), "{err}");
+    // No job starts after the failure (see halt_now_never_starts_a_job_after_the_failure).
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(
+        err.contains("--halt: job 1 (line 1) ends the batch"),
+        "{err}"
+    );
+}
+
+/// Runs `procman batch -j J --halt RULE` (the space-separated form) over `lines`, where
+/// `touch NAME` marks a job that ran; returns the exit code and which marks exist.
+fn halt_batch(dir: &TempDir, j: &str, rule: &str, lines: &[&str]) -> (Option<i32>, Vec<String>) {
+    let marks = dir.join("marks");
+    let _ = std::fs::remove_dir_all(&marks);
+    std::fs::create_dir_all(&marks).unwrap();
+    let jobs = write(dir, "jobs.txt", &(lines.join("\n") + "\n"));
+    let out = run(procman()
+        .args(["batch", "-q", "-j", j, "--halt", rule, "--no-logs"])
+        .arg(&jobs)
+        .current_dir(&marks));
+    let mut found: Vec<String> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    (out.status.code(), found)
+}
+
+#[test]
+fn halt_now_never_starts_a_job_after_the_failure() {
+    let dir = TempDir::new("cli-halt-race");
+    for i in 0..30 {
+        let (code, marks) = halt_batch(
+            &dir,
+            "1",
+            "now,fail=1",
+            &["touch a", "sh -c 'exit 7'", "touch c", "touch d", "touch e"],
+        );
+        assert_eq!(marks, ["a"], "run {i}: a job started after the failure");
+        // GNU parallel: with fail=1, the failing job's exit status.
+        assert_eq!(code, Some(7), "run {i}");
+    }
+    // -j 4: jobs start alongside the failing one, but none after its end (by the joblog).
+    for i in 0..10 {
+        let jobs = write(
+            &dir,
+            "jobs4.txt",
+            &format!("sh -c 'sleep 0.05; exit 3'\n{}", "true\n".repeat(40)),
+        );
+        let out = run(procman()
+            .args([
+                "batch",
+                "-q",
+                "-j",
+                "4",
+                "--halt",
+                "soon,fail=1",
+                "--no-logs",
+                "--joblog",
+            ])
+            .arg(dir.join("joblog4"))
+            .arg(&jobs));
+        assert_eq!(out.status.code(), Some(3), "run {i}: {}", text(&out.stderr));
+        let entries = joblog(&dir.join("joblog4"));
+        let failed = entries
+            .iter()
+            .find(|e| e.seq == 1)
+            .expect("the failing job");
+        let end = failed.start_time + failed.runtime;
+        for e in &entries {
+            // The joblog rounds both times to the millisecond.
+            assert!(
+                e.start_time <= end + 0.002,
+                "run {i}: job {} started {:.3}s after the failure ended",
+                e.seq,
+                e.start_time - end
+            );
+        }
+    }
+}
+
+#[test]
+fn halt_soon_lets_running_jobs_finish_and_now_kills_them() {
+    let dir = TempDir::new("cli-halt-when");
+    let lines = [
+        "sh -c 'sleep 1; touch slow'",
+        "sh -c 'exit 3'",
+        "touch after",
+    ];
+    let (code, marks) = halt_batch(&dir, "2", "soon,fail=1", &lines);
+    assert_eq!((code, marks), (Some(3), vec!["slow".to_owned()]));
+    let lines = [
+        "sh -c 'sleep 20; touch slow'",
+        "sh -c 'exit 3'",
+        "touch after",
+    ];
+    let t0 = std::time::Instant::now();
+    let (code, marks) = halt_batch(&dir, "2", "now,fail=1", &lines);
+    assert_eq!((code, marks), (Some(3), vec![]));
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the sleeping job was killed"
+    );
+}
+
+#[test]
+fn halt_counts_percentages_successes_and_finished_jobs_as_gnu_parallel() {
+    let dir = TempDir::new("cli-halt-forms");
+    // fail=N: the number of failures is the exit status.
+    let (code, marks) = halt_batch(
+        &dir,
+        "1",
+        "soon,fail=2",
+        &["false", "touch b", "false", "touch d"],
+    );
+    assert_eq!((code, marks), (Some(2), vec!["b".to_owned()]));
+    // fail=P% of all the jobs (4): 50% after the second failure; the status is the percentage.
+    let (code, marks) = halt_batch(
+        &dir,
+        "1",
+        "soon,fail=50%",
+        &["false", "touch b", "false", "touch d"],
+    );
+    assert_eq!((code, marks), (Some(50), vec!["b".to_owned()]));
+    // success=1: stop at the first success, status 0.
+    let (code, marks) = halt_batch(&dir, "1", "now,success=1", &["false", "touch b", "touch c"]);
+    assert_eq!((code, marks), (Some(0), vec!["b".to_owned()]));
+    // done=2: two finished jobs whatever their outcome; the number of failures.
+    let (code, marks) = halt_batch(&dir, "1", "now,done=2", &["false", "touch b", "touch c"]);
+    assert_eq!((code, marks), (Some(1), vec!["b".to_owned()]));
+    // A rule never met: the number of failures, as without --halt.
+    let (code, marks) = halt_batch(&dir, "1", "soon,fail=5", &["false", "touch b"]);
+    assert_eq!((code, marks), (Some(1), vec!["b".to_owned()]));
+    // parallel's numeric forms: 2 is now,fail=1.
+    let (code, marks) = halt_batch(&dir, "1", "2", &["sh -c 'exit 9'", "touch b"]);
+    assert_eq!((code, marks), (Some(9), vec![]));
+    let out = run(procman().args(["batch", "--halt=sometimes", "/dev/null"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("option --halt"));
 }
 
 /// Kills the tool with SIGTERM once the joblog holds `n` entries; returns its exit status.

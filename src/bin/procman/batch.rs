@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -28,6 +28,7 @@ use procman::{
 };
 
 use crate::args::{Arg, Args, UsageError};
+use crate::halt::{self, Tally, Threshold, When};
 use crate::sig;
 
 /// Exit status for procman's own errors (GNU parallel uses 255 too).
@@ -39,14 +40,6 @@ pub const DEFAULT_LOG_DIR: &str = "procman-logs";
 /// How often the live progress line is redrawn on a terminal.
 const REDRAW: Duration = Duration::from_millis(200);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Halt {
-    /// Start no new job; running jobs finish.
-    Soon,
-    /// Kill the running jobs too.
-    Now,
-}
-
 #[derive(Clone)]
 struct Options {
     jobs: usize,
@@ -57,8 +50,10 @@ struct Options {
     log_dir: Option<PathBuf>,
     joblog: Option<PathBuf>,
     resume: bool,
-    halt: Option<Halt>,
+    halt: Option<halt::Rule>,
     progress: Option<bool>,
+    /// `-q`: no progress line, no line per successful job, no summary unless something failed.
+    quiet: bool,
     file: Option<OsString>,
 }
 
@@ -73,6 +68,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         resume: false,
         halt: None,
         progress: None,
+        quiet: false,
         file: None,
     };
     let mut a = Args::new(argv);
@@ -95,20 +91,18 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                 "no-logs" => o.log_dir = None,
                 "joblog" => o.joblog = Some(a.path()?),
                 "resume" => o.resume = true,
-                "halt" => {
-                    let v = a.attached_value().map(|v| v.to_string_lossy().into_owned());
-                    o.halt = Some(match v.as_deref() {
-                        None | Some("soon" | "soon,fail=1" | "1") => Halt::Soon,
-                        Some("now" | "now,fail=1" | "2") => Halt::Now,
-                        Some(other) => {
-                            return Err(UsageError(format!(
-                                "option --halt: expected --halt, --halt=soon or --halt=now, got {other:?}"
-                            )))
-                        }
-                    })
+                "halt" | "halt-on-error" => {
+                    // `--halt=V`, `--halt V` (when V reads as a halt rule), or a bare `--halt`.
+                    let v = a.optional_value(halt::looks_like_value);
+                    let v = v.map_or(Ok("soon".to_owned()), |v| {
+                        v.into_string()
+                            .map_err(|v| UsageError(format!("option --halt: {v:?} is not UTF-8")))
+                    })?;
+                    o.halt = halt::parse(&v).map_err(UsageError)?;
                 }
                 "progress" => o.progress = Some(true),
                 "no-progress" => o.progress = Some(false),
+                "q" | "quiet" => o.quiet = true,
                 _ => return Err(a.unknown("batch")),
             },
         }
@@ -137,13 +131,15 @@ struct Finished {
     line: usize,
     command: String,
     record: JobRecord,
+    /// The batch halts on this job (`--halt`).
+    halts: Option<When>,
 }
 
 enum Msg {
     /// A line was skipped: the joblog records it as succeeded.
     Skipped,
-    /// A line is not a valid job; the message names the line.
-    Invalid(String),
+    /// A line is not a valid job; the message names the line. Whether the batch halts on it.
+    Invalid(String, Option<When>),
     /// Something worth telling that is not a job's failure.
     Warning(String),
     Done(Box<Finished>),
@@ -154,12 +150,78 @@ enum Msg {
     Signal(i32),
 }
 
-/// Shared by the reader and the main thread: once `stopped` is set (under the lock) no job is
-/// submitted any more, so `submitted` is then the final number of jobs to wait for.
+/// Shared by the reader, the handlers and the main thread: once `stopped` is set (under the
+/// lock) no job is submitted any more, so `submitted` is then the final number of jobs to wait
+/// for.
 #[derive(Default)]
 struct Gate {
     stopped: bool,
     submitted: u64,
+    /// With `--halt`: how many more jobs may be submitted before one finishes (`-j` at first).
+    /// A job is only submitted with a permit, and a finished job's handler decides whether the
+    /// batch halts *before* it returns its permit, so no job starts after the halting one
+    /// (the manager cannot start one the tool never submitted). `None`: no limit.
+    permits: Option<usize>,
+    /// Finished jobs (and invalid lines), for the halt rule.
+    tally: Tally,
+    /// Job lines in the whole input, when a percentage rule needs it (read up front).
+    total: u64,
+}
+
+/// The gate and its condition variable (a reader waiting for a permit).
+#[derive(Default)]
+struct Shared {
+    gate: Mutex<Gate>,
+    freed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().expect("gate")
+    }
+
+    /// Stops submissions and wakes a reader waiting for a permit.
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.freed.notify_all();
+    }
+
+    /// Counts a finished job (or an invalid line) and decides, under the lock, whether the
+    /// batch halts; if so the manager is paused at once, so not even a job already submitted
+    /// (one waiting for its dependency) starts. Returns when it halts. `permit`: the job held
+    /// one, which is returned only now.
+    fn settle(
+        &self,
+        rule: Option<halt::Rule>,
+        failed: bool,
+        permit: bool,
+        manager: &ProcessManager,
+    ) -> Option<When> {
+        let mut g = self.lock();
+        let mut fired = None;
+        if !g.stopped {
+            if failed {
+                g.tally.failed += 1;
+            } else {
+                g.tally.succeeded += 1;
+            }
+            if let Some(rule) = rule {
+                if rule.met(g.tally, g.total) {
+                    g.stopped = true;
+                    manager.pause();
+                    fired = Some(rule.when);
+                }
+            }
+        }
+        if permit {
+            if let Some(p) = g.permits.as_mut() {
+                *p += 1;
+            }
+        }
+        drop(g);
+        self.freed.notify_all();
+        fired
+    }
 }
 
 /// What a job name in `after` refers to.
@@ -173,18 +235,46 @@ enum Named {
 struct Reader {
     manager: ProcessManager,
     tx: Sender<Msg>,
-    gate: Arc<Mutex<Gate>>,
+    gate: Arc<Shared>,
     options: Options,
     /// seq → command of the jobs the joblog records as succeeded (`--resume`).
     succeeded: HashMap<u64, String>,
 }
 
 impl Reader {
+    /// Reports an invalid line; it counts as a failure for `--halt`.
+    fn invalid(&self, msg: String) {
+        let halts = self
+            .gate
+            .settle(self.options.halt, true, false, &self.manager);
+        let _ = self.tx.send(Msg::Invalid(msg, halts));
+    }
+
     fn run(self, input: Box<dyn BufRead + Send>) {
         let mut seq = 0u64;
         let mut names: HashMap<String, (Named, usize)> = HashMap::new();
-        for item in lines(input) {
-            if self.gate.lock().expect("gate").stopped {
+        let mut items: Box<dyn Iterator<Item = _>> = Box::new(lines(input));
+        if matches!(
+            self.options.halt,
+            Some(halt::Rule {
+                threshold: Threshold::Percent(_),
+                ..
+            })
+        ) {
+            // A percentage is of all the jobs: read them all first.
+            let all: Vec<_> = items.collect();
+            let total = all
+                .iter()
+                .filter(|item| match item {
+                    Ok((n, text)) => !matches!(parse_job_line(*n, text), Ok(None)),
+                    Err(e) => matches!(e.kind, LineErrorKind::NotUtf8 { .. }),
+                })
+                .count();
+            self.gate.lock().total = total as u64;
+            items = Box::new(all.into_iter());
+        }
+        for item in items {
+            if self.gate.lock().stopped {
                 return;
             }
             let (line_no, text) = match item {
@@ -196,7 +286,7 @@ impl Reader {
                     }
                     LineErrorKind::NotUtf8 { .. } => {
                         seq += 1;
-                        let _ = self.tx.send(Msg::Invalid(e.to_string()));
+                        self.invalid(e.to_string());
                         continue;
                     }
                 },
@@ -206,16 +296,16 @@ impl Reader {
                 Ok(Some(job)) => job,
                 Err(e) => {
                     seq += 1;
-                    let _ = self.tx.send(Msg::Invalid(e.to_string()));
+                    self.invalid(e.to_string());
                     continue;
                 }
             };
             seq += 1;
             let command = join_words(std::iter::once(&job.program).chain(&job.args));
-            let invalid = |msg: String| Msg::Invalid(format!("line {line_no}: {msg}"));
+            let invalid = |msg: String| format!("line {line_no}: {msg}");
             if let Some(name) = &job.name {
                 if let Some((_, other)) = names.get(name) {
-                    let _ = self.tx.send(invalid(format!(
+                    self.invalid(invalid(format!(
                         "job name {name:?} is already used by line {other}"
                     )));
                     continue;
@@ -259,7 +349,7 @@ impl Reader {
             }
             if let Some(msg) = bad_after {
                 register(&mut names, Named::Invalid(line_no));
-                let _ = self.tx.send(invalid(msg));
+                self.invalid(invalid(msg));
                 continue;
             }
             let log = job.log.clone().or_else(|| {
@@ -300,21 +390,34 @@ impl Reader {
             }
             let tx = self.tx.clone();
             let done_command = command.clone();
+            let shared = self.gate.clone();
+            let rule = self.options.halt;
+            let manager = self.manager.handle();
             spec = spec.on_finish(move |record| {
+                let failed = !record.status.is_success() && record.status != JobStatus::Cancelled;
+                let halts = shared.settle(rule, failed, rule.is_some(), &manager);
                 let _ = tx.send(Msg::Done(Box::new(Finished {
                     seq,
                     line: line_no,
                     command: done_command,
                     record: record.clone(),
+                    halts,
                 })));
             });
-            let mut gate = self.gate.lock().expect("gate");
+            let mut gate = self.gate.lock();
+            // With --halt, wait for a permit (see Gate::permits).
+            while !gate.stopped && gate.permits == Some(0) {
+                gate = self.gate.freed.wait(gate).expect("gate");
+            }
             if gate.stopped {
                 return;
             }
             match self.manager.start_process(spec) {
                 Ok(id) => {
                     gate.submitted += 1;
+                    if let Some(p) = gate.permits.as_mut() {
+                        *p -= 1;
+                    }
                     drop(gate);
                     register(&mut names, Named::Job(id));
                 }
@@ -322,7 +425,7 @@ impl Reader {
                 Err(e) => {
                     drop(gate);
                     register(&mut names, Named::Invalid(line_no));
-                    let _ = self.tx.send(invalid(e.to_string()));
+                    self.invalid(invalid(e.to_string()));
                 }
             }
         }
@@ -585,7 +688,10 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     };
     let (tx, rx) = unbounded();
     sig::forward(blocked, tx.clone(), Msg::Signal);
-    let gate = Arc::new(Mutex::new(Gate::default()));
+    let gate = Arc::new(Shared::default());
+    if o.halt.is_some() {
+        gate.lock().permits = Some(o.jobs);
+    }
     let reader = Reader {
         manager: manager.handle(),
         tx,
@@ -602,7 +708,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         return OWN_ERROR;
     }
 
-    let live = o.progress.unwrap_or_else(|| io::stderr().is_terminal());
+    let live = !o.quiet && o.progress.unwrap_or_else(|| io::stderr().is_terminal());
     let start = Instant::now();
     let mut ui = Ui {
         live,
@@ -616,9 +722,10 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let mut interrupted: Option<i32> = None;
     let mut stopping = false;
     let mut failures: Vec<String> = Vec::new();
-    let stop = |gate: &Mutex<Gate>| gate.lock().expect("gate").stopped = true;
+    // The status of the job (or invalid line) the batch halted on.
+    let mut halt_status: Option<i32> = None;
     loop {
-        let submitted = gate.lock().expect("gate").submitted;
+        let submitted = gate.lock().submitted;
         if (input_done || stopping) && c.done == submitted {
             break;
         }
@@ -640,13 +747,15 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             None => {}
             Some(Msg::Skipped) => c.skipped += 1,
             Some(Msg::Warning(w)) => ui.say(&w),
-            Some(Msg::Invalid(m)) => {
+            Some(Msg::Invalid(m, halts)) => {
                 c.invalid += 1;
                 ui.say(&format!("invalid job, {m}"));
                 failures.push(format!("invalid job, {m}"));
-                if o.halt.is_some() && !stopping {
-                    halt_now = o.halt == Some(Halt::Now);
+                if let Some(when) = halts {
+                    halt_now = when == When::Now;
                     stopping = true;
+                    halt_status = Some(1);
+                    ui.say("--halt: starting no new job");
                 }
             }
             Some(Msg::InputDone) => input_done = true,
@@ -691,7 +800,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                     ui.say(&format!("{head} interrupted: {}", f.command));
                 } else if r.status.is_success() {
                     c.ok += 1;
-                    if !live {
+                    if !live && !o.quiet {
                         ui.say(&format!(
                             "{head} ok, {}: {}",
                             crate::fmt_duration(r.usage.map_or(Duration::ZERO, |u| u.wall)),
@@ -717,16 +826,24 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         r.describe_end(),
                         paths_of(r)
                     ));
-                    if o.halt.is_some() && !stopping {
-                        halt_now = o.halt == Some(Halt::Now);
-                        stopping = true;
-                        ui.say("--halt: starting no new job");
-                    }
+                }
+                if let Some(when) = f.halts {
+                    halt_now = when == When::Now;
+                    stopping = true;
+                    halt_status = Some(if r.status.is_success() {
+                        0
+                    } else {
+                        crate::exit_code(r)
+                    });
+                    ui.say(&format!(
+                        "--halt: job {} (line {}) ends the batch; starting no new job",
+                        f.seq, f.line
+                    ));
                 }
             }
         }
         if stopping {
-            stop(&gate);
+            gate.stop();
             if halt_now {
                 // Blocks for at most the grace period; every handler has sent its record when
                 // it returns, so the loop then drains them all.
@@ -740,7 +857,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         }
         if live && (ui.last_draw.elapsed() >= REDRAW) {
             let running = manager.snapshot().count(JobStatus::Running);
-            let submitted = gate.lock().expect("gate").submitted;
+            let submitted = gate.lock().submitted;
             ui.draw(&c, submitted + c.skipped + c.invalid, input_done, running);
         }
     }
@@ -772,7 +889,9 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         summary.push_str(&format!(", {} not run", c.not_run));
     }
     summary.push_str(&format!(" in {}", crate::fmt_duration(start.elapsed())));
-    ui.say(&summary);
+    if !o.quiet || !failures.is_empty() || interrupted.is_some() {
+        ui.say(&summary);
+    }
     for f in failures.iter().take(20) {
         ui.say(&format!("  {f}"));
     }
@@ -785,6 +904,13 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     }
     if own_error {
         return OWN_ERROR;
+    }
+    if let Some(rule) = o.halt {
+        let tally = Tally {
+            failed: c.failed + c.invalid,
+            succeeded: c.ok,
+        };
+        return rule.exit_status(halt_status, tally, gate.lock().total);
     }
     (c.failed + c.invalid).min(MAX_FAILED_STATUS) as i32
 }

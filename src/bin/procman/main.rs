@@ -10,6 +10,7 @@
 
 mod args;
 mod batch;
+mod halt;
 mod relay;
 mod run;
 mod sig;
