@@ -451,8 +451,16 @@ fn resume_after_an_interrupted_run_runs_every_job_exactly_once_to_success() {
     }
     // Open the gate: a job of the first run that survived would now write a second line.
     std::fs::write(&gate, "").unwrap();
+    // --resume-failed: the jobs recorded as killed run again.
     let out = run(procman()
-        .args(["batch", "-j", "2", "--no-logs", "--resume", "--joblog"])
+        .args([
+            "batch",
+            "-j",
+            "2",
+            "--no-logs",
+            "--resume-failed",
+            "--joblog",
+        ])
         .arg(&log)
         .arg(&jobs));
     let err = text(&out.stderr);
@@ -480,6 +488,140 @@ fn resume_after_an_interrupted_run_runs_every_job_exactly_once_to_success() {
         .arg(&jobs));
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stderr).contains("6 skipped"));
+}
+
+#[test]
+fn resume_skips_every_recorded_job_and_resume_failed_reruns_the_failures() {
+    let dir = TempDir::new("cli-resume-forms");
+    let runs = dir.join("runs.txt");
+    let mut lines = String::new();
+    for k in 1..=4 {
+        // Jobs 2 and 4 fail; each records that it ran.
+        let code = if k % 2 == 0 { 1 } else { 0 };
+        lines.push_str(&format!(
+            "sh -c 'echo {k} >> {}; exit {code}'\n",
+            runs.display()
+        ));
+    }
+    let jobs = write(&dir, "jobs.txt", &lines);
+    let log = dir.join("joblog");
+    let batch = |extra: &[&str]| {
+        let out = run(procman()
+            .args(["batch", "-q", "-j", "1", "--no-logs"])
+            .args(extra)
+            .arg("--joblog")
+            .arg(&log)
+            .arg(&jobs));
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        let _ = std::fs::remove_file(&runs);
+        (out.status.code(), ran)
+    };
+    assert_eq!(batch(&[]), (Some(2), "1\n2\n3\n4\n".to_owned()));
+    // GNU parallel's --resume: every job in the joblog is done, failed or not.
+    assert_eq!(batch(&["--resume"]), (Some(0), String::new()));
+    // --resume-failed: the failures run again.
+    assert_eq!(batch(&["--resume-failed"]), (Some(2), "2\n4\n".to_owned()));
+}
+
+#[test]
+fn timeouts_of_zero_directories_dependencies_and_bad_log_dirs_read_one_way() {
+    let dir = TempDir::new("cli-small");
+    // --timeout 0 is no timeout, as for coreutils timeout; in run, batch and a JSON job.
+    let out = run(procman().args(["run", "-q", "--timeout", "0", "sleep", "0.3"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = write(
+        &dir,
+        "t0.txt",
+        "sleep 0.3\n{\"program\": \"sleep\", \"args\": [\"0.3\"], \"timeout\": 0}\n",
+    );
+    let out = run(procman()
+        .args(["batch", "-q", "--timeout", "0", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = write(
+        &dir,
+        "t1.txt",
+        "{\"program\": \"sleep\", \"args\": [\"0.3\"], \"timeout\": 0}\n",
+    );
+    let out = run(procman()
+        .args(["batch", "-q", "--timeout", "0.05", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a job's own 0 overrides --timeout"
+    );
+
+    // A program that is a directory: 126 from run and in batch's joblog, as from a shell.
+    let out = run(procman().args(["run", "-q", "/"]));
+    assert_eq!(out.status.code(), Some(126));
+    let jobs = write(&dir, "dir.txt", "/\n/no/such/program\n");
+    let log = dir.join("joblog");
+    run(procman()
+        .args(["batch", "-q", "--no-logs", "--joblog"])
+        .arg(&log)
+        .arg(&jobs));
+    let entries = joblog(&log);
+    let codes: HashMap<u64, i32> = entries.iter().map(|e| (e.seq, e.exitval)).collect();
+    assert_eq!(codes, HashMap::from([(1, 126), (2, 127)]));
+
+    // A failed dependency is named by its line and name, not an internal id.
+    let jobs = write(
+        &dir,
+        "dep.txt",
+        "true\n{\"name\": \"prep\", \"program\": \"false\"}\n{\"program\": \"true\", \"after\": [\"prep\"]}\n",
+    );
+    let out = run(procman().args(["batch", "--no-logs"]).arg(&jobs));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("job 3 (line 3) never started: job 2 (line 2, \"prep\"), which it runs after"),
+        "{err}"
+    );
+
+    // A --log-dir that is a file: one message up front, procman's own error status.
+    let file = write(&dir, "not-a-dir", "");
+    let jobs = write(&dir, "three.txt", "true\ntrue\ntrue\n");
+    let out = run(procman().args(["batch", "--log-dir", &file]).arg(&jobs));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(err.matches("not-a-dir").count(), 1, "{err}");
+}
+
+#[test]
+fn every_verb_has_help_on_stdout_and_batch_has_a_quiet_mode() {
+    for (verb, first) in [
+        ("run", "procman run [OPTIONS]"),
+        ("batch", "procman batch [OPTIONS]"),
+        ("status", "procman status --joblog"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let out = run(procman().args([verb, flag]));
+            assert_eq!(out.status.code(), Some(0), "{verb} {flag}");
+            assert!(
+                text(&out.stdout).starts_with(first),
+                "{verb} {flag}: {}",
+                text(&out.stdout)
+            );
+            assert_eq!(text(&out.stderr), "");
+        }
+    }
+    // After the program, --help is the program's.
+    let out = run(procman().args(["run", "-q", "printf", "%s\\n", "--help"]));
+    assert_eq!(text(&out.stdout), "--help\n");
+    // -q: nothing on stderr for a batch that succeeds; failures are still told.
+    let dir = TempDir::new("cli-quiet");
+    let jobs = write(&dir, "ok.txt", "true\ntrue\n");
+    let out = run(procman()
+        .args(["batch", "-q", "--progress", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(0), String::new())
+    );
+    let jobs = write(&dir, "bad.txt", "true\nfalse\n");
+    let out = run(procman().args(["batch", "-q", "--no-logs"]).arg(&jobs));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("job 2 (line 2) FAILED"));
 }
 
 #[test]

@@ -11,6 +11,20 @@ use procman::jobfile::parse_duration;
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
+/// What [`UsageError::help`] holds: not an error, `-h`/`--help` was asked for.
+const HELP: &str = "\0help";
+
+impl UsageError {
+    /// `-h` or `--help`: the verb prints its help on stdout and exits 0.
+    pub fn help() -> UsageError {
+        UsageError(HELP.into())
+    }
+
+    pub fn is_help(&self) -> bool {
+        self.0 == HELP
+    }
+}
+
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -40,6 +40,12 @@ pub const DEFAULT_LOG_DIR: &str = "procman-logs";
 /// How often the live progress line is redrawn on a terminal.
 const REDRAW: Duration = Duration::from_millis(200);
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    All,
+    Failed,
+}
+
 #[derive(Clone)]
 struct Options {
     jobs: usize,
@@ -49,7 +55,9 @@ struct Options {
     /// `None` with `--no-logs`.
     log_dir: Option<PathBuf>,
     joblog: Option<PathBuf>,
-    resume: bool,
+    /// `--resume`: skip the jobs the joblog records, whatever their outcome (GNU parallel);
+    /// `--resume-failed`: skip only those recorded as succeeded.
+    resume: Option<Resume>,
     halt: Option<halt::Rule>,
     progress: Option<bool>,
     /// `-q`: no progress line, no line per successful job, no summary unless something failed.
@@ -65,7 +73,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         retries: 0,
         log_dir: Some(PathBuf::from(DEFAULT_LOG_DIR)),
         joblog: None,
-        resume: false,
+        resume: None,
         halt: None,
         progress: None,
         quiet: false,
@@ -90,7 +98,8 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                 "log-dir" => o.log_dir = Some(a.path()?),
                 "no-logs" => o.log_dir = None,
                 "joblog" => o.joblog = Some(a.path()?),
-                "resume" => o.resume = true,
+                "resume" => o.resume = Some(Resume::All),
+                "resume-failed" => o.resume = Some(Resume::Failed),
                 "halt" | "halt-on-error" => {
                     // `--halt=V`, `--halt V` (when V reads as a halt rule), or a bare `--halt`.
                     let v = a.optional_value(halt::looks_like_value);
@@ -103,6 +112,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                 "progress" => o.progress = Some(true),
                 "no-progress" => o.progress = Some(false),
                 "q" | "quiet" => o.quiet = true,
+                "h" | "help" => return Err(UsageError::help()),
                 _ => return Err(a.unknown("batch")),
             },
         }
@@ -119,8 +129,10 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         )));
     }
     o.file = words.pop();
-    if o.resume && o.joblog.is_none() {
-        return Err(UsageError("option --resume needs --joblog FILE".into()));
+    if o.resume.is_some() && o.joblog.is_none() {
+        return Err(UsageError(
+            "option --resume needs --joblog FILE (so does --resume-failed)".into(),
+        ));
     }
     Ok(o)
 }
@@ -136,7 +148,8 @@ struct Finished {
 }
 
 enum Msg {
-    /// A line was skipped: the joblog records it as succeeded.
+    /// A line was skipped: the joblog records it (`--resume`), as succeeded
+    /// (`--resume-failed`).
     Skipped,
     /// A line is not a valid job; the message names the line. Whether the batch halts on it.
     Invalid(String, Option<When>),
@@ -227,17 +240,32 @@ impl Shared {
 /// What a job name in `after` refers to.
 enum Named {
     Job(JobId),
-    /// Skipped by `--resume`: it already succeeded, so nothing to wait for.
+    /// Skipped by `--resume` or `--resume-failed`: it ran before, so nothing to wait for.
     AlreadySucceeded,
     Invalid(usize),
 }
 
+/// Job id → how the user knows the job (`job 3 (line 5, "prep")`), for messages that name
+/// another job by its id.
+type Labels = Arc<Mutex<HashMap<u64, String>>>;
+
+/// Rewrites "job <id>, which it runs after, ..." (the library's words for a failed dependency)
+/// with the dependency's label.
+fn name_dependency(error: &str, labels: &Labels) -> Option<String> {
+    let rest = error.strip_prefix("job ")?;
+    let (id, tail) = rest.split_once(',')?;
+    let id: u64 = id.parse().ok()?;
+    let label = labels.lock().expect("labels").get(&id)?.clone();
+    Some(format!("{label},{tail}"))
+}
+
 struct Reader {
+    labels: Labels,
     manager: ProcessManager,
     tx: Sender<Msg>,
     gate: Arc<Shared>,
     options: Options,
-    /// seq → command of the jobs the joblog records as succeeded (`--resume`).
+    /// seq → command of the jobs to skip (`--resume`, `--resume-failed`).
     succeeded: HashMap<u64, String>,
 }
 
@@ -375,7 +403,12 @@ impl Reader {
             for (k, v) in &job.env {
                 spec = spec.env(k, v);
             }
-            if let Some(t) = job.timeout.or(self.options.timeout) {
+            // 0 means no timeout, as for coreutils `timeout` (a job's own 0 overrides --timeout).
+            if let Some(t) = job
+                .timeout
+                .or(self.options.timeout)
+                .filter(|t| !t.is_zero())
+            {
                 spec = spec.timeout(t);
             }
             if let Some(g) = self.options.grace {
@@ -414,6 +447,11 @@ impl Reader {
             }
             match self.manager.start_process(spec) {
                 Ok(id) => {
+                    let label = match &job.name {
+                        Some(name) => format!("job {seq} (line {line_no}, {name:?})"),
+                        None => format!("job {seq} (line {line_no})"),
+                    };
+                    self.labels.lock().expect("labels").insert(id.0, label);
                     gate.submitted += 1;
                     if let Some(p) = gate.permits.as_mut() {
                         *p -= 1;
@@ -487,8 +525,8 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
         // As GNU parallel for its timeouts: -1, and the signal that ended the job.
         JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
-        // As a shell for a command it cannot run.
-        JobStatus::SpawnFailed => (127, 0),
+        // As `procman run` and a shell: 127 not found, 126 not executable (a directory, say).
+        JobStatus::SpawnFailed => (crate::exit_code(r), 0),
         JobStatus::Cancelled
         | JobStatus::DependencyFailed
         | JobStatus::Pending
@@ -510,9 +548,10 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
     })
 }
 
-/// seq → command of the jobs whose latest joblog entry succeeded (Exitval 0 and Signal 0).
-/// A missing joblog is an empty one; unreadable lines are skipped with a warning.
-fn succeeded_in(path: &Path) -> io::Result<HashMap<u64, String>> {
+/// seq → command of the jobs the joblog records: all of them for `--resume`, those whose latest
+/// entry succeeded (Exitval 0 and Signal 0) for `--resume-failed`. A missing joblog is an
+/// empty one; unreadable lines are skipped with a warning.
+fn recorded_in(path: &Path, resume: Resume) -> io::Result<HashMap<u64, String>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -539,7 +578,7 @@ fn succeeded_in(path: &Path) -> io::Result<HashMap<u64, String>> {
     }
     Ok(latest
         .into_iter()
-        .filter(|(_, e)| e.exitval == 0 && e.signal == 0)
+        .filter(|(_, e)| resume == Resume::All || (e.exitval == 0 && e.signal == 0))
         .map(|(seq, e)| (seq, e.command))
         .collect())
 }
@@ -636,11 +675,27 @@ fn paths_of(r: &JobRecord) -> String {
 pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
+        Err(e) if e.is_help() => {
+            crate::print_help(crate::BATCH_USAGE);
+            return 0;
+        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
         }
     };
+    // A log directory that cannot be one is reported once here, not once per job.
+    if let Some(dir) = &o.log_dir {
+        let bad = match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => Some("it exists and is not a directory".to_owned()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(why) = bad {
+            eprintln!("procman: cannot use log directory {}: {why}", dir.display());
+            return OWN_ERROR;
+        }
+    }
     let input: Box<dyn BufRead + Send> = match o.file.as_deref() {
         None => Box::new(BufReader::new(io::stdin())),
         Some(f) if f == "-" => Box::new(BufReader::new(io::stdin())),
@@ -656,7 +711,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         },
     };
     let succeeded = match (&o.joblog, o.resume) {
-        (Some(path), true) => match succeeded_in(path) {
+        (Some(path), Some(resume)) => match recorded_in(path, resume) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("procman: cannot read joblog {}: {e}", path.display());
@@ -666,7 +721,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         _ => HashMap::new(),
     };
     let mut joblog = match &o.joblog {
-        Some(path) => match Joblog::open(path, o.resume) {
+        Some(path) => match Joblog::open(path, o.resume.is_some()) {
             Ok(j) => Some(j),
             Err(e) => {
                 eprintln!("procman: cannot open joblog {}: {e}", path.display());
@@ -692,7 +747,9 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     if o.halt.is_some() {
         gate.lock().permits = Some(o.jobs);
     }
+    let labels: Labels = Arc::default();
     let reader = Reader {
+        labels: labels.clone(),
         manager: manager.handle(),
         tx,
         gate: gate.clone(),
@@ -775,8 +832,15 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             }
             // A second signal while stopping changes nothing: the kills are under way.
             Some(Msg::Signal(_)) => {}
-            Some(Msg::Done(f)) => {
+            Some(Msg::Done(mut f)) => {
                 c.done += 1;
+                if f.record.status == JobStatus::DependencyFailed {
+                    if let Some(e) = f.record.error.as_deref() {
+                        if let Some(named) = name_dependency(e, &labels) {
+                            f.record.error = Some(named);
+                        }
+                    }
+                }
                 let r = &f.record;
                 let not_run = r.status == JobStatus::Cancelled
                     || (stopping && r.status == JobStatus::DependencyFailed);
@@ -880,7 +944,14 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         ));
     }
     if c.skipped > 0 {
-        summary.push_str(&format!(", {} skipped (succeeded before)", c.skipped));
+        summary.push_str(&format!(
+            ", {} skipped ({})",
+            c.skipped,
+            match o.resume {
+                Some(Resume::Failed) => "succeeded before",
+                _ => "in the joblog",
+            }
+        ));
     }
     if c.interrupted > 0 {
         summary.push_str(&format!(", {} interrupted", c.interrupted));

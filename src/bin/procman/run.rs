@@ -69,6 +69,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                     }
                 }
                 "q" | "quiet" => o.quiet = true,
+                "h" | "help" => return Err(UsageError::help()),
                 _ => return Err(a.unknown("run")),
             },
         }
@@ -89,6 +90,10 @@ enum Msg {
 pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
+        Err(e) if e.is_help() => {
+            crate::print_help(crate::RUN_USAGE);
+            return 0;
+        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
@@ -143,7 +148,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     for (k, v) in &o.env {
         spec = spec.env(k, v);
     }
-    if let Some(t) = o.timeout {
+    // 0 means no timeout, as for coreutils `timeout`.
+    if let Some(t) = o.timeout.filter(|t| !t.is_zero()) {
         spec = spec.timeout(t);
     }
     if let Some(g) = o.grace {
