@@ -988,3 +988,221 @@ fn pipe_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
         )
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// batch: command templates, output to the terminal, bytes
+// ---------------------------------------------------------------------------------------------
+
+/// `procman batch ARGS` with `stdin` as its input; returns (exit code, stdout, stderr).
+fn batch_with_stdin(args: &[&std::ffi::OsStr], stdin: &[u8]) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = procman()
+        .arg("batch")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), out.stdout, text(&out.stderr))
+}
+
+fn os_args(v: &[&str]) -> Vec<std::ffi::OsString> {
+    v.iter().map(std::ffi::OsString::from).collect()
+}
+
+#[test]
+fn a_command_template_takes_arguments_from_sources_files_and_stdin() {
+    let dir = TempDir::new("cli-template");
+    let fmt = "%s|%s|%s|%s|%s|%s\n";
+    let out = run(procman().args([
+        "batch",
+        "-q",
+        "-j",
+        "1",
+        "--no-logs",
+        "--line-buffer",
+        "--",
+        "printf",
+        fmt,
+        "{}",
+        "{.}",
+        "{/}",
+        "{//}",
+        "{/.}",
+        "{#}",
+        ":::",
+        "dir/in.tar.gz",
+        "plain",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "dir/in.tar.gz|dir/in.tar|in.tar.gz|dir|in.tar|1\nplain|plain|plain|.|plain|2\n"
+    );
+    // Options before the command need no `--`; sources multiply; `::::` reads a file.
+    let args = write(&dir, "args.txt", "x\ny\n");
+    let out = run(procman()
+        .args([
+            "batch",
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--group",
+            "echo",
+            "{1}-{2}",
+            "::::",
+        ])
+        .arg(&args)
+        .args([":::", "1", "2"]));
+    assert_eq!(text(&out.stdout), "x-1\nx-2\ny-1\ny-2\n");
+    // No source: arguments from stdin, one per line, or NUL-terminated with -0; a command
+    // without a replacement string gets the argument appended.
+    let (code, stdout, err) = batch_with_stdin(
+        &os_args(&[
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--line-buffer",
+            "echo",
+            "arg:",
+        ])
+        .iter()
+        .map(|a| a.as_os_str())
+        .collect::<Vec<_>>(),
+        b"a b\nc\n",
+    );
+    assert_eq!(
+        (code, text(&stdout)),
+        (Some(0), "arg: a b\narg: c\n".into()),
+        "{err}"
+    );
+    let (_, stdout, _) = batch_with_stdin(
+        &os_args(&[
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--line-buffer",
+            "-0",
+            "echo",
+            "[{}]",
+        ])
+        .iter()
+        .map(|a| a.as_os_str())
+        .collect::<Vec<_>>(),
+        b"with\nnewline\0two\0",
+    );
+    assert_eq!(text(&stdout), "[with\nnewline]\n[two]\n");
+}
+
+#[test]
+fn bytes_that_are_not_utf8_reach_the_job_unchanged() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = TempDir::new("cli-bytes");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // A job line in Latin-1, quoted, and an argument from ::: that is not UTF-8.
+    let mut line = b"touch 'caf\xe9 one' plain\n".to_vec();
+    line.extend_from_slice(b"{\"program\": \"true\"}\n");
+    let jobs = dir.join("latin1.txt");
+    std::fs::write(&jobs, &line).unwrap();
+    let out = run(procman()
+        .args(["batch", "-q", "--no-logs"])
+        .arg(&jobs)
+        .current_dir(&marks));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(procman()
+        .args(["batch", "-q", "--no-logs", "touch", "{}.x", ":::"])
+        .arg(std::ffi::OsString::from_vec(b"\xff\xfe".to_vec()))
+        .current_dir(&marks));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            b"caf\xe9 one".to_vec(),
+            b"plain".to_vec(),
+            b"\xff\xfe.x".to_vec()
+        ]
+    );
+}
+
+/// The lines of `out`, which must each be `TAG<TAB>TAG-<n>-<padding>` with its own tag.
+fn check_tagged_lines(out: &str, tags: &[&str], per_job: usize) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order = Vec::new();
+    for line in out.lines() {
+        let (tag, body) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("untagged {line:?}"));
+        assert!(tags.contains(&tag), "{line:?}");
+        let n = seen.entry(tag.to_owned()).or_default();
+        assert_eq!(
+            body,
+            format!("{tag}-{n}-{}", "x".repeat(200)),
+            "a mixed line"
+        );
+        *n += 1;
+        order.push(tag.to_owned());
+    }
+    for t in tags {
+        assert_eq!(seen.get(*t), Some(&per_job), "{t}");
+    }
+    order
+}
+
+#[test]
+fn line_buffer_and_group_print_whole_lines_tagged_and_group_keeps_each_job_together() {
+    let tags = ["a", "b", "c", "d"];
+    let script = format!(
+        "i=0; while [ $i -lt 300 ]; do echo \"$0-$i-{}\"; i=$((i+1)); done",
+        "x".repeat(200)
+    );
+    for mode in ["--line-buffer", "--group"] {
+        let out = run(procman()
+            .args([
+                "batch",
+                "-q",
+                "-j",
+                "4",
+                "--no-logs",
+                mode,
+                "--tag",
+                "sh",
+                "-c",
+            ])
+            .arg(&script)
+            .args(["{}", ":::"])
+            .args(tags));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let order = check_tagged_lines(&text(&out.stdout), &tags, 300);
+        if mode == "--group" {
+            let mut runs = order.clone();
+            runs.dedup();
+            assert_eq!(runs.len(), 4, "--group: each job's output in one piece");
+        }
+    }
+    // --tag without a terminal output mode is a usage error.
+    let out = run(procman().args(["batch", "--tag", "/dev/null"]));
+    assert_eq!(out.status.code(), Some(255));
+    // Log files are still written beside the terminal output.
+    let dir = TempDir::new("cli-line-buffer-logs");
+    let out = run(procman()
+        .args(["batch", "-q", "--line-buffer", "--log-dir"])
+        .arg(dir.join("logs"))
+        .args(["echo", "{}", ":::", "hello"]));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/1.log")).unwrap(),
+        "hello\n"
+    );
+}

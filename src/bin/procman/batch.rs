@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufReader, IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,15 +20,15 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
-use procman::jobfile::{
-    join_words, lines, parse_job_line, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind,
-};
+use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind};
 use procman::{
     JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode, StartError,
+    Stream, OBSERVER_LINE_CAP,
 };
 
 use crate::args::{Arg, Args, UsageError};
 use crate::halt::{self, Tally, Threshold, When};
+use crate::inputs::{self, Item};
 use crate::sig;
 
 /// Exit status for procman's own errors (GNU parallel uses 255 too).
@@ -63,6 +63,33 @@ struct Options {
     /// `-q`: no progress line, no line per successful job, no summary unless something failed.
     quiet: bool,
     file: Option<OsString>,
+    /// A command template and its `:::`/`::::` sources, instead of a job file.
+    command: Option<Vec<OsString>>,
+    /// `-0`: arguments (stdin, `::::` files) are NUL-terminated.
+    nul: bool,
+    /// Job output to procman's stdout/stderr besides the log files.
+    output: Output,
+    /// `--tag`: each line of output to the terminal starts with the job's arguments and a TAB.
+    tag: bool,
+}
+
+/// Where the jobs' output goes besides the log files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// Log files only (the default).
+    Files,
+    /// `--group`: each job's output printed whole when it ends.
+    Group,
+    /// `--line-buffer`: lines printed as they come, whole lines only.
+    Lines,
+}
+
+/// Whether words after the first mean a command template rather than a job file and options.
+fn is_command(rest: &[OsString]) -> bool {
+    rest.iter().any(|w| w == ":::" || w == "::::")
+        || rest
+            .first()
+            .is_some_and(|w| !w.as_encoded_bytes().starts_with(b"-"))
 }
 
 fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
@@ -78,14 +105,39 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         progress: None,
         quiet: false,
         file: None,
+        command: None,
+        nul: false,
+        output: Output::Files,
+        tag: false,
     };
     let mut a = Args::new(argv);
     let mut words = Vec::new();
     while let Some(arg) = a.next()? {
         match arg {
-            Arg::EndOfOptions => words.extend(a.rest()),
-            Arg::Word(w) => words.push(w),
+            Arg::EndOfOptions => {
+                let rest = a.rest();
+                if rest.len() > 1 || is_command(&rest) {
+                    o.command = Some(rest);
+                } else {
+                    words.extend(rest);
+                }
+            }
+            Arg::Word(w) => {
+                // `procman batch [OPTIONS] COMMAND ARGS... [::: ...]`: the rest is the command.
+                // `procman batch FILE [OPTIONS]`: options may follow the job file.
+                let rest = a.rest();
+                if is_command(&rest) {
+                    o.command = Some(std::iter::once(w).chain(rest).collect());
+                } else {
+                    words.push(w);
+                    a = Args::new(rest);
+                }
+            }
             Arg::Opt(name) => match name.as_str() {
+                "0" | "null" => o.nul = true,
+                "group" => o.output = Output::Group,
+                "line-buffer" | "lb" => o.output = Output::Lines,
+                "tag" => o.tag = true,
                 "j" | "jobs" => {
                     o.jobs = a.number()?;
                     if o.jobs == 0 {
@@ -129,6 +181,11 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         )));
     }
     o.file = words.pop();
+    if o.tag && o.output == Output::Files {
+        return Err(UsageError(
+            "option --tag: the output goes to log files only; add --group or --line-buffer".into(),
+        ));
+    }
     if o.resume.is_some() && o.joblog.is_none() {
         return Err(UsageError(
             "option --resume needs --joblog FILE (so does --resume-failed)".into(),
@@ -269,7 +326,66 @@ struct Reader {
     succeeded: HashMap<u64, String>,
 }
 
+/// A job's output gathered for `--group`, printed whole when it ends.
+#[derive(Default)]
+struct Grouped {
+    out: Mutex<Vec<u8>>,
+    err: Mutex<Vec<u8>>,
+}
+
+impl Grouped {
+    fn print(&self) {
+        for (buf, mut to) in [
+            (&self.out, Box::new(io::stdout().lock()) as Box<dyn Write>),
+            (&self.err, Box::new(io::stderr().lock())),
+        ] {
+            let buf = std::mem::take(&mut *buf.lock().expect("group"));
+            if !buf.is_empty() {
+                let _ = to.write_all(&buf).and_then(|_| to.flush());
+            }
+        }
+    }
+}
+
 impl Reader {
+    /// With `--group` or `--line-buffer`, observes the job's output and prints it (with the tag
+    /// for `--tag`): each line is written with one `write` under the stream's lock, so lines of
+    /// different jobs never mix. A piece of exactly the library's line cap is part of a longer
+    /// line and gets no newline; a last line without one gets one.
+    fn terminal_output(&self, spec: JobSpec, tag: &str) -> (JobSpec, Option<Arc<Grouped>>) {
+        let mode = self.options.output;
+        if mode == Output::Files {
+            return (spec, None);
+        }
+        let prefix: Vec<u8> = if self.options.tag {
+            format!("{tag}\t").into_bytes()
+        } else {
+            Vec::new()
+        };
+        let grouped = (mode == Output::Group).then(|| Arc::new(Grouped::default()));
+        let sink = grouped.clone();
+        let spec = spec.observe(move |_, stream, line| {
+            let mut buf = Vec::with_capacity(prefix.len() + line.len() + 1);
+            buf.extend_from_slice(&prefix);
+            buf.extend_from_slice(line);
+            if line.len() != OBSERVER_LINE_CAP {
+                buf.push(b'\n');
+            }
+            match (&sink, stream) {
+                (Some(g), Stream::Stdout) => g.out.lock().expect("group").extend(buf),
+                (Some(g), Stream::Stderr) => g.err.lock().expect("group").extend(buf),
+                (None, Stream::Stdout) => {
+                    let mut out = io::stdout().lock();
+                    let _ = out.write_all(&buf).and_then(|_| out.flush());
+                }
+                (None, Stream::Stderr) => {
+                    let _ = io::stderr().lock().write_all(&buf);
+                }
+            }
+        });
+        (spec, grouped)
+    }
+
     /// Reports an invalid line; it counts as a failure for `--halt`.
     fn invalid(&self, msg: String) {
         let halts = self
@@ -278,10 +394,10 @@ impl Reader {
         let _ = self.tx.send(Msg::Invalid(msg, halts));
     }
 
-    fn run(self, input: Box<dyn BufRead + Send>) {
+    fn run(self, input: Box<dyn Iterator<Item = Item> + Send>) {
         let mut seq = 0u64;
         let mut names: HashMap<String, (Named, usize)> = HashMap::new();
-        let mut items: Box<dyn Iterator<Item = _>> = Box::new(lines(input));
+        let mut items = input;
         if matches!(
             self.options.halt,
             Some(halt::Rule {
@@ -290,13 +406,10 @@ impl Reader {
             })
         ) {
             // A percentage is of all the jobs: read them all first.
-            let all: Vec<_> = items.collect();
+            let all: Vec<Item> = items.collect();
             let total = all
                 .iter()
-                .filter(|item| match item {
-                    Ok((n, text)) => !matches!(parse_job_line(*n, text), Ok(None)),
-                    Err(e) => matches!(e.kind, LineErrorKind::NotUtf8 { .. }),
-                })
+                .filter(|item| matches!(item, Item::Job(..) | Item::Invalid(_)))
                 .count();
             self.gate.lock().total = total as u64;
             items = Box::new(all.into_iter());
@@ -305,31 +418,21 @@ impl Reader {
             if self.gate.lock().stopped {
                 return;
             }
-            let (line_no, text) = match item {
-                Ok(x) => x,
-                Err(e) => match e.kind {
-                    LineErrorKind::Io(_) => {
-                        let _ = self.tx.send(Msg::ReadError(e.to_string()));
-                        return;
-                    }
-                    LineErrorKind::NotUtf8 { .. } => {
-                        seq += 1;
-                        self.invalid(e.to_string());
-                        continue;
-                    }
-                },
-            };
-            let job = match parse_job_line(line_no, &text) {
-                Ok(None) => continue,
-                Ok(Some(job)) => job,
-                Err(e) => {
+            let (line_no, job) = match item {
+                Item::Job(n, job) => (n, job),
+                Item::Blank => continue,
+                Item::Invalid(msg) => {
                     seq += 1;
-                    self.invalid(e.to_string());
+                    self.invalid(msg);
                     continue;
+                }
+                Item::ReadError(e) => {
+                    let _ = self.tx.send(Msg::ReadError(e));
+                    return;
                 }
             };
             seq += 1;
-            let command = join_words(std::iter::once(&job.program).chain(&job.args));
+            let command = job.command();
             let invalid = |msg: String| format!("line {line_no}: {msg}");
             if let Some(name) = &job.name {
                 if let Some((_, other)) = names.get(name) {
@@ -355,6 +458,8 @@ impl Reader {
                 )));
             }
             let mut spec = JobSpec::new(&job.program).args(&job.args);
+            let (spec_out, print) = self.terminal_output(spec, &job.tag);
+            spec = spec_out;
             let mut bad_after = None;
             for name in &job.after {
                 match names.get(name) {
@@ -427,6 +532,9 @@ impl Reader {
             let rule = self.options.halt;
             let manager = self.manager.handle();
             spec = spec.on_finish(move |record| {
+                if let Some(print) = print {
+                    print.print();
+                }
                 let failed = !record.status.is_success() && record.status != JobStatus::Cancelled;
                 let halts = shared.settle(rule, failed, rule.is_some(), &manager);
                 let _ = tx.send(Msg::Done(Box::new(Finished {
@@ -696,11 +804,30 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     }
-    let input: Box<dyn BufRead + Send> = match o.file.as_deref() {
-        None => Box::new(BufReader::new(io::stdin())),
-        Some(f) if f == "-" => Box::new(BufReader::new(io::stdin())),
-        Some(f) => match File::open(f) {
-            Ok(file) => Box::new(BufReader::new(file)),
+    let input: Box<dyn Iterator<Item = Item> + Send> = match (&o.command, o.file.as_deref()) {
+        (Some(words), _) => {
+            let template = match inputs::Template::parse(words.clone(), o.nul) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("procman: {e}");
+                    return OWN_ERROR;
+                }
+            };
+            // Without ::: or ::::, the arguments come from stdin, one per line (or per NUL).
+            let from_stdin = template.sources.is_empty();
+            if from_stdin && io::stdin().is_terminal() {
+                eprintln!(
+                    "procman: batch: no arguments for the command: give ::: ARGS, :::: FILE, \
+                     or pipe them into stdin"
+                );
+                return OWN_ERROR;
+            }
+            inputs::template_items(template, from_stdin, o.nul)
+        }
+        (None, None) => inputs::job_lines(BufReader::new(io::stdin())),
+        (None, Some(f)) if f == "-" => inputs::job_lines(BufReader::new(io::stdin())),
+        (None, Some(f)) => match File::open(f) {
+            Ok(file) => inputs::job_lines(BufReader::new(file)),
             Err(e) => {
                 eprintln!(
                     "procman: cannot open job file {}: {e}",
@@ -765,7 +892,10 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         return OWN_ERROR;
     }
 
-    let live = !o.quiet && o.progress.unwrap_or_else(|| io::stderr().is_terminal());
+    // Job output on the terminal and a live line would garble each other: only when asked.
+    let live = !o.quiet
+        && o.progress
+            .unwrap_or_else(|| o.output == Output::Files && io::stderr().is_terminal());
     let start = Instant::now();
     let mut ui = Ui {
         live,

@@ -11,6 +11,7 @@
 mod args;
 mod batch;
 mod halt;
+mod inputs;
 mod relay;
 mod run;
 mod sig;
