@@ -1,6 +1,8 @@
 //! The dispatcher thread: calls completion handlers one at a time, in completion order, outside
 //! every lock and after the job's slot was released. A panicking handler is caught, logged and
-//! recorded on the job; the dispatcher goes on.
+//! recorded on the job; the dispatcher goes on. So does a panic of the dispatcher's own code
+//! (the panic rule, DESIGN.md): the handler is still called exactly once, the completion is
+//! still reported, and `JobRecord::handler_error` says "internal error: ...".
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,16 +19,49 @@ pub(crate) fn dispatcher_loop(inner: Arc<Inner>, rx: Receiver<DispatchMsg>) {
             DispatchMsg::Stop => break,
             DispatchMsg::Done(d) => d,
         };
-        let panic = done.handler.and_then(|handler| {
-            catch_unwind(AssertUnwindSafe(|| handler(&done.record)))
-                .err()
-                .map(|p| panic_message(&*p))
-        });
-        if let Some(msg) = &panic {
-            log::error!("job {}: the completion handler panicked: {msg}", done.id);
-        }
-        inner.handler_returned(done.id, panic);
+        let id = done.id;
+        let record = done.record;
+        let mut handler = done.handler;
+        // Everything but the handler call itself runs under this catch: should any of it panic,
+        // the handler is still called once (below, if the panic came first) and the completion
+        // is still reported, so no `wait` and no shutdown waits for ever.
+        let body = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            crate::fault::hit(&record.args, crate::fault::DISPATCHER_BEFORE);
+            let panic = call(id, handler.take(), &record);
+            #[cfg(test)]
+            crate::fault::hit(&record.args, crate::fault::DISPATCHER_AFTER);
+            panic
+        }));
+        let panic = match body {
+            Ok(panic) => panic,
+            Err(p) => {
+                let msg = format!(
+                    "internal error: the dispatcher thread panicked: {}",
+                    panic_message(&*p)
+                );
+                log::error!("job {id}: {msg}");
+                // Only a handler not called yet is still here.
+                let _ = call(id, handler.take(), &record);
+                Some(msg)
+            }
+        };
+        inner.handler_returned(id, panic);
     }
+}
+
+/// Calls the handler, if any, catching its panic: returns the panic's message.
+fn call(
+    id: crate::record::JobId,
+    handler: Option<crate::spec::Handler>,
+    record: &crate::record::JobRecord,
+) -> Option<String> {
+    let handler = handler?;
+    let msg = catch_unwind(AssertUnwindSafe(|| handler(record)))
+        .err()
+        .map(|p| panic_message(&*p))?;
+    log::error!("job {id}: the completion handler panicked: {msg}");
+    Some(msg)
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.

@@ -98,8 +98,12 @@ impl Subscribers {
 /// A manager's state at one instant, from [`snapshot`](crate::ProcessManager::snapshot).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// How many known jobs have each status (statuses with no job are left out).
+    /// How many known jobs have each status (statuses with no job are left out). Known jobs
+    /// are those whose record can be read: neither deleted nor evicted.
     pub counts: Vec<(JobStatus, usize)>,
+    /// How many jobs with each final status were evicted (see [`Retention`](crate::Retention));
+    /// with `counts`, the totals since the manager was built, deleted jobs apart.
+    pub evicted: Vec<(JobStatus, usize)>,
     /// The running jobs: id, OS pid, time since the current attempt was spawned.
     pub running: Vec<(JobId, u32, Duration)>,
     /// Whether starting new jobs is paused.
@@ -115,5 +119,19 @@ impl Snapshot {
             .iter()
             .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n)
+    }
+
+    /// How many jobs ended as `status` and were evicted (see [`Retention`](crate::Retention)).
+    pub fn evicted(&self, status: JobStatus) -> usize {
+        self.evicted
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Known and evicted jobs with `status`: a total that keeps counting while records are
+    /// evicted (deleted jobs are in neither).
+    pub fn total(&self, status: JobStatus) -> usize {
+        self.count(status) + self.evicted(status)
     }
 }

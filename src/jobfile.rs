@@ -408,16 +408,34 @@ impl fmt::Display for DurationError {
             DurationError::Negative(s) => write!(f, "negative duration {s:?}: {EXPECTED}"),
             DurationError::NotFinite(s) => write!(f, "duration {s:?} is not a finite number"),
             DurationError::BadNumber(s) => write!(f, "invalid duration {s:?}: {EXPECTED}"),
+            DurationError::BadSuffix { input, suffix } if is_exponent(suffix) => write!(
+                f,
+                "invalid duration {input:?}: exponents ({suffix:?}) are not accepted; write the \
+                 number out, with an optional suffix s, m, h, d or ms"
+            ),
             DurationError::BadSuffix { input, suffix } => write!(
                 f,
                 "invalid duration {input:?}: unknown suffix {suffix:?} (use s, m, h, d or ms)"
             ),
-            DurationError::Overflow(s) => write!(f, "duration {s:?} is too large"),
+            DurationError::Overflow(s) => write!(f, "duration {s:?} is too large ({LARGEST})"),
         }
     }
 }
 
 impl Error for DurationError {}
+
+/// What the messages say about the largest duration.
+const LARGEST: &str = "at most 18446744073709551615.999999999 seconds, about 585 billion years";
+
+/// `e3`, `E+6`, `e-2`, `e99s`: what an exponent looks like after the number.
+fn is_exponent(suffix: &str) -> bool {
+    let mut rest = suffix.chars();
+    matches!(rest.next(), Some('e' | 'E'))
+        && rest
+            .as_str()
+            .trim_start_matches(['+', '-'])
+            .starts_with(|c: char| c.is_ascii_digit())
+}
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 /// Fractional digits beyond this many are only used to round up.
@@ -432,7 +450,10 @@ const MAX_FRACTION_DIGITS: usize = 24;
 /// decimal and rounded *up* to a whole nanosecond, so a positive input never
 /// becomes zero. Rejected, each with its own [`DurationError`]: empty input,
 /// negative numbers (including `-0`), `nan`/`inf`, exponents (`1e3`), other
-/// suffixes (`S`, `sec`, `1h30m`), and durations beyond [`Duration::MAX`].
+/// suffixes (`S`, `sec`, `1h30m`), and durations beyond [`Duration::MAX`]
+/// (`99999999999999999999d`). Every duration up to `Duration::MAX` is accepted:
+/// as a timeout or grace period, one too long for the clock means no limit
+/// (DESIGN.md, "The deadline rule").
 ///
 /// ```
 /// use procman::jobfile::parse_duration;
@@ -648,7 +669,8 @@ impl fmt::Display for JobLineError {
             JobLineErrorKind::Timeout(e) => write!(f, "\"timeout\": {e}"),
             JobLineErrorKind::TimeoutSeconds(v) => write!(
                 f,
-                "\"timeout\" of {v} seconds is invalid (must be a finite, non-negative number)"
+                "\"timeout\" of {v} seconds is invalid (must be a non-negative number of seconds, \
+                 {LARGEST})"
             ),
             JobLineErrorKind::IdAndName => {
                 write!(f, "give either \"id\" or \"name\", not both")

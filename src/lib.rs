@@ -38,7 +38,7 @@
 //!     )
 //!     .unwrap();
 //! let other = manager.start_process(JobSpec::new("sleep").arg("30")).unwrap();
-//! assert_eq!(manager.kill_process(other), Some(KillOutcome::Killing));
+//! assert_eq!(manager.kill_process(other), Ok(KillOutcome::Killing));
 //!
 //! assert_eq!(rx.recv().unwrap(), (slow, JobStatus::TimedOut));
 //! // Killed once running; Cancelled if the kill came before its worker spawned it.
@@ -77,11 +77,17 @@
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// `Instant - Duration` panics like `Instant + Duration`; additions are kept out by
+// tests/no_raw_deadlines.rs (clippy cannot see the `+` operator), subtractions by this lint.
+#![deny(clippy::unchecked_time_subtraction)]
 
 mod backend;
+mod deadline;
 mod dispatch;
 mod error;
 mod events;
+#[cfg(test)]
+mod fault;
 #[cfg(feature = "cli")]
 pub mod jobfile;
 mod manager;
@@ -89,12 +95,13 @@ mod output;
 pub mod plugin;
 mod pool;
 mod record;
+mod retain;
 mod sched;
 pub mod signal;
 mod spec;
 
 /// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and
-/// docs-slurm.md (submission, state mapping, the poller, timeouts and kills).
+/// DESIGN.md, "Running jobs on Slurm" (submission, state mapping, the poller, timeouts and kills).
 ///
 /// ```no_run
 /// use procman::{slurm::SlurmOptions, JobSpec, ProcessManager};
@@ -114,9 +121,9 @@ pub mod slurm {
 }
 mod sys;
 
-pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
-pub use manager::{Builder, ObserveMode, ProcessManager, ShutdownMode, WaitMode};
+pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
     PluginWaitError, ProgramTask, Task,
@@ -124,5 +131,6 @@ pub use plugin::{
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };
+pub use retain::Retention;
 pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};

@@ -5,7 +5,8 @@
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -14,11 +15,13 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::Backend;
+use crate::deadline;
 use crate::dispatch::dispatcher_loop;
-use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
+use crate::retain::Retention;
 use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
 use crate::spec::{same_path, EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
@@ -110,7 +113,13 @@ pub(crate) struct Inner {
     threads: Mutex<Threads>,
     dispatcher_id: OnceLock<ThreadId>,
     stopped: AtomicBool,
+    /// Tells this manager from every other one in the process (reader threads are marked with
+    /// it and the job they observe: `output::observing`).
+    pub(crate) key: u64,
 }
+
+/// Where manager keys come from.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,6 +128,13 @@ impl Inner {
 
     fn on_dispatcher(&self) -> bool {
         self.dispatcher_id.get() == Some(&thread::current().id())
+    }
+
+    /// The job of this manager whose output observer runs on this thread, if any.
+    fn observed_here(&self) -> Option<JobId> {
+        crate::output::observing()
+            .filter(|&(key, _)| key == self.key)
+            .map(|(_, id)| id)
     }
 
     /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
@@ -165,12 +181,23 @@ impl Inner {
         }
     }
 
+    /// See [`State::abandon`].
+    pub(crate) fn abandon(&self, id: JobId, msg: String) {
+        self.update(|s| s.abandon(id, msg));
+    }
+
     pub(crate) fn handler_returned(&self, id: JobId, panic: Option<String>) {
         self.update(|s| s.handler_returned(id, panic));
     }
 
+    /// Adds workers up to `want`. Refused once a shutdown began: the check is made under the
+    /// threads lock, and `shutdown` marks the state closed before it takes the thread list
+    /// under that lock, so a worker is either in the list it joins or never started.
     fn spawn_workers(self: &Arc<Self>, want: usize) -> Result<(), BuildError> {
         let mut threads = self.threads.lock();
+        if self.lock().closed {
+            return Err(BuildError::ShutDown);
+        }
         while threads.workers.len() < want {
             let inner = self.clone();
             let rx = self.work_rx.clone();
@@ -207,13 +234,29 @@ impl Inner {
         }
     }
 
+    /// The retry timer's body. A panic in it (the panic rule, DESIGN.md) is caught: retries
+    /// that lost their timer in it are queued at once, and the timer goes on.
     fn timer_loop(&self) {
+        while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
+            log::error!(
+                "internal error: the retry timer thread panicked: {}; it goes on",
+                crate::dispatch::panic_message(&*p)
+            );
+            self.update(|s| s.requeue_orphaned_retries());
+        }
+    }
+
+    fn timer_rounds(&self) {
         let mut s = self.lock();
         while !self.stopped.load(Ordering::SeqCst) {
             let now = Instant::now();
             match s.timers.peek().copied() {
                 Some(std::cmp::Reverse((at, id))) if at <= now => {
                     s.timers.pop();
+                    #[cfg(test)]
+                    if let Some(core) = s.get(id).and_then(|e| e.core.clone()) {
+                        crate::fault::hit(&core.args, crate::fault::TIMER);
+                    }
                     s.retry_due(id);
                 }
                 Some(std::cmp::Reverse((at, _))) => {
@@ -271,6 +314,7 @@ pub struct Builder {
     observe_mode: ObserveMode,
     drain_bound: Duration,
     close_inherited_fds: bool,
+    retention: Retention,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -288,6 +332,7 @@ impl std::fmt::Debug for Builder {
             .field("observe_mode", &self.observe_mode)
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +349,7 @@ impl Default for Builder {
             observe_mode: ObserveMode::default(),
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
+            retention: Retention::default(),
             backend: None,
             slurm: None,
         }
@@ -330,7 +376,8 @@ impl Builder {
         self
     }
 
-    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s).
+    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s). As
+    /// [`JobSpec::grace`](crate::JobSpec::grace): one too long for the clock never sends SIGKILL.
     pub fn grace(mut self, grace: Duration) -> Builder {
         self.grace = grace;
         self
@@ -358,7 +405,8 @@ impl Builder {
 
     /// How long a job's completion waits for its observed output to reach EOF after the program
     /// was reaped (default 200 ms). Only matters when a process outside the job's process group
-    /// (for example one that called `setsid`) still holds the output pipes.
+    /// (for example one that called `setsid`) still holds the output pipes. A bound too long for
+    /// the clock (`Duration::MAX`) is no bound.
     pub fn output_drain_bound(mut self, bound: Duration) -> Builder {
         self.drain_bound = bound;
         self
@@ -377,10 +425,23 @@ impl Builder {
         self
     }
 
+    /// Which finished records the manager keeps (default [`Retention::default`]: the newest
+    /// 10,000 whose handler has returned, no age limit; [`Retention::keep_all`] keeps every
+    /// record until [`delete_job`](ProcessManager::delete_job)). An evicted job's id then reads
+    /// as unknown everywhere ([`job_data`](ProcessManager::job_data),
+    /// [`wait`](ProcessManager::wait), [`kill_process`](ProcessManager::kill_process),
+    /// [`delete_job`](ProcessManager::delete_job)), except that a wait already in progress
+    /// still gets the record and [`JobSpec::after`] still sees whether it succeeded. Never
+    /// fails; can be changed later with [`set_retention`](ProcessManager::set_retention).
+    pub fn retention(mut self, retention: Retention) -> Builder {
+        self.retention = retention;
+        self
+    }
+
     /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
-    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
-    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
-    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and DESIGN.md,
+    /// "Running jobs on Slurm"). `limit` then bounds how many jobs are submitted to Slurm at
+    /// once. Unless set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
     /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
     pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
         // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
@@ -421,16 +482,18 @@ impl Builder {
         }
         let (work_tx, work_rx) = unbounded();
         let (done_tx, done_rx) = unbounded();
+        let mut state = State::new(
+            self.limit,
+            cpu_capacity,
+            memory_capacity,
+            work_tx.clone(),
+            done_tx.clone(),
+            self.grace,
+            self.kill_leftovers,
+        );
+        state.retain = crate::retain::Retainer::new(self.retention);
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(
-                self.limit,
-                cpu_capacity,
-                memory_capacity,
-                work_tx.clone(),
-                done_tx.clone(),
-                self.grace,
-                self.kill_leftovers,
-            )),
+            state: Mutex::new(state),
             changed: Condvar::new(),
             idle: Condvar::new(),
             timer_cv: Condvar::new(),
@@ -451,6 +514,7 @@ impl Builder {
             threads: Mutex::new(Threads::default()),
             dispatcher_id: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
         let manager = ProcessManager {
             inner: inner.clone(),
@@ -485,6 +549,32 @@ pub enum ShutdownMode {
 ///
 /// Dropping an owned manager is [`shutdown(ShutdownMode::Cancel, None)`](Self::shutdown): no
 /// job, zombie or thread is left. Handles from [`handle`](Self::handle) do not own the manager.
+///
+/// # Unknown ids
+/// An id is unknown to a manager when that manager never gave it out (ids of different
+/// managers are not related) or when the job was deleted ([`delete_job`](Self::delete_job)),
+/// even while it still runs. Every call that takes an id reads an unknown one the same way: an
+/// `Err` naming the id — [`UnknownJob`] from [`kill_process`](Self::kill_process),
+/// [`delete_job`](Self::delete_job) and [`job_data`](Self::job_data),
+/// [`WaitError::UnknownJob`] from [`wait`](Self::wait),
+/// [`WaitTimeoutError::UnknownJob`] from [`wait_timeout`](Self::wait_timeout) and
+/// [`wait_deadline`](Self::wait_deadline), and [`StartError::Deleted`] from [`run`](Self::run)
+/// when another thread deletes the job it waits for. A job deleted while a `wait` blocks on it
+/// ends that wait with the same error. The lists ([`running_processes`](Self::running_processes),
+/// [`pending_processes`](Self::pending_processes), [`snapshot`](Self::snapshot)) leave
+/// deleted jobs out.
+///
+/// # Inside handlers and observers
+/// Handlers run on the manager's dispatcher thread, observers on the job's reader threads.
+/// From a handler, `wait*` return once the record is final (the job's own handler can only run
+/// after the current one), so they never deadlock. From an observer, a wait on the observer's
+/// *own* job could never end (the job ends only after its observer returns): `wait`,
+/// `wait_timeout` and `wait_deadline` refuse it at once with `WouldDeadlock`
+/// ([`WaitError::WouldDeadlock`], [`WaitTimeoutError::WouldDeadlock`]), [`wait_all`](Self::wait_all)
+/// returns at once, and [`shutdown`](Self::shutdown) starts the shutdown without waiting.
+/// Waiting for *another* job from an observer works, but the observed job holds its slot
+/// meanwhile: a job that waits for a free slot (with `limit(1)`, any other job) cannot start
+/// until the observer returns.
 pub struct ProcessManager {
     inner: Arc<Inner>,
     owner: bool,
@@ -550,14 +640,53 @@ impl ProcessManager {
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
     /// its own (give the spec a timeout). Inside a handler it returns once the record is final
-    /// (the job's own handler then runs after the current one).
+    /// (the job's own handler then runs after the current one). It returns only after the
+    /// handler (outside a handler), so the record it gives is the one the handler saw.
+    ///
+    /// # Errors
+    /// As [`start_process`](Self::start_process), and [`StartError::Deleted`] when another
+    /// thread deleted the job before `run` saw its final record (see "Unknown ids" above).
+    pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
+        // The record is held from the submission on: it cannot be evicted before it is read.
+        let hold = self.start_held(spec)?;
+        // A new job is never the one this thread observes: no `WouldDeadlock` here, and the
+        // job cannot be unknown unless another thread deleted it meanwhile.
+        hold.wait().map_err(|_| StartError::Deleted(hold.id()))
+    }
+
+    /// [`start_process`](Self::start_process), holding the job's record from the submission on:
+    /// it stays readable through the returned [`RecordHold`] whatever the retention policy (see
+    /// [`Retention`]), so a wait on it cannot find the job unknown unless it is deleted. Never
+    /// blocks on the job.
     ///
     /// # Errors
     /// As [`start_process`](Self::start_process).
-    pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
-        let id = self.start_process(spec)?;
-        // The job cannot be unknown unless someone deleted it meanwhile.
-        self.wait(id).map_err(|_| StartError::ShutDown)
+    pub fn start_held(&self, spec: JobSpec) -> Result<RecordHold, StartError> {
+        validate(&spec)?;
+        let id = self.inner.update(|s| {
+            let id = s.submit(spec)?;
+            s.retain.add_waiter(id);
+            Ok::<_, StartError>(id)
+        })?;
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
+    }
+
+    /// Holds a known job's record: it stays readable through the returned [`RecordHold`]
+    /// whatever the retention policy (see [`Retention`]). Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] when the id was never given out, or the job was deleted or evicted.
+    pub fn hold(&self, id: JobId) -> Result<RecordHold, UnknownJob> {
+        let mut s = self.inner.lock();
+        s.get(id).ok_or(UnknownJob(id))?;
+        s.retain.add_waiter(id);
+        Ok(RecordHold {
+            inner: self.inner.clone(),
+            id,
+        })
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
@@ -566,30 +695,37 @@ impl ProcessManager {
     /// handler never deadlocks.
     ///
     /// # Errors
-    /// [`UnknownJob`] when the id was never given out or the job was deleted.
-    pub fn wait(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+    /// [`WaitError::UnknownJob`] when the id is unknown ("Unknown ids" above), or the job was
+    /// deleted or its record evicted (see [`Retention`]) before this call; a record evicted while
+    /// this call waits is still returned. [`WaitError::WouldDeadlock`] at once when called from
+    /// the job's own output observer ("Inside handlers and observers" above).
+    pub fn wait(&self, id: JobId) -> Result<JobRecord, WaitError> {
         match self.wait_until(id, None) {
             Ok(r) => Ok(r),
-            Err(_) => Err(UnknownJob(id)),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(id)),
         }
     }
 
-    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out.
+    /// [`wait`](Self::wait) with a time limit; the job goes on if the time runs out. A limit
+    /// too long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] as in
+    /// [`wait`](Self::wait) ("Unknown ids" above); [`WaitTimeoutError::WouldDeadlock`] at once
+    /// from the job's own observer.
     pub fn wait_timeout(
         &self,
         id: JobId,
         timeout: Duration,
     ) -> Result<JobRecord, WaitTimeoutError> {
-        self.wait_until(id, Some(Instant::now() + timeout))
+        self.wait_until(id, deadline::from_now(timeout))
     }
 
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`].
+    /// As [`wait_timeout`](Self::wait_timeout).
     pub fn wait_deadline(
         &self,
         id: JobId,
@@ -598,40 +734,47 @@ impl ProcessManager {
         self.wait_until(id, Some(deadline))
     }
 
+    /// Refuses a wait on the job whose observer runs on this thread (see `RecordHold::wait_until`).
     fn wait_until(
         &self,
         id: JobId,
         deadline: Option<Instant>,
     ) -> Result<JobRecord, WaitTimeoutError> {
-        let in_handler = self.inner.on_dispatcher();
-        let mut result = Err(WaitTimeoutError::Timeout);
-        let inner = &self.inner;
-        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
-            None => {
-                result = Err(WaitTimeoutError::UnknownJob(id));
-                true
-            }
-            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
-                result = Ok(e.record());
-                true
-            }
-            Some(_) => false,
-        });
-        result
+        // Held while waiting: a record evicted meanwhile is handed over.
+        self.inner.lock().retain.add_waiter(id);
+        let hold = RecordHold {
+            inner: self.inner.clone(),
+            id,
+        };
+        hold.wait_until(deadline)
     }
 
     /// Blocks until no job is pending or running and every handler has returned (inside a
     /// handler: until no job is pending or running). Jobs submitted meanwhile are waited for too.
+    /// Inside an observer it returns at once, since the observer's own job cannot end while it
+    /// waits (see "Inside handlers and observers" above).
     pub fn wait_all(&self) {
+        if let Some(id) = self.inner.observed_here() {
+            log::warn!("wait_all called from the output observer of job {id}: returning at once");
+            return;
+        }
         let in_handler = self.inner.on_dispatcher();
         self.inner.wait_for(&self.inner.idle, None, |s| {
             s.live == 0 && (in_handler || s.handlers_pending == 0)
         });
     }
 
-    /// A snapshot of the job's record; `None` for an unknown or deleted id. Never blocks.
-    pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
-        self.inner.lock().get(id).map(|e| e.record())
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above and [`Retention`]).
+    pub fn job_data(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+        self.inner
+            .lock()
+            .get(id)
+            .map(|e| e.record())
+            .ok_or(UnknownJob(id))
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -659,30 +802,40 @@ impl ProcessManager {
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
     /// gets SIGTERM, then SIGKILL after the grace period (this call does not wait for that);
-    /// a finished job is left alone. `None` for an unknown id.
-    pub fn kill_process(&self, id: JobId) -> Option<KillOutcome> {
+    /// a finished job is left alone. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above).
+    pub fn kill_process(&self, id: JobId) -> Result<KillOutcome, UnknownJob> {
         self.inner.update(|s| {
-            s.get(id)?;
-            s.kill(id, KillReason::User)
+            s.get(id).ok_or(UnknownJob(id))?;
+            s.kill(id, KillReason::User).ok_or(UnknownJob(id))
         })
     }
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
     /// first (as by [`kill_process`](Self::kill_process)) and its handler still runs exactly
-    /// once. Returns false for an unknown id. Never blocks.
-    pub fn delete_job(&self, id: JobId) -> bool {
+    /// once. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown id, one deleted already, or one whose record was evicted
+    /// (see "Unknown ids" above).
+    pub fn delete_job(&self, id: JobId) -> Result<(), UnknownJob> {
         self.inner.update(|s| {
             if s.get(id).is_none() {
-                return false;
+                return Err(UnknownJob(id));
             }
             s.kill(id, KillReason::User);
-            let e = s.jobs.get_mut(&id).expect("checked above");
+            let Some(e) = s.jobs.get_mut(&id) else {
+                return Err(UnknownJob(id));
+            };
             if matches!(e.phase, Phase::Final) && e.handler_done {
-                s.jobs.remove(&id);
+                s.remove_evictable(id);
             } else {
                 e.deleted = true;
             }
-            true
+            Ok(())
         })
     }
 
@@ -693,10 +846,12 @@ impl ProcessManager {
 
     /// Changes the limit on running jobs. Raising it starts waiting jobs at once (and adds
     /// workers); lowering it lets running jobs finish and starts no new one until fewer run.
+    /// Never blocks on a job.
     ///
     /// # Errors
     /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged); [`BuildError::Thread`] when
-    /// a worker could not be added.
+    /// a worker could not be added; [`BuildError::ShutDown`] once [`shutdown`](Self::shutdown)
+    /// began, including a shutdown running on another thread (nothing changed, no worker added).
     pub fn set_limit(&self, limit: usize) -> Result<(), BuildError> {
         if limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
@@ -710,34 +865,54 @@ impl ProcessManager {
     }
 
     /// Changes the CPU and memory capacities. Queued jobs that no longer fit end as
-    /// `SpawnFailed`; running jobs are not touched.
+    /// `SpawnFailed`; running jobs are not touched. Never blocks.
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero capacity (nothing is changed).
+    /// [`BuildError::ZeroLimit`] for a zero capacity, [`BuildError::ShutDown`] once
+    /// [`shutdown`](Self::shutdown) began (nothing is changed either way).
     pub fn set_capacities(&self, cpus: u32, memory: u64) -> Result<(), BuildError> {
         if cpus == 0 || memory == 0 {
             return Err(BuildError::ZeroLimit("a capacity"));
         }
         self.inner.update(|s| {
+            if s.closed {
+                return Err(BuildError::ShutDown);
+            }
             s.cpu_capacity = cpus;
             s.memory_capacity = memory;
             s.fail_unfittable();
             s.pump();
-        });
+            Ok(())
+        })
+    }
+
+    /// Stops starting new jobs; running jobs go on, submissions are still accepted. Never
+    /// blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (a paused drain would never end).
+    pub fn pause(&self) -> Result<(), ShutDown> {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(ShutDown);
+        }
+        s.paused = true;
         Ok(())
     }
 
-    /// Stops starting new jobs; running jobs go on, submissions are still accepted.
-    pub fn pause(&self) {
-        self.inner.lock().paused = true;
-    }
-
-    /// Starts jobs again after [`pause`](Self::pause).
-    pub fn resume(&self) {
+    /// Starts jobs again after [`pause`](Self::pause). Never blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (nothing is changed).
+    pub fn resume(&self) -> Result<(), ShutDown> {
         self.inner.update(|s| {
+            if s.closed {
+                return Err(ShutDown);
+            }
             s.paused = false;
             s.pump();
-        });
+            Ok(())
+        })
     }
 
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
@@ -750,7 +925,21 @@ impl ProcessManager {
         rx
     }
 
-    /// Counts by status and the running jobs with their elapsed time. Never blocks.
+    /// Which finished records the manager keeps (see [`Builder::retention`]).
+    pub fn retention(&self) -> Retention {
+        self.inner.lock().retain.policy()
+    }
+
+    /// Changes which finished records the manager keeps; records the new policy does not keep
+    /// are evicted at once (under the lock: O(number evicted)). Never blocks, never fails.
+    pub fn set_retention(&self, retention: Retention) {
+        let mut s = self.inner.lock();
+        let s = &mut *s;
+        s.retain.set_policy(retention, &mut s.jobs);
+    }
+
+    /// Counts by status (known jobs in `counts`, evicted ones in `evicted`) and the running
+    /// jobs with their elapsed time. Never blocks.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.inner.lock();
         let mut counts: Vec<(JobStatus, usize)> = Vec::new();
@@ -762,6 +951,7 @@ impl ProcessManager {
         }
         Snapshot {
             counts,
+            evicted: s.retain.evicted_counts(),
             running: s.running_since(),
             paused: s.paused,
             limit: s.limit,
@@ -775,9 +965,30 @@ impl ProcessManager {
     /// have exited (a handler that never returns blocks this). Called from a handler, it does
     /// not wait for handlers still queued behind it; calling it again (or dropping the owner)
     /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
-    /// again does nothing more.
+    /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
+    /// the same as `None`.
+    ///
+    /// Called from an output observer of this manager's jobs, it cannot wait (the observer's
+    /// own job ends only after the observer returns): it refuses new jobs and limit changes,
+    /// then `Drain` resumes a paused queue (the timeout is not applied) and `Cancel` cancels
+    /// and kills every job, the observer's own too, and it returns at once. A later shutdown
+    /// or the owner's drop, outside the observer, waits and joins the threads.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
+        if let Some(id) = inner.observed_here() {
+            log::warn!("shutdown called from the output observer of job {id}: not waiting");
+            inner.update(|s| {
+                s.closed = true;
+                s.paused = false;
+                if mode == ShutdownMode::Cancel {
+                    s.cancelling = true;
+                    s.cancel_all();
+                } else {
+                    s.pump();
+                }
+            });
+            return;
+        }
         if inner.stopped.load(Ordering::SeqCst) {
             // An earlier shutdown may have run inside a handler: it could neither wait for the
             // handlers queued behind it nor join its own thread. Outside a handler, finish that.
@@ -801,7 +1012,7 @@ impl ProcessManager {
                 s.paused = false;
                 s.pump();
             });
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = timeout.and_then(deadline::from_now);
             if !inner.wait_for(&inner.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }
@@ -836,6 +1047,95 @@ impl ProcessManager {
                 inner.threads.lock().dispatcher = Some(t);
             }
         }
+    }
+}
+
+/// Keeps one job's record readable through this handle while it lives, whatever the retention
+/// policy (see [`Retention`]), from [`ProcessManager::hold`] or [`ProcessManager::start_held`].
+/// The job may still be evicted from the manager meanwhile (other callers then find its id
+/// unknown), but its final record is handed to the hold first: waits through it never find the
+/// job unknown unless it was deleted. Dropping it releases that copy. It refers to the
+/// manager's shared state, not the manager: it does not keep an owned manager from shutting
+/// down.
+pub struct RecordHold {
+    inner: Arc<Inner>,
+    id: JobId,
+}
+
+impl RecordHold {
+    /// The job held.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] if the job was deleted.
+    pub fn record(&self) -> Result<JobRecord, UnknownJob> {
+        let s = self.inner.lock();
+        match s.get(self.id) {
+            Some(e) => Ok(e.record()),
+            None => s.retain.handed(self.id).cloned().ok_or(UnknownJob(self.id)),
+        }
+    }
+
+    /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
+    ///
+    /// # Errors
+    /// [`WaitError::UnknownJob`] if the job was deleted; [`WaitError::WouldDeadlock`] at once
+    /// from the job's own output observer.
+    pub fn wait(&self) -> Result<JobRecord, WaitError> {
+        match self.wait_until(None) {
+            Ok(r) => Ok(r),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(self.id)),
+        }
+    }
+
+    /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
+    ///
+    /// # Errors
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] if the job was deleted;
+    /// [`WaitTimeoutError::WouldDeadlock`] at once from the job's own output observer.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
+        self.wait_until(deadline::from_now(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
+        let (id, inner) = (self.id, &self.inner);
+        if inner.observed_here() == Some(id) {
+            return Err(WaitTimeoutError::WouldDeadlock(id));
+        }
+        let in_handler = inner.on_dispatcher();
+        let mut result = Err(WaitTimeoutError::Timeout);
+        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
+            None => {
+                result = match s.retain.handed(id) {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(WaitTimeoutError::UnknownJob(id)),
+                };
+                true
+            }
+            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
+                result = Ok(e.record());
+                true
+            }
+            Some(_) => false,
+        });
+        result
+    }
+}
+
+impl Drop for RecordHold {
+    fn drop(&mut self) {
+        self.inner.lock().retain.remove_waiter(self.id);
+    }
+}
+
+impl std::fmt::Debug for RecordHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordHold").field("id", &self.id).finish()
     }
 }
 

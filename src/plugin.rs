@@ -72,6 +72,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::deadline;
 use crate::dispatch::panic_message;
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::signal::{ConnectionId, Signal};
@@ -162,7 +163,8 @@ impl PluginStatus {
             | JobStatus::Crashed
             | JobStatus::TimedOut
             | JobStatus::SpawnFailed
-            | JobStatus::DependencyFailed => PluginStatus::Failed,
+            | JobStatus::DependencyFailed
+            | JobStatus::InternalError => PluginStatus::Failed,
         }
     }
 }
@@ -500,7 +502,7 @@ impl<T: Task> Plugin<T> {
                 }
             }
         };
-        job.and_then(|id| self.manager.kill_process(id))
+        job.and_then(|id| self.manager.kill_process(id).ok())
             .is_some_and(|k| k != KillOutcome::AlreadyFinished)
     }
 
@@ -541,12 +543,13 @@ impl<T: Task> Plugin<T> {
         self.wait_until(None)
     }
 
-    /// [`wait`](Self::wait) with a time limit; the run goes on if it passes.
+    /// [`wait`](Self::wait) with a time limit; the run goes on if it passes. A limit too long
+    /// for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<FinishStatus, PluginWaitError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<FinishStatus, PluginWaitError> {
@@ -642,7 +645,8 @@ impl<T: Task> Plugin<T> {
                     run.kill_requested
                 };
                 if kill {
-                    self.manager.kill_process(id);
+                    // The job was just submitted and is never deleted here: it is known.
+                    let _ = self.manager.kill_process(id);
                 }
                 Some(id)
             }
@@ -979,7 +983,8 @@ impl Pipeline {
 
     /// Ends the pipeline as `FAILED` ("timed out after ...") if it has no status `timeout` from
     /// now, killing its running children. Runs a watchdog thread that exits as soon as the
-    /// pipeline has finished (and holds the pipeline until then).
+    /// pipeline has finished (and holds the pipeline until then). A timeout too long for the
+    /// clock (`Duration::MAX`) never fires.
     ///
     /// # Errors
     /// The OS refused the thread; no timeout is set.
@@ -987,12 +992,17 @@ impl Pipeline {
         let Some(me) = self.me.upgrade() else {
             return Ok(());
         };
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock: the watchdog only waits for the end.
+        let deadline = deadline::from_now(timeout);
         thread::Builder::new()
             .name("procman-pipeline-timeout".into())
             .spawn(move || {
                 let mut s = me.state.lock();
                 while !s.done && s.verdict.is_none() {
+                    let Some(deadline) = deadline else {
+                        me.done.wait(&mut s);
+                        continue;
+                    };
                     if me.done.wait_until(&mut s, deadline).timed_out() {
                         let ended = s.done || s.verdict.is_some();
                         drop(s);
@@ -1045,12 +1055,13 @@ impl Pipeline {
         self.wait_until(None)
     }
 
-    /// [`wait`](Self::wait) with a time limit; the pipeline goes on if it passes.
+    /// [`wait`](Self::wait) with a time limit; the pipeline goes on if it passes. A limit too
+    /// long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
     /// [`PluginWaitError::Timeout`] or [`PluginWaitError::InHandler`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<FinishStatus, PluginWaitError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<FinishStatus, PluginWaitError> {

@@ -28,9 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
+use crate::deadline;
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
+use crate::retain::{Retainer, Retention};
 use crate::spec::{EnvEdit, Handler, Input, JobSpec, Observer, Retry};
 use crate::sys::Exit;
 
@@ -165,6 +167,10 @@ pub(crate) enum AttemptEnd {
     /// A kill arrived before the program was spawned.
     NotStarted,
     SpawnFailed(String),
+    /// A panic on a thread serving the attempt (its worker, an output reader, the Slurm
+    /// poller) ended it; the job's processes were killed and reaped. The text starts with
+    /// "internal error:". Ends the job as `InternalError`, never retried.
+    Internal(String),
     Exited {
         exit: Option<Exit>,
         usage: ResourceUsage,
@@ -245,6 +251,8 @@ pub(crate) struct State {
     pub(crate) timers: BinaryHeap<Reverse<(Instant, JobId)>>,
     default_grace: Duration,
     default_kill_leftovers: bool,
+    /// Which finished records are kept (`retain.rs`).
+    pub(crate) retain: Retainer,
 }
 
 impl State {
@@ -279,6 +287,7 @@ impl State {
             timers: BinaryHeap::new(),
             default_grace,
             default_kill_leftovers,
+            retain: Retainer::new(Retention::default()),
         }
     }
 
@@ -301,14 +310,23 @@ impl State {
                 ),
             });
         }
+        // Records past their age go now (lazily: no thread of its own); cheap otherwise.
+        self.retain.evict(&mut self.jobs);
         let mut waiting_on = 0;
         let mut failed_dep = None;
         for &dep in &spec.after {
             match self.get(dep) {
-                None => return Err(StartError::UnknownDependency(dep)),
+                // An evicted job still answers whether it succeeded (`retain.rs`).
+                None => match self.retain.outcome(dep) {
+                    None => return Err(StartError::UnknownDependency(dep)),
+                    Some(true) => {}
+                    Some(false) => {
+                        failed_dep.get_or_insert((dep, None));
+                    }
+                },
                 Some(e) if e.record.status.is_success() => {}
                 Some(e) if e.record.status.is_final() => {
-                    failed_dep.get_or_insert((dep, e.record.status));
+                    failed_dep.get_or_insert((dep, Some(e.record.status)));
                 }
                 Some(_) => waiting_on += 1,
             }
@@ -396,7 +414,13 @@ impl State {
         if let Some((dep, status)) = failed_dep {
             self.finalize(id, |r| {
                 r.status = JobStatus::DependencyFailed;
-                r.error = Some(format!("job {dep}, which it runs after, ended as {status}"));
+                r.error = Some(match status {
+                    Some(status) => format!("job {dep}, which it runs after, ended as {status}"),
+                    None => format!(
+                        "job {dep}, which it runs after, did not finish successfully \
+                         (its record was evicted, see Retention)"
+                    ),
+                });
             });
         } else if waiting_on == 0 {
             self.make_ready(id);
@@ -499,9 +523,19 @@ impl State {
         end: AttemptEnd,
     ) -> Option<Instant> {
         let e = self.jobs.get_mut(&id)?;
+        if !matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            return None;
+        }
         self.running -= 1;
         self.used_cpus -= e.cpus;
         self.used_memory -= e.memory;
+        // Holds no slot from here on (the phase is set again below); should this panic before
+        // then, `abandon` does not release the slot twice.
+        e.phase = Phase::RetryWait;
+        #[cfg(test)]
+        if let Some(core) = &e.core {
+            crate::fault::hit(&core.args, crate::fault::SCHEDULER);
+        }
         let killed = e.kill.is_some();
         // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
         // before its spawn does not.
@@ -521,6 +555,13 @@ impl State {
                 r.signal = None;
                 r.usage = None;
                 JobStatus::SpawnFailed
+            }
+            AttemptEnd::Internal(msg) => {
+                r.error = Some(msg);
+                r.exit_code = None;
+                r.signal = None;
+                r.usage = None;
+                JobStatus::InternalError
             }
             AttemptEnd::Exited {
                 exit,
@@ -570,19 +611,62 @@ impl State {
                 self.make_ready(id);
                 return None;
             }
-            let at = Instant::now() + retry.backoff;
-            self.timers.push(Reverse((at, id)));
+            // A backoff too long for the clock: the retry is never due, and the job waits
+            // until it is killed or a cancelling shutdown ends it.
+            let at = deadline::from_now(retry.backoff);
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, id)));
+            }
             self.pump();
-            return Some(at);
+            return at;
         }
         self.finalize(id, |r| r.status = status);
         self.pump();
         None
     }
 
+    /// After `end_attempt` panicked (a bug; the panic rule, DESIGN.md): releases the job's
+    /// slot if it still holds one and, unless it became final, ends it as `InternalError`
+    /// with its handler run once as on every path.
+    pub(crate) fn abandon(&mut self, id: JobId, msg: String) {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            self.running -= 1;
+            self.used_cpus -= e.cpus;
+            self.used_memory -= e.memory;
+        } else if matches!(e.phase, Phase::Final) {
+            return;
+        }
+        self.finalize(id, |r| {
+            r.status = JobStatus::InternalError;
+            r.error = Some(msg);
+        });
+        self.pump();
+    }
+
     /// A retry's backoff passed.
     pub(crate) fn retry_due(&mut self, id: JobId) {
         if matches!(self.jobs.get(&id).map(|e| &e.phase), Some(Phase::RetryWait)) {
+            self.make_ready(id);
+        }
+    }
+
+    /// After the timer thread panicked: a job waiting for its backoff with no timer left for it
+    /// (the panic came between taking its timer and queueing it) is queued now, so no retry
+    /// is lost. Others keep their timers.
+    pub(crate) fn requeue_orphaned_retries(&mut self) {
+        let timed: std::collections::HashSet<JobId> =
+            self.timers.iter().map(|Reverse((_, id))| *id).collect();
+        let orphans: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(id, e)| matches!(e.phase, Phase::RetryWait) && !timed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in orphans {
+            log::error!("job {id}: its retry timer was lost in a panic; retrying now");
             self.make_ready(id);
         }
     }
@@ -709,7 +793,16 @@ impl State {
             e.record.handler_error = panic;
             if e.deleted {
                 self.jobs.remove(&id);
+            } else {
+                self.retain.evictable(id, &mut self.jobs);
             }
+        }
+    }
+
+    /// `delete_job` of a job that is final and whose handler returned: removes its record.
+    pub(crate) fn remove_evictable(&mut self, id: JobId) {
+        if self.jobs.remove(&id).is_some() {
+            self.retain.deleted(&self.jobs);
         }
     }
 

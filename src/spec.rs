@@ -290,14 +290,17 @@ impl JobSpec {
     }
 
     /// Ends the job's whole process group when it runs longer than `timeout`: SIGTERM, then
-    /// SIGKILL after the grace period. The job ends as `TimedOut`.
+    /// SIGKILL after the grace period. The job ends as `TimedOut`. Any `Duration` is accepted:
+    /// one too long for the clock (`Duration::MAX`) is no timeout.
     pub fn timeout(mut self, timeout: Duration) -> JobSpec {
         self.timeout = Some(timeout);
         self
     }
 
     /// How long a job has between SIGTERM and SIGKILL when it is timed out or killed
-    /// (default: the manager's, 2 s). Zero sends SIGKILL at once.
+    /// (default: the manager's, 2 s). Zero sends SIGKILL at once; a grace too long for the
+    /// clock (`Duration::MAX`) never sends SIGKILL, so a program that ignores SIGTERM then runs
+    /// on (and a shutdown waits for it).
     pub fn grace(mut self, grace: Duration) -> JobSpec {
         self.grace = Some(grace);
         self
@@ -353,7 +356,10 @@ impl JobSpec {
 
     /// Retries the job up to `count` more times when an attempt ends in one of `on`'s outcomes,
     /// waiting `backoff` between attempts (no slot is held while waiting). Each earlier
-    /// attempt's log and error files are kept, renamed with the suffix `.attempt<N>`.
+    /// attempt's log and error files are kept, renamed with the suffix `.attempt<N>`. A backoff
+    /// too long for the clock (`Duration::MAX`) is never over: the job stays pending until it
+    /// is killed or a cancelling shutdown (or drop) cancels it; a draining shutdown waits for
+    /// it up to its timeout.
     pub fn retries(mut self, count: u32, backoff: Duration, on: RetryOn) -> JobSpec {
         self.retry = Retry { count, backoff, on };
         self

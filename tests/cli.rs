@@ -1206,3 +1206,130 @@ fn line_buffer_and_group_print_whole_lines_tagged_and_group_keeps_each_job_toget
         "hello\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// durations (issue 19)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the tool, killing it (and failing) if it has not exited within `LONG`: before issue 19 a
+/// duration too long for the clock panicked a worker and the tool hung.
+fn run_within(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run procman");
+    let exited = eventually(LONG, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "procman hung: {}", text(&out.stderr));
+    out
+}
+
+/// The largest duration there is, as the CLI writes it.
+const MAX_SECS: &str = "18446744073709551615.999999999";
+
+#[test]
+fn impossible_durations_are_refused_with_a_message_and_the_usage_status() {
+    for opt in ["--timeout", "--grace"] {
+        for (value, says) in [
+            ("1e99", "exponents (\"e99\") are not accepted"),
+            ("99999999999999999999d", "is too large (at most"),
+            ("18446744073709551616", "is too large (at most"),
+        ] {
+            for (verb, code) in [("run", 125), ("batch", 255)] {
+                let out = run_within(procman().args([verb, opt, value, "true"]));
+                let err = text(&out.stderr);
+                assert_eq!(out.status.code(), Some(code), "{verb} {opt} {value}: {err}");
+                assert!(
+                    err.contains(&format!("option {opt}")) && err.contains(says),
+                    "{verb} {opt} {value}: {err}"
+                );
+                assert!(!err.contains("panicked"), "{err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn durations_too_long_for_the_clock_mean_no_limit() {
+    // The job ends by itself: no timeout fires, no panic.
+    for value in [MAX_SECS, "18446744073709551615", "213503982334601d"] {
+        let out = run_within(procman().args(["run", "--timeout", value, "--grace", value, "true"]));
+        assert_eq!(out.status.code(), Some(0), "{value}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("exited with code 0"));
+    }
+    // A grace without end: the timeout's SIGTERM ends the job, and no SIGKILL follows.
+    let out = run_within(procman().args([
+        "run",
+        "--timeout",
+        "200ms",
+        "--grace",
+        MAX_SECS,
+        "sleep",
+        "30",
+    ]));
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("timed out, terminated by SIGTERM"));
+    // The same in batch, as options (a job's own timeout overrides the default).
+    let dir = TempDir::new("cli-durations");
+    let jobs = write(
+        &dir,
+        "jobs.txt",
+        "true\n{\"program\":\"sleep\",\"args\":[\"30\"],\"timeout\":\"200ms\"}\n",
+    );
+    let out = run_within(
+        procman()
+            .args(["batch", "--no-progress", "--no-logs", "--grace", MAX_SECS])
+            .args(["--timeout", "18446744073709551615", &jobs]),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 succeeded, 1 failed"), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[test]
+fn job_lines_with_impossible_durations_are_invalid_and_huge_ones_have_no_limit() {
+    let dir = TempDir::new("cli-durations-lines");
+    let jobs = write(
+        &dir,
+        "jobs.txt",
+        &[
+            r#"{"program":"true","timeout":"99999999999999999999d"}"#,
+            r#"{"program":"true","timeout":"1e99"}"#,
+            r#"{"program":"true","timeout":1e99}"#,
+            r#"{"program":"true","timeout":18446744073709551615}"#,
+            &format!(r#"{{"program":"true","timeout":"{MAX_SECS}"}}"#),
+            r#"{"program":"true","timeout":1.8e19}"#,
+            "",
+        ]
+        .join("\n"),
+    );
+    let out = run_within(procman().args(["batch", "--no-progress", "--no-logs", &jobs]));
+    let err = text(&out.stderr);
+    // The three impossible lines are invalid (failures); the three huge ones run and succeed.
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("3 succeeded, 3 failed, 3 invalid lines"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            r#"line 1: "timeout": duration "99999999999999999999d" is too large (at most"#
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"line 2: "timeout": invalid duration "1e99": exponents"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"line 3: "timeout" of 1e+99 seconds is invalid"#) && err.contains("at most"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -273,6 +273,49 @@ fn durations_rejected() {
         .contains("empty"));
 }
 
+/// Issue 19: the durations the CLI refuses say why, and everything up to `Duration::MAX` parses
+/// (the library takes one too long for the clock as no limit).
+#[test]
+fn durations_at_and_past_the_largest() {
+    use DurationError::*;
+    assert_eq!(
+        parse_duration("18446744073709551615.999999999"),
+        Ok(Duration::MAX)
+    );
+    assert_eq!(
+        parse_duration("18446744073709551615.9999999990000"),
+        Ok(Duration::MAX)
+    );
+    for s in [
+        "18446744073709551615.9999999991",
+        "18446744073709551616",
+        "99999999999999999999d",
+        "307445734561825861m",
+    ] {
+        let e = parse_duration(s).unwrap_err();
+        assert!(matches!(e, Overflow(_)), "{s}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("too large") && msg.contains("at most 18446744073709551615.999999999"),
+            "{msg}"
+        );
+    }
+    for (s, exponent) in [("1e99", "e99"), ("1E+6", "E+6"), ("2.5e-3s", "e-3s")] {
+        let e = parse_duration(s).unwrap_err();
+        assert!(
+            matches!(&e, BadSuffix { suffix, .. } if suffix == exponent),
+            "{s}: {e:?}"
+        );
+        assert!(e.to_string().contains("exponents"), "{e}");
+    }
+    // Not an exponent: the plain message.
+    let e = parse_duration("1e").unwrap_err().to_string();
+    assert!(
+        e.contains("unknown suffix \"e\"") && !e.contains("exponent"),
+        "{e}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -534,6 +577,16 @@ fn job_json_errors() {
     assert!(matches!(
         job_err(r#"{"program":"x","timeout":1e300}"#).kind,
         TimeoutSeconds(_)
+    ));
+    // Finite but too large: the message gives the largest, not "must be finite".
+    let e = job_err(r#"{"program":"x","timeout":1e99}"#).to_string();
+    assert!(
+        e.contains("1e+99") && e.contains("at most 18446744073709551615.999999999"),
+        "{e}"
+    );
+    assert!(matches!(
+        job_err(r#"{"program":"x","timeout":"1e99"}"#).kind,
+        Timeout(DurationError::BadSuffix { .. })
     ));
     assert_eq!(
         job_err(r#"{"program":"x","id":"a","name":"b"}"#).kind,

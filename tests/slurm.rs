@@ -351,7 +351,7 @@ fn kill_while_pending_cancels_it_in_slurm() {
     wait_until(&m, id, Duration::from_secs(30), |r| r.pid.is_some());
     let job = m.job_data(id).unwrap().pid.unwrap();
     assert_eq!(scontrol(job).0, "PENDING");
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Cancelled, "{r:?}");
     assert_eq!(r.backend_state.as_deref(), Some("CANCELLED"));
@@ -374,7 +374,7 @@ fn kill_while_running_ends_it_as_killed() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     let t = Instant::now();
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
@@ -620,7 +620,7 @@ fn managers_from_one_builder_are_independent_and_kill_escalates() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     first.shutdown(ShutdownMode::Cancel, None);
-    assert_eq!(second.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(second.kill_process(id), Ok(KillOutcome::Killing));
     let r = second.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert_eq!((r.signal, r.error.as_deref()), (Some(15), None));
@@ -630,6 +630,80 @@ fn managers_from_one_builder_are_independent_and_kill_escalates() {
         "--signal=TERM --full 4242\n--signal=KILL --full --batch 4242\n4242\n"
     );
     second.wait_all();
+    assert_eq!(h.calls()[&id], vec![JobStatus::Killed]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Stand-in Slurm commands (issue 19): a timeout, a grace, a cancel confirmation time and a
+/// poll interval of `Duration::MAX` are accepted. The job gets no `--time` (no limit fits), a
+/// kill sends SIGTERM and never escalates, and the job ends when it obeys (the stand-in scancel
+/// cancels on TERM). Before the fix the worker panicked computing the `--time` backstop (with
+/// the timeout) or the end of the grace (without), and the job never ended.
+#[test]
+fn max_durations_with_stand_in_slurm_end_by_term() {
+    let _s = serial();
+    max_durations_with_stand_in_slurm("fake-max-timeout", Some(Duration::MAX));
+    max_durations_with_stand_in_slurm("fake-max-grace", None);
+}
+
+fn max_durations_with_stand_in_slurm(name: &str, timeout: Option<Duration>) {
+    let dir = scratch(name);
+    let d = dir.display();
+    let script = |name: &str, body: String| -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let options = SlurmOptions::new()
+        .sbatch_program(script(
+            "sbatch",
+            format!("echo \"$*\" >{d}/sbatch.args; cat >/dev/null; echo 4244"),
+        ))
+        .squeue_program(script(
+            "squeue",
+            format!(
+                "if [ -e {d}/cancelled ]; then echo '4244|CANCELLED|15|vm|None|'; \
+                 else echo '4244|RUNNING|0|vm|None|'; fi"
+            ),
+        ))
+        .scancel_program(script(
+            "scancel",
+            format!("echo \"$*\" >>{d}/scancel.log; touch {d}/cancelled"),
+        ))
+        .poll_interval(Duration::from_millis(10), Duration::MAX)
+        .cancel_confirm_timeout(Duration::MAX);
+    // Not dropped if the test fails: a manager whose worker died would hang its drop.
+    let m = std::mem::ManuallyDrop::new(
+        ProcessManager::builder()
+            .limit(1)
+            .grace(Duration::MAX)
+            .slurm(options)
+            .build()
+            .unwrap(),
+    );
+    let h = Handlers::new();
+    let mut spec = JobSpec::new("sleep").arg("300");
+    if let Some(t) = timeout {
+        spec = spec.timeout(t);
+    }
+    let id = m.start_process(h.on(spec)).unwrap();
+    wait_until(&m, id, Duration::from_secs(30), |r| {
+        r.backend_state.as_deref() == Some("RUNNING")
+    });
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
+    // Bounded only so that a bug fails the test instead of hanging it.
+    let r = m.wait_timeout(id, Duration::from_secs(30)).unwrap();
+    assert_eq!(r.status, JobStatus::Killed, "{r:?}");
+    assert_eq!(r.signal, Some(15), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("scancel.log")).unwrap(),
+        "--signal=TERM --full 4244\n"
+    );
+    let args = std::fs::read_to_string(dir.join("sbatch.args")).unwrap();
+    assert!(!args.contains("--time"), "{args}");
+    m.wait_all();
+    drop(std::mem::ManuallyDrop::into_inner(m));
     assert_eq!(h.calls()[&id], vec![JobStatus::Killed]);
     std::fs::remove_dir_all(&dir).ok();
 }

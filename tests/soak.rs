@@ -219,10 +219,11 @@ fn soak() {
                 };
                 if let Some(id) = pick {
                     if t == 2 {
-                        m.delete_job(id);
+                        // Another thread may have deleted it already.
+                        let _ = m.delete_job(id);
                         deletes.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        m.kill_process(id);
+                        let _ = m.kill_process(id);
                         kills.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -445,4 +446,132 @@ fn dropping_a_manager_with_queued_work_ends_everything_and_leaks_nothing() {
             assert_back_to(baseline);
         },
     );
+}
+
+/// How many jobs the flat-memory soak runs: `PROCMAN_SOAK_JOBS` (default 20,000; docs give the
+/// figure for 1,000,000).
+fn soak_jobs() -> usize {
+    std::env::var("PROCMAN_SOAK_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// (current, peak) resident set size of this process, in bytes (/proc/self/status).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("a VmRSS/VmHWM line")
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn memory_stays_flat_over_many_short_jobs_with_the_default_retention() {
+    let jobs = soak_jobs() as u64;
+    isolated(
+        "memory_stays_flat_over_many_short_jobs_with_the_default_retention",
+        Duration::from_secs(300 + jobs / 20),
+        flat_memory,
+    );
+}
+
+/// Issue 19 §5: a host that runs jobs for weeks. With the default retention, after a warm-up
+/// that fills the retained window (10,000 records) and a little more, RSS stays within 5 MiB
+/// however many jobs follow. Each job looks like a CCP4i2 job (a few path arguments, a log and
+/// an error file), so a kept record is ~1 KB: without eviction the 8,000 jobs after the
+/// warm-up of the short run add ~8 MiB.
+fn flat_memory() {
+    const MIB: f64 = 1024.0 * 1024.0;
+    const IN_FLIGHT: usize = 32;
+    let jobs = soak_jobs();
+    let warmup = procman::Retention::DEFAULT_MAX_RECORDS + 2_000;
+    assert!(jobs > warmup, "PROCMAN_SOAK_JOBS must be above {warmup}");
+    let dir = common::TempDir::new("flat");
+    let log = dir.join("job_1/log.txt");
+    let m = ProcessManager::builder().limit(4).build().unwrap();
+    assert_eq!(m.retention(), procman::Retention::default());
+    let (tx, rx) = mpsc::channel::<JobStatus>();
+    let started = Instant::now();
+    let mut finished = 0usize;
+    let wait_one = |finished: &mut usize| {
+        let status = rx.recv().expect("a handler call");
+        assert_eq!(status, JobStatus::Finished);
+        *finished += 1;
+    };
+    let (mut warm, mut peak_after_warm) = (0u64, 0u64);
+    for i in 0..jobs {
+        if i >= IN_FLIGHT {
+            wait_one(&mut finished);
+        }
+        if i == warmup {
+            warm = rss().0;
+            println!(
+                "flat memory: warm-up {warmup} jobs in {:.1} s, RSS {:.2} MiB",
+                started.elapsed().as_secs_f64(),
+                warm as f64 / MIB
+            );
+        }
+        if i > warmup && i % 1000 == 0 {
+            peak_after_warm = peak_after_warm.max(rss().0);
+        }
+        if i > 0 && i % 100_000 == 0 {
+            println!(
+                "flat memory: {i} jobs, {:.0} s, RSS {:.2} MiB",
+                started.elapsed().as_secs_f64(),
+                rss().0 as f64 / MIB
+            );
+        }
+        let tx = tx.clone();
+        let spec = JobSpec::new("true")
+            .args([
+                "HKLIN",
+                "/home/user/ccp4i2_projects/lysozyme/CCP4_JOBS/job_12/hklin.mtz",
+                "HKLOUT",
+                "/home/user/ccp4i2_projects/lysozyme/CCP4_JOBS/job_12/hklout.mtz",
+                "XYZIN",
+                "/home/user/ccp4i2_projects/lysozyme/CCP4_JOBS/job_11/XYZOUT.pdb",
+            ])
+            .log_file(&log)
+            .on_finish(move |r| {
+                let _ = tx.send(r.status);
+            });
+        m.start_process(spec).expect("accepted");
+    }
+    while finished < jobs {
+        wait_one(&mut finished);
+    }
+    m.wait_all();
+    let (end, hwm) = rss();
+    peak_after_warm = peak_after_warm.max(end);
+    let snap = m.snapshot();
+    let known: usize = snap.counts.iter().map(|(_, n)| n).sum();
+    println!(
+        "flat memory: {jobs} jobs in {:.1} s; RSS at warm-up {:.2} MiB, at end {:.2} MiB, \
+         max after warm-up {:.2} MiB (+{:.2} MiB), process peak {:.2} MiB; {known} records kept",
+        started.elapsed().as_secs_f64(),
+        warm as f64 / MIB,
+        end as f64 / MIB,
+        peak_after_warm as f64 / MIB,
+        (peak_after_warm.saturating_sub(warm)) as f64 / MIB,
+        hwm as f64 / MIB,
+    );
+    // Totals keep counting what eviction removed.
+    assert_eq!(snap.total(JobStatus::Finished), jobs);
+    assert!(
+        known <= procman::Retention::DEFAULT_MAX_RECORDS,
+        "{known} records kept"
+    );
+    assert!(
+        peak_after_warm <= warm + 5 * 1024 * 1024,
+        "RSS grew from {:.2} MiB at warm-up to {:.2} MiB",
+        warm as f64 / MIB,
+        peak_after_warm as f64 / MIB
+    );
+    drop(m);
 }

@@ -1,12 +1,24 @@
 //! The job state machine under arbitrary sequences of operations: the input's bytes are read as
 //! submit / kill / delete / wait / pause / resume / set_limit / wait_all operations against a
 //! fresh `ProcessManager` running trivial programs (`true`, `false`, `sleep 0.0x`, a missing
-//! program, a timeout, a retry, a handler that starts a job). After `wait_all`:
+//! program, a timeout, a retry, a handler that starts a job). Code 15 is an extended operation
+//! chosen by its argument: queries, set_capacities, wait / wait_timeout(0), an observed job
+//! whose observer waits on itself, shutdown (drain with a short timeout, or cancel), and the
+//! owner's drop; every call after those goes through a handle and must answer with an error
+//! (`ShutDown`), never hang. After `wait_all`:
+//! - every call answered as the manager's state allows (unknown ids are `Err(UnknownJob)`, a
+//!   closed manager refuses starts, limit changes, pause and resume);
 //! - every job that was accepted had its handler called exactly once, and no other id did;
 //! - every visible record is final and equals what its handler saw;
 //! - each job ended as its program and its history allow (an untouched `true` is Finished, a
-//!   job after a failed job is DependencyFailed, a killed one may be Killed or Cancelled, ...);
+//!   job after a failed job is DependencyFailed, a killed one may be Killed or Cancelled, and
+//!   after a shutdown any job may have been killed or cancelled);
+//! - an observer's wait on its own job was refused with `WouldDeadlock`;
 //! - after shutdown the process has no child left, zombie or alive (read from /proc).
+//!
+//! Corpus: the format is unchanged (two bytes per operation) and every old input is still
+//! valid; only code 15 (formerly queries only) now also reaches the new calls, so old inputs
+//! with code 15 may now shut the manager down part-way.
 //!
 //! A hang is a finding too: run with `-timeout=60` so libFuzzer reports it.
 #![no_main]
@@ -17,7 +29,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use procman::{
-    JobId, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode, StartError, WaitTimeoutError,
+    BuildError, JobId, JobSpec, JobStatus, KillOutcome, ProcessManager, RetryOn, ShutDown,
+    ShutdownMode, StartError, UnknownJob, WaitError, WaitTimeoutError,
 };
 
 /// At most this many operations and programs per input, so each input takes well under a second.
@@ -34,6 +47,8 @@ enum Kind {
     Retry,
     /// Runs `true`; its handler starts another `true` through a handle.
     Spawner,
+    /// `echo x`, observed (through a pipe): the observer waits on its own job.
+    Observed,
 }
 
 struct Job {
@@ -45,16 +60,34 @@ struct Job {
 }
 
 type Calls = Arc<Mutex<HashMap<JobId, Vec<JobStatus>>>>;
+/// What went wrong inside handlers and observers (a panic there is caught by the manager, so
+/// the checks are made at the end).
+type Faults = Arc<Mutex<Vec<String>>>;
 
 fn spec(
     kind: Kind,
     arg: u8,
     calls: &Calls,
     children: &Arc<Mutex<Vec<JobId>>>,
+    faults: &Faults,
     m: &ProcessManager,
 ) -> JobSpec {
     let base = match kind {
         Kind::True | Kind::Spawner => JobSpec::new("true"),
+        Kind::Observed => {
+            let (h, faults) = (m.handle(), faults.clone());
+            JobSpec::new("echo")
+                .arg("x")
+                .observer(Arc::new(move |id, _, _| {
+                    match h.wait_timeout(id, Duration::from_secs(3600)) {
+                        Err(WaitTimeoutError::WouldDeadlock(i)) if i == id => {}
+                        other => faults
+                            .lock()
+                            .unwrap()
+                            .push(format!("observer of job {id} waited: {other:?}")),
+                    }
+                }))
+        }
         Kind::False => JobSpec::new("false"),
         Kind::Sleep => JobSpec::new("sleep").arg(format!("0.0{}", arg % 5)),
         Kind::Timeout => JobSpec::new("sleep")
@@ -66,6 +99,7 @@ fn spec(
     };
     let calls = calls.clone();
     let children = children.clone();
+    let faults = faults.clone();
     let handle = m.handle();
     base.priority(i32::from(arg % 3)).on_finish(move |r| {
         calls
@@ -76,24 +110,29 @@ fn spec(
             .push(r.status);
         if kind == Kind::Spawner {
             let calls = calls.clone();
-            let child = handle
-                .start_process(JobSpec::new("true").on_finish(move |r| {
-                    calls
-                        .lock()
-                        .unwrap()
-                        .entry(r.id)
-                        .or_default()
-                        .push(r.status);
-                }))
-                .expect("a handler can start a job while the manager runs");
-            children.lock().unwrap().push(child);
+            match handle.start_process(JobSpec::new("true").on_finish(move |r| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .entry(r.id)
+                    .or_default()
+                    .push(r.status);
+            })) {
+                Ok(child) => children.lock().unwrap().push(child),
+                // A shutdown began: the manager refuses new jobs.
+                Err(StartError::ShutDown) => {}
+                Err(e) => faults
+                    .lock()
+                    .unwrap()
+                    .push(format!("a handler could not start a job: {e}")),
+            }
         }
     })
 }
 
 fn expected(kind: Kind) -> JobStatus {
     match kind {
-        Kind::True | Kind::Sleep | Kind::Spawner => JobStatus::Finished,
+        Kind::True | Kind::Sleep | Kind::Spawner | Kind::Observed => JobStatus::Finished,
         Kind::False | Kind::Retry => JobStatus::Failed,
         Kind::Timeout => JobStatus::TimedOut,
         Kind::Missing => JobStatus::SpawnFailed,
@@ -101,16 +140,23 @@ fn expected(kind: Kind) -> JobStatus {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let m = ProcessManager::builder()
-        .limit(2)
-        .grace(Duration::from_millis(20))
-        .build()
-        .expect("a manager");
+    let mut owner = Some(
+        ProcessManager::builder()
+            .limit(2)
+            .grace(Duration::from_millis(20))
+            .build()
+            .expect("a manager"),
+    );
+    // Every call goes through a handle, so the calls go on after the owner's drop.
+    let m = owner.as_ref().unwrap().handle();
     let calls: Calls = Arc::default();
     let children: Arc<Mutex<Vec<JobId>>> = Arc::default();
+    let faults: Faults = Arc::default();
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
     let mut order: Vec<JobId> = Vec::new();
     let mut paused = false;
+    // A shutdown began (and ended: these calls are made one at a time).
+    let mut closed = false;
     let pick =
         |order: &Vec<JobId>, b: u8| (!order.is_empty()).then(|| order[b as usize % order.len()]);
 
@@ -130,7 +176,7 @@ fuzz_target!(|data: &[u8]| {
                 ][c as usize];
                 // Code 7: a `true` that runs after an earlier job.
                 let after = if c == 7 { pick(&order, arg) } else { None };
-                let mut s = spec(kind, arg, &calls, &children, &m);
+                let mut s = spec(kind, arg, &calls, &children, &faults, &m);
                 if let Some(dep) = after {
                     s = s.after(dep);
                 }
@@ -152,6 +198,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(Some(d), after);
                         assert!(jobs[&d].deleted, "job {d} is known but was refused");
                     }
+                    Err(StartError::ShutDown) => assert!(closed, "refused while open"),
                     Err(e) => panic!("unexpected start error: {e}"),
                 }
             }
@@ -160,9 +207,20 @@ fuzz_target!(|data: &[u8]| {
                     let j = jobs.get_mut(&id).unwrap();
                     if code % 16 == 8 {
                         let out = m.kill_process(id);
-                        assert_eq!(out.is_none(), j.deleted, "kill of job {id}: {out:?}");
+                        if j.deleted {
+                            assert_eq!(out, Err(UnknownJob(id)), "kill of job {id}");
+                        } else if closed {
+                            assert_eq!(out, Ok(KillOutcome::AlreadyFinished), "kill of job {id}");
+                        } else {
+                            assert!(out.is_ok(), "kill of job {id}: {out:?}");
+                        }
                     } else {
-                        assert_eq!(m.delete_job(id), !j.deleted, "delete of job {id}");
+                        let out = m.delete_job(id);
+                        if j.deleted {
+                            assert_eq!(out, Err(UnknownJob(id)), "delete of job {id}");
+                        } else {
+                            assert_eq!(out, Ok(()), "delete of job {id}");
+                        }
                         j.deleted = true;
                     }
                     j.touched = true;
@@ -182,21 +240,94 @@ fuzz_target!(|data: &[u8]| {
                         }
                         Err(WaitTimeoutError::UnknownJob(_)) => assert!(jobs[&id].deleted),
                         Err(WaitTimeoutError::Timeout) => assert!(paused, "job {id} did not end"),
+                        Err(e) => panic!("wait for job {id}: {e}"),
                     }
                 }
             }
             11 => {
-                m.pause();
-                paused = true;
+                let out = m.pause();
+                assert_eq!(out, if closed { Err(ShutDown) } else { Ok(()) }, "pause");
+                paused = !closed;
             }
             12 => {
-                m.resume();
+                let out = m.resume();
+                assert_eq!(out, if closed { Err(ShutDown) } else { Ok(()) }, "resume");
                 paused = false;
             }
-            13 => m
-                .set_limit(1 + usize::from(arg % 3))
-                .expect("a valid limit"),
+            13 => match m.set_limit(1 + usize::from(arg % 3)) {
+                Ok(()) => assert!(!closed, "set_limit accepted after shutdown"),
+                Err(BuildError::ShutDown) => assert!(closed, "set_limit refused while open"),
+                Err(e) => panic!("set_limit: {e}"),
+            },
             14 if !paused => m.wait_all(),
+            15 => match (arg / 16) % 8 {
+                1 => match m.set_capacities(1 + u32::from(arg % 4), 1 << 30) {
+                    Ok(()) => assert!(!closed, "set_capacities accepted after shutdown"),
+                    Err(BuildError::ShutDown) => assert!(closed, "set_capacities refused"),
+                    Err(e) => panic!("set_capacities: {e}"),
+                },
+                2 if order.len() < MAX_JOBS => {
+                    // An observed job, started through the same path as the others.
+                    match m.start_process(spec(Kind::Observed, arg, &calls, &children, &faults, &m))
+                    {
+                        Ok(id) => {
+                            jobs.insert(
+                                id,
+                                Job {
+                                    kind: Kind::Observed,
+                                    after: None,
+                                    touched: false,
+                                    deleted: false,
+                                },
+                            );
+                            order.push(id);
+                        }
+                        Err(StartError::ShutDown) => assert!(closed, "refused while open"),
+                        Err(e) => panic!("unexpected start error: {e}"),
+                    }
+                }
+                3 => {
+                    // A blocking wait when the job is bound to end; a zero timeout otherwise.
+                    if let Some(id) = pick(&order, arg) {
+                        let deleted = jobs[&id].deleted;
+                        if paused {
+                            match m.wait_timeout(id, Duration::ZERO) {
+                                Ok(r) => assert!(!deleted && r.status.is_final()),
+                                Err(WaitTimeoutError::UnknownJob(_)) => assert!(deleted),
+                                Err(WaitTimeoutError::Timeout) => {}
+                                Err(e) => panic!("wait for job {id}: {e}"),
+                            }
+                        } else {
+                            match m.wait(id) {
+                                Ok(r) => assert!(!deleted && r.status.is_final()),
+                                Err(WaitError::UnknownJob(_)) => assert!(deleted),
+                                Err(e) => panic!("wait for job {id}: {e}"),
+                            }
+                        }
+                    }
+                }
+                4 => {
+                    let timeout = Duration::from_millis(u64::from(arg % 16));
+                    m.shutdown(ShutdownMode::Drain, Some(timeout));
+                    closed = true;
+                    paused = false;
+                }
+                5 => {
+                    m.shutdown(ShutdownMode::Cancel, None);
+                    closed = true;
+                    paused = false;
+                }
+                6 => {
+                    drop(owner.take());
+                    closed = true;
+                    paused = false;
+                }
+                _ => {
+                    let _ = m.snapshot();
+                    let _ = m.running_processes();
+                    let _ = m.pending_processes();
+                }
+            },
             _ => {
                 let _ = m.snapshot();
                 let _ = m.running_processes();
@@ -204,7 +335,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    m.resume();
+    let _ = m.resume();
     m.wait_all();
 
     let calls = calls.lock().unwrap().clone();
@@ -225,25 +356,28 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     for id in &children {
-        assert_eq!(
-            calls[id][0],
-            JobStatus::Finished,
-            "job {id} started by a handler"
+        let status = calls[id][0];
+        assert!(
+            status == JobStatus::Finished
+                || (closed && matches!(status, JobStatus::Killed | JobStatus::Cancelled)),
+            "job {id} started by a handler ended as {status}"
         );
     }
+    let faults = faults.lock().unwrap().clone();
+    assert!(faults.is_empty(), "{faults:?}");
     for &id in &order {
         let j = &jobs[&id];
         let status = calls[&id][0];
         assert!(status.is_final());
         match m.job_data(id) {
-            Some(r) => {
+            Ok(r) => {
                 assert!(!j.deleted, "deleted job {id} is still visible");
                 assert_eq!(r.status, status, "job {id}: record and handler disagree");
-                if status == JobStatus::Failed && j.kind == Kind::Retry && !j.touched {
+                if status == JobStatus::Failed && j.kind == Kind::Retry && !j.touched && !closed {
                     assert_eq!(r.attempts, 2, "job {id}: one retry");
                 }
             }
-            None => assert!(j.deleted, "job {id} vanished"),
+            Err(UnknownJob(u)) => assert!(j.deleted && u == id, "job {id} vanished"),
         }
         let dep_ok = j.after.is_none_or(|d| calls[&d][0].is_success());
         let natural = if dep_ok {
@@ -252,7 +386,8 @@ fuzz_target!(|data: &[u8]| {
             JobStatus::DependencyFailed
         };
         let ok = status == natural
-            || (j.touched && matches!(status, JobStatus::Killed | JobStatus::Cancelled));
+            || ((j.touched || closed)
+                && matches!(status, JobStatus::Killed | JobStatus::Cancelled));
         assert!(
             ok,
             "job {id} ({:?}, after {:?}, touched {}) ended as {status}",
@@ -260,6 +395,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 
+    drop(owner.take());
     m.shutdown(ShutdownMode::Cancel, None);
     drop(m);
     // No child left, zombie or alive (the sanitizer's own llvm-symbolizer aside).

@@ -28,7 +28,7 @@ from ._runtime import global_manager  # noqa: F401
 from .ccp4i2 import ASYNC_PROCESSMANAGER, AsyncProcessManager  # noqa: F401
 
 #: Every status a job can have ('pending', 'running', 'finished', 'failed', 'crashed',
-#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed').
+#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed', 'internal_error').
 STATUSES = tuple(statuses())
 
 __all__ = [

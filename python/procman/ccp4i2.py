@@ -8,6 +8,13 @@ run on procman's dispatcher thread, one at a time, in completion order.
 What ``getJobData(pid, attribute)`` answers is listed in ``JOB_ATTRIBUTES`` (README.md has the
 table); ``getJobData(pid, None)`` returns all of them as a new dict; an unknown id gives None,
 an unknown attribute gives None (as CCP4i2's ``getattr(info, name, None)`` does).
+
+Retention: a server that runs jobs for weeks must not keep every job for ever. The newest
+10,000 finished jobs (whose handler has returned) are kept, with no age limit, so getJobData
+answers about recent jobs as before; older ones are forgotten and read as unknown (None), as
+after deleteJob. ``AsyncProcessManager(max_records=..., max_age=...)`` changes that for the
+process-wide manager (max_age in seconds; None: no limit; both None keep everything, CCP4i2's
+behaviour). What startProcess was given is forgotten with the job.
 """
 
 import asyncio
@@ -20,6 +27,8 @@ from ._procman import JobSpec
 from ._runtime import global_manager
 
 logger = logging.getLogger("procman")
+
+_UNSET = object()
 
 #: The attributes getJobData answers. The first group is CCP4i2's, with its meanings; the
 #: second group is procman's extras. 'process', 'stdout_file' and 'stderr_file' (CCP4i2's
@@ -79,6 +88,7 @@ class AsyncProcessManager:
 
     _instance = None
     _instance_lock = threading.Lock()
+    _PRUNE_MIN = 1024
 
     def __new__(cls, *args, **kwargs):
         instance = cls.__dict__.get("_instance")
@@ -91,14 +101,31 @@ class AsyncProcessManager:
                     cls._instance = instance
         return instance
 
-    def __init__(self, *args, **kwargs):
-        # All the state is made once, in __new__; calling the class again changes nothing.
-        pass
+    def __init__(self, *args, max_records=_UNSET, max_age=_UNSET, **kwargs):
+        # All the state is made once, in __new__; calling the class again changes nothing but
+        # the retention, when asked (see the module's documentation).
+        if max_records is not _UNSET or max_age is not _UNSET:
+            self.setRetention(max_records, max_age)
+
+    def setRetention(self, max_records=_UNSET, max_age=_UNSET):
+        """procman's extra: keep at most max_records finished jobs (None: no count limit) and
+        forget those whose handler returned max_age seconds ago or more (None: no age limit).
+        An argument left out keeps its current value. Jobs no longer kept are forgotten at
+        once; getJobData then gives None for them."""
+        current_records, current_age = self._manager.retention
+        self._manager.set_retention(
+            current_records if max_records is _UNSET else max_records,
+            current_age if max_age is _UNSET else max_age,
+        )
+        with self._lock:
+            self._prune()
 
     def _setup(self):
         self._manager = global_manager()
         self._lock = threading.RLock()
         self._jobs = {}  # job id -> what startProcess was given
+        # _jobs is swept of forgotten jobs when it doubles: O(1) amortised per job.
+        self._prune_at = self._PRUNE_MIN
         logger.debug("AsyncProcessManager initialized on procman")
 
     @property
@@ -175,9 +202,19 @@ class AsyncProcessManager:
         with self._lock:
             pid = self._manager.start(spec)
             self._jobs[pid] = info
+            if len(self._jobs) >= self._prune_at:
+                self._prune()
         logger.info("Started process %d: %s %s", pid, command,
                     " ".join(str(a) for a in (args or [])))
         return pid
+
+    def _prune(self):
+        """Drops what startProcess was given for jobs the manager has forgotten (evicted or
+        deleted). Called with the lock held."""
+        manager = self._manager
+        for pid in [pid for pid in self._jobs if manager.job(pid) is None]:
+            del self._jobs[pid]
+        self._prune_at = max(2 * len(self._jobs), self._PRUNE_MIN)
 
     def _wait(self, pid, kill_on_interrupt=False):
         try:
@@ -193,9 +230,12 @@ class AsyncProcessManager:
 
     def getJobData(self, pid, attribute="exitStatus"):
         """One attribute of the job (see JOB_ATTRIBUTES), or all of them as a dict when
-        attribute is None. None for an unknown or deleted id, or an unknown attribute."""
+        attribute is None. None for an unknown, deleted or forgotten id (see the module's
+        documentation on retention), or an unknown attribute."""
         record = self._manager.job(pid)
         if record is None:
+            with self._lock:
+                self._jobs.pop(pid, None)
             return None
         with self._lock:
             info = self._jobs.get(pid, {})

@@ -18,10 +18,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
-    StartError as CoreStartError, Stream, WaitTimeoutError,
+    BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
+    RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
 };
-use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -60,7 +60,7 @@ pub struct Record {
     #[pyo3(get)]
     interpreter: Option<OsString>,
     /// 'pending', 'running', 'finished', 'failed', 'timeout', 'crashed', 'killed',
-    /// 'cancelled', 'spawn_failed' or 'dependency_failed'.
+    /// 'cancelled', 'spawn_failed', 'dependency_failed' or 'internal_error'.
     #[pyo3(get)]
     status: &'static str,
     #[pyo3(get)]
@@ -472,34 +472,57 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
     Ok(spec)
 }
 
+/// The core's retention policy from Python's `max_records` and `max_age` (seconds or timedelta).
+fn retention(
+    py: Python<'_>,
+    max_records: Option<usize>,
+    max_age: Option<Py<PyAny>>,
+) -> PyResult<Retention> {
+    let age = match max_age {
+        None => None,
+        Some(a) => seconds(&a, py, "max_age")?,
+    };
+    Ok(Retention::keep_all().max_records(max_records).max_age(age))
+}
+
 /// Waits for a job (and its handler) with the GIL released, in slices, checking signals.
+/// The record is held across the slices, so eviction between two of them cannot lose it.
 fn wait_for(
     py: Python<'_>,
     pm: &ProcessManager,
     id: u64,
     timeout: Option<f64>,
 ) -> PyResult<Record> {
-    let deadline = match timeout {
-        None => None,
-        Some(t) => Some(
-            Instant::now()
-                + Duration::try_from_secs_f64(t.max(0.0))
-                    .map_err(|_| PyValueError::new_err("bad timeout"))?,
-        ),
-    };
+    let hold = pm
+        .hold(JobId(id))
+        .map_err(|_| PyKeyError::new_err(format!("unknown job {id}")))?;
+    wait_hold(py, &hold, timeout)
+}
+
+fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResult<Record> {
+    let id = hold.id().0;
+    let limit = timeout
+        .map(|t| Duration::try_from_secs_f64(t.max(0.0)))
+        .transpose()
+        .map_err(|_| PyValueError::new_err("bad timeout"))?;
+    // Time left measured from the start, never `Instant + Duration`: any limit is accepted.
+    let start = Instant::now();
     loop {
-        let slice = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+        let slice = match limit {
+            Some(l) => l.saturating_sub(start.elapsed()).min(SLICE),
             None => SLICE,
         };
-        match py.detach(|| pm.wait_timeout(JobId(id), slice)) {
+        match py.detach(|| hold.wait_timeout(slice)) {
             Ok(r) => return Ok(Record::from(&r)),
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
+            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
+                return Err(PyRuntimeError::new_err(e.to_string()))
+            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if limit.is_some_and(|l| start.elapsed() >= l) {
                     return Err(PyTimeoutError::new_err(format!(
                         "job {id} did not end within {:.3} s",
                         timeout.unwrap_or_default()
@@ -512,9 +535,17 @@ fn wait_for(
 
 /// Runs jobs: a pool of worker threads, one dispatcher thread for handlers.
 ///
-/// `Manager(limit=10, grace=2.0, kill_leftovers=True)` creates a manager of its own, shut down
-/// (jobs cancelled and killed) by `shutdown()`, by leaving a `with` block, or when it is garbage
-/// collected. `global_manager()` gives the process-wide one (CCP4i2's singleton uses it).
+/// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None)` creates
+/// a manager of its own, shut down (jobs cancelled and killed) by `shutdown()`, by leaving a
+/// `with` block, or when it is garbage collected. `global_manager()` gives the process-wide one
+/// (CCP4i2's singleton uses it).
+///
+/// Retention: finished jobs whose handler has returned are forgotten beyond the newest
+/// `max_records` (None: no count limit) and once their handler returned `max_age` seconds ago
+/// or more (None: no age limit); `max_records=None, max_age=None` keeps every record until
+/// `delete`. A forgotten ("evicted") id reads as unknown (`job` gives None, `wait` raises
+/// KeyError), except to a wait already in progress, and `after=[id]` still knows whether it
+/// succeeded. See `set_retention` and `evicted`.
 #[pyclass(frozen, module = "procman._procman")]
 pub struct Manager {
     pm: ProcessManager,
@@ -537,17 +568,55 @@ impl Drop for Manager {
 #[pymethods]
 impl Manager {
     #[new]
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true))]
-    fn new(limit: usize, grace: f64, kill_leftovers: bool) -> PyResult<Manager> {
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    fn new(
+        py: Python<'_>,
+        limit: usize,
+        grace: f64,
+        kill_leftovers: bool,
+        max_records: Option<usize>,
+        max_age: Option<Py<PyAny>>,
+    ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
         let pm = ProcessManager::builder()
             .limit(limit)
             .grace(grace)
             .kill_leftovers(kill_leftovers)
+            .retention(retention(py, max_records, max_age)?)
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Manager { pm, owned: true })
+    }
+
+    /// Changes which finished records are kept (see the class documentation); records the new
+    /// policy does not keep are forgotten at once. `max_records=None, max_age=None` keeps all.
+    #[pyo3(signature = (max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    fn set_retention(
+        &self,
+        py: Python<'_>,
+        max_records: Option<usize>,
+        max_age: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        self.pm.set_retention(retention(py, max_records, max_age)?);
+        Ok(())
+    }
+
+    /// The retention policy: `(max_records, max_age)`, None for no limit (max_age in seconds).
+    #[getter]
+    fn retention(&self) -> (Option<usize>, Option<f64>) {
+        let r = self.pm.retention();
+        (r.records_limit(), r.age_limit().map(|d| d.as_secs_f64()))
+    }
+
+    /// How many forgotten (evicted) jobs ended with each status: `{'finished': 9000, ...}`.
+    fn evicted(&self) -> std::collections::HashMap<&'static str, usize> {
+        self.pm
+            .snapshot()
+            .evicted
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect()
     }
 
     /// Submits a job; returns its id (from 1000 up) at once.
@@ -562,14 +631,16 @@ impl Manager {
     /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
     /// interrupts the wait and kills the job).
     fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
-        let id = self.start(py, spec)?;
-        wait_for(py, &self.pm, id, None).inspect_err(|_| {
-            self.pm.kill_process(JobId(id));
+        let core = build_spec(py, &spec)?;
+        // Held from the submission on: the record cannot be forgotten before it is read.
+        let hold = self.pm.start_held(core).map_err(start_error)?;
+        wait_hold(py, &hold, None).inspect_err(|_| {
+            let _ = self.pm.kill_process(hold.id());
         })
     }
 
     /// Waits until the job has ended and its handler returned, and gives its final record.
-    /// KeyError for an unknown or deleted job; TimeoutError if `timeout` (seconds) passes first
+    /// KeyError for an unknown, deleted or forgotten job; TimeoutError if `timeout` (seconds) passes first
     /// (the job goes on). Inside a handler it returns as soon as the record is final.
     #[pyo3(signature = (id, timeout=None))]
     fn wait(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<Record> {
@@ -598,9 +669,9 @@ impl Manager {
         Ok(())
     }
 
-    /// A snapshot of the job's record; None for an unknown or deleted id.
+    /// A snapshot of the job's record; None for an unknown, deleted or forgotten (evicted) id.
     fn job(&self, id: u64) -> Option<Record> {
-        self.pm.job_data(JobId(id)).as_ref().map(Record::from)
+        self.pm.job_data(JobId(id)).as_ref().ok().map(Record::from)
     }
 
     /// Ids of the running jobs.
@@ -624,7 +695,7 @@ impl Manager {
     /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
     /// process group, SIGKILL after the grace period), 'already_finished'; None if unknown.
     fn kill(&self, id: u64) -> Option<&'static str> {
-        self.pm.kill_process(JobId(id)).map(|k| match k {
+        self.pm.kill_process(JobId(id)).ok().map(|k| match k {
             KillOutcome::Cancelled => "cancelled",
             KillOutcome::Killing => "killing",
             KillOutcome::AlreadyFinished => "already_finished",
@@ -634,7 +705,7 @@ impl Manager {
     /// Forgets a job (killing it first if it is live; its handler still runs once).
     /// False for an unknown id.
     fn delete(&self, id: u64) -> bool {
-        self.pm.delete_job(JobId(id))
+        self.pm.delete_job(JobId(id)).is_ok()
     }
 
     /// The limit on jobs running at once.
@@ -645,19 +716,24 @@ impl Manager {
 
     #[setter]
     fn set_limit(&self, limit: usize) -> PyResult<()> {
+        self.pm.set_limit(limit).map_err(|e| match e {
+            BuildError::ShutDown => PyRuntimeError::new_err(e.to_string()),
+            e => PyValueError::new_err(e.to_string()),
+        })
+    }
+
+    /// Stops starting new jobs (running jobs go on). RuntimeError after shutdown().
+    fn pause(&self) -> PyResult<()> {
         self.pm
-            .set_limit(limit)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+            .pause()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// Stops starting new jobs (running jobs go on).
-    fn pause(&self) {
-        self.pm.pause();
-    }
-
-    /// Starts jobs again after pause().
-    fn resume(&self) {
-        self.pm.resume();
+    /// Starts jobs again after pause(). RuntimeError after shutdown().
+    fn resume(&self) -> PyResult<()> {
+        self.pm
+            .resume()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Stops the manager: cancel=True kills running jobs and cancels pending ones; cancel=False
@@ -732,6 +808,7 @@ fn statuses() -> Vec<&'static str> {
         JobStatus::Cancelled,
         JobStatus::SpawnFailed,
         JobStatus::DependencyFailed,
+        JobStatus::InternalError,
     ]
     .iter()
     .map(|s| s.as_str())

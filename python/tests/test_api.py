@@ -201,3 +201,19 @@ def test_dropping_a_manager_with_live_jobs_and_handlers_does_not_hang():
 def test_global_manager_is_one_object():
     assert procman.global_manager() is procman.global_manager()
     assert procman.AsyncProcessManager().manager is procman.global_manager()
+
+
+def test_durations_too_long_for_the_clock_mean_no_limit():
+    """Issue 19: 1e19 s does not fit in the clock; as a wait, timeout, grace or drain limit it
+    means no limit (before, the wait raised a panic and the others hung the manager)."""
+    with procman.Manager(limit=1, grace=1e19) as m:
+        jid = m.start(JobSpec("sh", ["-c", "exit 0"], timeout=1e19, grace=1e19))
+        assert m.wait(jid, timeout=1e19).status == "finished"
+        jid = m.start(JobSpec("sleep", ["30"]))
+        assert wait_until(lambda: m.job(jid).status == "running")
+        assert m.kill(jid) == "killing"
+        rec = m.wait(jid, timeout=1e19)
+        assert (rec.status, rec.signal) == ("killed", 15)
+        jid = m.start(JobSpec("sleep", ["0.2"]))
+        m.shutdown(cancel=False, timeout=1e19)
+        assert m.job(jid).status == "finished"

@@ -17,12 +17,13 @@
 //!   `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job still pending is just
 //!   cancelled.
 //!
-//! See docs-slurm.md for the state mapping table and the measurements.
+//! See DESIGN.md, "Running jobs on Slurm", for the state mapping table and the measurements.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -34,6 +35,8 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::{Backend, WorkerWaker};
+use crate::deadline;
+use crate::dispatch::panic_message;
 use crate::manager::Inner;
 use crate::output::{create_output_unless, FileId, Output};
 use crate::pool::report_spawn_failure;
@@ -119,15 +122,17 @@ impl SlurmOptions {
     /// The bounds of the poller's adaptive interval (default 100 ms to 2 s): after any change
     /// it polls at `min`, and the interval doubles up to `max` while nothing changes. A job's
     /// timeout starts when the poller sees it running, so it can start up to `max` late.
+    /// Both are kept between 10 ms and one hour: a longer interval would leave a
+    /// job's end (and so its handler, and the manager's shutdown) unseen for that long.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> SlurmOptions {
-        self.poll_min = min.max(Duration::from_millis(10));
-        self.poll_max = max.max(self.poll_min);
+        self.poll_min = min.clamp(Duration::from_millis(10), POLL_CAP);
+        self.poll_max = max.clamp(self.poll_min, POLL_CAP);
         self
     }
 
     /// How long a worker waits for Slurm to report the end of a job it cancelled before it
     /// gives up and ends the attempt with an error (default 60 s; the job may then linger in
-    /// Slurm).
+    /// Slurm). A time too long for the clock (`Duration::MAX`) never gives up.
     pub fn cancel_confirm_timeout(mut self, timeout: Duration) -> SlurmOptions {
         self.confirm = timeout;
         self
@@ -182,11 +187,15 @@ impl SlurmBackend {
         }
     }
 
-    /// The poller's control channel, starting the poller if needed.
+    /// The poller's control channel, starting the poller if needed (again, should it have
+    /// ended by a panic that escaped its round's catch).
     fn poller(&self) -> Result<Sender<Ctl>, String> {
         let mut p = self.poller.lock();
-        if let Some((tx, _)) = &*p {
-            return Ok(tx.clone());
+        if let Some((tx, t)) = &*p {
+            if !t.is_finished() {
+                return Ok(tx.clone());
+            }
+            log::error!("internal error: the Slurm poller thread ended; starting another");
         }
         let (tx, rx) = unbounded();
         let poller = Poller {
@@ -253,11 +262,19 @@ impl Backend for SlurmBackend {
         );
         #[cfg(not(target_os = "linux"))]
         let _ = waker;
+        // Should this worker unwind from a panic before the job's end is known, the Slurm job
+        // is cancelled (the panic rule, DESIGN.md).
+        let mut guard = CancelOnDrop {
+            opts: &self.opts,
+            job,
+            armed: true,
+        };
         inner.set_backend_state(core.id, "PENDING");
         let (tx, rx) = unbounded();
         // If the poller is gone, `rx` reports a disconnect and `follow` handles it.
         let _ = tracker.send(Ctl::Track(job, tx));
         let end = follow(inner, core, job, &rx, &tracker, &self.opts, submitted);
+        guard.armed = false;
         sub.cleanup();
         end
     }
@@ -266,6 +283,21 @@ impl Backend for SlurmBackend {
         if let Some((tx, t)) = self.poller.lock().take() {
             let _ = tx.send(Ctl::Stop);
             let _ = t.join();
+        }
+    }
+}
+
+/// Cancels a submitted Slurm job when dropped armed (a worker unwinding from a panic).
+struct CancelOnDrop<'a> {
+    opts: &'a SlurmOptions,
+    job: u32,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            cancel(self.opts, self.job, true);
         }
     }
 }
@@ -282,7 +314,7 @@ fn follow(
 ) -> AttemptEnd {
     const SLICE: Duration = Duration::from_millis(100);
     let mut run_start: Option<Instant> = None;
-    let mut deadline: Option<Instant> = None;
+    let mut timeout_at: Option<Instant> = None;
     let mut timed_out = false;
     let mut term_at: Option<Instant> = None;
     let mut cancel_at: Option<Instant> = None;
@@ -291,7 +323,7 @@ fn follow(
         let now = Instant::now();
         if term_at.is_none() && cancel_at.is_none() {
             let kill = core.kill_requested.load(Ordering::SeqCst);
-            if !kill && deadline.is_some_and(|d| now >= d) {
+            if !kill && timeout_at.is_some_and(|d| now >= d) {
                 timed_out = true;
                 log::info!("job {}: timed out; ending Slurm job {job}", core.id);
             }
@@ -310,8 +342,10 @@ fn follow(
                 let _ = tracker.send(Ctl::Nudge);
             }
         }
-        if let (Some(t), None) = (term_at, cancel_at) {
-            if now >= t + core.grace {
+        // A grace (or confirmation time) too long for the clock is never over.
+        let grace_over = term_at.and_then(|t| deadline::after(t, core.grace));
+        if let (Some(g), None) = (grace_over, cancel_at) {
+            if now >= g {
                 log::info!(
                     "job {}: still running after the grace period; cancelling Slurm job {job}",
                     core.id
@@ -321,7 +355,8 @@ fn follow(
                 let _ = tracker.send(Ctl::Nudge);
             }
         }
-        if cancel_at.is_some_and(|c| now >= c + opts.confirm) {
+        let confirm_over = cancel_at.and_then(|c| deadline::after(c, opts.confirm));
+        if confirm_over.is_some_and(|c| now >= c) {
             break Ending::lost(
                 &state,
                 format!(
@@ -331,11 +366,11 @@ fn follow(
             );
         }
         let mut wait = SLICE;
-        if let (Some(d), None, None) = (deadline, term_at, cancel_at) {
+        if let (Some(d), None, None) = (timeout_at, term_at, cancel_at) {
             wait = wait.min(d.saturating_duration_since(now));
         }
-        if let (Some(t), None) = (term_at, cancel_at) {
-            wait = wait.min((t + core.grace).saturating_duration_since(now));
+        if let (Some(g), None) = (grace_over, cancel_at) {
+            wait = wait.min(g.saturating_duration_since(now));
         }
         match rx.recv_timeout(wait) {
             Ok(Report::State(s)) => {
@@ -343,18 +378,23 @@ fn follow(
                 if run_start.is_none() && has_started(&s) {
                     let at = Instant::now();
                     run_start = Some(at);
-                    deadline = core.timeout.map(|t| at + t);
+                    timeout_at = core.timeout.and_then(|t| deadline::after(at, t));
                 }
                 state = s;
             }
             Ok(Report::End(e)) => break e,
+            Ok(Report::Internal(msg)) => {
+                cancel(opts, job, true);
+                return AttemptEnd::Internal(msg);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                cancel(opts, job, false);
-                break Ending::lost(
-                    &state,
-                    format!("procman's Slurm poller stopped while following job {job}"),
-                );
+                // The poller ends only at shutdown (after every job) or by a panic.
+                cancel(opts, job, true);
+                return AttemptEnd::Internal(format!(
+                    "internal error: procman's Slurm poller stopped while following Slurm job \
+                     {job}; it was cancelled"
+                ));
             }
         }
     };
@@ -584,6 +624,9 @@ enum Report {
     State(String),
     /// The job ended. The last report.
     End(Ending),
+    /// The poller panicked in a round that followed this job ("internal error: ..."); it
+    /// follows the job no longer. The last report: the worker cancels the job.
+    Internal(String),
 }
 
 struct Tracked {
@@ -599,6 +642,9 @@ struct Row {
     nodes: String,
     reason: String,
 }
+
+/// The longest poll interval [`SlurmOptions::poll_interval`] accepts.
+const POLL_CAP: Duration = Duration::from_secs(3600);
 
 /// `squeue -O` fields (Slurm 20.11 and later print `exit_code`, a wait status).
 const SQUEUE_FORMAT: &str = "JobID:|,State:|,exit_code:|,NodeList:|,Reason:|";
@@ -625,7 +671,8 @@ impl Poller {
                     .rx
                     .recv_timeout(at.saturating_duration_since(Instant::now())),
             };
-            let soon = Instant::now() + min;
+            // An interval too long for the clock: no poll is due ("never").
+            let soon = deadline::from_now(min);
             match msg {
                 Ok(Ctl::Track(job, tx)) => {
                     self.jobs.insert(
@@ -636,27 +683,43 @@ impl Poller {
                         },
                     );
                     interval = min;
-                    next = Some(next.map_or(soon, |n| n.min(soon)));
+                    next = deadline::earliest(next, soon);
                     continue;
                 }
                 Ok(Ctl::Nudge) => {
                     interval = min;
-                    next = Some(next.map_or(soon, |n| n.min(soon)));
+                    next = deadline::earliest(next, soon);
                     continue;
                 }
                 Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            let changed = self.round();
+            // The panic rule (DESIGN.md): a round that panics ends every job it followed as an
+            // internal error (their workers cancel them); retrying the round could panic for
+            // ever. The poller goes on with the jobs tracked after it.
+            let changed = match catch_unwind(AssertUnwindSafe(|| self.round())) {
+                Ok(changed) => changed,
+                Err(p) => {
+                    let msg = format!(
+                        "internal error: the Slurm poller thread panicked: {}",
+                        panic_message(&*p)
+                    );
+                    log::error!("{msg}; ending the {} jobs it followed", self.jobs.len());
+                    for (_, t) in self.jobs.drain() {
+                        let _ = t.tx.send(Report::Internal(msg.clone()));
+                    }
+                    true
+                }
+            };
             interval = if changed {
                 min
             } else {
-                (interval * 2).min(max)
+                interval.saturating_mul(2).min(max)
             };
             next = if self.jobs.is_empty() {
                 None
             } else {
-                Some(Instant::now() + interval)
+                deadline::from_now(interval)
             };
         }
         // Dropping the senders tells any worker still waiting (none after a shutdown).
@@ -698,6 +761,8 @@ impl Poller {
     }
 
     fn update(&mut self, job: u32, row: &Row) -> bool {
+        #[cfg(test)]
+        crate::fault::hit_slurm_state(&row.state);
         if is_final(&row.state) {
             let exit = match row.exit {
                 Some(x) => Some(x),
@@ -977,8 +1042,11 @@ impl Submission {
         if core.memory > 0 {
             opt("mem", OsStr::new(&format!("{}M", mebibytes(core.memory))));
         }
-        if let Some(t) = core.timeout {
-            let minutes = time_limit_minutes(t, core.grace, opts.poll_max);
+        // A timeout too long for Slurm's limit is no timeout: no backstop either.
+        if let Some(minutes) = core
+            .timeout
+            .and_then(|t| time_limit_minutes(t, core.grace, opts.poll_max))
+        {
             opt("time", OsStr::new(&minutes.to_string()));
         }
         if let Some(p) = &opts.partition {
@@ -1061,11 +1129,22 @@ fn mebibytes(bytes: u64) -> u64 {
 
 /// Slurm's `--time` backstop in whole minutes, rounded up: procman's timeout plus the grace,
 /// plus one poll interval (the timeout starts when procman sees the job running) and one more
-/// minute, so that procman's own, precise timeout always comes first.
-fn time_limit_minutes(timeout: Duration, grace: Duration, poll_max: Duration) -> u64 {
-    let total = timeout + grace + poll_max + Duration::from_secs(60);
-    (total.as_secs() + u64::from(total.subsec_nanos() > 0)).div_ceil(60)
+/// minute, so that procman's own, precise timeout always comes first. `None` when that is more
+/// than Slurm's largest finite limit ([`SLURM_MAX_MINUTES`]): the job gets no `--time`.
+fn time_limit_minutes(timeout: Duration, grace: Duration, poll_max: Duration) -> Option<u64> {
+    let total = timeout
+        .saturating_add(grace)
+        .saturating_add(poll_max)
+        .saturating_add(Duration::from_secs(60));
+    let secs = total
+        .as_secs()
+        .saturating_add(u64::from(total.subsec_nanos() > 0));
+    Some(secs.div_ceil(60)).filter(|&m| m <= SLURM_MAX_MINUTES)
 }
+
+/// Slurm keeps time limits in minutes as a `u32`, with `0xffffffff` for INFINITE and
+/// `0xfffffffe` for "no value": the largest finite limit is one below.
+const SLURM_MAX_MINUTES: u64 = 0xffff_fffd;
 
 /// A path for `--output`/`--error`/`--input`, where Slurm expands `%` patterns: `%` becomes
 /// `%%`. Slurm deletes backslashes from these names, so a path with one cannot be given.
@@ -1421,6 +1500,17 @@ mod tests {
     }
 
     #[test]
+    fn poll_intervals_stay_between_10_ms_and_an_hour() {
+        let o = SlurmOptions::new().poll_interval(Duration::MAX, Duration::MAX);
+        assert_eq!((o.poll_min, o.poll_max), (POLL_CAP, POLL_CAP));
+        let o = SlurmOptions::new().poll_interval(Duration::ZERO, Duration::ZERO);
+        let ten = Duration::from_millis(10);
+        assert_eq!((o.poll_min, o.poll_max), (ten, ten));
+        let o = SlurmOptions::new().poll_interval(Duration::from_secs(1), Duration::MAX);
+        assert_eq!((o.poll_min, o.poll_max), (Duration::from_secs(1), POLL_CAP));
+    }
+
+    #[test]
     fn slurm_paths_and_limits() {
         assert_eq!(
             slurm_path(Path::new("/a/100%/log%j.txt")).unwrap(),
@@ -1432,14 +1522,27 @@ mod tests {
         assert_eq!(mebibytes((1 << 20) + 1), 2);
         let s = Duration::from_secs;
         // 1 s + 2 s grace + 2 s poll + 60 s = 65 s -> 2 minutes
-        assert_eq!(time_limit_minutes(s(1), s(2), s(2)), 2);
+        assert_eq!(time_limit_minutes(s(1), s(2), s(2)), Some(2));
         // exactly 120 s -> 2 minutes
-        assert_eq!(time_limit_minutes(s(56), s(2), s(2)), 2);
+        assert_eq!(time_limit_minutes(s(56), s(2), s(2)), Some(2));
         assert_eq!(
             time_limit_minutes(s(56), s(2), s(2) + Duration::from_millis(1)),
-            3
+            Some(3)
         );
-        assert_eq!(time_limit_minutes(s(3600), s(0), s(0)), 61);
+        assert_eq!(time_limit_minutes(s(3600), s(0), s(0)), Some(61));
+        // Any Duration: past Slurm's largest limit (or past Duration::MAX in the sum) there is
+        // no --time; just under it, the limit itself.
+        let max = Duration::MAX;
+        assert_eq!(time_limit_minutes(max, s(2), s(2)), None);
+        assert_eq!(time_limit_minutes(s(1), max, s(2)), None);
+        assert_eq!(time_limit_minutes(s(1), s(2), max), None);
+        assert_eq!(time_limit_minutes(max, max, max), None);
+        let last = s(SLURM_MAX_MINUTES * 60 - 60);
+        assert_eq!(
+            time_limit_minutes(last, s(0), s(0)),
+            Some(SLURM_MAX_MINUTES)
+        );
+        assert_eq!(time_limit_minutes(last + s(1), s(0), s(0)), None);
     }
 
     #[test]

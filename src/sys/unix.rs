@@ -145,14 +145,15 @@ pub(crate) fn poll_readable<const N: usize>(
     fds: &[RawFd; N],
     timeout: Option<Duration>,
 ) -> io::Result<[bool; N]> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    // A timeout too long for the clock: no limit.
+    let deadline = timeout.and_then(crate::deadline::from_now);
     let mut pfds: [libc::pollfd; N] = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
     loop {
-        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let left = crate::deadline::left(deadline, std::time::Instant::now());
         #[cfg(target_os = "linux")]
         let r = {
             // ppoll: the deadline to the nanosecond (poll's milliseconds, rounded up so a wait

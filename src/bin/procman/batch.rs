@@ -278,7 +278,8 @@ impl Shared {
             if let Some(rule) = rule {
                 if rule.met(g.tally, g.total) {
                     g.stopped = true;
-                    manager.pause();
+                    // Err only once shut down, when nothing starts anyway.
+                    let _ = manager.pause();
                     fired = Some(rule.when);
                 }
             }
@@ -633,6 +634,8 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
         // As GNU parallel for its timeouts: -1, and the signal that ended the job.
         JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
+        // Ended by procman (its internal error), as a kill.
+        JobStatus::InternalError => (-1, 0),
         // As `procman run` and a shell: 127 not found, 126 not executable (a directory, say).
         JobStatus::SpawnFailed => (crate::exit_code(r), 0),
         JobStatus::Cancelled
@@ -743,7 +746,10 @@ impl Ui {
         let eta = if input_done && rate > 0.0 && total >= finished {
             format!(
                 ", ETA {}",
-                crate::fmt_duration(Duration::from_secs_f64((total - finished) as f64 / rate))
+                crate::fmt_duration(
+                    Duration::try_from_secs_f64((total - finished) as f64 / rate)
+                        .unwrap_or(Duration::MAX)
+                )
             )
         } else {
             String::new()
@@ -1045,7 +1051,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 manager.shutdown(ShutdownMode::Cancel, None);
             } else {
                 for id in manager.pending_processes() {
-                    manager.kill_process(id);
+                    // The batch never deletes jobs, so every listed id is known.
+                    let _ = manager.kill_process(id);
                 }
             }
         }

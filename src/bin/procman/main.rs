@@ -66,6 +66,11 @@ status: summarise a joblog (counts, failures with their log files, slowest jobs)
 ";
 
 const FOOTER: &str = "
+Durations (DUR, and \"timeout\" in job files): seconds, or a number with a suffix ms, s, m,
+h or d (5, 2.5s, 100ms, 3m, 1h, 1d), up to 18446744073709551615s (about 585 billion years);
+0 means no timeout, and one too long for the clock means no limit. Exponents (1e3) and larger
+values are refused: exit status 125 (run) or 255 (batch), or an invalid job line.
+
 Logging: RUST_LOG=debug (or info, warn; default warn) shows procman's own messages.
 ";
 
@@ -170,10 +175,12 @@ pub fn account(record: &JobRecord) -> String {
 
 /// The exit status of `procman run` for a finished job, after coreutils `timeout`:
 /// the job's code; 124 for a timeout; 128+N for a signal; 126 when the program could not be
-/// executed and 127 when it was not found; 125 for other failures to start it.
+/// executed and 127 when it was not found; 125 for other failures to start it, and for a job
+/// that procman's own internal error ended.
 pub fn exit_code(record: &JobRecord) -> i32 {
     match record.status {
         JobStatus::Finished => 0,
+        JobStatus::InternalError => 125,
         JobStatus::TimedOut => 124,
         JobStatus::SpawnFailed => {
             // The core's messages: "cannot start PROGRAM: <io error>" for the program itself.

@@ -183,7 +183,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 if interrupted.is_none() {
                     log::info!("signal {s}: killing the job");
                     interrupted = Some(s);
-                    manager.kill_process(id);
+                    // The job is never deleted: its id is known.
+                    let _ = manager.kill_process(id);
                 }
             }
             // Cannot happen: the job's handler holds a sender until it has sent the record.
