@@ -305,7 +305,10 @@ enum Named {
 
 /// Job id → how the user knows the job (`job 3 (line 5, "prep")`), for messages that name
 /// another job by its id.
-type Labels = Arc<Mutex<HashMap<u64, String>>>;
+/// With each, whether the job can sit pending after it was admitted by the tool (it waits for
+/// a dependency, or may wait to be retried): only those are cancelled when the batch halts
+/// `soon` (see the main loop).
+type Labels = Arc<Mutex<HashMap<u64, (String, bool)>>>;
 
 /// Rewrites "job <id>, which it runs after, ..." (the library's words for a failed dependency)
 /// with the dependency's label.
@@ -313,7 +316,7 @@ fn name_dependency(error: &str, labels: &Labels) -> Option<String> {
     let rest = error.strip_prefix("job ")?;
     let (id, tail) = rest.split_once(',')?;
     let id: u64 = id.parse().ok()?;
-    let label = labels.lock().expect("labels").get(&id)?.clone();
+    let label = labels.lock().expect("labels").get(&id)?.0.clone();
     Some(format!("{label},{tail}"))
 }
 
@@ -560,7 +563,11 @@ impl Reader {
                         Some(name) => format!("job {seq} (line {line_no}, {name:?})"),
                         None => format!("job {seq} (line {line_no})"),
                     };
-                    self.labels.lock().expect("labels").insert(id.0, label);
+                    let may_wait = !job.after.is_empty() || retries > 0;
+                    self.labels
+                        .lock()
+                        .expect("labels")
+                        .insert(id.0, (label, may_wait));
                     gate.submitted += 1;
                     if let Some(p) = gate.permits.as_mut() {
                         *p -= 1;
@@ -1050,9 +1057,16 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 ui.clear();
                 manager.shutdown(ShutdownMode::Cancel, None);
             } else {
+                // The manager is paused: jobs waiting for a dependency or a retry would wait for
+                // ever, so they are cancelled. Not the other pending ones: those were admitted
+                // before the halt and are being spawned (a job handed to a worker is still
+                // "pending" until it has spawned); `soon` lets them run.
+                let labels = labels.lock().expect("labels");
                 for id in manager.pending_processes() {
-                    // The batch never deletes jobs, so every listed id is known.
-                    let _ = manager.kill_process(id);
+                    if labels.get(&id.0).is_some_and(|l| l.1) {
+                        // The batch never deletes jobs, so every listed id is known.
+                        let _ = manager.kill_process(id);
+                    }
                 }
             }
         }
