@@ -999,7 +999,12 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         own_error = true;
                     }
                 }
-                let head = format!("job {} (line {})", f.seq, f.line);
+                // A template's jobs have no lines: job N is the N-th argument set.
+                let head = if o.command.is_some() {
+                    format!("job {}", f.seq)
+                } else {
+                    format!("job {} (line {})", f.seq, f.line)
+                };
                 if not_run {
                     c.not_run += 1;
                 } else if interrupted_job {
@@ -1026,13 +1031,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         paths_of(r)
                     );
                     ui.say(&text);
-                    failures.push(format!(
-                        "job {} (line {}) {}{}",
-                        f.seq,
-                        f.line,
-                        r.describe_end(),
-                        paths_of(r)
-                    ));
+                    failures.push(format!("{head} {}{}", r.describe_end(), paths_of(r)));
                 }
                 if let Some(when) = f.halts {
                     halt_now = when == When::Now;
@@ -1043,8 +1042,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         crate::exit_code(r)
                     });
                     ui.say(&format!(
-                        "--halt: job {} (line {}) ends the batch; starting no new job",
-                        f.seq, f.line
+                        "--halt: {head} ends the batch; starting no new job"
                     ));
                 }
             }
