@@ -1,14 +1,16 @@
 //! [`ProcessManager`]: the public API, its builder, the process-wide instance, and shutdown.
 //!
 //! Threads (DESIGN.md, "Thread model"): `limit` workers (more are added when the limit is
-//! raised), one dispatcher, and a timer thread created on the first retry with a backoff.
+//! raised), one or more handler threads (`Builder::handler_threads`, default 1: "the
+//! dispatcher"), and a timer thread created on the first retry with a backoff.
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
@@ -86,13 +88,28 @@ pub(crate) struct Config {
     pub(crate) drain_bound: Duration,
     /// Mark the host's inheritable descriptors close-on-exec in each child.
     pub(crate) close_inherited_fds: bool,
+    /// How many threads call handlers.
+    pub(crate) handler_threads: usize,
 }
 
 #[derive(Default)]
 struct Threads {
     workers: Vec<JoinHandle<()>>,
-    dispatcher: Option<JoinHandle<()>>,
+    dispatchers: Vec<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
+}
+
+/// Waits made inside handlers that wait for another job's handler too (only with more than one
+/// handler thread; see `RecordHold::wait_until`). Guarded by its own mutex, never taken with
+/// the state lock held.
+#[derive(Default)]
+struct HandlerWaits {
+    /// How many such waits are in progress: kept below the number of handler threads, so one
+    /// thread is always free to run the handlers they wait for.
+    blocked: usize,
+    /// The jobs whose handlers are in such a wait (with how many): a handler never waits for
+    /// the handler of one of these, so no cycle of handlers waiting for each other can form.
+    waiting: HashMap<JobId, usize>,
 }
 
 /// Shared by the public handles and the manager's threads.
@@ -111,7 +128,7 @@ pub(crate) struct Inner {
     work_tx: Sender<WorkMsg>,
     done_tx: Sender<DispatchMsg>,
     threads: Mutex<Threads>,
-    dispatcher_id: OnceLock<ThreadId>,
+    handler_waits: Mutex<HandlerWaits>,
     stopped: AtomicBool,
     /// Tells this manager from every other one in the process (reader threads are marked with
     /// it and the job they observe: `output::observing`).
@@ -126,8 +143,46 @@ impl Inner {
         self.state.lock()
     }
 
+    /// True on any of this manager's handler threads, that is inside a handler.
     fn on_dispatcher(&self) -> bool {
-        self.dispatcher_id.get() == Some(&thread::current().id())
+        crate::dispatch::on_handler_thread(self.key)
+    }
+
+    /// Inside a handler, before waiting for job `target`: whether the wait may also wait for
+    /// `target`'s handler without risking a deadlock. Yes only with more than one handler
+    /// thread, when `target` is not the job whose handler calls, when another handler thread
+    /// stays free (fewer than `handler_threads - 1` such waits in progress), and when
+    /// `target`'s handler is not itself in such a wait (no cycle). A yes is a reservation,
+    /// released by `release_handler_wait`.
+    fn reserve_handler_wait(&self, target: JobId) -> bool {
+        if self.config.handler_threads <= 1 {
+            return false;
+        }
+        let Some(me) = crate::dispatch::current_handler_job(self.key) else {
+            return false;
+        };
+        if me == target {
+            return false;
+        }
+        let mut w = self.handler_waits.lock();
+        if w.blocked + 1 >= self.config.handler_threads || w.waiting.contains_key(&target) {
+            return false;
+        }
+        w.blocked += 1;
+        *w.waiting.entry(me).or_insert(0) += 1;
+        true
+    }
+
+    /// Ends a wait that `reserve_handler_wait` allowed, made by the handler of job `me`.
+    fn release_handler_wait(&self, me: JobId) {
+        let mut w = self.handler_waits.lock();
+        w.blocked = w.blocked.saturating_sub(1);
+        if let Some(n) = w.waiting.get_mut(&me) {
+            *n -= 1;
+            if *n == 0 {
+                w.waiting.remove(&me);
+            }
+        }
     }
 
     /// The job of this manager whose output observer runs on this thread, if any.
@@ -315,6 +370,7 @@ pub struct Builder {
     drain_bound: Duration,
     close_inherited_fds: bool,
     retention: Retention,
+    handler_threads: usize,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -333,6 +389,7 @@ impl std::fmt::Debug for Builder {
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
             .field("retention", &self.retention)
+            .field("handler_threads", &self.handler_threads)
             .finish_non_exhaustive()
     }
 }
@@ -350,6 +407,7 @@ impl Default for Builder {
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
             retention: Retention::default(),
+            handler_threads: 1,
             backend: None,
             slurm: None,
         }
@@ -360,6 +418,18 @@ impl Builder {
     /// At most this many jobs run at once (default 10). Zero is an error at `build`.
     pub fn limit(mut self, limit: usize) -> Builder {
         self.limit = limit;
+        self
+    }
+
+    /// How many threads call completion handlers (default 1; zero is an error at `build`).
+    /// With one, handlers run one at a time in completion order (a slow handler delays the
+    /// next ones). With more, they take completions from one queue in completion order and run
+    /// at once, so one slow handler holds back only its own thread; each handler is still
+    /// called exactly once, after its job's slot was freed, and `wait` still returns after it.
+    /// Inside a handler, `wait` for another job then also waits for that job's handler when
+    /// this cannot deadlock (see [`ProcessManager::wait`]).
+    pub fn handler_threads(mut self, threads: usize) -> Builder {
+        self.handler_threads = threads;
         self
     }
 
@@ -458,14 +528,17 @@ impl Builder {
         self
     }
 
-    /// Creates the manager and starts its threads (`limit` workers and the dispatcher).
+    /// Creates the manager and starts its threads (`limit` workers and the handler threads).
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero limit or capacity; [`BuildError::Thread`] when the
-    /// OS refuses a thread.
+    /// [`BuildError::ZeroLimit`] for a zero limit, capacity or number of handler threads;
+    /// [`BuildError::Thread`] when the OS refuses a thread.
     pub fn build(self) -> Result<ProcessManager, BuildError> {
         if self.limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
+        }
+        if self.handler_threads == 0 {
+            return Err(BuildError::ZeroLimit("the number of handler threads"));
         }
         let cpu_capacity = self
             .cpu_capacity
@@ -502,6 +575,7 @@ impl Builder {
                 observe_mode: self.observe_mode,
                 drain_bound: self.drain_bound,
                 close_inherited_fds: self.close_inherited_fds,
+                handler_threads: self.handler_threads,
             },
             backend: match (self.backend, self.slurm) {
                 (Some(b), _) => b,
@@ -512,7 +586,7 @@ impl Builder {
             work_tx,
             done_tx,
             threads: Mutex::new(Threads::default()),
-            dispatcher_id: OnceLock::new(),
+            handler_waits: Mutex::new(HandlerWaits::default()),
             stopped: AtomicBool::new(false),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
@@ -520,13 +594,19 @@ impl Builder {
             inner: inner.clone(),
             owner: true,
         };
-        let d = inner.clone();
-        let dispatcher = thread::Builder::new()
-            .name("procman-dispatch".into())
-            .spawn(move || dispatcher_loop(d, done_rx))
-            .map_err(BuildError::Thread)?;
-        let _ = inner.dispatcher_id.set(dispatcher.thread().id());
-        inner.threads.lock().dispatcher = Some(dispatcher);
+        for i in 0..self.handler_threads {
+            let (d, rx) = (inner.clone(), done_rx.clone());
+            let name = if self.handler_threads == 1 {
+                "procman-dispatch".to_owned()
+            } else {
+                format!("procman-dispatch-{i}")
+            };
+            let dispatcher = thread::Builder::new()
+                .name(name)
+                .spawn(move || dispatcher_loop(d, rx))
+                .map_err(BuildError::Thread)?;
+            inner.threads.lock().dispatchers.push(dispatcher);
+        }
         inner.spawn_workers(self.limit)?;
         Ok(manager)
     }
@@ -542,7 +622,7 @@ pub enum ShutdownMode {
     Cancel,
 }
 
-/// Runs programs as jobs: a fixed pool of worker threads, one dispatcher thread for handlers.
+/// Runs programs as jobs: a fixed pool of worker threads, handler threads (one by default).
 ///
 /// Every method may be called from any thread, including from inside a handler or an observer.
 /// Methods that block say so; the others take the manager's lock for microseconds only.
@@ -565,9 +645,11 @@ pub enum ShutdownMode {
 /// deleted jobs out.
 ///
 /// # Inside handlers and observers
-/// Handlers run on the manager's dispatcher thread, observers on the job's reader threads.
-/// From a handler, `wait*` return once the record is final (the job's own handler can only run
-/// after the current one), so they never deadlock. From an observer, a wait on the observer's
+/// Handlers run on the manager's handler threads (one by default), observers on the job's
+/// reader threads.
+/// From a handler, `wait*` never deadlock: with one handler thread they return once the record
+/// is final (the job's own handler can only run after the current one); with more, they also
+/// wait for the job's handler where that is safe (see [`wait`](Self::wait)). From an observer, a wait on the observer's
 /// *own* job could never end (the job ends only after its observer returns): `wait`,
 /// `wait_timeout` and `wait_deadline` refuse it at once with `WouldDeadlock`
 /// ([`WaitError::WouldDeadlock`], [`WaitTimeoutError::WouldDeadlock`]), [`wait_all`](Self::wait_all)
@@ -619,7 +701,7 @@ impl ProcessManager {
         }
     }
 
-    /// True on this manager's dispatcher thread, that is inside a handler (used by the plugin
+    /// True on any of this manager's handler threads, that is inside a handler (used by the plugin
     /// layer to refuse waits that could only deadlock there).
     pub(crate) fn on_dispatcher_thread(&self) -> bool {
         self.inner.on_dispatcher()
@@ -639,8 +721,8 @@ impl ProcessManager {
     }
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
-    /// its own (give the spec a timeout). Inside a handler it returns once the record is final
-    /// (the job's own handler then runs after the current one). It returns only after the
+    /// its own (give the spec a timeout). Inside a handler it returns as [`wait`](Self::wait)
+    /// does there (with one handler thread: once the record is final). It returns only after the
     /// handler (outside a handler), so the record it gives is the one the handler saw.
     ///
     /// # Errors
@@ -668,10 +750,7 @@ impl ProcessManager {
             s.retain.add_waiter(id);
             Ok::<_, StartError>(id)
         })?;
-        Ok(RecordHold {
-            inner: self.inner.clone(),
-            id,
-        })
+        Ok(RecordHold::new(self.inner.clone(), id))
     }
 
     /// Holds a known job's record: it stays readable through the returned [`RecordHold`]
@@ -683,16 +762,17 @@ impl ProcessManager {
         let mut s = self.inner.lock();
         s.get(id).ok_or(UnknownJob(id))?;
         s.retain.add_waiter(id);
-        Ok(RecordHold {
-            inner: self.inner.clone(),
-            id,
-        })
+        Ok(RecordHold::new(self.inner.clone(), id))
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
-    /// Called from a handler (on the dispatcher thread), it returns as soon as the record is
-    /// final, since the job's own handler can only run after the current one: waiting inside a
-    /// handler never deadlocks.
+    /// Called from a handler, it never deadlocks: with one handler thread it returns as soon as
+    /// the record is final (the job's own handler can only run after the current one). With
+    /// more ([`Builder::handler_threads`]) it also waits for the job's handler, unless that
+    /// could deadlock, and then returns once the record is final: when the job is the calling
+    /// handler's own, when every other handler thread but one is already in such a wait (one
+    /// stays free to run the handlers waited for), or when the job's handler is itself in such
+    /// a wait (handlers waiting for each other).
     ///
     /// # Errors
     /// [`WaitError::UnknownJob`] when the id is unknown ("Unknown ids" above), or the job was
@@ -742,10 +822,7 @@ impl ProcessManager {
     ) -> Result<JobRecord, WaitTimeoutError> {
         // Held while waiting: a record evicted meanwhile is handed over.
         self.inner.lock().retain.add_waiter(id);
-        let hold = RecordHold {
-            inner: self.inner.clone(),
-            id,
-        };
+        let hold = RecordHold::new(self.inner.clone(), id);
         hold.wait_until(deadline)
     }
 
@@ -997,7 +1074,7 @@ impl ProcessManager {
                     s.live == 0 && s.handlers_pending == 0
                 });
                 let left = std::mem::take(&mut *inner.threads.lock());
-                for t in left.workers.into_iter().chain(left.dispatcher) {
+                for t in left.workers.into_iter().chain(left.dispatchers) {
                     let _ = t.join();
                 }
             }
@@ -1027,7 +1104,9 @@ impl ProcessManager {
         for _ in &threads.workers {
             let _ = inner.work_tx.send(WorkMsg::Stop);
         }
-        let _ = inner.done_tx.send(DispatchMsg::Stop);
+        for _ in &threads.dispatchers {
+            let _ = inner.done_tx.send(DispatchMsg::Stop);
+        }
         {
             let _guard = inner.lock();
             inner.timer_cv.notify_all();
@@ -1037,14 +1116,14 @@ impl ProcessManager {
         let all = threads
             .workers
             .into_iter()
-            .chain(threads.dispatcher)
+            .chain(threads.dispatchers)
             .chain(threads.timer);
         for t in all {
             if t.thread().id() != me {
                 let _ = t.join();
             } else {
-                // Inside a handler: a later shutdown or drop joins the dispatcher.
-                inner.threads.lock().dispatcher = Some(t);
+                // Inside a handler: a later shutdown or drop joins this handler thread.
+                inner.threads.lock().dispatchers.push(t);
             }
         }
     }
@@ -1060,9 +1139,55 @@ impl ProcessManager {
 pub struct RecordHold {
     inner: Arc<Inner>,
     id: JobId,
+    /// Inside a handler, with more than one handler thread: whether waits through this hold
+    /// also wait for the job's handler. Decided at the first wait and kept until the hold is
+    /// dropped (a wait made in slices keeps its answer): `UNDECIDED`, or the handler's job id
+    /// + 1 for a reservation (`Inner::reserve_handler_wait`), or `REFUSED`.
+    reservation: AtomicU64,
 }
 
+const UNDECIDED: u64 = 0;
+const REFUSED: u64 = u64::MAX;
+
 impl RecordHold {
+    fn new(inner: Arc<Inner>, id: JobId) -> RecordHold {
+        RecordHold {
+            inner,
+            id,
+            reservation: AtomicU64::new(UNDECIDED),
+        }
+    }
+
+    /// Inside a handler: whether this wait also waits for the job's handler (see
+    /// [`ProcessManager::wait`]).
+    fn waits_for_handler_in_handler(&self) -> bool {
+        match self.reservation.load(Ordering::SeqCst) {
+            UNDECIDED => {}
+            REFUSED => return false,
+            _ => return true,
+        }
+        let inner = &self.inner;
+        let decided = match crate::dispatch::current_handler_job(inner.key) {
+            Some(me) if inner.reserve_handler_wait(self.id) => me.0.saturating_add(1),
+            _ => REFUSED,
+        };
+        match self.reservation.compare_exchange(
+            UNDECIDED,
+            decided,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => decided != REFUSED,
+            Err(other) => {
+                // Another thread decided first: give this reservation back, keep that answer.
+                if decided != REFUSED {
+                    inner.release_handler_wait(JobId(decided - 1));
+                }
+                other != REFUSED
+            }
+        }
+    }
+
     /// The job held.
     pub fn id(&self) -> JobId {
         self.id
@@ -1107,7 +1232,8 @@ impl RecordHold {
         if inner.observed_here() == Some(id) {
             return Err(WaitTimeoutError::WouldDeadlock(id));
         }
-        let in_handler = inner.on_dispatcher();
+        // Inside a handler the job's own handler is waited for only when that cannot deadlock.
+        let final_is_enough = inner.on_dispatcher() && !self.waits_for_handler_in_handler();
         let mut result = Err(WaitTimeoutError::Timeout);
         inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
             None => {
@@ -1117,7 +1243,7 @@ impl RecordHold {
                 };
                 true
             }
-            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
+            Some(e) if e.record.status.is_final() && (e.handler_done || final_is_enough) => {
                 result = Ok(e.record());
                 true
             }
@@ -1129,6 +1255,10 @@ impl RecordHold {
 
 impl Drop for RecordHold {
     fn drop(&mut self) {
+        match self.reservation.load(Ordering::SeqCst) {
+            UNDECIDED | REFUSED => {}
+            me => self.inner.release_handler_wait(JobId(me - 1)),
+        }
         self.inner.lock().retain.remove_waiter(self.id);
     }
 }
