@@ -495,11 +495,12 @@ mod tests {
             let r = wait(&m, id);
             assert_internal(&r, "Slurm poller");
             assert_eq!(r.pid, Some(101));
-            // The worker cancelled the Slurm job (hard: KILL to every step, then the cancel).
+            // The worker cancelled the Slurm job (hard: KILL to the batch shell and every step,
+            // then the cancel).
             let log = std::fs::read_to_string(dir.join("scancel.log")).unwrap_or_default();
             let lines: HashSet<&str> = log.lines().collect();
             assert!(
-                lines.contains("--signal=KILL --full 101") && lines.contains("101"),
+                lines.contains("--signal=KILL --full --batch 101") && lines.contains("101"),
                 "{log}"
             );
             // The poller goes on: the next job is followed to its end in the same slot.

@@ -101,7 +101,7 @@ pub mod signal;
 mod spec;
 
 /// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and
-/// docs-slurm.md (submission, state mapping, the poller, timeouts and kills).
+/// DESIGN.md, "Running jobs on Slurm" (submission, state mapping, the poller, timeouts and kills).
 ///
 /// ```no_run
 /// use procman::{slurm::SlurmOptions, JobSpec, ProcessManager};

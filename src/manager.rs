@@ -439,9 +439,9 @@ impl Builder {
     }
 
     /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
-    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
-    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
-    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and DESIGN.md,
+    /// "Running jobs on Slurm"). `limit` then bounds how many jobs are submitted to Slurm at
+    /// once. Unless set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
     /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
     pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
         // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.

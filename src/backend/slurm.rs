@@ -17,7 +17,7 @@
 //!   `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job still pending is just
 //!   cancelled.
 //!
-//! See docs-slurm.md for the state mapping table and the measurements.
+//! See DESIGN.md, "Running jobs on Slurm", for the state mapping table and the measurements.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
