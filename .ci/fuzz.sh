@@ -5,6 +5,10 @@
 # corpus, so a CI run leaves the tree clean. Fails when any target finds a crash, a panic, a leak
 # or a hang (the state_machine target runs with -timeout=60).
 #
+# The checks live in fuzz/checks/<target>.rs; `cargo test` replays the committed corpora through
+# them without cargo-fuzz (tests/fuzz_corpora.rs for the parsers, tests/fuzz_state_machine.rs for
+# state_machine), so an input minimised into fuzz/corpus/<target> becomes a regression test.
+#
 #   PROCMAN_FUZZ_SECS=30      seconds per target
 #   PROCMAN_FUZZ_TARGETS="…"  which targets (default: all of them)
 #   PROCMAN_FUZZ_OUT=dir      keep new inputs and the logs there (dir/<target>, dir/<target>.log)

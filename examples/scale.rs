@@ -125,7 +125,7 @@ enum Shape {
 fn pending(n: usize, shape: Shape) {
     let dir = logdir("pending");
     let m = ProcessManager::builder().limit(10).build().unwrap();
-    m.pause();
+    m.pause().unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     // One job to depend on, so `After` jobs stay waiting rather than ready.
     let anchor = m.start_process(JobSpec::new("/bin/true")).unwrap();
@@ -248,7 +248,7 @@ fn sched(n: usize, shape: Shape) {
     let m = ProcessManager::builder().limit(10).build().unwrap();
     let mut rng = Rng(777);
     let mut ids: Vec<JobId> = Vec::with_capacity(n);
-    m.pause();
+    m.pause().unwrap();
     let t = Instant::now();
     for i in 0..n {
         let mut s = JobSpec::new("/bin/true")
@@ -271,7 +271,7 @@ fn sched(n: usize, shape: Shape) {
     }
     let submit = t.elapsed();
     let (c0, t0) = (cpu_s(), Instant::now());
-    m.resume();
+    m.resume().unwrap();
     m.wait_all();
     let (wall, cpu) = (t0.elapsed(), cpu_s() - c0);
     let name = match shape {
@@ -292,7 +292,7 @@ fn sched(n: usize, shape: Shape) {
 /// One kill that cancels a root and fails its whole graph: all under the manager's lock.
 fn cascade(n: usize) {
     let m = ProcessManager::builder().limit(10).build().unwrap();
-    m.pause();
+    m.pause().unwrap();
     let mut rng = Rng(4242);
     let root = m.start_process(JobSpec::new("/bin/true")).unwrap();
     let mut ids = vec![root];
@@ -305,7 +305,7 @@ fn cascade(n: usize) {
         ids.push(m.start_process(s).unwrap());
     }
     let t = Instant::now();
-    m.kill_process(root);
+    m.kill_process(root).unwrap();
     let dt = t.elapsed();
     m.wait_all();
     println!(

@@ -38,6 +38,10 @@ pub enum StartError {
     },
     /// The manager is shutting down or was shut down.
     ShutDown,
+    /// [`run`](crate::ProcessManager::run) only: another thread deleted the job (with
+    /// [`delete_job`](crate::ProcessManager::delete_job)) before it ended and its handler
+    /// returned. The job was killed; its handler still runs once.
+    Deleted(JobId),
 }
 
 impl fmt::Display for StartError {
@@ -68,6 +72,7 @@ impl fmt::Display for StartError {
                 path.display()
             ),
             StartError::ShutDown => f.write_str("the process manager is shut down"),
+            StartError::Deleted(id) => write!(f, "job {id} was deleted before it ended"),
         }
     }
 }
@@ -75,7 +80,8 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// Why [`ProcessManager::builder`](crate::ProcessManager::builder)'s `build` or a limit change
-/// failed.
+/// ([`set_limit`](crate::ProcessManager::set_limit),
+/// [`set_capacities`](crate::ProcessManager::set_capacities)) failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -83,6 +89,9 @@ pub enum BuildError {
     ZeroLimit(&'static str),
     /// A thread could not be created.
     Thread(std::io::Error),
+    /// A limit change after [`shutdown`](crate::ProcessManager::shutdown) began: nothing was
+    /// changed and no thread was started.
+    ShutDown,
 }
 
 impl fmt::Display for BuildError {
@@ -90,14 +99,18 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::ZeroLimit(what) => write!(f, "{what} must be at least 1"),
             BuildError::Thread(e) => write!(f, "cannot create a manager thread: {e}"),
+            BuildError::ShutDown => f.write_str("the process manager is shut down"),
         }
     }
 }
 
 impl std::error::Error for BuildError {}
 
-/// [`wait`](crate::ProcessManager::wait) was given an id the manager does not know (never
-/// submitted, or deleted before or while waiting).
+/// The manager does not know the id: it was never given out by this manager, or the job was
+/// deleted (see [`ProcessManager`](crate::ProcessManager), "Unknown ids"). Returned by
+/// [`kill_process`](crate::ProcessManager::kill_process),
+/// [`delete_job`](crate::ProcessManager::delete_job) and
+/// [`job_data`](crate::ProcessManager::job_data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownJob(pub JobId);
 
@@ -109,6 +122,43 @@ impl fmt::Display for UnknownJob {
 
 impl std::error::Error for UnknownJob {}
 
+/// Why [`wait`](crate::ProcessManager::wait) returned without a final record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The id is unknown (never given out, or the job was deleted before or while waiting).
+    UnknownJob(JobId),
+    /// Called from the job's own output observer: the job cannot end before its observer
+    /// returns, so the wait would never end. Refused at once; the job goes on.
+    WouldDeadlock(JobId),
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::UnknownJob(id) => write!(f, "unknown job {id}"),
+            WaitError::WouldDeadlock(id) => write!(
+                f,
+                "job {id} cannot be waited for from its own output observer (it would never end)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// [`pause`](crate::ProcessManager::pause) or [`resume`](crate::ProcessManager::resume) after
+/// [`shutdown`](crate::ProcessManager::shutdown) began: nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutDown;
+
+impl fmt::Display for ShutDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the process manager is shut down")
+    }
+}
+
+impl std::error::Error for ShutDown {}
+
 /// Why [`wait_timeout`](crate::ProcessManager::wait_timeout) or
 /// [`wait_deadline`](crate::ProcessManager::wait_deadline) returned without a final record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +167,9 @@ pub enum WaitTimeoutError {
     Timeout,
     /// The id is unknown (never submitted, or deleted).
     UnknownJob(JobId),
+    /// Called from the job's own output observer: refused at once, as
+    /// [`WaitError::WouldDeadlock`].
+    WouldDeadlock(JobId),
 }
 
 impl fmt::Display for WaitTimeoutError {
@@ -124,6 +177,7 @@ impl fmt::Display for WaitTimeoutError {
         match self {
             WaitTimeoutError::Timeout => f.write_str("timed out waiting for the job"),
             WaitTimeoutError::UnknownJob(id) => write!(f, "unknown job {id}"),
+            WaitTimeoutError::WouldDeadlock(id) => WaitError::WouldDeadlock(*id).fmt(f),
         }
     }
 }

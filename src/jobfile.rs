@@ -78,6 +78,11 @@ pub enum SplitError {
         /// Its column.
         column: usize,
     },
+    /// A line that is not UTF-8 holds a character [`split_words_bytes`] reserves (see there).
+    Unrepresentable {
+        /// Its column.
+        column: usize,
+    },
 }
 
 impl SplitError {
@@ -87,7 +92,8 @@ impl SplitError {
             SplitError::UnterminatedSingleQuote { column }
             | SplitError::UnterminatedDoubleQuote { column }
             | SplitError::TrailingBackslash { column }
-            | SplitError::UnquotedOperator { column, .. } => column,
+            | SplitError::UnquotedOperator { column, .. }
+            | SplitError::Unrepresentable { column } => column,
         }
     }
 }
@@ -107,6 +113,11 @@ impl fmt::Display for SplitError {
                     "backslash at end of line (column {column}) escapes nothing"
                 )
             }
+            SplitError::Unrepresentable { column } => write!(
+                f,
+                "a line that is not UTF-8 cannot hold the private-use character at column \
+                 {column} (U+10FF00..U+10FFFF)"
+            ),
             SplitError::UnquotedOperator { operator, column } => write!(
                 f,
                 "unquoted '{operator}' at column {column}: commands are not run by a shell, \
@@ -232,6 +243,79 @@ pub fn split_words(line: &str) -> Result<Vec<String>, SplitError> {
         words.push(cur);
     }
     Ok(words)
+}
+
+/// The first of the 256 characters that stand for the bytes of invalid UTF-8 while
+/// [`split_words_bytes`] splits (the last 256 code points of plane 16, private use).
+const BYTE_STANDIN: u32 = 0x10_FF00;
+
+/// [`split_words`] over bytes: a job line that is not UTF-8 (file names in Latin-1, say) is
+/// split by the same rules, and its words keep their bytes exactly.
+///
+/// Each byte of an invalid UTF-8 sequence is an ordinary word character (it is never a quote,
+/// separator or operator, which are all ASCII). Columns in errors count characters of the
+/// valid parts and one per invalid byte. For UTF-8 input the result is exactly
+/// [`split_words`]'s.
+///
+/// # Errors
+/// As [`split_words`]; also [`SplitError::Unrepresentable`] for the (contrived) line that is
+/// not UTF-8 *and* holds one of the 256 private-use characters U+10FF00..=U+10FFFF, which this
+/// function uses internally to stand for the invalid bytes.
+///
+/// ```
+/// use procman::jobfile::split_words_bytes;
+/// use std::os::unix::ffi::OsStrExt;
+/// let words = split_words_bytes(b"cat 'caf\xe9 menu.txt'").unwrap();
+/// assert_eq!(words[1].as_bytes(), b"caf\xe9 menu.txt");
+/// ```
+pub fn split_words_bytes(line: &[u8]) -> Result<Vec<std::ffi::OsString>, SplitError> {
+    use std::os::unix::ffi::OsStringExt;
+    if let Ok(text) = std::str::from_utf8(line) {
+        return split_words(text)
+            .map(|words| words.into_iter().map(std::ffi::OsString::from).collect());
+    }
+    let standin = |c: char| (BYTE_STANDIN..=BYTE_STANDIN + 0xFF).contains(&(c as u32));
+    let mut text = String::with_capacity(line.len() * 2);
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (valid, invalid, next) = match std::str::from_utf8(rest) {
+            Ok(v) => (v, &[][..], &[][..]),
+            Err(e) => {
+                let (v, tail) = rest.split_at(e.valid_up_to());
+                let bad = e.error_len().unwrap_or(tail.len());
+                // The prefix was just checked to be valid UTF-8.
+                let v = std::str::from_utf8(v).unwrap_or_default();
+                (v, &tail[..bad], &tail[bad..])
+            }
+        };
+        if let Some(c) = valid.chars().find(|&c| standin(c)) {
+            return Err(SplitError::Unrepresentable {
+                column: text.chars().count() + valid.chars().take_while(|&d| d != c).count() + 1,
+            });
+        }
+        text.push_str(valid);
+        for &b in invalid {
+            // In range: BYTE_STANDIN + 0..=255 are valid chars (plane 16).
+            text.push(char::from_u32(BYTE_STANDIN + u32::from(b)).unwrap_or('\u{FFFD}'));
+        }
+        rest = next;
+    }
+    let words = split_words(&text)?;
+    Ok(words
+        .into_iter()
+        .map(|w| {
+            let mut bytes = Vec::with_capacity(w.len());
+            for c in w.chars() {
+                if standin(c) {
+                    bytes.push((c as u32 - BYTE_STANDIN) as u8);
+                } else {
+                    let mut buf = [0u8; 4];
+                    bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+            std::ffi::OsString::from_vec(bytes)
+        })
+        .collect())
 }
 
 /// Characters that never need quoting, for [`split_words`] or a POSIX shell.

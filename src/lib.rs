@@ -38,7 +38,7 @@
 //!     )
 //!     .unwrap();
 //! let other = manager.start_process(JobSpec::new("sleep").arg("30")).unwrap();
-//! assert_eq!(manager.kill_process(other), Some(KillOutcome::Killing));
+//! assert_eq!(manager.kill_process(other), Ok(KillOutcome::Killing));
 //!
 //! assert_eq!(rx.recv().unwrap(), (slow, JobStatus::TimedOut));
 //! // Killed once running; Cancelled if the kill came before its worker spawned it.
@@ -86,6 +86,8 @@ mod deadline;
 mod dispatch;
 mod error;
 mod events;
+#[cfg(test)]
+mod fault;
 #[cfg(feature = "cli")]
 pub mod jobfile;
 mod manager;
@@ -99,7 +101,7 @@ pub mod signal;
 mod spec;
 
 /// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and
-/// docs-slurm.md (submission, state mapping, the poller, timeouts and kills).
+/// DESIGN.md, "Running jobs on Slurm" (submission, state mapping, the poller, timeouts and kills).
 ///
 /// ```no_run
 /// use procman::{slurm::SlurmOptions, JobSpec, ProcessManager};
@@ -119,7 +121,7 @@ pub mod slurm {
 }
 mod sys;
 
-pub use error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
 pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
 pub use plugin::{

@@ -1,13 +1,16 @@
 //! [`ProcessManager`]: the public API, its builder, the process-wide instance, and shutdown.
 //!
 //! Threads (DESIGN.md, "Thread model"): workers created as attempts need them, up to `limit`
-//! (and what the system allows), one dispatcher, and a timer thread created on the first retry with a backoff.
+//! (and what the system allows), one or more handler threads (`Builder::handler_threads`,
+//! default 1: "the dispatcher"), and a timer thread created on the first retry with a backoff.
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
@@ -16,7 +19,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::backend::Backend;
 use crate::deadline;
 use crate::dispatch::dispatcher_loop;
-use crate::error::{BuildError, StartError, UnknownJob, WaitTimeoutError};
+use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
@@ -85,6 +88,8 @@ pub(crate) struct Config {
     pub(crate) drain_bound: Duration,
     /// Mark the host's inheritable descriptors close-on-exec in each child.
     pub(crate) close_inherited_fds: bool,
+    /// How many threads call handlers.
+    pub(crate) handler_threads: usize,
 }
 
 #[derive(Default)]
@@ -92,12 +97,25 @@ struct Threads {
     workers: Vec<JoinHandle<()>>,
     /// At most this many workers (what the system allows, estimated once the pool is large).
     worker_cap: Option<usize>,
-    dispatcher: Option<JoinHandle<()>>,
+    dispatchers: Vec<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
 }
 
 /// Up to this many workers the pool grows without asking the system (`sys::thread_room`).
 const WORKERS_BEFORE_CAP: usize = 1024;
+
+/// Waits made inside handlers that wait for another job's handler too (only with more than one
+/// handler thread; see `RecordHold::wait_until`). Guarded by its own mutex, never taken with
+/// the state lock held.
+#[derive(Default)]
+struct HandlerWaits {
+    /// How many such waits are in progress: kept below the number of handler threads, so one
+    /// thread is always free to run the handlers they wait for.
+    blocked: usize,
+    /// The jobs whose handlers are in such a wait (with how many): a handler never waits for
+    /// the handler of one of these, so no cycle of handlers waiting for each other can form.
+    waiting: HashMap<JobId, usize>,
+}
 
 /// Shared by the public handles and the manager's threads.
 pub(crate) struct Inner {
@@ -119,17 +137,68 @@ pub(crate) struct Inner {
     idle_workers: AtomicUsize,
     /// A refused worker thread was reported (once per manager).
     worker_refused: AtomicBool,
-    dispatcher_id: OnceLock<ThreadId>,
+    handler_waits: Mutex<HandlerWaits>,
     stopped: AtomicBool,
+    /// Tells this manager from every other one in the process (reader threads are marked with
+    /// it and the job they observe: `output::observing`).
+    pub(crate) key: u64,
 }
+
+/// Where manager keys come from.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }
 
+    /// True on any of this manager's handler threads, that is inside a handler.
     fn on_dispatcher(&self) -> bool {
-        self.dispatcher_id.get() == Some(&thread::current().id())
+        crate::dispatch::on_handler_thread(self.key)
+    }
+
+    /// Inside a handler, before waiting for job `target`: whether the wait may also wait for
+    /// `target`'s handler without risking a deadlock. Yes only with more than one handler
+    /// thread, when `target` is not the job whose handler calls, when another handler thread
+    /// stays free (fewer than `handler_threads - 1` such waits in progress), and when
+    /// `target`'s handler is not itself in such a wait (no cycle). A yes is a reservation,
+    /// released by `release_handler_wait`.
+    fn reserve_handler_wait(&self, target: JobId) -> bool {
+        if self.config.handler_threads <= 1 {
+            return false;
+        }
+        let Some(me) = crate::dispatch::current_handler_job(self.key) else {
+            return false;
+        };
+        if me == target {
+            return false;
+        }
+        let mut w = self.handler_waits.lock();
+        if w.blocked + 1 >= self.config.handler_threads || w.waiting.contains_key(&target) {
+            return false;
+        }
+        w.blocked += 1;
+        *w.waiting.entry(me).or_insert(0) += 1;
+        true
+    }
+
+    /// Ends a wait that `reserve_handler_wait` allowed, made by the handler of job `me`.
+    fn release_handler_wait(&self, me: JobId) {
+        let mut w = self.handler_waits.lock();
+        w.blocked = w.blocked.saturating_sub(1);
+        if let Some(n) = w.waiting.get_mut(&me) {
+            *n -= 1;
+            if *n == 0 {
+                w.waiting.remove(&me);
+            }
+        }
+    }
+
+    /// The job of this manager whose output observer runs on this thread, if any.
+    fn observed_here(&self) -> Option<JobId> {
+        crate::output::observing()
+            .filter(|&(key, _)| key == self.key)
+            .map(|(_, id)| id)
     }
 
     /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
@@ -174,6 +243,11 @@ impl Inner {
             self.ensure_timer();
             self.timer_cv.notify_all();
         }
+    }
+
+    /// See [`State::abandon`].
+    pub(crate) fn abandon(&self, id: JobId, msg: String) {
+        self.update(|s| s.abandon(id, msg));
     }
 
     pub(crate) fn handler_returned(&self, id: JobId, panic: Option<String>) {
@@ -277,13 +351,29 @@ impl Inner {
         }
     }
 
+    /// The retry timer's body. A panic in it (the panic rule, DESIGN.md) is caught: retries
+    /// that lost their timer in it are queued at once, and the timer goes on.
     fn timer_loop(&self) {
+        while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
+            log::error!(
+                "internal error: the retry timer thread panicked: {}; it goes on",
+                crate::dispatch::panic_message(&*p)
+            );
+            self.update(|s| s.requeue_orphaned_retries());
+        }
+    }
+
+    fn timer_rounds(&self) {
         let mut s = self.lock();
         while !self.stopped.load(Ordering::SeqCst) {
             let now = Instant::now();
             match s.timers.peek().copied() {
                 Some(std::cmp::Reverse((at, id))) if at <= now => {
                     s.timers.pop();
+                    #[cfg(test)]
+                    if let Some(core) = s.get(id).and_then(|e| e.core.clone()) {
+                        crate::fault::hit(&core.args, crate::fault::TIMER);
+                    }
                     s.retry_due(id);
                 }
                 Some(std::cmp::Reverse((at, _))) => {
@@ -342,6 +432,7 @@ pub struct Builder {
     drain_bound: Duration,
     close_inherited_fds: bool,
     retention: Retention,
+    handler_threads: usize,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::slurm::SlurmOptions>,
@@ -360,6 +451,7 @@ impl std::fmt::Debug for Builder {
             .field("drain_bound", &self.drain_bound)
             .field("close_inherited_fds", &self.close_inherited_fds)
             .field("retention", &self.retention)
+            .field("handler_threads", &self.handler_threads)
             .finish_non_exhaustive()
     }
 }
@@ -377,6 +469,7 @@ impl Default for Builder {
             drain_bound: Duration::from_millis(200),
             close_inherited_fds: true,
             retention: Retention::default(),
+            handler_threads: 1,
             backend: None,
             slurm: None,
         }
@@ -387,6 +480,18 @@ impl Builder {
     /// At most this many jobs run at once (default 10). Zero is an error at `build`.
     pub fn limit(mut self, limit: usize) -> Builder {
         self.limit = limit;
+        self
+    }
+
+    /// How many threads call completion handlers (default 1; zero is an error at `build`).
+    /// With one, handlers run one at a time in completion order (a slow handler delays the
+    /// next ones). With more, they take completions from one queue in completion order and run
+    /// at once, so one slow handler holds back only its own thread; each handler is still
+    /// called exactly once, after its job's slot was freed, and `wait` still returns after it.
+    /// Inside a handler, `wait` for another job then also waits for that job's handler when
+    /// this cannot deadlock (see [`ProcessManager::wait`]).
+    pub fn handler_threads(mut self, threads: usize) -> Builder {
+        self.handler_threads = threads;
         self
     }
 
@@ -465,9 +570,9 @@ impl Builder {
     }
 
     /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
-    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and
-    /// docs-slurm.md). `limit` then bounds how many jobs are submitted to Slurm at once. Unless
-    /// set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
+    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and DESIGN.md,
+    /// "Running jobs on Slurm"). `limit` then bounds how many jobs are submitted to Slurm at
+    /// once. Unless set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
     /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
     pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
         // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
@@ -484,16 +589,20 @@ impl Builder {
         self
     }
 
-    /// Creates the manager and starts its threads: the dispatcher and one worker (more are
-    /// created as jobs need them, up to `limit`; a large limit costs nothing until it is used).
+    /// Creates the manager and starts its threads: the handler threads and one worker (more
+    /// are created as jobs need them, up to `limit`; a large limit costs nothing until used).
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero limit or capacity; [`BuildError::Thread`] when the
-    /// OS refuses the dispatcher or the first worker. A worker refused later is not an error:
-    /// it caps how many jobs run at once, with a warning (DESIGN.md, "Thread model").
+    /// [`BuildError::ZeroLimit`] for a zero limit, capacity or number of handler threads;
+    /// [`BuildError::Thread`] when the OS refuses a handler thread or the first worker. A worker
+    /// refused later is not an error: it caps how many jobs run at once, with a warning
+    /// (DESIGN.md, "Thread model").
     pub fn build(self) -> Result<ProcessManager, BuildError> {
         if self.limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
+        }
+        if self.handler_threads == 0 {
+            return Err(BuildError::ZeroLimit("the number of handler threads"));
         }
         let cpu_capacity = self
             .cpu_capacity
@@ -530,6 +639,7 @@ impl Builder {
                 observe_mode: self.observe_mode,
                 drain_bound: self.drain_bound,
                 close_inherited_fds: self.close_inherited_fds,
+                handler_threads: self.handler_threads,
             },
             backend: match (self.backend, self.slurm) {
                 (Some(b), _) => b,
@@ -542,22 +652,29 @@ impl Builder {
             threads: Mutex::new(Threads::default()),
             idle_workers: AtomicUsize::new(0),
             worker_refused: AtomicBool::new(false),
-            dispatcher_id: OnceLock::new(),
+            handler_waits: Mutex::new(HandlerWaits::default()),
             stopped: AtomicBool::new(false),
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
         let manager = ProcessManager {
             inner: inner.clone(),
             owner: true,
         };
-        let d = inner.clone();
-        let dispatcher = thread::Builder::new()
-            .name("procman-dispatch".into())
-            .spawn(move || dispatcher_loop(d, done_rx))
-            .map_err(BuildError::Thread)?;
-        let _ = inner.dispatcher_id.set(dispatcher.thread().id());
+        for i in 0..self.handler_threads {
+            let (d, rx) = (inner.clone(), done_rx.clone());
+            let name = if self.handler_threads == 1 {
+                "procman-dispatch".to_owned()
+            } else {
+                format!("procman-dispatch-{i}")
+            };
+            let dispatcher = thread::Builder::new()
+                .name(name)
+                .spawn(move || dispatcher_loop(d, rx))
+                .map_err(BuildError::Thread)?;
+            inner.threads.lock().dispatchers.push(dispatcher);
+        }
         // One worker now; more as attempts need them (`Inner::grow_workers`), up to `limit`.
         let mut threads = inner.threads.lock();
-        threads.dispatcher = Some(dispatcher);
         inner.add_worker(&mut threads).map_err(BuildError::Thread)?;
         drop(threads);
         Ok(manager)
@@ -574,13 +691,42 @@ pub enum ShutdownMode {
     Cancel,
 }
 
-/// Runs programs as jobs: a pool of worker threads (created as jobs need them), one dispatcher thread for handlers.
+/// Runs programs as jobs: a pool of worker threads (created as jobs need them), handler threads
+/// (one by default).
 ///
 /// Every method may be called from any thread, including from inside a handler or an observer.
 /// Methods that block say so; the others take the manager's lock for microseconds only.
 ///
 /// Dropping an owned manager is [`shutdown(ShutdownMode::Cancel, None)`](Self::shutdown): no
 /// job, zombie or thread is left. Handles from [`handle`](Self::handle) do not own the manager.
+///
+/// # Unknown ids
+/// An id is unknown to a manager when that manager never gave it out (ids of different
+/// managers are not related) or when the job was deleted ([`delete_job`](Self::delete_job)),
+/// even while it still runs. Every call that takes an id reads an unknown one the same way: an
+/// `Err` naming the id — [`UnknownJob`] from [`kill_process`](Self::kill_process),
+/// [`delete_job`](Self::delete_job) and [`job_data`](Self::job_data),
+/// [`WaitError::UnknownJob`] from [`wait`](Self::wait),
+/// [`WaitTimeoutError::UnknownJob`] from [`wait_timeout`](Self::wait_timeout) and
+/// [`wait_deadline`](Self::wait_deadline), and [`StartError::Deleted`] from [`run`](Self::run)
+/// when another thread deletes the job it waits for. A job deleted while a `wait` blocks on it
+/// ends that wait with the same error. The lists ([`running_processes`](Self::running_processes),
+/// [`pending_processes`](Self::pending_processes), [`snapshot`](Self::snapshot)) leave
+/// deleted jobs out.
+///
+/// # Inside handlers and observers
+/// Handlers run on the manager's handler threads (one by default), observers on the job's
+/// reader threads.
+/// From a handler, `wait*` never deadlock: with one handler thread they return once the record
+/// is final (the job's own handler can only run after the current one); with more, they also
+/// wait for the job's handler where that is safe (see [`wait`](Self::wait)). From an observer, a wait on the observer's
+/// *own* job could never end (the job ends only after its observer returns): `wait`,
+/// `wait_timeout` and `wait_deadline` refuse it at once with `WouldDeadlock`
+/// ([`WaitError::WouldDeadlock`], [`WaitTimeoutError::WouldDeadlock`]), [`wait_all`](Self::wait_all)
+/// returns at once, and [`shutdown`](Self::shutdown) starts the shutdown without waiting.
+/// Waiting for *another* job from an observer works, but the observed job holds its slot
+/// meanwhile: a job that waits for a free slot (with `limit(1)`, any other job) cannot start
+/// until the observer returns.
 pub struct ProcessManager {
     inner: Arc<Inner>,
     owner: bool,
@@ -625,7 +771,7 @@ impl ProcessManager {
         }
     }
 
-    /// True on this manager's dispatcher thread, that is inside a handler (used by the plugin
+    /// True on any of this manager's handler threads, that is inside a handler (used by the plugin
     /// layer to refuse waits that could only deadlock there).
     pub(crate) fn on_dispatcher_thread(&self) -> bool {
         self.inner.on_dispatcher()
@@ -645,16 +791,19 @@ impl ProcessManager {
     }
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
-    /// its own (give the spec a timeout). Inside a handler it returns once the record is final
-    /// (the job's own handler then runs after the current one).
+    /// its own (give the spec a timeout). Inside a handler it returns as [`wait`](Self::wait)
+    /// does there (with one handler thread: once the record is final). It returns only after the
+    /// handler (outside a handler), so the record it gives is the one the handler saw.
     ///
     /// # Errors
-    /// As [`start_process`](Self::start_process).
+    /// As [`start_process`](Self::start_process), and [`StartError::Deleted`] when another
+    /// thread deleted the job before `run` saw its final record (see "Unknown ids" above).
     pub fn run(&self, spec: JobSpec) -> Result<JobRecord, StartError> {
         // The record is held from the submission on: it cannot be evicted before it is read.
         let hold = self.start_held(spec)?;
-        // The job cannot be unknown unless someone deleted it meanwhile.
-        hold.wait().map_err(|_| StartError::ShutDown)
+        // A new job is never the one this thread observes: no `WouldDeadlock` here, and the
+        // job cannot be unknown unless another thread deleted it meanwhile.
+        hold.wait().map_err(|_| StartError::Deleted(hold.id()))
     }
 
     /// [`start_process`](Self::start_process), holding the job's record from the submission on:
@@ -671,10 +820,7 @@ impl ProcessManager {
             s.retain.add_waiter(id);
             Ok::<_, StartError>(id)
         })?;
-        Ok(RecordHold {
-            inner: self.inner.clone(),
-            id,
-        })
+        Ok(RecordHold::new(self.inner.clone(), id))
     }
 
     /// Holds a known job's record: it stays readable through the returned [`RecordHold`]
@@ -686,25 +832,28 @@ impl ProcessManager {
         let mut s = self.inner.lock();
         s.get(id).ok_or(UnknownJob(id))?;
         s.retain.add_waiter(id);
-        Ok(RecordHold {
-            inner: self.inner.clone(),
-            id,
-        })
+        Ok(RecordHold::new(self.inner.clone(), id))
     }
 
     /// Blocks until the job has ended and its handler has returned, and gives its final record.
-    /// Called from a handler (on the dispatcher thread), it returns as soon as the record is
-    /// final, since the job's own handler can only run after the current one: waiting inside a
-    /// handler never deadlocks.
+    /// Called from a handler, it never deadlocks: with one handler thread it returns as soon as
+    /// the record is final (the job's own handler can only run after the current one). With
+    /// more ([`Builder::handler_threads`]) it also waits for the job's handler, unless that
+    /// could deadlock, and then returns once the record is final: when the job is the calling
+    /// handler's own, when every other handler thread but one is already in such a wait (one
+    /// stays free to run the handlers waited for), or when the job's handler is itself in such
+    /// a wait (handlers waiting for each other).
     ///
     /// # Errors
-    /// [`UnknownJob`] when the id was never given out, or the job was deleted or its record
-    /// evicted (see [`Retention`]) before this call. A record evicted while this call waits is
-    /// still returned.
-    pub fn wait(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+    /// [`WaitError::UnknownJob`] when the id is unknown ("Unknown ids" above), or the job was
+    /// deleted or its record evicted (see [`Retention`]) before this call; a record evicted while
+    /// this call waits is still returned. [`WaitError::WouldDeadlock`] at once when called from
+    /// the job's own output observer ("Inside handlers and observers" above).
+    pub fn wait(&self, id: JobId) -> Result<JobRecord, WaitError> {
         match self.wait_until(id, None) {
             Ok(r) => Ok(r),
-            Err(_) => Err(UnknownJob(id)),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(id)),
         }
     }
 
@@ -712,7 +861,9 @@ impl ProcessManager {
     /// too long for the clock (`Duration::MAX`) waits like `wait`.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] as in
+    /// [`wait`](Self::wait) ("Unknown ids" above); [`WaitTimeoutError::WouldDeadlock`] at once
+    /// from the job's own observer.
     pub fn wait_timeout(
         &self,
         id: JobId,
@@ -724,7 +875,7 @@ impl ProcessManager {
     /// [`wait`](Self::wait) until a deadline; the job goes on if it passes.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`] or [`WaitTimeoutError::UnknownJob`] (as [`wait`](Self::wait)).
+    /// As [`wait_timeout`](Self::wait_timeout).
     pub fn wait_deadline(
         &self,
         id: JobId,
@@ -733,6 +884,7 @@ impl ProcessManager {
         self.wait_until(id, Some(deadline))
     }
 
+    /// Refuses a wait on the job whose observer runs on this thread (see `RecordHold::wait_until`).
     fn wait_until(
         &self,
         id: JobId,
@@ -740,26 +892,36 @@ impl ProcessManager {
     ) -> Result<JobRecord, WaitTimeoutError> {
         // Held while waiting: a record evicted meanwhile is handed over.
         self.inner.lock().retain.add_waiter(id);
-        let hold = RecordHold {
-            inner: self.inner.clone(),
-            id,
-        };
+        let hold = RecordHold::new(self.inner.clone(), id);
         hold.wait_until(deadline)
     }
 
     /// Blocks until no job is pending or running and every handler has returned (inside a
     /// handler: until no job is pending or running). Jobs submitted meanwhile are waited for too.
+    /// Inside an observer it returns at once, since the observer's own job cannot end while it
+    /// waits (see "Inside handlers and observers" above).
     pub fn wait_all(&self) {
+        if let Some(id) = self.inner.observed_here() {
+            log::warn!("wait_all called from the output observer of job {id}: returning at once");
+            return;
+        }
         let in_handler = self.inner.on_dispatcher();
         self.inner.wait_for(&self.inner.idle, None, |s| {
             s.live == 0 && (in_handler || s.handlers_pending == 0)
         });
     }
 
-    /// A snapshot of the job's record; `None` for an unknown or deleted id, or one whose record
-    /// was evicted (see [`Retention`]). Never blocks.
-    pub fn job_data(&self, id: JobId) -> Option<JobRecord> {
-        self.inner.lock().get(id).map(|e| e.record())
+    /// A snapshot of the job's record. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above and [`Retention`]).
+    pub fn job_data(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
+        self.inner
+            .lock()
+            .get(id)
+            .map(|e| e.record())
+            .ok_or(UnknownJob(id))
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -787,30 +949,40 @@ impl ProcessManager {
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
     /// gets SIGTERM, then SIGKILL after the grace period (this call does not wait for that);
-    /// a finished job is left alone. `None` for an unknown id (deleted or evicted included).
-    pub fn kill_process(&self, id: JobId) -> Option<KillOutcome> {
+    /// a finished job is left alone. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
+    /// "Unknown ids" above).
+    pub fn kill_process(&self, id: JobId) -> Result<KillOutcome, UnknownJob> {
         self.inner.update(|s| {
-            s.get(id)?;
-            s.kill(id, KillReason::User)
+            s.get(id).ok_or(UnknownJob(id))?;
+            s.kill(id, KillReason::User).ok_or(UnknownJob(id))
         })
     }
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
     /// first (as by [`kill_process`](Self::kill_process)) and its handler still runs exactly
-    /// once. Returns false for an unknown id (deleted or evicted included). Never blocks.
-    pub fn delete_job(&self, id: JobId) -> bool {
+    /// once. Never blocks.
+    ///
+    /// # Errors
+    /// [`UnknownJob`] for an unknown id, one deleted already, or one whose record was evicted
+    /// (see "Unknown ids" above).
+    pub fn delete_job(&self, id: JobId) -> Result<(), UnknownJob> {
         self.inner.update(|s| {
             if s.get(id).is_none() {
-                return false;
+                return Err(UnknownJob(id));
             }
             s.kill(id, KillReason::User);
-            let e = s.jobs.get_mut(&id).expect("checked above");
+            let Some(e) = s.jobs.get_mut(&id) else {
+                return Err(UnknownJob(id));
+            };
             if matches!(e.phase, Phase::Final) && e.handler_done {
                 s.remove_evictable(id);
             } else {
                 e.deleted = true;
             }
-            true
+            Ok(())
         })
     }
 
@@ -821,53 +993,79 @@ impl ProcessManager {
 
     /// Changes the limit on running jobs. Raising it starts waiting jobs at once (adding the
     /// workers they need; blocks only for those thread creations); lowering it lets running
-    /// jobs finish and starts no new one until fewer run. A worker the system refuses caps how
-    /// many jobs run at once, with a warning, and is not an error.
+    /// jobs finish and starts no new one until fewer run. Never blocks on a job. A worker the
+    /// system refuses caps how many jobs run at once, with a warning, and is not an error.
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged).
+    /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged); [`BuildError::ShutDown`] once
+    /// [`shutdown`](Self::shutdown) began, including a shutdown running on another thread
+    /// (nothing changed, no worker added).
     pub fn set_limit(&self, limit: usize) -> Result<(), BuildError> {
         if limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
         }
         self.inner.update(|s| {
+            if s.closed {
+                return Err(BuildError::ShutDown);
+            }
             s.limit = limit;
             s.pump();
-        });
+            Ok(())
+        })?;
         // The attempts just admitted need workers; a refused thread only caps concurrency.
         self.inner.grow_workers();
         Ok(())
     }
 
     /// Changes the CPU and memory capacities. Queued jobs that no longer fit end as
-    /// `SpawnFailed`; running jobs are not touched.
+    /// `SpawnFailed`; running jobs are not touched. Never blocks.
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero capacity (nothing is changed).
+    /// [`BuildError::ZeroLimit`] for a zero capacity, [`BuildError::ShutDown`] once
+    /// [`shutdown`](Self::shutdown) began (nothing is changed either way).
     pub fn set_capacities(&self, cpus: u32, memory: u64) -> Result<(), BuildError> {
         if cpus == 0 || memory == 0 {
             return Err(BuildError::ZeroLimit("a capacity"));
         }
         self.inner.update(|s| {
+            if s.closed {
+                return Err(BuildError::ShutDown);
+            }
             s.cpu_capacity = cpus;
             s.memory_capacity = memory;
             s.fail_unfittable();
             s.pump();
-        });
+            Ok(())
+        })
+    }
+
+    /// Stops starting new jobs; running jobs go on, submissions are still accepted. Never
+    /// blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (a paused drain would never end).
+    pub fn pause(&self) -> Result<(), ShutDown> {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(ShutDown);
+        }
+        s.paused = true;
         Ok(())
     }
 
-    /// Stops starting new jobs; running jobs go on, submissions are still accepted.
-    pub fn pause(&self) {
-        self.inner.lock().paused = true;
-    }
-
-    /// Starts jobs again after [`pause`](Self::pause).
-    pub fn resume(&self) {
+    /// Starts jobs again after [`pause`](Self::pause). Never blocks.
+    ///
+    /// # Errors
+    /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (nothing is changed).
+    pub fn resume(&self) -> Result<(), ShutDown> {
         self.inner.update(|s| {
+            if s.closed {
+                return Err(ShutDown);
+            }
             s.paused = false;
             s.pump();
-        });
+            Ok(())
+        })
     }
 
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
@@ -922,8 +1120,28 @@ impl ProcessManager {
     /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
     /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
     /// the same as `None`.
+    ///
+    /// Called from an output observer of this manager's jobs, it cannot wait (the observer's
+    /// own job ends only after the observer returns): it refuses new jobs and limit changes,
+    /// then `Drain` resumes a paused queue (the timeout is not applied) and `Cancel` cancels
+    /// and kills every job, the observer's own too, and it returns at once. A later shutdown
+    /// or the owner's drop, outside the observer, waits and joins the threads.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         let inner = &self.inner;
+        if let Some(id) = inner.observed_here() {
+            log::warn!("shutdown called from the output observer of job {id}: not waiting");
+            inner.update(|s| {
+                s.closed = true;
+                s.paused = false;
+                if mode == ShutdownMode::Cancel {
+                    s.cancelling = true;
+                    s.cancel_all();
+                } else {
+                    s.pump();
+                }
+            });
+            return;
+        }
         if inner.stopped.load(Ordering::SeqCst) {
             // An earlier shutdown may have run inside a handler: it could neither wait for the
             // handlers queued behind it nor join its own thread. Outside a handler, finish that.
@@ -932,7 +1150,7 @@ impl ProcessManager {
                     s.live == 0 && s.handlers_pending == 0
                 });
                 let left = std::mem::take(&mut *inner.threads.lock());
-                for t in left.workers.into_iter().chain(left.dispatcher) {
+                for t in left.workers.into_iter().chain(left.dispatchers) {
                     let _ = t.join();
                 }
             }
@@ -962,7 +1180,9 @@ impl ProcessManager {
         for _ in &threads.workers {
             let _ = inner.work_tx.send(WorkMsg::Stop);
         }
-        let _ = inner.done_tx.send(DispatchMsg::Stop);
+        for _ in &threads.dispatchers {
+            let _ = inner.done_tx.send(DispatchMsg::Stop);
+        }
         {
             let _guard = inner.lock();
             inner.timer_cv.notify_all();
@@ -972,14 +1192,14 @@ impl ProcessManager {
         let all = threads
             .workers
             .into_iter()
-            .chain(threads.dispatcher)
+            .chain(threads.dispatchers)
             .chain(threads.timer);
         for t in all {
             if t.thread().id() != me {
                 let _ = t.join();
             } else {
-                // Inside a handler: a later shutdown or drop joins the dispatcher.
-                inner.threads.lock().dispatcher = Some(t);
+                // Inside a handler: a later shutdown or drop joins this handler thread.
+                inner.threads.lock().dispatchers.push(t);
             }
         }
     }
@@ -995,9 +1215,55 @@ impl ProcessManager {
 pub struct RecordHold {
     inner: Arc<Inner>,
     id: JobId,
+    /// Inside a handler, with more than one handler thread: whether waits through this hold
+    /// also wait for the job's handler. Decided at the first wait and kept until the hold is
+    /// dropped (a wait made in slices keeps its answer): `UNDECIDED`, or the handler's job id
+    /// + 1 for a reservation (`Inner::reserve_handler_wait`), or `REFUSED`.
+    reservation: AtomicU64,
 }
 
+const UNDECIDED: u64 = 0;
+const REFUSED: u64 = u64::MAX;
+
 impl RecordHold {
+    fn new(inner: Arc<Inner>, id: JobId) -> RecordHold {
+        RecordHold {
+            inner,
+            id,
+            reservation: AtomicU64::new(UNDECIDED),
+        }
+    }
+
+    /// Inside a handler: whether this wait also waits for the job's handler (see
+    /// [`ProcessManager::wait`]).
+    fn waits_for_handler_in_handler(&self) -> bool {
+        match self.reservation.load(Ordering::SeqCst) {
+            UNDECIDED => {}
+            REFUSED => return false,
+            _ => return true,
+        }
+        let inner = &self.inner;
+        let decided = match crate::dispatch::current_handler_job(inner.key) {
+            Some(me) if inner.reserve_handler_wait(self.id) => me.0.saturating_add(1),
+            _ => REFUSED,
+        };
+        match self.reservation.compare_exchange(
+            UNDECIDED,
+            decided,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => decided != REFUSED,
+            Err(other) => {
+                // Another thread decided first: give this reservation back, keep that answer.
+                if decided != REFUSED {
+                    inner.release_handler_wait(JobId(decided - 1));
+                }
+                other != REFUSED
+            }
+        }
+    }
+
     /// The job held.
     pub fn id(&self) -> JobId {
         self.id
@@ -1018,22 +1284,32 @@ impl RecordHold {
     /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
     ///
     /// # Errors
-    /// [`UnknownJob`] if the job was deleted.
-    pub fn wait(&self) -> Result<JobRecord, UnknownJob> {
-        self.wait_until(None).map_err(|_| UnknownJob(self.id))
+    /// [`WaitError::UnknownJob`] if the job was deleted; [`WaitError::WouldDeadlock`] at once
+    /// from the job's own output observer.
+    pub fn wait(&self) -> Result<JobRecord, WaitError> {
+        match self.wait_until(None) {
+            Ok(r) => Ok(r),
+            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
+            Err(_) => Err(WaitError::UnknownJob(self.id)),
+        }
     }
 
     /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
     ///
     /// # Errors
-    /// [`WaitTimeoutError::Timeout`], or [`WaitTimeoutError::UnknownJob`] if the job was deleted.
+    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] if the job was deleted;
+    /// [`WaitTimeoutError::WouldDeadlock`] at once from the job's own output observer.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
         self.wait_until(deadline::from_now(timeout))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
         let (id, inner) = (self.id, &self.inner);
-        let in_handler = inner.on_dispatcher();
+        if inner.observed_here() == Some(id) {
+            return Err(WaitTimeoutError::WouldDeadlock(id));
+        }
+        // Inside a handler the job's own handler is waited for only when that cannot deadlock.
+        let final_is_enough = inner.on_dispatcher() && !self.waits_for_handler_in_handler();
         let mut result = Err(WaitTimeoutError::Timeout);
         inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
             None => {
@@ -1043,7 +1319,7 @@ impl RecordHold {
                 };
                 true
             }
-            Some(e) if e.record.status.is_final() && (e.handler_done || in_handler) => {
+            Some(e) if e.record.status.is_final() && (e.handler_done || final_is_enough) => {
                 result = Ok(e.record());
                 true
             }
@@ -1055,6 +1331,10 @@ impl RecordHold {
 
 impl Drop for RecordHold {
     fn drop(&mut self) {
+        match self.reservation.load(Ordering::SeqCst) {
+            UNDECIDED | REFUSED => {}
+            me => self.inner.release_handler_wait(JobId(me - 1)),
+        }
         self.inner.lock().retain.remove_waiter(self.id);
     }
 }

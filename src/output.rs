@@ -10,6 +10,7 @@
 //!   per stream, copying to the file; completion waits for the readers' EOF at most the drain
 //!   bound after the program was reaped, then they drain what is in the pipe and close it.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,9 +25,72 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::deadline;
+use crate::dispatch::panic_message;
 use crate::record::JobId;
+use crate::sched::JobCore;
 use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;
+
+thread_local! {
+    /// On a reader thread: the manager (its key, `Inner::key`) and the job whose
+    /// observer the thread calls. Each reader thread serves one job, so any user code on it is
+    /// that job's observer; `wait` on that job from here could never end (the job ends only
+    /// after its readers), and is refused.
+    static OBSERVING: Cell<Option<(u64, JobId)>> = const { Cell::new(None) };
+}
+
+/// The (manager, job) whose observer runs on this thread, if it is a reader thread.
+pub(crate) fn observing() -> Option<(u64, JobId)> {
+    OBSERVING.with(Cell::get)
+}
+
+/// How a reader thread that panicked ends its job (the panic rule, DESIGN.md): it asks the
+/// job's worker to kill it, as `kill_process` would. Unread, a pipe would fill and block the
+/// program for ever.
+pub(crate) struct JobKill {
+    core: Arc<JobCore>,
+    #[cfg(target_os = "linux")]
+    waker: Option<Arc<sys::Waker>>,
+}
+
+impl JobKill {
+    pub(crate) fn new(
+        core: Arc<JobCore>,
+        #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
+    ) -> JobKill {
+        JobKill {
+            core,
+            #[cfg(target_os = "linux")]
+            waker,
+        }
+    }
+
+    fn kill(&self) {
+        self.core.kill_requested.store(true, Ordering::SeqCst);
+        #[cfg(target_os = "linux")]
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+    }
+
+    /// Runs a reader's body; a panic in it becomes [`ReadError::Panic`] and kills the job.
+    fn guard(&self, what: &str, body: impl FnOnce() -> ReadResult) -> ReadResult {
+        catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            crate::fault::serve(&self.core.args);
+            body()
+        }))
+        .unwrap_or_else(|p| {
+            let msg = format!(
+                "internal error: the output {what} thread panicked: {}",
+                panic_message(&*p)
+            );
+            log::error!("job {}: {msg}; killing the job", self.core.id);
+            self.kill();
+            Err(ReadError::Panic(msg))
+        })
+    }
+}
 
 /// The child's three standard streams, plus the reader side when output is observed.
 pub(crate) struct Streams {
@@ -369,8 +433,11 @@ impl ObservedSetup {
     /// Starts the reader threads: one per pipe, one for all followed files. Call after the
     /// child was spawned and the parent's copies of the pipes' write ends were dropped. Fails
     /// only if a thread cannot be started; the threads already started are then told to stop
-    /// (they end on their own).
-    pub(crate) fn start(self, id: JobId) -> io::Result<Readers> {
+    /// (they end on their own). A reader that panics kills the job through `kill`.
+    /// `manager` is the manager's key, so that this manager's `wait` can tell its own job's
+    /// observer ([`observing`]).
+    pub(crate) fn start(self, id: JobId, manager: u64, kill: JobKill) -> io::Result<Readers> {
+        let kill = Arc::new(kill);
         let (tx, rx) = bounded(self.pipes.len());
         let mut readers = Readers {
             threads: Vec::with_capacity(self.pipes.len()),
@@ -384,12 +451,17 @@ impl ObservedSetup {
                 let observer = self.observer.clone();
                 let stop = pipe_stop.clone();
                 let tx = tx.clone();
+                let kill = kill.clone();
                 readers.threads.push(
                     thread::Builder::new()
                         .name(format!("procman-out-{id}"))
                         .spawn(move || {
-                            let r =
-                                copy_observed(id, stream, pipe, file.as_deref(), &observer, &stop);
+                            OBSERVING.with(|o| o.set(Some((manager, id))));
+                            let r = kill.guard("reader", || {
+                                copy_observed(id, stream, pipe, file.as_deref(), &observer, &stop)
+                                    .map_err(ReadError::Io)
+                            });
+                            drop(kill);
                             let _ = tx.send(r);
                         })?,
                 );
@@ -412,8 +484,11 @@ impl ObservedSetup {
             thread::Builder::new()
                 .name(format!("procman-out-{id}"))
                 .spawn(move || {
-                    let r = follow_files(id, files, &inotify, &observer, &s);
-                    drop((observer, s));
+                    OBSERVING.with(|o| o.set(Some((manager, id))));
+                    let r = kill.guard("follower", || {
+                        follow_files(id, files, &inotify, &observer, &s).map_err(ReadError::Io)
+                    });
+                    drop((observer, s, kill));
                     let _ = tx.send(r);
                     drop(inotify);
                 })?;
@@ -469,23 +544,43 @@ pub(crate) struct Readers {
 }
 
 /// What a reader thread reports when it ends: its first read or copy error.
-type ReadResult = Result<(), String>;
+type ReadResult = Result<(), ReadError>;
+
+/// Why a reader thread ended badly.
+enum ReadError {
+    /// A read or copy failed; the job goes on (the message lands in its record).
+    Io(String),
+    /// The thread panicked ("internal error: ..."); the job was killed.
+    Panic(String),
+}
 
 impl Readers {
     /// Call once the job's processes were reaped. The follower reads the files to the size
     /// they have now and ends; pipe readers get at most `bound` to reach EOF, then are told to
     /// stop (they copy what the pipe holds at that moment and close it). Blocks until every
-    /// observer call has returned. Returns the first read or copy error, if any, and whether
-    /// the bound was hit (a process outside the job's group still held a pipe).
-    pub(crate) fn finish(mut self, bound: Duration) -> (Option<String>, bool) {
+    /// observer call has returned. Returns the first read or copy error, if any, whether
+    /// the bound was hit (a process outside the job's group still held a pipe), and the first
+    /// reader's panic ("internal error: ..."), if one panicked.
+    pub(crate) fn finish(mut self, bound: Duration) -> (Option<String>, bool, Option<String>) {
         let mut error = None;
+        let mut panicked = None;
+        let mut take = |r: ReadResult| match r {
+            Ok(()) => {}
+            Err(ReadError::Io(e)) => {
+                error.get_or_insert(e);
+            }
+            Err(ReadError::Panic(e)) => {
+                panicked.get_or_insert(e);
+            }
+        };
         #[cfg(target_os = "linux")]
         if let Some((result, stop)) = self.follower.take() {
             stop.raise();
-            error = match result.recv() {
-                Ok(r) => r.err(),
-                Err(_) => Some("the output follower thread ended without a result".to_owned()),
-            };
+            take(result.recv().unwrap_or_else(|_| {
+                Err(ReadError::Panic(
+                    "internal error: the output follower thread ended without a result".into(),
+                ))
+            }));
         }
         // The bound starts after the follower's catch-up: a slow observer of the files is not a
         // process holding a pipe.
@@ -501,7 +596,7 @@ impl Readers {
             match next {
                 Ok(r) => {
                     left -= 1;
-                    error = error.or(r.err());
+                    take(r);
                 }
                 Err(_) => break,
             }
@@ -510,13 +605,13 @@ impl Readers {
             cut = true;
             stop.raise();
             for r in self.done.iter().take(left) {
-                error = error.or(r.err());
+                take(r);
             }
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        (error, cut)
+        (error, cut, panicked)
     }
 }
 
@@ -545,6 +640,8 @@ struct Delivery<'a> {
 impl Delivery<'_> {
     fn call(&mut self, stream: Stream, line: &[u8]) {
         let (id, observer) = (self.id, self.observer);
+        #[cfg(test)]
+        crate::fault::hit_here(crate::fault::READER);
         if self.ok && catch_unwind(AssertUnwindSafe(|| observer(id, stream, line))).is_err() {
             log::error!("job {id}: the output observer panicked; it is not called again");
             self.ok = false;

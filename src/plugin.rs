@@ -163,7 +163,8 @@ impl PluginStatus {
             | JobStatus::Crashed
             | JobStatus::TimedOut
             | JobStatus::SpawnFailed
-            | JobStatus::DependencyFailed => PluginStatus::Failed,
+            | JobStatus::DependencyFailed
+            | JobStatus::InternalError => PluginStatus::Failed,
         }
     }
 }
@@ -501,7 +502,7 @@ impl<T: Task> Plugin<T> {
                 }
             }
         };
-        job.and_then(|id| self.manager.kill_process(id))
+        job.and_then(|id| self.manager.kill_process(id).ok())
             .is_some_and(|k| k != KillOutcome::AlreadyFinished)
     }
 
@@ -644,7 +645,8 @@ impl<T: Task> Plugin<T> {
                     run.kill_requested
                 };
                 if kill {
-                    self.manager.kill_process(id);
+                    // The job was just submitted and is never deleted here: it is known.
+                    let _ = self.manager.kill_process(id);
                 }
                 Some(id)
             }

@@ -8,6 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -18,14 +19,20 @@ use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, WorkerWaker};
 use crate::deadline;
+use crate::dispatch::panic_message;
 use crate::manager::{Inner, ObserveMode, WaitMode};
-use crate::output::{open_streams, FileId, Readers};
+use crate::output::{open_streams, FileId, JobKill, Readers};
 use crate::record::ResourceUsage;
 use crate::sched::{AttemptEnd, JobCore, Work, WorkMsg};
 use crate::spec::{EnvEdit, Input};
 use crate::sys::{self, Exit};
 
 /// The worker thread's body: runs attempts until told to stop.
+///
+/// The panic rule (DESIGN.md): an attempt runs inside `catch_unwind`. A panic anywhere in it
+/// (the backend, the wait, reader set-up) unwinds through the attempt's [`Reaper`], which kills
+/// the job's process group and reaps its leader; the job then ends as `InternalError` through
+/// the ordinary `end_attempt` (slot freed, handler once), and this thread takes the next attempt.
 pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
     #[cfg(not(target_os = "linux"))]
     let waker: WorkerWaker = None;
@@ -47,13 +54,33 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
                 inner.worker_took_attempt();
                 let id = work.core.id;
                 let attempt = work.attempt;
-                let end = match before_attempt(&work) {
+                let end = catch_unwind(AssertUnwindSafe(|| match before_attempt(&work) {
                     Some(end) => end,
                     None => inner.backend.run_attempt(&inner, work, waker.clone()),
-                };
+                }))
+                .unwrap_or_else(|p| {
+                    let msg = format!(
+                        "internal error: the worker thread panicked: {}",
+                        panic_message(&*p)
+                    );
+                    log::error!("job {id}: {msg}; its processes were killed");
+                    AttemptEnd::Internal(msg)
+                });
                 // Idle before the report, whose admissions it may take itself.
                 inner.worker_done();
-                inner.end_attempt(id, attempt, end);
+                // The scheduler never panics (fuzzed and property-tested); should it, the job
+                // still ends (as an internal error, slot freed, handler once) and this worker
+                // goes on serving the others.
+                if let Err(p) =
+                    catch_unwind(AssertUnwindSafe(|| inner.end_attempt(id, attempt, end)))
+                {
+                    let msg = format!(
+                        "internal error: the scheduler panicked ending its attempt: {}",
+                        panic_message(&*p)
+                    );
+                    log::error!("job {id}: {msg}");
+                    let _ = catch_unwind(AssertUnwindSafe(|| inner.abandon(id, msg)));
+                }
                 // The completion just woke the dispatcher; a woken thread waits for a CPU while
                 // its waker runs on (here: straight into the next spawn), which made the
                 // dispatcher hop the largest part of the exit-to-handler latency. Let it run.
@@ -355,9 +382,42 @@ impl Backend for Local {
     }
 }
 
+/// Owns a spawned job's process group until its leader is reaped. Dropped while still armed
+/// (the worker unwinding from a panic, or a wait that failed without reaping), it SIGKILLs the
+/// group and reaps the leader: no process of the group survives, no zombie is left. The group
+/// is signalled only while its leader is unreaped, so its id cannot have been reused.
+struct Reaper {
+    pid: u32,
+    armed: bool,
+}
+
+impl Reaper {
+    /// The leader was reaped (or the kernel reaped it: nothing is left to signal safely).
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn kill_and_reap(&mut self) {
+        if std::mem::take(&mut self.armed) {
+            let _ = sys::signal_group(self.pid, libc::SIGKILL);
+            if let Err(e) = sys::wait4(self.pid) {
+                log::warn!("cannot reap process {}: {e}", self.pid);
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
 /// Runs one attempt from spawn to reaping.
 fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
     let core = &*work.core;
+    #[cfg(test)]
+    crate::fault::hit(&core.args, crate::fault::WORKER_BEFORE_SPAWN);
     if sys::sigchld_ignored() {
         let msg = "the host process ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT), so the kernel \
                    would discard the job's exit status; restore SIGCHLD's default disposition";
@@ -389,6 +449,7 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         }
     };
     let pid = child.pid();
+    let mut reaper = Reaper { pid, armed: true };
     log::debug!(
         "job {}: spawned pid {pid} (attempt {})",
         core.id,
@@ -403,7 +464,14 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         waker.clone(),
     );
     let mut error = None;
-    let readers: Option<Readers> = match streams.observed.map(|o| o.start(core.id)) {
+    let readers: Option<Readers> = match streams.observed.map(|o| {
+        let kill = JobKill::new(
+            work.core.clone(),
+            #[cfg(target_os = "linux")]
+            waker.clone(),
+        );
+        o.start(core.id, inner.key, kill)
+    }) {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(e)) => {
@@ -435,6 +503,13 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
             Spawned::Pid(pid) => sys::wait4(*pid).map(|(e, u)| (Some(e), u, false)),
         }
     };
+    // Reaped; or ECHILD: the kernel reaped it (SIGCHLD ignored), so its group must not be
+    // signalled. Any other failure left it unreaped: kill and reap it now, before the readers
+    // wait for its output to end.
+    match &waited {
+        Err(e) if e.raw_os_error() != Some(libc::ECHILD) => reaper.kill_and_reap(),
+        _ => reaper.disarm(),
+    }
     let (exit, mut usage, timed_out) = match waited {
         Ok(x) => x,
         Err(e) => {
@@ -457,7 +532,11 @@ fn run_attempt(inner: &Inner, work: Work, waker: WorkerWaker) -> AttemptEnd {
         }
     };
     if let Some(r) = readers {
-        let (copy_error, cut) = r.finish(inner.config.drain_bound);
+        let (copy_error, cut, panicked) = r.finish(inner.config.drain_bound);
+        if let Some(msg) = panicked {
+            // Its processes are reaped; the job ends as an internal error.
+            return AttemptEnd::Internal(msg);
+        }
         if cut {
             log::warn!(
                 "job {}: a process outside its group kept the output open; stopped reading after {:?}",
@@ -511,6 +590,10 @@ impl Termination {
             }
         }
         let wants_end = self.timed_out || core.kill_requested.load(Ordering::SeqCst);
+        #[cfg(test)]
+        if wants_end {
+            crate::fault::hit(&core.args, crate::fault::WORKER_RUNNING);
+        }
         if wants_end && self.term_sent.is_none() {
             self.term_sent = Some(now);
             if self.grace.is_zero() {

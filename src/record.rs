@@ -58,6 +58,12 @@ pub enum JobStatus {
     SpawnFailed,
     /// A job it runs after did not finish successfully, so it never started.
     DependencyFailed,
+    /// procman itself failed while handling the job: a thread serving it (its worker, its
+    /// output reader, the Slurm poller) panicked. The job's processes were killed and reaped
+    /// (a Slurm job was cancelled), the handler runs once as for any other end, and
+    /// [`JobRecord::error`] starts with `internal error:` and names the thread and the panic.
+    /// Never retried. See DESIGN.md, "The panic rule".
+    InternalError,
 }
 
 impl JobStatus {
@@ -73,7 +79,7 @@ impl JobStatus {
 
     /// The lower-case name used by CCP4i2's `getJobData(pid, 'status')`:
     /// `pending`, `running`, `finished`, `failed`, `timeout`, and for procman's extra statuses
-    /// `crashed`, `killed`, `cancelled`, `spawn_failed`, `dependency_failed`.
+    /// `crashed`, `killed`, `cancelled`, `spawn_failed`, `dependency_failed`, `internal_error`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Pending => "pending",
@@ -86,6 +92,7 @@ impl JobStatus {
             JobStatus::Cancelled => "cancelled",
             JobStatus::SpawnFailed => "spawn_failed",
             JobStatus::DependencyFailed => "dependency_failed",
+            JobStatus::InternalError => "internal_error",
         }
     }
 }
@@ -150,8 +157,10 @@ pub struct JobRecord {
     pub attempts: u32,
     /// What the last attempt cost; `None` until it ended or when it never started.
     pub usage: Option<ResourceUsage>,
-    /// The panic message of the job's handler, if it panicked. Filled in after the handler
-    /// returns, so the handler itself always sees `None`.
+    /// The panic message of the job's handler, if it panicked, or a message starting with
+    /// `internal error:` if the dispatcher thread itself panicked while delivering the job's
+    /// completion (the handler still ran exactly once). Filled in after the handler returns, so
+    /// the handler itself always sees `None`.
     pub handler_error: Option<String>,
     /// The job's priority (higher starts first).
     pub priority: i32,
@@ -187,6 +196,10 @@ impl JobRecord {
             (JobStatus::Killed, _, Some(s)) => format!("killed, {s}"),
             (JobStatus::Killed, ..) => "killed".into(),
             (JobStatus::Cancelled, ..) => "cancelled before it started".into(),
+            (JobStatus::InternalError, ..) => self
+                .error
+                .clone()
+                .unwrap_or_else(|| "internal error".into()),
             (JobStatus::SpawnFailed | JobStatus::DependencyFailed, ..) => format!(
                 "never started: {}",
                 self.error.as_deref().unwrap_or("unknown cause")

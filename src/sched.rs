@@ -167,6 +167,10 @@ pub(crate) enum AttemptEnd {
     /// A kill arrived before the program was spawned.
     NotStarted,
     SpawnFailed(String),
+    /// A panic on a thread serving the attempt (its worker, an output reader, the Slurm
+    /// poller) ended it; the job's processes were killed and reaped. The text starts with
+    /// "internal error:". Ends the job as `InternalError`, never retried.
+    Internal(String),
     Exited {
         exit: Option<Exit>,
         usage: ResourceUsage,
@@ -519,9 +523,19 @@ impl State {
         end: AttemptEnd,
     ) -> Option<Instant> {
         let e = self.jobs.get_mut(&id)?;
+        if !matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            return None;
+        }
         self.running -= 1;
         self.used_cpus -= e.cpus;
         self.used_memory -= e.memory;
+        // Holds no slot from here on (the phase is set again below); should this panic before
+        // then, `abandon` does not release the slot twice.
+        e.phase = Phase::RetryWait;
+        #[cfg(test)]
+        if let Some(core) = &e.core {
+            crate::fault::hit(&core.args, crate::fault::SCHEDULER);
+        }
         let killed = e.kill.is_some();
         // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
         // before its spawn does not.
@@ -541,6 +555,13 @@ impl State {
                 r.signal = None;
                 r.usage = None;
                 JobStatus::SpawnFailed
+            }
+            AttemptEnd::Internal(msg) => {
+                r.error = Some(msg);
+                r.exit_code = None;
+                r.signal = None;
+                r.usage = None;
+                JobStatus::InternalError
             }
             AttemptEnd::Exited {
                 exit,
@@ -604,9 +625,48 @@ impl State {
         None
     }
 
+    /// After `end_attempt` panicked (a bug; the panic rule, DESIGN.md): releases the job's
+    /// slot if it still holds one and, unless it became final, ends it as `InternalError`
+    /// with its handler run once as on every path.
+    pub(crate) fn abandon(&mut self, id: JobId, msg: String) {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
+            self.running -= 1;
+            self.used_cpus -= e.cpus;
+            self.used_memory -= e.memory;
+        } else if matches!(e.phase, Phase::Final) {
+            return;
+        }
+        self.finalize(id, |r| {
+            r.status = JobStatus::InternalError;
+            r.error = Some(msg);
+        });
+        self.pump();
+    }
+
     /// A retry's backoff passed.
     pub(crate) fn retry_due(&mut self, id: JobId) {
         if matches!(self.jobs.get(&id).map(|e| &e.phase), Some(Phase::RetryWait)) {
+            self.make_ready(id);
+        }
+    }
+
+    /// After the timer thread panicked: a job waiting for its backoff with no timer left for it
+    /// (the panic came between taking its timer and queueing it) is queued now, so no retry
+    /// is lost. Others keep their timers.
+    pub(crate) fn requeue_orphaned_retries(&mut self) {
+        let timed: std::collections::HashSet<JobId> =
+            self.timers.iter().map(|Reverse((_, id))| *id).collect();
+        let orphans: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(id, e)| matches!(e.phase, Phase::RetryWait) && !timed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in orphans {
+            log::error!("job {id}: its retry timer was lost in a panic; retrying now");
             self.make_ready(id);
         }
     }

@@ -247,9 +247,144 @@ fn halt_starts_no_new_job_after_the_first_failure() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     let entries = joblog(&dir.join("joblog"));
     assert_eq!(entries[0].seq, 1);
-    // At most the job that took the freed slot before the failure was seen ran.
-    assert!(entries.len() <= 2, "{entries:?}");
-    assert!(err.contains("not run"), "{err}");
+    // No job starts after the failure (see halt_now_never_starts_a_job_after_the_failure).
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(
+        err.contains("--halt: job 1 (line 1) ends the batch"),
+        "{err}"
+    );
+}
+
+/// Runs `procman batch -j J --halt RULE` (the space-separated form) over `lines`, where
+/// `touch NAME` marks a job that ran; returns the exit code and which marks exist.
+fn halt_batch(dir: &TempDir, j: &str, rule: &str, lines: &[&str]) -> (Option<i32>, Vec<String>) {
+    let marks = dir.join("marks");
+    let _ = std::fs::remove_dir_all(&marks);
+    std::fs::create_dir_all(&marks).unwrap();
+    let jobs = write(dir, "jobs.txt", &(lines.join("\n") + "\n"));
+    let out = run(procman()
+        .args(["batch", "-q", "-j", j, "--halt", rule, "--no-logs"])
+        .arg(&jobs)
+        .current_dir(&marks));
+    let mut found: Vec<String> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    (out.status.code(), found)
+}
+
+#[test]
+fn halt_now_never_starts_a_job_after_the_failure() {
+    let dir = TempDir::new("cli-halt-race");
+    for i in 0..30 {
+        let (code, marks) = halt_batch(
+            &dir,
+            "1",
+            "now,fail=1",
+            &["touch a", "sh -c 'exit 7'", "touch c", "touch d", "touch e"],
+        );
+        assert_eq!(marks, ["a"], "run {i}: a job started after the failure");
+        // GNU parallel: with fail=1, the failing job's exit status.
+        assert_eq!(code, Some(7), "run {i}");
+    }
+    // -j 4: the failure is known (its handler ran) long before the sleeping jobs end, so no
+    // job after them ever starts: the library's queue would start job 5 in the failing job's
+    // slot at once.
+    for i in 0..3 {
+        let (code, marks) = halt_batch(
+            &dir,
+            "4",
+            "soon,fail=1",
+            &[
+                "sh -c 'exit 3'",
+                "sh -c 'sleep 1; touch b'",
+                "sh -c 'sleep 1; touch c'",
+                "sh -c 'sleep 1; touch d'",
+                "touch e",
+                "touch f",
+            ],
+        );
+        // Jobs 2-4 finish if they were admitted (and started) before the failure was known;
+        // jobs 5 and 6 never start.
+        assert!(
+            marks.iter().all(|m| ["b", "c", "d"].contains(&m.as_str())),
+            "run {i}: {marks:?}"
+        );
+        assert_eq!(code, Some(3), "run {i}");
+    }
+}
+
+#[test]
+fn halt_soon_lets_running_jobs_finish_and_now_kills_them() {
+    let dir = TempDir::new("cli-halt-when");
+    let lines = [
+        "sh -c 'sleep 1; touch slow'",
+        "sh -c 'exit 3'",
+        "touch after",
+    ];
+    let (code, marks) = halt_batch(&dir, "2", "soon,fail=1", &lines);
+    assert_eq!((code, marks), (Some(3), vec!["slow".to_owned()]));
+    let lines = [
+        "sh -c 'sleep 20; touch slow'",
+        "sh -c 'exit 3'",
+        "touch after",
+    ];
+    let t0 = std::time::Instant::now();
+    let (code, marks) = halt_batch(&dir, "2", "now,fail=1", &lines);
+    assert_eq!((code, marks), (Some(3), vec![]));
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the sleeping job was killed"
+    );
+    // A job admitted (-j 3) but waiting for a dependency when the batch halts never starts,
+    // and the batch ends.
+    let lines = [
+        r#"{"name": "a", "program": "sh", "args": ["-c", "sleep 0.5; touch a"]}"#,
+        "sh -c 'exit 4'",
+        r#"{"program": "touch", "args": ["after-a"], "after": ["a"]}"#,
+    ];
+    let (code, marks) = halt_batch(&dir, "3", "soon,fail=1", &lines);
+    assert!(
+        code == Some(4) && !marks.contains(&"after-a".to_owned()),
+        "{code:?} {marks:?}"
+    );
+}
+
+#[test]
+fn halt_counts_percentages_successes_and_finished_jobs_as_gnu_parallel() {
+    let dir = TempDir::new("cli-halt-forms");
+    // fail=N: the number of failures is the exit status.
+    let (code, marks) = halt_batch(
+        &dir,
+        "1",
+        "soon,fail=2",
+        &["false", "touch b", "false", "touch d"],
+    );
+    assert_eq!((code, marks), (Some(2), vec!["b".to_owned()]));
+    // fail=P% of all the jobs (4): 50% after the second failure; the status is the percentage.
+    let (code, marks) = halt_batch(
+        &dir,
+        "1",
+        "soon,fail=50%",
+        &["false", "touch b", "false", "touch d"],
+    );
+    assert_eq!((code, marks), (Some(50), vec!["b".to_owned()]));
+    // success=1: stop at the first success, status 0.
+    let (code, marks) = halt_batch(&dir, "1", "now,success=1", &["false", "touch b", "touch c"]);
+    assert_eq!((code, marks), (Some(0), vec!["b".to_owned()]));
+    // done=2: two finished jobs whatever their outcome; the number of failures.
+    let (code, marks) = halt_batch(&dir, "1", "now,done=2", &["false", "touch b", "touch c"]);
+    assert_eq!((code, marks), (Some(1), vec!["b".to_owned()]));
+    // A rule never met: the number of failures, as without --halt.
+    let (code, marks) = halt_batch(&dir, "1", "soon,fail=5", &["false", "touch b"]);
+    assert_eq!((code, marks), (Some(1), vec!["b".to_owned()]));
+    // parallel's numeric forms: 2 is now,fail=1.
+    let (code, marks) = halt_batch(&dir, "1", "2", &["sh -c 'exit 9'", "touch b"]);
+    assert_eq!((code, marks), (Some(9), vec![]));
+    let out = run(procman().args(["batch", "--halt=sometimes", "/dev/null"]));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("option --halt"));
 }
 
 /// Kills the tool with SIGTERM once the joblog holds `n` entries; returns its exit status.
@@ -316,8 +451,16 @@ fn resume_after_an_interrupted_run_runs_every_job_exactly_once_to_success() {
     }
     // Open the gate: a job of the first run that survived would now write a second line.
     std::fs::write(&gate, "").unwrap();
+    // --resume-failed: the jobs recorded as killed run again.
     let out = run(procman()
-        .args(["batch", "-j", "2", "--no-logs", "--resume", "--joblog"])
+        .args([
+            "batch",
+            "-j",
+            "2",
+            "--no-logs",
+            "--resume-failed",
+            "--joblog",
+        ])
         .arg(&log)
         .arg(&jobs));
     let err = text(&out.stderr);
@@ -345,6 +488,140 @@ fn resume_after_an_interrupted_run_runs_every_job_exactly_once_to_success() {
         .arg(&jobs));
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stderr).contains("6 skipped"));
+}
+
+#[test]
+fn resume_skips_every_recorded_job_and_resume_failed_reruns_the_failures() {
+    let dir = TempDir::new("cli-resume-forms");
+    let runs = dir.join("runs.txt");
+    let mut lines = String::new();
+    for k in 1..=4 {
+        // Jobs 2 and 4 fail; each records that it ran.
+        let code = if k % 2 == 0 { 1 } else { 0 };
+        lines.push_str(&format!(
+            "sh -c 'echo {k} >> {}; exit {code}'\n",
+            runs.display()
+        ));
+    }
+    let jobs = write(&dir, "jobs.txt", &lines);
+    let log = dir.join("joblog");
+    let batch = |extra: &[&str]| {
+        let out = run(procman()
+            .args(["batch", "-q", "-j", "1", "--no-logs"])
+            .args(extra)
+            .arg("--joblog")
+            .arg(&log)
+            .arg(&jobs));
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        let _ = std::fs::remove_file(&runs);
+        (out.status.code(), ran)
+    };
+    assert_eq!(batch(&[]), (Some(2), "1\n2\n3\n4\n".to_owned()));
+    // GNU parallel's --resume: every job in the joblog is done, failed or not.
+    assert_eq!(batch(&["--resume"]), (Some(0), String::new()));
+    // --resume-failed: the failures run again.
+    assert_eq!(batch(&["--resume-failed"]), (Some(2), "2\n4\n".to_owned()));
+}
+
+#[test]
+fn timeouts_of_zero_directories_dependencies_and_bad_log_dirs_read_one_way() {
+    let dir = TempDir::new("cli-small");
+    // --timeout 0 is no timeout, as for coreutils timeout; in run, batch and a JSON job.
+    let out = run(procman().args(["run", "-q", "--timeout", "0", "sleep", "0.3"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = write(
+        &dir,
+        "t0.txt",
+        "sleep 0.3\n{\"program\": \"sleep\", \"args\": [\"0.3\"], \"timeout\": 0}\n",
+    );
+    let out = run(procman()
+        .args(["batch", "-q", "--timeout", "0", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = write(
+        &dir,
+        "t1.txt",
+        "{\"program\": \"sleep\", \"args\": [\"0.3\"], \"timeout\": 0}\n",
+    );
+    let out = run(procman()
+        .args(["batch", "-q", "--timeout", "0.05", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a job's own 0 overrides --timeout"
+    );
+
+    // A program that is a directory: 126 from run and in batch's joblog, as from a shell.
+    let out = run(procman().args(["run", "-q", "/"]));
+    assert_eq!(out.status.code(), Some(126));
+    let jobs = write(&dir, "dir.txt", "/\n/no/such/program\n");
+    let log = dir.join("joblog");
+    run(procman()
+        .args(["batch", "-q", "--no-logs", "--joblog"])
+        .arg(&log)
+        .arg(&jobs));
+    let entries = joblog(&log);
+    let codes: HashMap<u64, i32> = entries.iter().map(|e| (e.seq, e.exitval)).collect();
+    assert_eq!(codes, HashMap::from([(1, 126), (2, 127)]));
+
+    // A failed dependency is named by its line and name, not an internal id.
+    let jobs = write(
+        &dir,
+        "dep.txt",
+        "true\n{\"name\": \"prep\", \"program\": \"false\"}\n{\"program\": \"true\", \"after\": [\"prep\"]}\n",
+    );
+    let out = run(procman().args(["batch", "--no-logs"]).arg(&jobs));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("job 3 (line 3) never started: job 2 (line 2, \"prep\"), which it runs after"),
+        "{err}"
+    );
+
+    // A --log-dir that is a file: one message up front, procman's own error status.
+    let file = write(&dir, "not-a-dir", "");
+    let jobs = write(&dir, "three.txt", "true\ntrue\ntrue\n");
+    let out = run(procman().args(["batch", "--log-dir", &file]).arg(&jobs));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(err.matches("not-a-dir").count(), 1, "{err}");
+}
+
+#[test]
+fn every_verb_has_help_on_stdout_and_batch_has_a_quiet_mode() {
+    for (verb, first) in [
+        ("run", "procman run [OPTIONS]"),
+        ("batch", "procman batch [OPTIONS]"),
+        ("status", "procman status --joblog"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let out = run(procman().args([verb, flag]));
+            assert_eq!(out.status.code(), Some(0), "{verb} {flag}");
+            assert!(
+                text(&out.stdout).starts_with(first),
+                "{verb} {flag}: {}",
+                text(&out.stdout)
+            );
+            assert_eq!(text(&out.stderr), "");
+        }
+    }
+    // After the program, --help is the program's.
+    let out = run(procman().args(["run", "-q", "printf", "%s\\n", "--help"]));
+    assert_eq!(text(&out.stdout), "--help\n");
+    // -q: nothing on stderr for a batch that succeeds; failures are still told.
+    let dir = TempDir::new("cli-quiet");
+    let jobs = write(&dir, "ok.txt", "true\ntrue\n");
+    let out = run(procman()
+        .args(["batch", "-q", "--progress", "--no-logs"])
+        .arg(&jobs));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (Some(0), String::new())
+    );
+    let jobs = write(&dir, "bad.txt", "true\nfalse\n");
+    let out = run(procman().args(["batch", "-q", "--no-logs"]).arg(&jobs));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("job 2 (line 2) FAILED"));
 }
 
 #[test]
@@ -554,6 +831,380 @@ fn run_kills_the_job_group_on_sigterm_and_exits_128_plus_the_signal() {
         }
     }
     assert!(gone, "the background sleep {sleeper} outlived procman run");
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure names a seed to replay.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+/// What `procman run -q -- sh -c SCRIPT` writes when its stdout is `how`: "pipe" (handed to the
+/// job directly), "file" or "socket" (relayed by procman).
+fn run_output(how: &str, dir: &TempDir, script: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut cmd = procman();
+    cmd.args(["run", "-q", "--", "sh", "-c", script])
+        .stdin(Stdio::null());
+    match how {
+        "pipe" => {
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            out.stdout
+        }
+        "file" => {
+            let path = dir.join("relayed");
+            cmd.stdout(std::fs::File::create(&path).unwrap());
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            std::fs::read(&path).unwrap()
+        }
+        "socket" => {
+            let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            cmd.stdout(std::os::fd::OwnedFd::from(theirs));
+            let mut child = cmd.spawn().unwrap();
+            drop(cmd);
+            let mut got = Vec::new();
+            ours.read_to_end(&mut got).unwrap();
+            assert_eq!(child.wait().unwrap().code(), Some(0));
+            got
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn run_passes_output_on_byte_for_byte_whether_direct_or_relayed() {
+    let dir = TempDir::new("cli-run-bytes");
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    // A line of exactly 64 KiB (the library's observer cap) with its newline, then more.
+    let mut line = vec![b'x'; 64 * 1024];
+    line.push(b'\n');
+    line.extend_from_slice(b"after\n");
+    cases.push(("64 KiB line".into(), line));
+    cases.push(("no final newline".into(), b"one\ntwo".to_vec()));
+    cases.push(("empty".into(), Vec::new()));
+    for seed in 1..=4u64 {
+        let len = 1000 + (seed as usize * 97_531) % 300_000;
+        cases.push((format!("random seed {seed}"), random_bytes(seed, len)));
+    }
+    for (i, (what, data)) in cases.iter().enumerate() {
+        let path = dir.join(&format!("in{i}"));
+        std::fs::write(&path, data).unwrap();
+        let script = format!("cat '{}'", path.display());
+        for how in ["pipe", "file", "socket"] {
+            let got = run_output(how, &dir, &script);
+            assert!(
+                got == *data,
+                "{what} through a {how}: {} bytes in, {} out",
+                data.len(),
+                got.len()
+            );
+        }
+        // Stderr too, as a pipe.
+        let out = run(procman().args([
+            "run",
+            "-q",
+            "--",
+            "sh",
+            "-c",
+            &format!("cat '{}' >&2", path.display()),
+        ]));
+        assert!(out.stderr == *data, "{what} on stderr");
+    }
+}
+
+/// `procman run -q -- sh -c 'echo $$ >PIDFILE; exec yes'` with its stdout on `reader`'s other
+/// end; reads one line, closes the reader and returns (procman's exit code, the job's pid).
+fn yes_then_close(
+    dir: &TempDir,
+    stdout: Stdio,
+    mut reader: impl std::io::Read,
+) -> (Option<i32>, u32) {
+    let pidfile = dir.join("pid");
+    let mut child = procman()
+        .args(["run", "-q", "--", "sh", "-c"])
+        .arg(format!("echo $$ >'{}'; exec yes", pidfile.display()))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 2];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"y\n");
+    drop(reader);
+    let mut status = None;
+    let ended = eventually(LONG, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if !ended {
+        // Clean up what this test started before failing: the job (by its pid) and procman.
+        // SAFETY: plain kill(2) on pids this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(ended, "procman run did not end after its reader went away");
+    (status.unwrap().code(), pid)
+}
+
+#[test]
+fn run_ends_like_timeout_when_the_reader_of_its_output_goes_away() {
+    let dir = TempDir::new("cli-run-yes");
+    // A pipe: the job writes to it directly and dies of SIGPIPE, as under `timeout`: 141.
+    let (r, w) = pipe_pair();
+    let (code, pid) = yes_then_close(&dir, Stdio::from(w), std::fs::File::from(r));
+    assert_eq!(code, Some(128 + libc::SIGPIPE));
+    assert!(!common::alive(pid), "the job {pid} outlived procman");
+    // A socket: relayed; the relay closes its pipe, so the job meets the same SIGPIPE.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (code, pid) = yes_then_close(&dir, Stdio::from(std::os::fd::OwnedFd::from(theirs)), ours);
+    assert_eq!(code, Some(128 + libc::SIGPIPE));
+    assert!(!common::alive(pid), "the job {pid} outlived procman");
+}
+
+fn pipe_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors, owned here from now on.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch: command templates, output to the terminal, bytes
+// ---------------------------------------------------------------------------------------------
+
+/// `procman batch ARGS` with `stdin` as its input; returns (exit code, stdout, stderr).
+fn batch_with_stdin(args: &[&std::ffi::OsStr], stdin: &[u8]) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = procman()
+        .arg("batch")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), out.stdout, text(&out.stderr))
+}
+
+fn os_args(v: &[&str]) -> Vec<std::ffi::OsString> {
+    v.iter().map(std::ffi::OsString::from).collect()
+}
+
+#[test]
+fn a_command_template_takes_arguments_from_sources_files_and_stdin() {
+    let dir = TempDir::new("cli-template");
+    let fmt = "%s|%s|%s|%s|%s|%s\n";
+    let out = run(procman().args([
+        "batch",
+        "-q",
+        "-j",
+        "1",
+        "--no-logs",
+        "--line-buffer",
+        "--",
+        "printf",
+        fmt,
+        "{}",
+        "{.}",
+        "{/}",
+        "{//}",
+        "{/.}",
+        "{#}",
+        ":::",
+        "dir/in.tar.gz",
+        "plain",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "dir/in.tar.gz|dir/in.tar|in.tar.gz|dir|in.tar|1\nplain|plain|plain|.|plain|2\n"
+    );
+    // Options before the command need no `--`; sources multiply; `::::` reads a file.
+    let args = write(&dir, "args.txt", "x\ny\n");
+    let out = run(procman()
+        .args([
+            "batch",
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--group",
+            "echo",
+            "{1}-{2}",
+            "::::",
+        ])
+        .arg(&args)
+        .args([":::", "1", "2"]));
+    assert_eq!(text(&out.stdout), "x-1\nx-2\ny-1\ny-2\n");
+    // No source: arguments from stdin, one per line, or NUL-terminated with -0; a command
+    // without a replacement string gets the argument appended.
+    let (code, stdout, err) = batch_with_stdin(
+        &os_args(&[
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--line-buffer",
+            "echo",
+            "arg:",
+        ])
+        .iter()
+        .map(|a| a.as_os_str())
+        .collect::<Vec<_>>(),
+        b"a b\nc\n",
+    );
+    assert_eq!(
+        (code, text(&stdout)),
+        (Some(0), "arg: a b\narg: c\n".into()),
+        "{err}"
+    );
+    let (_, stdout, _) = batch_with_stdin(
+        &os_args(&[
+            "-q",
+            "-j",
+            "1",
+            "--no-logs",
+            "--line-buffer",
+            "-0",
+            "echo",
+            "[{}]",
+        ])
+        .iter()
+        .map(|a| a.as_os_str())
+        .collect::<Vec<_>>(),
+        b"with\nnewline\0two\0",
+    );
+    assert_eq!(text(&stdout), "[with\nnewline]\n[two]\n");
+}
+
+#[test]
+fn bytes_that_are_not_utf8_reach_the_job_unchanged() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = TempDir::new("cli-bytes");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // A job line in Latin-1, quoted, and an argument from ::: that is not UTF-8.
+    let mut line = b"touch 'caf\xe9 one' plain\n".to_vec();
+    line.extend_from_slice(b"{\"program\": \"true\"}\n");
+    let jobs = dir.join("latin1.txt");
+    std::fs::write(&jobs, &line).unwrap();
+    let out = run(procman()
+        .args(["batch", "-q", "--no-logs"])
+        .arg(&jobs)
+        .current_dir(&marks));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(procman()
+        .args(["batch", "-q", "--no-logs", "touch", "{}.x", ":::"])
+        .arg(std::ffi::OsString::from_vec(b"\xff\xfe".to_vec()))
+        .current_dir(&marks));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            b"caf\xe9 one".to_vec(),
+            b"plain".to_vec(),
+            b"\xff\xfe.x".to_vec()
+        ]
+    );
+}
+
+/// The lines of `out`, which must each be `TAG<TAB>TAG-<n>-<padding>` with its own tag.
+fn check_tagged_lines(out: &str, tags: &[&str], per_job: usize) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order = Vec::new();
+    for line in out.lines() {
+        let (tag, body) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("untagged {line:?}"));
+        assert!(tags.contains(&tag), "{line:?}");
+        let n = seen.entry(tag.to_owned()).or_default();
+        assert_eq!(
+            body,
+            format!("{tag}-{n}-{}", "x".repeat(200)),
+            "a mixed line"
+        );
+        *n += 1;
+        order.push(tag.to_owned());
+    }
+    for t in tags {
+        assert_eq!(seen.get(*t), Some(&per_job), "{t}");
+    }
+    order
+}
+
+#[test]
+fn line_buffer_and_group_print_whole_lines_tagged_and_group_keeps_each_job_together() {
+    let tags = ["a", "b", "c", "d"];
+    let script = format!(
+        "i=0; while [ $i -lt 300 ]; do echo \"$0-$i-{}\"; i=$((i+1)); done",
+        "x".repeat(200)
+    );
+    for mode in ["--line-buffer", "--group"] {
+        let out = run(procman()
+            .args([
+                "batch",
+                "-q",
+                "-j",
+                "4",
+                "--no-logs",
+                mode,
+                "--tag",
+                "sh",
+                "-c",
+            ])
+            .arg(&script)
+            .args(["{}", ":::"])
+            .args(tags));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let order = check_tagged_lines(&text(&out.stdout), &tags, 300);
+        if mode == "--group" {
+            let mut runs = order.clone();
+            runs.dedup();
+            assert_eq!(runs.len(), 4, "--group: each job's output in one piece");
+        }
+    }
+    // --tag without a terminal output mode is a usage error.
+    let out = run(procman().args(["batch", "--tag", "/dev/null"]));
+    assert_eq!(out.status.code(), Some(255));
+    // Log files are still written beside the terminal output.
+    let dir = TempDir::new("cli-line-buffer-logs");
+    let out = run(procman()
+        .args(["batch", "-q", "--line-buffer", "--log-dir"])
+        .arg(dir.join("logs"))
+        .args(["echo", "{}", ":::", "hello"]));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/1.log")).unwrap(),
+        "hello\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, kid, pattern, TempDir};
 use procman::{
     BuildError, JobId, JobRecord, JobSpec, JobStatus, KillOutcome, ProcessManager, ShutdownMode,
-    StartError, WaitMode, WaitTimeoutError,
+    StartError, WaitError, WaitMode, WaitTimeoutError,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -162,10 +162,10 @@ fn delete_job_forgets_a_finished_job() {
     let m = manager(2);
     let id = m.start_process(JobSpec::new("true")).unwrap();
     m.wait(id).unwrap();
-    assert!(m.delete_job(id));
-    assert!(m.job_data(id).is_none());
-    assert!(!m.delete_job(id));
-    assert_eq!(m.wait(id).unwrap_err().0, id);
+    m.delete_job(id).unwrap();
+    assert!(m.job_data(id).is_err());
+    assert!(m.delete_job(id).is_err());
+    assert_eq!(m.wait(id).unwrap_err(), WaitError::UnknownJob(id));
 }
 
 #[test]
@@ -221,13 +221,13 @@ fn exactly_one_handler_call_on_every_path() {
         let running = m.start_process(spec(&["sleep", "30"])).unwrap();
         let deleted = m.start_process(spec(&["sleep", "30"])).unwrap();
         // Both take the two slots; these two stay pending.
-        m.pause();
+        m.pause().unwrap();
         let pending = m.start_process(spec(&["exit", "0"])).unwrap();
         let at_shutdown = m.start_process(spec(&["exit", "0"])).unwrap();
-        assert_eq!(m.kill_process(pending), Some(KillOutcome::Cancelled));
+        assert_eq!(m.kill_process(pending), Ok(KillOutcome::Cancelled));
         // Kill and delete a running job (or one about to start).
-        assert_eq!(m.kill_process(running), Some(KillOutcome::Killing));
-        assert!(m.delete_job(deleted));
+        assert_eq!(m.kill_process(running), Ok(KillOutcome::Killing));
+        m.delete_job(deleted).unwrap();
         m.wait(running).unwrap();
         m.shutdown(ShutdownMode::Cancel, None);
         let calls = calls.lock().unwrap();
@@ -300,7 +300,7 @@ fn a_kill_ends_the_whole_process_group() {
     let tree = [kid(), "tree", "2", "2", secs.as_str()];
     // The root exited at once; its six descendants sleep.
     assert_eq!(common::live_with_argv(&tree).len(), 6);
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed);
     // Well before the 30 s the processes would take on their own.
@@ -577,7 +577,7 @@ fn many_threads_submit_kill_and_query_at_once() {
                         }))
                         .unwrap();
                     if (i + t) % 3 == 0 {
-                        m.kill_process(id);
+                        m.kill_process(id).unwrap();
                     }
                     let _ = m.job_data(id);
                     let _ = m.running_processes();
@@ -628,9 +628,9 @@ fn bad_input_gives_typed_errors() {
     ));
     assert!(matches!(m.set_limit(0), Err(BuildError::ZeroLimit(_))));
     let unknown = JobId(999_999);
-    assert!(m.job_data(unknown).is_none());
-    assert!(m.kill_process(unknown).is_none());
-    assert!(!m.delete_job(unknown));
+    assert!(m.job_data(unknown).is_err());
+    assert!(m.kill_process(unknown).is_err());
+    assert!(m.delete_job(unknown).is_err());
     assert!(m.wait(unknown).is_err());
     assert_eq!(
         m.wait_timeout(unknown, Duration::from_millis(1))
@@ -703,14 +703,14 @@ fn a_killed_pending_job_never_starts() {
     let marker = dir.join("ran");
     let pending = m.start_process(JobSpec::new("touch").arg(&marker)).unwrap();
     assert_eq!(m.pending_processes(), vec![pending]);
-    assert_eq!(m.kill_process(pending), Some(KillOutcome::Cancelled));
-    assert_eq!(m.kill_process(blocker), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(pending), Ok(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(blocker), Ok(KillOutcome::Killing));
     m.wait_all();
     let r = m.job_data(pending).unwrap();
     assert_eq!(r.status, JobStatus::Cancelled);
     assert!(r.started_at.is_none() && r.pid.is_none());
     assert!(!marker.exists());
-    assert_eq!(m.kill_process(pending), Some(KillOutcome::AlreadyFinished));
+    assert_eq!(m.kill_process(pending), Ok(KillOutcome::AlreadyFinished));
 }
 
 #[test]
@@ -730,8 +730,8 @@ fn deleting_a_running_job_kills_it_and_its_handler_still_runs_once() {
             break;
         }
     }
-    assert!(m.delete_job(id));
-    assert!(m.job_data(id).is_none());
+    m.delete_job(id).unwrap();
+    assert!(m.job_data(id).is_err());
     assert_eq!(rx.recv_timeout(LONG).unwrap(), JobStatus::Killed);
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
 }
@@ -881,7 +881,7 @@ fn wait_timeout_returns_while_the_job_goes_on() {
         WaitTimeoutError::Timeout
     );
     assert!(!m.job_data(id).unwrap().status.is_final());
-    m.kill_process(id);
+    m.kill_process(id).unwrap();
     assert!(m.wait(id).unwrap().status.is_final());
 }
 

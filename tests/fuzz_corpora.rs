@@ -1,8 +1,9 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/*`) through the very checks the
 //! fuzz targets run (`fuzz/checks/<target>.rs`, included here and by `fuzz/fuzz_targets/`), so
 //! a plain `cargo test` covers every input the fuzzers kept, without cargo-fuzz or nightly.
-//! The state_machine target's corpus is not replayed here (its check runs real processes and
-//! counts the process's children, so it needs a binary of its own).
+//! The state_machine target's corpus is replayed by `tests/fuzz_state_machine.rs` instead: its
+//! check runs real processes and counts the process's children and threads, so it needs a binary
+//! of its own.
 #![cfg(feature = "cli")]
 
 use std::panic::{self, AssertUnwindSafe};
@@ -57,7 +58,7 @@ fn duration_corpus_keeps_its_invariants() {
 
 #[test]
 fn words_corpus_keeps_its_invariants() {
-    replay("words", words::check);
+    replay("words", words::check_all);
 }
 
 #[test]

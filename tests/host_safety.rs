@@ -118,7 +118,7 @@ fn exercise(m: &ProcessManager, during: &dyn Fn(&str)) {
         .unwrap();
     rx.recv_timeout(LONG).unwrap();
     during("an observed job and a plain one run");
-    assert_eq!(m.kill_process(killed), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(killed), Ok(KillOutcome::Killing));
     during("a killed job ignores its TERM");
     assert_eq!(m.wait(killed).unwrap().status, JobStatus::Killed);
     // Logs the TERM it ignores: once that line is seen, the job is in its timeout's grace. (2 s
@@ -142,7 +142,7 @@ fn exercise(m: &ProcessManager, during: &dyn Fn(&str)) {
     rx.recv_timeout(LONG)
         .expect("the timeout's TERM, caught (not: the job died of it, or no TERM came)");
     during("a timed-out job is in its grace");
-    assert_eq!(m.kill_process(plain), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(plain), Ok(KillOutcome::Killing));
     assert_eq!(m.wait(plain).unwrap().status, JobStatus::Killed);
     let r = m.wait(timed).unwrap();
     assert_eq!(

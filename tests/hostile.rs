@@ -1,6 +1,6 @@
 //! Reliability under hostile programs and a hostile environment (issue 6). Each hostile
 //! behaviour is a mode of `procman-testkid` (tests/support/testkid.rs) and each test names the
-//! promise it pins (docs-reliability.md lists them).
+//! promise it pins (DESIGN.md, "RELIABILITY", lists them).
 
 mod common;
 #[path = "common/isolate.rs"]
@@ -77,7 +77,7 @@ fn a_child_that_ignores_term_and_int_is_killed_with_sigkill_after_the_grace_peri
             .unwrap();
         ready.recv_timeout(LONG).expect("the child is ready");
         let asked = Instant::now();
-        assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+        assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
         let r = m.wait(id).unwrap();
         let took = asked.elapsed();
         assert_eq!(r.status, JobStatus::Killed, "{mode:?}");
@@ -125,7 +125,7 @@ fn a_process_tree_left_behind_by_its_root_is_ended_with_the_group() {
 
 #[test]
 fn a_grandchild_in_a_new_session_escapes_the_group_kill_and_procman_does_not_wait_for_it() {
-    // Documented limit (docs-reliability.md): a process that calls setsid() leaves the job's
+    // Documented limit (DESIGN.md, "Limits, stated"): a process that calls setsid() leaves the job's
     // process group, so neither the timeout/kill nor the leftover kill reaches it. procman does
     // not track it; with observed output it stops waiting for the pipes after the drain bound.
     let dir = TempDir::new("setsid");
@@ -499,7 +499,7 @@ fn a_program_without_execute_permission_fails_to_spawn_even_for_root() {
 #[test]
 fn unreadable_input_and_unwritable_log_fail_to_spawn_with_permission_denied() {
     // Root bypasses file permissions, so this runs in a child process that drops to the
-    // unprivileged user 65534 (nobody) when it is root (see docs-reliability.md).
+    // unprivileged user 65534 (nobody) when it is root (see DESIGN.md, "Permission tests and root").
     isolate::isolated(
         "unreadable_input_and_unwritable_log_fail_to_spawn_with_permission_denied",
         LONG,
@@ -624,10 +624,10 @@ fn a_working_directory_that_disappears_before_spawn_fails_to_spawn_with_its_name
     let dir = TempDir::new("vanish");
     let cwd = dir.join("work");
     std::fs::create_dir(&cwd).unwrap();
-    m.pause();
+    m.pause().unwrap();
     let id = m.start_process(JobSpec::new("true").cwd(&cwd)).unwrap();
     std::fs::remove_dir(&cwd).unwrap();
-    m.resume();
+    m.resume().unwrap();
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::SpawnFailed);
     let e = r.error.unwrap();

@@ -827,3 +827,43 @@ proptest! {
         prop_assert_eq!(back.command, e.command);
     }
 }
+
+#[test]
+fn split_words_bytes_keeps_the_bytes_of_a_line_that_is_not_utf8() {
+    use procman::jobfile::{split_words_bytes, SplitError};
+    use std::os::unix::ffi::OsStrExt;
+    let words = split_words_bytes(b"cp 'caf\xe9 au lait.mtz' out\\ \xff \"q\xfe\"").unwrap();
+    let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+    assert_eq!(
+        words,
+        [&b"cp"[..], b"caf\xe9 au lait.mtz", b"out \xff", b"q\xfe"]
+    );
+    // UTF-8 input: exactly split_words.
+    let words = split_words_bytes("a 'b c' é".as_bytes()).unwrap();
+    assert_eq!(words, ["a", "b c", "é"]);
+    // The same errors, with columns counting an invalid byte as one.
+    assert_eq!(
+        split_words_bytes(b"\xff 'open"),
+        Err(SplitError::UnterminatedSingleQuote { column: 3 })
+    );
+    assert_eq!(
+        split_words_bytes(b"\xff | x"),
+        Err(SplitError::UnquotedOperator {
+            operator: '|',
+            column: 3
+        })
+    );
+    // The reserved characters cannot appear in a line that is not UTF-8.
+    assert!(matches!(
+        split_words_bytes(
+            "\u{10FF41} \u{0}"
+                .as_bytes()
+                .iter()
+                .chain(b"\xff")
+                .copied()
+                .collect::<Vec<_>>()
+                .as_slice()
+        ),
+        Err(SplitError::Unrepresentable { column: 1 })
+    ));
+}

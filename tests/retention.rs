@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{eventually, kid};
-use procman::{JobId, JobSpec, JobStatus, ProcessManager, Retention, StartError};
+use procman::{JobId, JobSpec, JobStatus, ProcessManager, Retention, StartError, UnknownJob};
 
 fn manager(retention: Retention) -> ProcessManager {
     ProcessManager::builder()
@@ -30,7 +30,7 @@ fn run_true(m: &ProcessManager) -> JobId {
 
 /// The job's record can be read (`job_data` answers for it).
 fn known(m: &ProcessManager, id: JobId) -> bool {
-    m.job_data(id).is_some()
+    m.job_data(id).is_ok()
 }
 
 /// The thread named `name` is asleep (blocked in a wait), per /proc/self/task/*/stat.
@@ -67,8 +67,8 @@ fn records_beyond_the_newest_n_are_evicted_oldest_first_and_read_as_unknown() {
         assert!(!known(&m, old), "{old} still kept");
         assert!(m.wait(old).is_err());
         assert!(m.wait_timeout(old, Duration::from_secs(1)).is_err());
-        assert!(m.kill_process(old).is_none());
-        assert!(!m.delete_job(old));
+        assert_eq!(m.kill_process(old), Err(UnknownJob(old)));
+        assert_eq!(m.delete_job(old), Err(UnknownJob(old)));
     }
     for &new in &ids[3..] {
         assert_eq!(m.job_data(new).unwrap().status, JobStatus::Finished);
@@ -156,7 +156,7 @@ fn after_an_evicted_job_still_knows_whether_it_succeeded() {
     let deleted = m
         .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
         .unwrap();
-    assert!(m.delete_job(deleted));
+    assert_eq!(m.delete_job(deleted), Ok(()));
     assert!(matches!(
         m.start_process(JobSpec::new("true").after(deleted)),
         Err(StartError::UnknownDependency(d)) if d == deleted
@@ -230,7 +230,7 @@ fn a_deleted_record_leaves_its_place_to_another() {
     let a = run_true(&m);
     let b = run_true(&m);
     let c = run_true(&m);
-    assert!(m.delete_job(b));
+    assert_eq!(m.delete_job(b), Ok(()));
     let d = run_true(&m);
     assert!(known(&m, a), "a was evicted although only a, c, d are kept");
     assert!(known(&m, c) && known(&m, d));
@@ -239,7 +239,7 @@ fn a_deleted_record_leaves_its_place_to_another() {
     for _ in 0..300 {
         let id = run_true(&m);
         assert!(!known(&m, a), "{a} kept beyond the newest 3");
-        assert!(m.delete_job(id));
+        assert_eq!(m.delete_job(id), Ok(()));
         assert!(known(&m, c) && known(&m, d));
     }
     let e = run_true(&m);
@@ -265,7 +265,7 @@ fn set_retention_evicts_at_once_what_the_new_policy_does_not_keep() {
     m.set_retention(keep(0));
     assert!(known(&m, live));
     assert!(ids.iter().all(|&id| !known(&m, id)));
-    assert!(m.kill_process(live).is_some());
+    assert!(m.kill_process(live).is_ok());
     // Once its handler has run (none here) it goes, unread.
     assert!(eventually(Duration::from_secs(60), || !known(&m, live)));
     let snap = m.snapshot();
@@ -301,7 +301,7 @@ fn a_hold_keeps_a_record_readable_through_it_after_it_left_the_manager() {
         .start_process(JobSpec::new(kid()).args(["sleep", "30"]))
         .unwrap();
     let held = m.hold(live).unwrap();
-    assert!(m.delete_job(live));
+    assert_eq!(m.delete_job(live), Ok(()));
     assert!(held.wait().is_err());
     assert!(held.record().is_err());
 }

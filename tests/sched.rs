@@ -123,13 +123,13 @@ fn counted(spec: JobSpec, calls: &Arc<AtomicUsize>) -> JobSpec {
 fn higher_priorities_start_first_and_equal_ones_in_submission_order() {
     let m = manager(1);
     let mut w = Watch::new(&m);
-    m.pause();
+    m.pause().unwrap();
     let prios = [0, 5, 0, 5, -1, 5, 2, -1];
     let ids: Vec<JobId> = prios
         .iter()
         .map(|&p| m.start_process(JobSpec::new("true").priority(p)).unwrap())
         .collect();
-    m.resume();
+    m.resume().unwrap();
     w.all_finished(&ids);
     let mut want: Vec<(i32, usize)> = prios.iter().copied().zip(0..).collect();
     want.sort_by_key(|&(p, n)| (std::cmp::Reverse(p), n));
@@ -143,7 +143,7 @@ fn dependants_released_by_one_completion_start_by_priority() {
     // so the highest priority must start first, whatever order they were released in.
     let m = manager(1);
     let mut w = Watch::new(&m);
-    m.pause();
+    m.pause().unwrap();
     let d = m.start_process(JobSpec::new("true")).unwrap();
     let low = m.start_process(JobSpec::new("true").after(d)).unwrap();
     let high = m
@@ -153,7 +153,7 @@ fn dependants_released_by_one_completion_start_by_priority() {
         .start_process(JobSpec::new("true").after(d).priority(1))
         .unwrap();
     let low2 = m.start_process(JobSpec::new("true").after(d)).unwrap();
-    m.resume();
+    m.resume().unwrap();
     w.all_finished(&[d, low, high, mid, low2]);
     let order: Vec<JobId> = w.starts().into_iter().map(|s| s.0).collect();
     assert_eq!(order, vec![d, high, mid, low, low2]);
@@ -234,7 +234,7 @@ fn a_failure_cascades_down_the_graph_and_each_dependant_handler_runs_once() {
 fn cancelling_a_job_others_wait_on_fails_a_chain_of_three() {
     let m = manager(1);
     let calls = Arc::new(AtomicUsize::new(0));
-    m.pause();
+    m.pause().unwrap();
     let a = m
         .start_process(counted(JobSpec::new("true"), &calls))
         .unwrap();
@@ -247,13 +247,13 @@ fn cancelling_a_job_others_wait_on_fails_a_chain_of_three() {
     let d = m
         .start_process(counted(JobSpec::new("true").after(c), &calls))
         .unwrap();
-    assert_eq!(m.kill_process(a), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(a), Ok(KillOutcome::Cancelled));
     // The cascade is immediate: every record is final before the queue even resumes.
     assert_eq!(m.job_data(a).unwrap().status, JobStatus::Cancelled);
     for id in [b, c, d] {
         assert_eq!(m.job_data(id).unwrap().status, JobStatus::DependencyFailed);
     }
-    m.resume();
+    m.resume().unwrap();
     m.wait_all();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
@@ -266,7 +266,7 @@ fn killing_a_running_job_others_wait_on_cascades() {
     let b = m.start_process(JobSpec::new("true").after(a)).unwrap();
     let c = m.start_process(JobSpec::new("true").after(b)).unwrap();
     w.started(a);
-    assert_eq!(m.kill_process(a), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(a), Ok(KillOutcome::Killing));
     w.all_finished(&[a, b, c]);
     assert_eq!(m.wait(a).unwrap().status, JobStatus::Killed);
     assert_eq!(m.wait(b).unwrap().status, JobStatus::DependencyFailed);
@@ -303,7 +303,7 @@ fn unknown_or_deleted_dependencies_are_rejected_and_nothing_is_queued() {
     let calls = Arc::new(AtomicUsize::new(0));
     let known = m.run(JobSpec::new("true")).unwrap().id;
     let gone = m.run(JobSpec::new("true")).unwrap().id;
-    assert!(m.delete_job(gone));
+    m.delete_job(gone).unwrap();
     for bad in [JobId(999_999), gone] {
         let err = m
             .start_process(counted(
@@ -393,13 +393,13 @@ fn a_backoff_holds_no_slot_and_a_later_attempt_can_succeed() {
     let mut w = Watch::new(&m);
     let dir = TempDir::new("retry-backoff");
     let backoff = Duration::from_millis(100);
-    m.pause();
+    m.pause().unwrap();
     let begun = Instant::now();
     let id = m
         .start_process(flaky(&dir, 3).retries(5, backoff, RetryOn::default()))
         .unwrap();
     let other = m.start_process(JobSpec::new("true")).unwrap();
-    m.resume();
+    m.resume().unwrap();
     w.all_finished(&[id, other]);
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Finished);
@@ -524,7 +524,7 @@ fn a_kill_by_the_user_is_never_retried() {
         ))
         .unwrap();
     w.started(running);
-    assert_eq!(m.kill_process(running), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(running), Ok(KillOutcome::Killing));
     let r = w.finished(running);
     assert_eq!((r.status, r.attempts), (JobStatus::Killed, 1));
 
@@ -536,7 +536,7 @@ fn a_kill_by_the_user_is_never_retried() {
         ))
         .unwrap();
     w.find(|e| matches!(e, Event::Retrying { id, .. } if *id == waiting));
-    assert_eq!(m.kill_process(waiting), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(waiting), Ok(KillOutcome::Cancelled));
     let r = w.finished(waiting);
     assert_eq!(r.status, JobStatus::Cancelled);
     assert_eq!(r.attempts, 1);
@@ -685,7 +685,7 @@ fn a_job_that_declares_nothing_is_not_held_back_by_resources() {
     w.started(big);
     let small = m.start_process(JobSpec::new("true")).unwrap();
     assert_eq!(w.finished(small).status, JobStatus::Finished);
-    m.kill_process(big);
+    m.kill_process(big).unwrap();
 }
 
 #[test]
@@ -697,12 +697,12 @@ fn huge_declarations_do_not_overflow_the_accounting() {
     w.started(a);
     let b = m.start_process(JobSpec::new("true").memory(half)).unwrap();
     // 2^63 + 2^63 does not fit in u64::MAX: b waits for a.
-    assert_eq!(m.kill_process(b), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(b), Ok(KillOutcome::Cancelled));
     let c = m
         .start_process(JobSpec::new("true").memory(half - 1))
         .unwrap();
     assert_eq!(w.finished(c).status, JobStatus::Finished);
-    m.kill_process(a);
+    m.kill_process(a).unwrap();
 }
 
 /// The anti-starvation policy: strict order, no backfill. A large job at the head of the queue
@@ -712,20 +712,20 @@ fn huge_declarations_do_not_overflow_the_accounting() {
 fn a_large_job_is_not_starved_by_a_stream_of_small_ones() {
     let m = builder(8).memory_capacity(100).build().unwrap();
     let mut w = Watch::new(&m);
-    m.pause();
+    m.pause().unwrap();
     let running = m.start_process(sleeper().memory(40)).unwrap();
     let large = m.start_process(JobSpec::new("true").memory(100)).unwrap();
     let mut small: Vec<JobId> = (0..3)
         .map(|_| m.start_process(JobSpec::new("true").memory(10)).unwrap())
         .collect();
-    m.resume();
+    m.resume().unwrap();
     w.started(running);
     // 60 is free and the small jobs need 10 each, yet none was admitted past the large job:
     // they are still cancellable (no worker has them). More small jobs keep arriving.
     small.extend((0..3).map(|_| m.start_process(JobSpec::new("true").memory(10)).unwrap()));
     let probe = small.pop().unwrap();
-    assert_eq!(m.kill_process(probe), Some(KillOutcome::Cancelled));
-    assert_eq!(m.kill_process(running), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(probe), Ok(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(running), Ok(KillOutcome::Killing));
     w.all_finished(&small);
     w.all_finished(&[large]);
     let first_small = small
@@ -745,13 +745,13 @@ fn a_priority_stream_is_the_documented_exception() {
     // higher-priority jobs keep arriving. Equal or lower priorities never overtake it.
     let m = builder(8).memory_capacity(100).build().unwrap();
     let mut w = Watch::new(&m);
-    m.pause();
+    m.pause().unwrap();
     let large = m.start_process(JobSpec::new("true").memory(100)).unwrap();
     let urgent = m
         .start_process(JobSpec::new("true").memory(10).priority(1))
         .unwrap();
     let same = m.start_process(JobSpec::new("true").memory(10)).unwrap();
-    m.resume();
+    m.resume().unwrap();
     w.all_finished(&[large, urgent, same]);
     assert_eq!(w.starts(), vec![(urgent, 1), (large, 1), (same, 1)]);
 }
@@ -782,7 +782,7 @@ fn lowering_capacities_below_a_queued_jobs_needs_ends_it_and_its_dependants() {
         JobStatus::DependencyFailed
     );
     // The running job is not touched; `small` (1 CPU) waits for it (2 of 2 in use).
-    assert_eq!(m.kill_process(small), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(small), Ok(KillOutcome::Cancelled));
     assert_eq!(m.job_data(running).unwrap().status, JobStatus::Running);
     // Raising the capacities starts what now fits.
     let next = m
@@ -790,7 +790,7 @@ fn lowering_capacities_below_a_queued_jobs_needs_ends_it_and_its_dependants() {
         .unwrap();
     m.set_capacities(4, u64::MAX).unwrap();
     assert_eq!(w.finished(next).status, JobStatus::Finished);
-    m.kill_process(running);
+    m.kill_process(running).unwrap();
     m.wait_all();
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     assert!(m.set_capacities(0, 1).is_err());
@@ -806,16 +806,16 @@ fn pause_stops_new_starts_and_resume_restarts_them() {
         .start_process(JobSpec::new(kid()).args(["sleep", "0.05"]))
         .unwrap();
     w.started(running);
-    m.pause();
+    m.pause().unwrap();
     assert!(m.snapshot().paused);
     let queued: Vec<JobId> = (0..3)
         .map(|_| m.start_process(JobSpec::new("true")).unwrap())
         .collect();
     // The running job goes on to its end; nothing starts meanwhile.
     assert_eq!(w.finished(running).status, JobStatus::Finished);
-    assert_eq!(m.kill_process(queued[0]), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(queued[0]), Ok(KillOutcome::Cancelled));
     assert_eq!(m.pending_processes(), queued[1..].to_vec());
-    m.resume();
+    m.resume().unwrap();
     assert!(!m.snapshot().paused);
     w.all_finished(&queued);
     assert_eq!(
@@ -836,9 +836,9 @@ fn raising_the_limit_at_run_time_starts_waiting_jobs_at_once() {
     assert_eq!(m.limit(), 3);
     w.started(ids[1]);
     w.started(ids[2]);
-    assert_eq!(m.kill_process(ids[3]), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(ids[3]), Ok(KillOutcome::Cancelled));
     for &id in &ids[..3] {
-        m.kill_process(id);
+        m.kill_process(id).unwrap();
     }
     m.wait_all();
 }
@@ -858,24 +858,24 @@ fn lowering_the_limit_at_run_time_lets_running_jobs_finish_and_starts_none_until
     assert_eq!(m.limit(), 1);
     // Two of three running jobs end: one still runs, so nothing is admitted.
     for &id in &ids[..2] {
-        assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+        assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
         w.finished(id);
     }
-    assert_eq!(m.kill_process(ids[3]), Some(KillOutcome::Cancelled));
+    assert_eq!(m.kill_process(ids[3]), Ok(KillOutcome::Cancelled));
     assert_eq!(m.job_data(ids[2]).unwrap().status, JobStatus::Running);
     // The last one ends: exactly one job takes its place.
-    m.kill_process(ids[2]);
+    m.kill_process(ids[2]).unwrap();
     w.finished(ids[2]);
     w.started(ids[4]);
-    assert_eq!(m.kill_process(ids[5]), Some(KillOutcome::Cancelled));
-    m.kill_process(ids[4]);
+    assert_eq!(m.kill_process(ids[5]), Ok(KillOutcome::Cancelled));
+    m.kill_process(ids[4]).unwrap();
     m.wait_all();
 }
 
 #[test]
 fn a_draining_shutdown_runs_a_paused_queue() {
     let m = manager(2);
-    m.pause();
+    m.pause().unwrap();
     let ids: Vec<JobId> = (0..3)
         .map(|_| m.start_process(JobSpec::new("true")).unwrap())
         .collect();

@@ -190,7 +190,7 @@ fn run(case: &Case) -> Result<Run, TestCaseError> {
     let rx = m.subscribe(1_000_000);
     let handled: Arc<Mutex<HashMap<JobId, Vec<JobStatus>>>> = Arc::default();
     // Everything is submitted while paused, so the whole set waits at the same moment.
-    m.pause();
+    m.pause().unwrap();
     let mut ids: Vec<JobId> = Vec::new();
     for p in &case.jobs {
         let mut spec = p
@@ -209,13 +209,13 @@ fn run(case: &Case) -> Result<Run, TestCaseError> {
         spec = spec.on_finish(move |r| h.lock().unwrap().entry(r.id).or_default().push(r.status));
         ids.push(m.start_process(spec).unwrap());
     }
-    m.resume();
+    m.resume().unwrap();
     let mut events = Vec::new();
     let mut kills = HashMap::new();
     let mut finished = 0;
     while finished < ids.len() {
         for &(_, j) in case.kills.iter().filter(|k| k.0 == events.len()) {
-            if let Some(o) = m.kill_process(ids[j]) {
+            if let Ok(o) = m.kill_process(ids[j]) {
                 kills.entry(j).or_insert(o);
             }
         }

@@ -351,7 +351,7 @@ fn kill_while_pending_cancels_it_in_slurm() {
     wait_until(&m, id, Duration::from_secs(30), |r| r.pid.is_some());
     let job = m.job_data(id).unwrap().pid.unwrap();
     assert_eq!(scontrol(job).0, "PENDING");
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Cancelled, "{r:?}");
     assert_eq!(r.backend_state.as_deref(), Some("CANCELLED"));
@@ -374,7 +374,7 @@ fn kill_while_running_ends_it_as_killed() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     let t = Instant::now();
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     let r = m.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
@@ -620,7 +620,7 @@ fn managers_from_one_builder_are_independent_and_kill_escalates() {
         r.backend_state.as_deref() == Some("RUNNING")
     });
     first.shutdown(ShutdownMode::Cancel, None);
-    assert_eq!(second.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(second.kill_process(id), Ok(KillOutcome::Killing));
     let r = second.wait(id).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");
     assert_eq!((r.signal, r.error.as_deref()), (Some(15), None));
@@ -691,7 +691,7 @@ fn max_durations_with_stand_in_slurm(name: &str, timeout: Option<Duration>) {
     wait_until(&m, id, Duration::from_secs(30), |r| {
         r.backend_state.as_deref() == Some("RUNNING")
     });
-    assert_eq!(m.kill_process(id), Some(KillOutcome::Killing));
+    assert_eq!(m.kill_process(id), Ok(KillOutcome::Killing));
     // Bounded only so that a bug fails the test instead of hanging it.
     let r = m.wait_timeout(id, Duration::from_secs(30)).unwrap();
     assert_eq!(r.status, JobStatus::Killed, "{r:?}");

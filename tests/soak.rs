@@ -219,10 +219,11 @@ fn soak() {
                 };
                 if let Some(id) = pick {
                     if t == 2 {
-                        m.delete_job(id);
+                        // Another thread may have deleted it already.
+                        let _ = m.delete_job(id);
                         deletes.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        m.kill_process(id);
+                        let _ = m.kill_process(id);
                         kills.fetch_add(1, Ordering::Relaxed);
                     }
                 }

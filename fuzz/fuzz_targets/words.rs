@@ -1,4 +1,4 @@
-//! `split_words` never panics; whatever it accepts, quoting the words and
+//! `split_words` and `split_words_bytes` never panic; whatever `split_words` accepts, quoting the words and
 //! splitting again gives the same words back.
 #![no_main]
 
@@ -8,4 +8,4 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../checks/words.rs"]
 mod check;
 
-fuzz_target!(|data: &[u8]| check::check(data));
+fuzz_target!(|data: &[u8]| check::check_all(data));

@@ -2,13 +2,29 @@
 
 import datetime
 import os
-from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    final,
+)
 
-_Path = Union[str, bytes, os.PathLike]
+__version__: str
+
+_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _Seconds = Union[float, datetime.timedelta]
 
 class StartError(ValueError): ...
 
+@final
 class Record:
     id: int
     program: str
@@ -37,6 +53,7 @@ class Record:
     is_success: bool
     def describe(self) -> str: ...
 
+@final
 class JobSpec:
     program: _Path
     args: Sequence[Union[_Path, int, float]]
@@ -56,8 +73,8 @@ class JobSpec:
     priority: int
     after: List[int]
     kill_leftovers: Optional[bool]
-    def __init__(
-        self,
+    def __new__(
+        cls,
         program: _Path,
         args: Optional[Iterable[Union[_Path, int, float]]] = None,
         *,
@@ -75,13 +92,28 @@ class JobSpec:
         on_finish: Optional[Callable[[Record], Any]] = None,
         observe: Optional[Callable[[int, str, bytes], Any]] = None,
         priority: int = 0,
-        after: Sequence[int] = (),
+        after: Optional[Sequence[int]] = None,
         kill_leftovers: Optional[bool] = None,
-    ) -> None: ...
+    ) -> "JobSpec": ...
 
+@final
 class Manager:
     limit: int
-    def __init__(self, limit: int = 10, grace: float = 2.0, kill_leftovers: bool = True) -> None: ...
+    def __new__(
+        cls,
+        limit: int = 10,
+        grace: float = 2.0,
+        kill_leftovers: bool = True,
+        max_records: Optional[int] = 10000,
+        max_age: Optional[_Seconds] = None,
+        handler_threads: int = 1,
+    ) -> "Manager": ...
+    def set_retention(
+        self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None
+    ) -> None: ...
+    @property
+    def retention(self) -> Tuple[Optional[int], Optional[float]]: ...
+    def evicted(self) -> Dict[str, int]: ...
     def start(self, spec: JobSpec) -> int: ...
     def run(self, spec: JobSpec) -> Record: ...
     def wait(self, id: int, timeout: Optional[float] = None) -> Record: ...
@@ -99,3 +131,5 @@ class Manager:
 
 def global_manager() -> Manager: ...
 def statuses() -> List[str]: ...
+
+__all__ = ["Manager", "JobSpec", "Record", "global_manager", "statuses", "StartError", "__version__"]

@@ -9,7 +9,7 @@ _lock = threading.Lock()
 _used = False
 
 
-def global_manager():
+def global_manager() -> _procman.Manager:
     """The process-wide manager (limit 10), created on first use by whichever thread asks
     first; every call returns the same object. Its jobs are killed when the interpreter exits."""
     global _used
@@ -19,7 +19,7 @@ def global_manager():
 
 
 @atexit.register
-def _shutdown_at_exit():
+def _shutdown_at_exit() -> None:
     # Kill what is still running while Python can still run the handlers; without this, the
     # jobs' processes would outlive the interpreter and their handlers would never run.
     with _lock:

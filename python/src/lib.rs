@@ -1,16 +1,16 @@
 //! `procman._procman`: the native half of procman's Python bindings.
 //!
-//! GIL rules (docs-python.md):
+//! GIL rules (python/README.md, "Threads and the GIL"):
 //! - Every call that can block (`wait`, `run`, `wait_all`, `shutdown`) detaches from the
 //!   interpreter and waits in slices of at most 100 ms, calling `check_signals` between slices,
 //!   so other Python threads run meanwhile and Ctrl-C interrupts the wait.
 //! - Quick calls (`start`, `job`, `kill`, ...) keep the GIL: procman holds its own lock only for
 //!   microseconds and never takes the GIL under it, so no lock-order inversion is possible.
-//! - Handlers run on procman's dispatcher thread, observers on its reader threads; each attaches
+//! - Handlers run on procman's handler threads, observers on its reader threads; each attaches
 //!   to the interpreter for the call (`Python::try_attach`: skipped once the interpreter is
 //!   shutting down). A handler may call back into the manager, including `wait` and `run`.
 //! - A Python exception in a handler is logged to the `procman` logger and recorded in the
-//!   job's `handler_error`; the dispatcher goes on.
+//!   job's `handler_error`; the handler thread goes on.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -18,10 +18,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager, RecordHold,
-    Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
+    BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
+    RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
 };
-use pyo3::exceptions::{PyKeyError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -60,7 +60,7 @@ pub struct Record {
     #[pyo3(get)]
     interpreter: Option<OsString>,
     /// 'pending', 'running', 'finished', 'failed', 'timeout', 'crashed', 'killed',
-    /// 'cancelled', 'spawn_failed' or 'dependency_failed'.
+    /// 'cancelled', 'spawn_failed', 'dependency_failed' or 'internal_error'.
     #[pyo3(get)]
     status: &'static str,
     #[pyo3(get)]
@@ -201,7 +201,7 @@ pub struct JobSpec {
     /// Seconds between SIGTERM and SIGKILL on timeout or kill; None for the manager's.
     #[pyo3(get, set)]
     grace: Py<PyAny>,
-    /// Called once as `on_finish(record)` on procman's dispatcher thread.
+    /// Called once as `on_finish(record)` on one of procman's handler threads.
     #[pyo3(get, set)]
     on_finish: Py<PyAny>,
     /// Called as `observe(job_id, 'stdout' | 'stderr', line: bytes)` on a reader thread.
@@ -222,7 +222,7 @@ impl JobSpec {
     #[new]
     #[pyo3(signature = (program, args=None, *, interpreter=None, input_file=None, input_bytes=None,
         log_file=None, error_file=None, merge_stderr=false, cwd=None, env=None, env_update=None,
-        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=Vec::new(),
+        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=None,
         kill_leftovers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -243,7 +243,7 @@ impl JobSpec {
         on_finish: Option<Py<PyAny>>,
         observe: Option<Py<PyAny>>,
         priority: i32,
-        after: Vec<u64>,
+        after: Option<Vec<u64>>,
         kill_leftovers: Option<bool>,
     ) -> JobSpec {
         let none = || py.None();
@@ -264,7 +264,7 @@ impl JobSpec {
             on_finish: on_finish.unwrap_or_else(none),
             observe: observe.unwrap_or_else(none),
             priority,
-            after,
+            after: after.unwrap_or_default(),
             kill_leftovers,
         }
     }
@@ -287,6 +287,13 @@ fn os_string(ob: &Bound<'_, PyAny>, numbers: bool) -> PyResult<OsString> {
             || ob.is_instance_of::<pyo3::types::PyFloat>())
     {
         return Ok(ob.str()?.to_string().into());
+    }
+    if let Ok(s) = ob.cast::<PyString>() {
+        // The common case without a call into Python: a str that is valid UTF-8 (one with
+        // surrogate escapes fails here and goes through os.fsencode below).
+        if let Ok(text) = s.to_cow() {
+            return Ok(OsString::from(text.into_owned()));
+        }
     }
     let bytes = py.import("os")?.getattr("fsencode")?.call1((ob,))?;
     Ok(OsString::from_vec(
@@ -335,8 +342,8 @@ fn env_pairs(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<Vec<(OsString, O
     Ok(Some(out))
 }
 
-/// Calls a Python handler on the dispatcher thread. Its exception is logged and handed to
-/// procman as a handler error (a silent unwind, caught by the dispatcher).
+/// Calls a Python handler on a handler thread. Its exception is logged and handed to procman
+/// as a handler error (a silent unwind, caught by the handler thread).
 fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'static {
     move |record: &JobRecord| {
         let failure = Python::try_attach(|py| {
@@ -359,8 +366,18 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
 }
 
 /// Logs a Python exception to the `procman` logger (falling back to stderr); returns its text.
+/// An exception whose `_procman_logged` attribute is true was logged already (by the CCP4i2
+/// drop-in, to CCP4i2's logger) and is not logged again.
 fn report(py: Python<'_>, what: &str, e: PyErr) -> String {
     let text = e.to_string();
+    let already = e
+        .value(py)
+        .getattr("_procman_logged")
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(false);
+    if already {
+        return text;
+    }
     let logged = (|| -> PyResult<()> {
         let logger = py
             .import("logging")?
@@ -517,6 +534,9 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
+            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
+                return Err(PyRuntimeError::new_err(e.to_string()))
+            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
                 if limit.is_some_and(|l| start.elapsed() >= l) {
@@ -530,12 +550,17 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
     }
 }
 
-/// Runs jobs: a pool of worker threads, one dispatcher thread for handlers.
+/// Runs jobs: a pool of worker threads, and handler threads (one by default).
 ///
-/// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None)` creates
-/// a manager of its own, shut down (jobs cancelled and killed) by `shutdown()`, by leaving a
-/// `with` block, or when it is garbage collected. `global_manager()` gives the process-wide one
-/// (CCP4i2's singleton uses it).
+/// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None,
+/// handler_threads=1)` creates a manager of its own, shut down (jobs cancelled and killed) by
+/// `shutdown()`, by leaving a `with` block, or when it is garbage collected. `global_manager()`
+/// gives the process-wide one (4 handler threads; CCP4i2's singleton uses it).
+///
+/// Handler threads: with one, handlers run one at a time in completion order; with more, at
+/// once (each still exactly once, after its job's slot was freed). A `wait` or `run` inside a
+/// handler then also waits for the job's handler where that cannot deadlock (procman's
+/// `ProcessManager::wait`); with one thread it returns once the record is final.
 ///
 /// Retention: finished jobs whose handler has returned are forgotten beyond the newest
 /// `max_records` (None: no count limit) and once their handler returned `max_age` seconds ago
@@ -565,7 +590,9 @@ impl Drop for Manager {
 #[pymethods]
 impl Manager {
     #[new]
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    // text_signature: PyO3 would show the constant default as `...` (stubtest, python/README.md).
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1),
+        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1)")]
     fn new(
         py: Python<'_>,
         limit: usize,
@@ -573,6 +600,7 @@ impl Manager {
         kill_leftovers: bool,
         max_records: Option<usize>,
         max_age: Option<Py<PyAny>>,
+        handler_threads: usize,
     ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
@@ -581,6 +609,7 @@ impl Manager {
             .grace(grace)
             .kill_leftovers(kill_leftovers)
             .retention(retention(py, max_records, max_age)?)
+            .handler_threads(handler_threads)
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Manager { pm, owned: true })
@@ -588,7 +617,8 @@ impl Manager {
 
     /// Changes which finished records are kept (see the class documentation); records the new
     /// policy does not keep are forgotten at once. `max_records=None, max_age=None` keeps all.
-    #[pyo3(signature = (max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None))]
+    #[pyo3(signature = (max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None),
+        text_signature = "($self, max_records=10000, max_age=None)")]
     fn set_retention(
         &self,
         py: Python<'_>,
@@ -668,7 +698,7 @@ impl Manager {
 
     /// A snapshot of the job's record; None for an unknown, deleted or forgotten (evicted) id.
     fn job(&self, id: u64) -> Option<Record> {
-        self.pm.job_data(JobId(id)).as_ref().map(Record::from)
+        self.pm.job_data(JobId(id)).as_ref().ok().map(Record::from)
     }
 
     /// Ids of the running jobs.
@@ -692,7 +722,7 @@ impl Manager {
     /// Kills a job: 'cancelled' (it was pending and never starts), 'killing' (SIGTERM to its
     /// process group, SIGKILL after the grace period), 'already_finished'; None if unknown.
     fn kill(&self, id: u64) -> Option<&'static str> {
-        self.pm.kill_process(JobId(id)).map(|k| match k {
+        self.pm.kill_process(JobId(id)).ok().map(|k| match k {
             KillOutcome::Cancelled => "cancelled",
             KillOutcome::Killing => "killing",
             KillOutcome::AlreadyFinished => "already_finished",
@@ -702,7 +732,7 @@ impl Manager {
     /// Forgets a job (killing it first if it is live; its handler still runs once).
     /// False for an unknown id.
     fn delete(&self, id: u64) -> bool {
-        self.pm.delete_job(JobId(id))
+        self.pm.delete_job(JobId(id)).is_ok()
     }
 
     /// The limit on jobs running at once.
@@ -713,19 +743,24 @@ impl Manager {
 
     #[setter]
     fn set_limit(&self, limit: usize) -> PyResult<()> {
+        self.pm.set_limit(limit).map_err(|e| match e {
+            BuildError::ShutDown => PyRuntimeError::new_err(e.to_string()),
+            e => PyValueError::new_err(e.to_string()),
+        })
+    }
+
+    /// Stops starting new jobs (running jobs go on). RuntimeError after shutdown().
+    fn pause(&self) -> PyResult<()> {
         self.pm
-            .set_limit(limit)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+            .pause()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// Stops starting new jobs (running jobs go on).
-    fn pause(&self) {
-        self.pm.pause();
-    }
-
-    /// Starts jobs again after pause().
-    fn resume(&self) {
-        self.pm.resume();
+    /// Starts jobs again after pause(). RuntimeError after shutdown().
+    fn resume(&self) -> PyResult<()> {
+        self.pm
+            .resume()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Stops the manager: cancel=True kills running jobs and cancels pending ones; cancel=False
@@ -768,17 +803,36 @@ impl Manager {
 
 static GLOBAL: OnceLock<Py<Manager>> = OnceLock::new();
 
-/// The process-wide manager (limit 10), created on first use by whichever thread touches it
-/// first; every call returns the same object.
+/// Handler threads of the process-wide manager: as many as the worker threads of the
+/// `ThreadPoolExecutor(max_workers=4)` that ran CCP4i2's handlers.
+const GLOBAL_HANDLER_THREADS: usize = 4;
+
+/// The process-wide manager of this Python process (not procman's Rust `global()`: that one has
+/// one handler thread), built once.
+static GLOBAL_PM: OnceLock<ProcessManager> = OnceLock::new();
+
+/// The process-wide manager (limit 10, 4 handler threads), created on first use by whichever
+/// thread touches it first; every call returns the same object.
 #[pyfunction]
 fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
     if let Some(m) = GLOBAL.get() {
         return Ok(m.clone_ref(py));
     }
+    let pm = match GLOBAL_PM.get() {
+        Some(pm) => pm,
+        None => {
+            let built = ProcessManager::builder()
+                .handler_threads(GLOBAL_HANDLER_THREADS)
+                .build()
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+            // Two threads racing here build two managers; the loser's is dropped (shut down).
+            GLOBAL_PM.get_or_init(|| built)
+        }
+    };
     let created = Py::new(
         py,
         Manager {
-            pm: ProcessManager::global().handle(),
+            pm: pm.handle(),
             owned: false,
         },
     )?;
@@ -800,6 +854,7 @@ fn statuses() -> Vec<&'static str> {
         JobStatus::Cancelled,
         JobStatus::SpawnFailed,
         JobStatus::DependencyFailed,
+        JobStatus::InternalError,
     ]
     .iter()
     .map(|s| s.as_str())
@@ -814,5 +869,6 @@ fn _procman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(global_manager, m)?)?;
     m.add_function(wrap_pyfunction!(statuses, m)?)?;
     m.add("StartError", m.py().get_type::<StartError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

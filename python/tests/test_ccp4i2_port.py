@@ -216,7 +216,7 @@ def test_input_file_interpreter_cwd_and_env(pm, tmp_path):
 
 
 def test_unknown_keyword_arguments_are_logged(pm, caplog):
-    with caplog.at_level("WARNING", logger="procman"):
+    with caplog.at_level("WARNING", logger="ccp4i2.core.async_process_manager"):
         pid = pm.startProcess("true", ifAsync=False, jobId=7, priority="high")
     assert pm.getJobData(pid, "status") == "finished"
     assert "jobId, priority" in caplog.text

@@ -17,12 +17,13 @@
 //!   `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job still pending is just
 //!   cancelled.
 //!
-//! See docs-slurm.md for the state mapping table and the measurements.
+//! See DESIGN.md, "Running jobs on Slurm", for the state mapping table and the measurements.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -35,6 +36,7 @@ use parking_lot::Mutex;
 
 use super::{Backend, WorkerWaker};
 use crate::deadline;
+use crate::dispatch::panic_message;
 use crate::manager::Inner;
 use crate::output::{create_output_unless, FileId, Output};
 use crate::pool::report_spawn_failure;
@@ -185,11 +187,15 @@ impl SlurmBackend {
         }
     }
 
-    /// The poller's control channel, starting the poller if needed.
+    /// The poller's control channel, starting the poller if needed (again, should it have
+    /// ended by a panic that escaped its round's catch).
     fn poller(&self) -> Result<Sender<Ctl>, String> {
         let mut p = self.poller.lock();
-        if let Some((tx, _)) = &*p {
-            return Ok(tx.clone());
+        if let Some((tx, t)) = &*p {
+            if !t.is_finished() {
+                return Ok(tx.clone());
+            }
+            log::error!("internal error: the Slurm poller thread ended; starting another");
         }
         let (tx, rx) = unbounded();
         let poller = Poller {
@@ -256,11 +262,19 @@ impl Backend for SlurmBackend {
         );
         #[cfg(not(target_os = "linux"))]
         let _ = waker;
+        // Should this worker unwind from a panic before the job's end is known, the Slurm job
+        // is cancelled (the panic rule, DESIGN.md).
+        let mut guard = CancelOnDrop {
+            opts: &self.opts,
+            job,
+            armed: true,
+        };
         inner.set_backend_state(core.id, "PENDING");
         let (tx, rx) = unbounded();
         // If the poller is gone, `rx` reports a disconnect and `follow` handles it.
         let _ = tracker.send(Ctl::Track(job, tx));
         let end = follow(inner, core, job, &rx, &tracker, &self.opts, submitted);
+        guard.armed = false;
         sub.cleanup();
         end
     }
@@ -269,6 +283,21 @@ impl Backend for SlurmBackend {
         if let Some((tx, t)) = self.poller.lock().take() {
             let _ = tx.send(Ctl::Stop);
             let _ = t.join();
+        }
+    }
+}
+
+/// Cancels a submitted Slurm job when dropped armed (a worker unwinding from a panic).
+struct CancelOnDrop<'a> {
+    opts: &'a SlurmOptions,
+    job: u32,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            cancel(self.opts, self.job, true);
         }
     }
 }
@@ -354,13 +383,18 @@ fn follow(
                 state = s;
             }
             Ok(Report::End(e)) => break e,
+            Ok(Report::Internal(msg)) => {
+                cancel(opts, job, true);
+                return AttemptEnd::Internal(msg);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                cancel(opts, job, false);
-                break Ending::lost(
-                    &state,
-                    format!("procman's Slurm poller stopped while following job {job}"),
-                );
+                // The poller ends only at shutdown (after every job) or by a panic.
+                cancel(opts, job, true);
+                return AttemptEnd::Internal(format!(
+                    "internal error: procman's Slurm poller stopped while following Slurm job \
+                     {job}; it was cancelled"
+                ));
             }
         }
     };
@@ -590,6 +624,9 @@ enum Report {
     State(String),
     /// The job ended. The last report.
     End(Ending),
+    /// The poller panicked in a round that followed this job ("internal error: ..."); it
+    /// follows the job no longer. The last report: the worker cancels the job.
+    Internal(String),
 }
 
 struct Tracked {
@@ -657,7 +694,23 @@ impl Poller {
                 Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            let changed = self.round();
+            // The panic rule (DESIGN.md): a round that panics ends every job it followed as an
+            // internal error (their workers cancel them); retrying the round could panic for
+            // ever. The poller goes on with the jobs tracked after it.
+            let changed = match catch_unwind(AssertUnwindSafe(|| self.round())) {
+                Ok(changed) => changed,
+                Err(p) => {
+                    let msg = format!(
+                        "internal error: the Slurm poller thread panicked: {}",
+                        panic_message(&*p)
+                    );
+                    log::error!("{msg}; ending the {} jobs it followed", self.jobs.len());
+                    for (_, t) in self.jobs.drain() {
+                        let _ = t.tx.send(Report::Internal(msg.clone()));
+                    }
+                    true
+                }
+            };
             interval = if changed {
                 min
             } else {
@@ -708,6 +761,8 @@ impl Poller {
     }
 
     fn update(&mut self, job: u32, row: &Row) -> bool {
+        #[cfg(test)]
+        crate::fault::hit_slurm_state(&row.state);
         if is_final(&row.state) {
             let exit = match row.exit {
                 Some(x) => Some(x),

@@ -11,6 +11,20 @@ use procman::jobfile::parse_duration;
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
+/// What [`UsageError::help`] holds: not an error, `-h`/`--help` was asked for.
+const HELP: &str = "\0help";
+
+impl UsageError {
+    /// `-h` or `--help`: the verb prints its help on stdout and exits 0.
+    pub fn help() -> UsageError {
+        UsageError(HELP.into())
+    }
+
+    pub fn is_help(&self) -> bool {
+        self.0 == HELP
+    }
+}
+
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -100,9 +114,17 @@ impl Args {
             .ok_or_else(|| UsageError(format!("option {} needs a value", self.last)))
     }
 
-    /// The value of the option just read, if it was attached with `=` (for optional values).
-    pub fn attached_value(&mut self) -> Option<OsString> {
-        self.attached.take()
+    /// The next item, unread, if it is a word that `accept` takes as this option's value (for an
+    /// optional value written after a space, like `--halt now`); it is then consumed.
+    pub fn optional_value(&mut self, accept: impl Fn(&str) -> bool) -> Option<OsString> {
+        if let Some(v) = self.attached.take() {
+            return Some(v);
+        }
+        let next = self.items.as_slice().first()?;
+        if !next.to_str().is_some_and(accept) {
+            return None;
+        }
+        self.items.next()
     }
 
     pub fn string(&mut self) -> Result<String, UsageError> {

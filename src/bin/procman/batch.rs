@@ -12,22 +12,23 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufReader, IsTerminal, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
-use procman::jobfile::{
-    join_words, lines, parse_job_line, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind,
-};
+use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind};
 use procman::{
     JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode, StartError,
+    Stream, OBSERVER_LINE_CAP,
 };
 
 use crate::args::{Arg, Args, UsageError};
+use crate::halt::{self, Tally, Threshold, When};
+use crate::inputs::{self, Item};
 use crate::sig;
 
 /// Exit status for procman's own errors (GNU parallel uses 255 too).
@@ -39,12 +40,10 @@ pub const DEFAULT_LOG_DIR: &str = "procman-logs";
 /// How often the live progress line is redrawn on a terminal.
 const REDRAW: Duration = Duration::from_millis(200);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Halt {
-    /// Start no new job; running jobs finish.
-    Soon,
-    /// Kill the running jobs too.
-    Now,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    All,
+    Failed,
 }
 
 #[derive(Clone)]
@@ -56,10 +55,41 @@ struct Options {
     /// `None` with `--no-logs`.
     log_dir: Option<PathBuf>,
     joblog: Option<PathBuf>,
-    resume: bool,
-    halt: Option<Halt>,
+    /// `--resume`: skip the jobs the joblog records, whatever their outcome (GNU parallel);
+    /// `--resume-failed`: skip only those recorded as succeeded.
+    resume: Option<Resume>,
+    halt: Option<halt::Rule>,
     progress: Option<bool>,
+    /// `-q`: no progress line, no line per successful job, no summary unless something failed.
+    quiet: bool,
     file: Option<OsString>,
+    /// A command template and its `:::`/`::::` sources, instead of a job file.
+    command: Option<Vec<OsString>>,
+    /// `-0`: arguments (stdin, `::::` files) are NUL-terminated.
+    nul: bool,
+    /// Job output to procman's stdout/stderr besides the log files.
+    output: Output,
+    /// `--tag`: each line of output to the terminal starts with the job's arguments and a TAB.
+    tag: bool,
+}
+
+/// Where the jobs' output goes besides the log files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// Log files only (the default).
+    Files,
+    /// `--group`: each job's output printed whole when it ends.
+    Group,
+    /// `--line-buffer`: lines printed as they come, whole lines only.
+    Lines,
+}
+
+/// Whether words after the first mean a command template rather than a job file and options.
+fn is_command(rest: &[OsString]) -> bool {
+    rest.iter().any(|w| w == ":::" || w == "::::")
+        || rest
+            .first()
+            .is_some_and(|w| !w.as_encoded_bytes().starts_with(b"-"))
 }
 
 fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
@@ -70,18 +100,44 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         retries: 0,
         log_dir: Some(PathBuf::from(DEFAULT_LOG_DIR)),
         joblog: None,
-        resume: false,
+        resume: None,
         halt: None,
         progress: None,
+        quiet: false,
         file: None,
+        command: None,
+        nul: false,
+        output: Output::Files,
+        tag: false,
     };
     let mut a = Args::new(argv);
     let mut words = Vec::new();
     while let Some(arg) = a.next()? {
         match arg {
-            Arg::EndOfOptions => words.extend(a.rest()),
-            Arg::Word(w) => words.push(w),
+            Arg::EndOfOptions => {
+                let rest = a.rest();
+                if rest.len() > 1 || is_command(&rest) {
+                    o.command = Some(rest);
+                } else {
+                    words.extend(rest);
+                }
+            }
+            Arg::Word(w) => {
+                // `procman batch [OPTIONS] COMMAND ARGS... [::: ...]`: the rest is the command.
+                // `procman batch FILE [OPTIONS]`: options may follow the job file.
+                let rest = a.rest();
+                if is_command(&rest) {
+                    o.command = Some(std::iter::once(w).chain(rest).collect());
+                } else {
+                    words.push(w);
+                    a = Args::new(rest);
+                }
+            }
             Arg::Opt(name) => match name.as_str() {
+                "0" | "null" => o.nul = true,
+                "group" => o.output = Output::Group,
+                "line-buffer" | "lb" => o.output = Output::Lines,
+                "tag" => o.tag = true,
                 "j" | "jobs" => {
                     o.jobs = a.number()?;
                     if o.jobs == 0 {
@@ -94,21 +150,21 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                 "log-dir" => o.log_dir = Some(a.path()?),
                 "no-logs" => o.log_dir = None,
                 "joblog" => o.joblog = Some(a.path()?),
-                "resume" => o.resume = true,
-                "halt" => {
-                    let v = a.attached_value().map(|v| v.to_string_lossy().into_owned());
-                    o.halt = Some(match v.as_deref() {
-                        None | Some("soon" | "soon,fail=1" | "1") => Halt::Soon,
-                        Some("now" | "now,fail=1" | "2") => Halt::Now,
-                        Some(other) => {
-                            return Err(UsageError(format!(
-                                "option --halt: expected --halt, --halt=soon or --halt=now, got {other:?}"
-                            )))
-                        }
-                    })
+                "resume" => o.resume = Some(Resume::All),
+                "resume-failed" => o.resume = Some(Resume::Failed),
+                "halt" | "halt-on-error" => {
+                    // `--halt=V`, `--halt V` (when V reads as a halt rule), or a bare `--halt`.
+                    let v = a.optional_value(halt::looks_like_value);
+                    let v = v.map_or(Ok("soon".to_owned()), |v| {
+                        v.into_string()
+                            .map_err(|v| UsageError(format!("option --halt: {v:?} is not UTF-8")))
+                    })?;
+                    o.halt = halt::parse(&v).map_err(UsageError)?;
                 }
                 "progress" => o.progress = Some(true),
                 "no-progress" => o.progress = Some(false),
+                "q" | "quiet" => o.quiet = true,
+                "h" | "help" => return Err(UsageError::help()),
                 _ => return Err(a.unknown("batch")),
             },
         }
@@ -125,8 +181,15 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
         )));
     }
     o.file = words.pop();
-    if o.resume && o.joblog.is_none() {
-        return Err(UsageError("option --resume needs --joblog FILE".into()));
+    if o.tag && o.output == Output::Files {
+        return Err(UsageError(
+            "option --tag: the output goes to log files only; add --group or --line-buffer".into(),
+        ));
+    }
+    if o.resume.is_some() && o.joblog.is_none() {
+        return Err(UsageError(
+            "option --resume needs --joblog FILE (so does --resume-failed)".into(),
+        ));
     }
     Ok(o)
 }
@@ -137,13 +200,16 @@ struct Finished {
     line: usize,
     command: String,
     record: JobRecord,
+    /// The batch halts on this job (`--halt`).
+    halts: Option<When>,
 }
 
 enum Msg {
-    /// A line was skipped: the joblog records it as succeeded.
+    /// A line was skipped: the joblog records it (`--resume`), as succeeded
+    /// (`--resume-failed`).
     Skipped,
-    /// A line is not a valid job; the message names the line.
-    Invalid(String),
+    /// A line is not a valid job; the message names the line. Whether the batch halts on it.
+    Invalid(String, Option<When>),
     /// Something worth telling that is not a job's failure.
     Warning(String),
     Done(Box<Finished>),
@@ -154,68 +220,227 @@ enum Msg {
     Signal(i32),
 }
 
-/// Shared by the reader and the main thread: once `stopped` is set (under the lock) no job is
-/// submitted any more, so `submitted` is then the final number of jobs to wait for.
+/// Shared by the reader, the handlers and the main thread: once `stopped` is set (under the
+/// lock) no job is submitted any more, so `submitted` is then the final number of jobs to wait
+/// for.
 #[derive(Default)]
 struct Gate {
     stopped: bool,
     submitted: u64,
+    /// With `--halt`: how many more jobs may be submitted before one finishes (`-j` at first).
+    /// A job is only submitted with a permit, and a finished job's handler decides whether the
+    /// batch halts *before* it returns its permit, so no job starts after the halting one
+    /// (the manager cannot start one the tool never submitted). `None`: no limit.
+    permits: Option<usize>,
+    /// Finished jobs (and invalid lines), for the halt rule.
+    tally: Tally,
+    /// Job lines in the whole input, when a percentage rule needs it (read up front).
+    total: u64,
+}
+
+/// The gate and its condition variable (a reader waiting for a permit).
+#[derive(Default)]
+struct Shared {
+    gate: Mutex<Gate>,
+    freed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().expect("gate")
+    }
+
+    /// Stops submissions and wakes a reader waiting for a permit.
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.freed.notify_all();
+    }
+
+    /// Counts a finished job (or an invalid line) and decides, under the lock, whether the
+    /// batch halts; if so the manager is paused at once, so not even a job already submitted
+    /// (one waiting for its dependency) starts. Returns when it halts. `permit`: the job held
+    /// one, which is returned only now.
+    fn settle(
+        &self,
+        rule: Option<halt::Rule>,
+        failed: bool,
+        permit: bool,
+        manager: &ProcessManager,
+    ) -> Option<When> {
+        let mut g = self.lock();
+        let mut fired = None;
+        if !g.stopped {
+            if failed {
+                g.tally.failed += 1;
+            } else {
+                g.tally.succeeded += 1;
+            }
+            if let Some(rule) = rule {
+                if rule.met(g.tally, g.total) {
+                    g.stopped = true;
+                    // Err only once shut down, when nothing starts anyway.
+                    let _ = manager.pause();
+                    fired = Some(rule.when);
+                }
+            }
+        }
+        if permit {
+            if let Some(p) = g.permits.as_mut() {
+                *p += 1;
+            }
+        }
+        drop(g);
+        self.freed.notify_all();
+        fired
+    }
 }
 
 /// What a job name in `after` refers to.
 enum Named {
     Job(JobId),
-    /// Skipped by `--resume`: it already succeeded, so nothing to wait for.
+    /// Skipped by `--resume` or `--resume-failed`: it ran before, so nothing to wait for.
     AlreadySucceeded,
     Invalid(usize),
 }
 
+/// Job id → how the user knows the job (`job 3 (line 5, "prep")`), for messages that name
+/// another job by its id.
+/// With each, whether the job can sit pending after it was admitted by the tool (it waits for
+/// a dependency, or may wait to be retried): only those are cancelled when the batch halts
+/// `soon` (see the main loop).
+type Labels = Arc<Mutex<HashMap<u64, (String, bool)>>>;
+
+/// Rewrites "job <id>, which it runs after, ..." (the library's words for a failed dependency)
+/// with the dependency's label.
+fn name_dependency(error: &str, labels: &Labels) -> Option<String> {
+    let rest = error.strip_prefix("job ")?;
+    let (id, tail) = rest.split_once(',')?;
+    let id: u64 = id.parse().ok()?;
+    let label = labels.lock().expect("labels").get(&id)?.0.clone();
+    Some(format!("{label},{tail}"))
+}
+
 struct Reader {
+    labels: Labels,
     manager: ProcessManager,
     tx: Sender<Msg>,
-    gate: Arc<Mutex<Gate>>,
+    gate: Arc<Shared>,
     options: Options,
-    /// seq → command of the jobs the joblog records as succeeded (`--resume`).
+    /// seq → command of the jobs to skip (`--resume`, `--resume-failed`).
     succeeded: HashMap<u64, String>,
 }
 
+/// A job's output gathered for `--group`, printed whole when it ends.
+#[derive(Default)]
+struct Grouped {
+    out: Mutex<Vec<u8>>,
+    err: Mutex<Vec<u8>>,
+}
+
+impl Grouped {
+    fn print(&self) {
+        for (buf, mut to) in [
+            (&self.out, Box::new(io::stdout().lock()) as Box<dyn Write>),
+            (&self.err, Box::new(io::stderr().lock())),
+        ] {
+            let buf = std::mem::take(&mut *buf.lock().expect("group"));
+            if !buf.is_empty() {
+                let _ = to.write_all(&buf).and_then(|_| to.flush());
+            }
+        }
+    }
+}
+
 impl Reader {
-    fn run(self, input: Box<dyn BufRead + Send>) {
+    /// With `--group` or `--line-buffer`, observes the job's output and prints it (with the tag
+    /// for `--tag`): each line is written with one `write` under the stream's lock, so lines of
+    /// different jobs never mix. A piece of exactly the library's line cap is part of a longer
+    /// line and gets no newline; a last line without one gets one.
+    fn terminal_output(&self, spec: JobSpec, tag: &str) -> (JobSpec, Option<Arc<Grouped>>) {
+        let mode = self.options.output;
+        if mode == Output::Files {
+            return (spec, None);
+        }
+        let prefix: Vec<u8> = if self.options.tag {
+            format!("{tag}\t").into_bytes()
+        } else {
+            Vec::new()
+        };
+        let grouped = (mode == Output::Group).then(|| Arc::new(Grouped::default()));
+        let sink = grouped.clone();
+        let spec = spec.observe(move |_, stream, line| {
+            let mut buf = Vec::with_capacity(prefix.len() + line.len() + 1);
+            buf.extend_from_slice(&prefix);
+            buf.extend_from_slice(line);
+            if line.len() != OBSERVER_LINE_CAP {
+                buf.push(b'\n');
+            }
+            match (&sink, stream) {
+                (Some(g), Stream::Stdout) => g.out.lock().expect("group").extend(buf),
+                (Some(g), Stream::Stderr) => g.err.lock().expect("group").extend(buf),
+                (None, Stream::Stdout) => {
+                    let mut out = io::stdout().lock();
+                    let _ = out.write_all(&buf).and_then(|_| out.flush());
+                }
+                (None, Stream::Stderr) => {
+                    let _ = io::stderr().lock().write_all(&buf);
+                }
+            }
+        });
+        (spec, grouped)
+    }
+
+    /// Reports an invalid line; it counts as a failure for `--halt`.
+    fn invalid(&self, msg: String) {
+        let halts = self
+            .gate
+            .settle(self.options.halt, true, false, &self.manager);
+        let _ = self.tx.send(Msg::Invalid(msg, halts));
+    }
+
+    fn run(self, input: Box<dyn Iterator<Item = Item> + Send>) {
         let mut seq = 0u64;
         let mut names: HashMap<String, (Named, usize)> = HashMap::new();
-        for item in lines(input) {
-            if self.gate.lock().expect("gate").stopped {
+        let mut items = input;
+        if matches!(
+            self.options.halt,
+            Some(halt::Rule {
+                threshold: Threshold::Percent(_),
+                ..
+            })
+        ) {
+            // A percentage is of all the jobs: read them all first.
+            let all: Vec<Item> = items.collect();
+            let total = all
+                .iter()
+                .filter(|item| matches!(item, Item::Job(..) | Item::Invalid(_)))
+                .count();
+            self.gate.lock().total = total as u64;
+            items = Box::new(all.into_iter());
+        }
+        for item in items {
+            if self.gate.lock().stopped {
                 return;
             }
-            let (line_no, text) = match item {
-                Ok(x) => x,
-                Err(e) => match e.kind {
-                    LineErrorKind::Io(_) => {
-                        let _ = self.tx.send(Msg::ReadError(e.to_string()));
-                        return;
-                    }
-                    LineErrorKind::NotUtf8 { .. } => {
-                        seq += 1;
-                        let _ = self.tx.send(Msg::Invalid(e.to_string()));
-                        continue;
-                    }
-                },
-            };
-            let job = match parse_job_line(line_no, &text) {
-                Ok(None) => continue,
-                Ok(Some(job)) => job,
-                Err(e) => {
+            let (line_no, job) = match item {
+                Item::Job(n, job) => (n, job),
+                Item::Blank => continue,
+                Item::Invalid(msg) => {
                     seq += 1;
-                    let _ = self.tx.send(Msg::Invalid(e.to_string()));
+                    self.invalid(msg);
                     continue;
+                }
+                Item::ReadError(e) => {
+                    let _ = self.tx.send(Msg::ReadError(e));
+                    return;
                 }
             };
             seq += 1;
-            let command = join_words(std::iter::once(&job.program).chain(&job.args));
-            let invalid = |msg: String| Msg::Invalid(format!("line {line_no}: {msg}"));
+            let command = job.command();
+            let invalid = |msg: String| format!("line {line_no}: {msg}");
             if let Some(name) = &job.name {
                 if let Some((_, other)) = names.get(name) {
-                    let _ = self.tx.send(invalid(format!(
+                    self.invalid(invalid(format!(
                         "job name {name:?} is already used by line {other}"
                     )));
                     continue;
@@ -237,6 +462,8 @@ impl Reader {
                 )));
             }
             let mut spec = JobSpec::new(&job.program).args(&job.args);
+            let (spec_out, print) = self.terminal_output(spec, &job.tag);
+            spec = spec_out;
             let mut bad_after = None;
             for name in &job.after {
                 match names.get(name) {
@@ -259,7 +486,7 @@ impl Reader {
             }
             if let Some(msg) = bad_after {
                 register(&mut names, Named::Invalid(line_no));
-                let _ = self.tx.send(invalid(msg));
+                self.invalid(invalid(msg));
                 continue;
             }
             let log = job.log.clone().or_else(|| {
@@ -285,7 +512,12 @@ impl Reader {
             for (k, v) in &job.env {
                 spec = spec.env(k, v);
             }
-            if let Some(t) = job.timeout.or(self.options.timeout) {
+            // 0 means no timeout, as for coreutils `timeout` (a job's own 0 overrides --timeout).
+            if let Some(t) = job
+                .timeout
+                .or(self.options.timeout)
+                .filter(|t| !t.is_zero())
+            {
                 spec = spec.timeout(t);
             }
             if let Some(g) = self.options.grace {
@@ -300,21 +532,46 @@ impl Reader {
             }
             let tx = self.tx.clone();
             let done_command = command.clone();
+            let shared = self.gate.clone();
+            let rule = self.options.halt;
+            let manager = self.manager.handle();
             spec = spec.on_finish(move |record| {
+                if let Some(print) = print {
+                    print.print();
+                }
+                let failed = !record.status.is_success() && record.status != JobStatus::Cancelled;
+                let halts = shared.settle(rule, failed, rule.is_some(), &manager);
                 let _ = tx.send(Msg::Done(Box::new(Finished {
                     seq,
                     line: line_no,
                     command: done_command,
                     record: record.clone(),
+                    halts,
                 })));
             });
-            let mut gate = self.gate.lock().expect("gate");
+            let mut gate = self.gate.lock();
+            // With --halt, wait for a permit (see Gate::permits).
+            while !gate.stopped && gate.permits == Some(0) {
+                gate = self.gate.freed.wait(gate).expect("gate");
+            }
             if gate.stopped {
                 return;
             }
             match self.manager.start_process(spec) {
                 Ok(id) => {
+                    let label = match &job.name {
+                        Some(name) => format!("job {seq} (line {line_no}, {name:?})"),
+                        None => format!("job {seq} (line {line_no})"),
+                    };
+                    let may_wait = !job.after.is_empty() || retries > 0;
+                    self.labels
+                        .lock()
+                        .expect("labels")
+                        .insert(id.0, (label, may_wait));
                     gate.submitted += 1;
+                    if let Some(p) = gate.permits.as_mut() {
+                        *p -= 1;
+                    }
                     drop(gate);
                     register(&mut names, Named::Job(id));
                 }
@@ -322,7 +579,7 @@ impl Reader {
                 Err(e) => {
                     drop(gate);
                     register(&mut names, Named::Invalid(line_no));
-                    let _ = self.tx.send(invalid(e.to_string()));
+                    self.invalid(invalid(e.to_string()));
                 }
             }
         }
@@ -384,8 +641,10 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         JobStatus::Crashed => (r.exit_code.unwrap_or(0), r.signal.unwrap_or(0)),
         // As GNU parallel for its timeouts: -1, and the signal that ended the job.
         JobStatus::TimedOut | JobStatus::Killed => (-1, r.signal.unwrap_or(0)),
-        // As a shell for a command it cannot run.
-        JobStatus::SpawnFailed => (127, 0),
+        // Ended by procman (its internal error), as a kill.
+        JobStatus::InternalError => (-1, 0),
+        // As `procman run` and a shell: 127 not found, 126 not executable (a directory, say).
+        JobStatus::SpawnFailed => (crate::exit_code(r), 0),
         JobStatus::Cancelled
         | JobStatus::DependencyFailed
         | JobStatus::Pending
@@ -407,9 +666,10 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
     })
 }
 
-/// seq → command of the jobs whose latest joblog entry succeeded (Exitval 0 and Signal 0).
-/// A missing joblog is an empty one; unreadable lines are skipped with a warning.
-fn succeeded_in(path: &Path) -> io::Result<HashMap<u64, String>> {
+/// seq → command of the jobs the joblog records: all of them for `--resume`, those whose latest
+/// entry succeeded (Exitval 0 and Signal 0) for `--resume-failed`. A missing joblog is an
+/// empty one; unreadable lines are skipped with a warning.
+fn recorded_in(path: &Path, resume: Resume) -> io::Result<HashMap<u64, String>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -436,7 +696,7 @@ fn succeeded_in(path: &Path) -> io::Result<HashMap<u64, String>> {
     }
     Ok(latest
         .into_iter()
-        .filter(|(_, e)| e.exitval == 0 && e.signal == 0)
+        .filter(|(_, e)| resume == Resume::All || (e.exitval == 0 && e.signal == 0))
         .map(|(seq, e)| (seq, e.command))
         .collect())
 }
@@ -536,16 +796,51 @@ fn paths_of(r: &JobRecord) -> String {
 pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
+        Err(e) if e.is_help() => {
+            crate::print_help(crate::BATCH_USAGE);
+            return 0;
+        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
         }
     };
-    let input: Box<dyn BufRead + Send> = match o.file.as_deref() {
-        None => Box::new(BufReader::new(io::stdin())),
-        Some(f) if f == "-" => Box::new(BufReader::new(io::stdin())),
-        Some(f) => match File::open(f) {
-            Ok(file) => Box::new(BufReader::new(file)),
+    // A log directory that cannot be one is reported once here, not once per job.
+    if let Some(dir) = &o.log_dir {
+        let bad = match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => Some("it exists and is not a directory".to_owned()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(why) = bad {
+            eprintln!("procman: cannot use log directory {}: {why}", dir.display());
+            return OWN_ERROR;
+        }
+    }
+    let input: Box<dyn Iterator<Item = Item> + Send> = match (&o.command, o.file.as_deref()) {
+        (Some(words), _) => {
+            let template = match inputs::Template::parse(words.clone(), o.nul) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("procman: {e}");
+                    return OWN_ERROR;
+                }
+            };
+            // Without ::: or ::::, the arguments come from stdin, one per line (or per NUL).
+            let from_stdin = template.sources.is_empty();
+            if from_stdin && io::stdin().is_terminal() {
+                eprintln!(
+                    "procman: batch: no arguments for the command: give ::: ARGS, :::: FILE, \
+                     or pipe them into stdin"
+                );
+                return OWN_ERROR;
+            }
+            inputs::template_items(template, from_stdin, o.nul)
+        }
+        (None, None) => inputs::job_lines(BufReader::new(io::stdin())),
+        (None, Some(f)) if f == "-" => inputs::job_lines(BufReader::new(io::stdin())),
+        (None, Some(f)) => match File::open(f) {
+            Ok(file) => inputs::job_lines(BufReader::new(file)),
             Err(e) => {
                 eprintln!(
                     "procman: cannot open job file {}: {e}",
@@ -556,7 +851,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         },
     };
     let succeeded = match (&o.joblog, o.resume) {
-        (Some(path), true) => match succeeded_in(path) {
+        (Some(path), Some(resume)) => match recorded_in(path, resume) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("procman: cannot read joblog {}: {e}", path.display());
@@ -566,7 +861,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         _ => HashMap::new(),
     };
     let mut joblog = match &o.joblog {
-        Some(path) => match Joblog::open(path, o.resume) {
+        Some(path) => match Joblog::open(path, o.resume.is_some()) {
             Ok(j) => Some(j),
             Err(e) => {
                 eprintln!("procman: cannot open joblog {}: {e}", path.display());
@@ -588,8 +883,13 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     };
     let (tx, rx) = unbounded();
     sig::forward(blocked, tx.clone(), Msg::Signal);
-    let gate = Arc::new(Mutex::new(Gate::default()));
+    let gate = Arc::new(Shared::default());
+    if o.halt.is_some() {
+        gate.lock().permits = Some(o.jobs);
+    }
+    let labels: Labels = Arc::default();
     let reader = Reader {
+        labels: labels.clone(),
         manager: manager.handle(),
         tx,
         gate: gate.clone(),
@@ -605,7 +905,10 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         return OWN_ERROR;
     }
 
-    let live = o.progress.unwrap_or_else(|| io::stderr().is_terminal());
+    // Job output on the terminal and a live line would garble each other: only when asked.
+    let live = !o.quiet
+        && o.progress
+            .unwrap_or_else(|| o.output == Output::Files && io::stderr().is_terminal());
     let start = Instant::now();
     let mut ui = Ui {
         live,
@@ -619,9 +922,10 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let mut interrupted: Option<i32> = None;
     let mut stopping = false;
     let mut failures: Vec<String> = Vec::new();
-    let stop = |gate: &Mutex<Gate>| gate.lock().expect("gate").stopped = true;
+    // The status of the job (or invalid line) the batch halted on.
+    let mut halt_status: Option<i32> = None;
     loop {
-        let submitted = gate.lock().expect("gate").submitted;
+        let submitted = gate.lock().submitted;
         if (input_done || stopping) && c.done == submitted {
             break;
         }
@@ -643,13 +947,15 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             None => {}
             Some(Msg::Skipped) => c.skipped += 1,
             Some(Msg::Warning(w)) => ui.say(&w),
-            Some(Msg::Invalid(m)) => {
+            Some(Msg::Invalid(m, halts)) => {
                 c.invalid += 1;
                 ui.say(&format!("invalid job, {m}"));
                 failures.push(format!("invalid job, {m}"));
-                if o.halt.is_some() && !stopping {
-                    halt_now = o.halt == Some(Halt::Now);
+                if let Some(when) = halts {
+                    halt_now = when == When::Now;
                     stopping = true;
+                    halt_status = Some(1);
+                    ui.say("--halt: starting no new job");
                 }
             }
             Some(Msg::InputDone) => input_done = true,
@@ -669,8 +975,15 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             }
             // A second signal while stopping changes nothing: the kills are under way.
             Some(Msg::Signal(_)) => {}
-            Some(Msg::Done(f)) => {
+            Some(Msg::Done(mut f)) => {
                 c.done += 1;
+                if f.record.status == JobStatus::DependencyFailed {
+                    if let Some(e) = f.record.error.as_deref() {
+                        if let Some(named) = name_dependency(e, &labels) {
+                            f.record.error = Some(named);
+                        }
+                    }
+                }
                 let r = &f.record;
                 let not_run = r.status == JobStatus::Cancelled
                     || (stopping && r.status == JobStatus::DependencyFailed);
@@ -686,7 +999,12 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         own_error = true;
                     }
                 }
-                let head = format!("job {} (line {})", f.seq, f.line);
+                // A template's jobs have no lines: job N is the N-th argument set.
+                let head = if o.command.is_some() {
+                    format!("job {}", f.seq)
+                } else {
+                    format!("job {} (line {})", f.seq, f.line)
+                };
                 if not_run {
                     c.not_run += 1;
                 } else if interrupted_job {
@@ -694,7 +1012,7 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                     ui.say(&format!("{head} interrupted: {}", f.command));
                 } else if r.status.is_success() {
                     c.ok += 1;
-                    if !live {
+                    if !live && !o.quiet {
                         ui.say(&format!(
                             "{head} ok, {}: {}",
                             crate::fmt_duration(r.usage.map_or(Duration::ZERO, |u| u.wall)),
@@ -713,37 +1031,46 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                         paths_of(r)
                     );
                     ui.say(&text);
-                    failures.push(format!(
-                        "job {} (line {}) {}{}",
-                        f.seq,
-                        f.line,
-                        r.describe_end(),
-                        paths_of(r)
+                    failures.push(format!("{head} {}{}", r.describe_end(), paths_of(r)));
+                }
+                if let Some(when) = f.halts {
+                    halt_now = when == When::Now;
+                    stopping = true;
+                    halt_status = Some(if r.status.is_success() {
+                        0
+                    } else {
+                        crate::exit_code(r)
+                    });
+                    ui.say(&format!(
+                        "--halt: {head} ends the batch; starting no new job"
                     ));
-                    if o.halt.is_some() && !stopping {
-                        halt_now = o.halt == Some(Halt::Now);
-                        stopping = true;
-                        ui.say("--halt: starting no new job");
-                    }
                 }
             }
         }
         if stopping {
-            stop(&gate);
+            gate.stop();
             if halt_now {
                 // Blocks for at most the grace period; every handler has sent its record when
                 // it returns, so the loop then drains them all.
                 ui.clear();
                 manager.shutdown(ShutdownMode::Cancel, None);
             } else {
+                // The manager is paused: jobs waiting for a dependency or a retry would wait for
+                // ever, so they are cancelled. Not the other pending ones: those were admitted
+                // before the halt and are being spawned (a job handed to a worker is still
+                // "pending" until it has spawned); `soon` lets them run.
+                let labels = labels.lock().expect("labels");
                 for id in manager.pending_processes() {
-                    manager.kill_process(id);
+                    if labels.get(&id.0).is_some_and(|l| l.1) {
+                        // The batch never deletes jobs, so every listed id is known.
+                        let _ = manager.kill_process(id);
+                    }
                 }
             }
         }
         if live && (ui.last_draw.elapsed() >= REDRAW) {
             let running = manager.snapshot().count(JobStatus::Running);
-            let submitted = gate.lock().expect("gate").submitted;
+            let submitted = gate.lock().submitted;
             ui.draw(&c, submitted + c.skipped + c.invalid, input_done, running);
         }
     }
@@ -766,7 +1093,14 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         ));
     }
     if c.skipped > 0 {
-        summary.push_str(&format!(", {} skipped (succeeded before)", c.skipped));
+        summary.push_str(&format!(
+            ", {} skipped ({})",
+            c.skipped,
+            match o.resume {
+                Some(Resume::Failed) => "succeeded before",
+                _ => "in the joblog",
+            }
+        ));
     }
     if c.interrupted > 0 {
         summary.push_str(&format!(", {} interrupted", c.interrupted));
@@ -775,7 +1109,9 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         summary.push_str(&format!(", {} not run", c.not_run));
     }
     summary.push_str(&format!(" in {}", crate::fmt_duration(start.elapsed())));
-    ui.say(&summary);
+    if !o.quiet || !failures.is_empty() || interrupted.is_some() {
+        ui.say(&summary);
+    }
     for f in failures.iter().take(20) {
         ui.say(&format!("  {f}"));
     }
@@ -788,6 +1124,13 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     }
     if own_error {
         return OWN_ERROR;
+    }
+    if let Some(rule) = o.halt {
+        let tally = Tally {
+            failed: c.failed + c.invalid,
+            succeeded: c.ok,
+        };
+        return rule.exit_status(halt_status, tally, gate.lock().total);
     }
     (c.failed + c.invalid).min(MAX_FAILED_STATUS) as i32
 }

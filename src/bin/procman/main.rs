@@ -10,6 +10,9 @@
 
 mod args;
 mod batch;
+mod halt;
+mod inputs;
+mod relay;
 mod run;
 mod sig;
 mod status;
@@ -19,54 +22,61 @@ use std::time::Duration;
 
 use procman::{JobRecord, JobStatus};
 
-const USAGE: &str = "\
+const HEADER: &str = "\
 procman: run programs as managed jobs
 
 USAGE:
     procman run [OPTIONS] [--] PROGRAM [ARGS...]
     procman batch [OPTIONS] [FILE|-]
+    procman batch [OPTIONS] [--] COMMAND [ARGS...] (::: ARGS... | :::: FILE)...
     procman status --joblog FILE [--log-dir DIR] [--top N]
+    procman VERB --help
+";
+
+pub const RUN_USAGE: &str = "\
+procman run [OPTIONS] [--] PROGRAM [ARGS...]
 
 run: one job; exits with its exit code (124 on timeout, 128+N when ended by signal N,
      125 for procman's own errors, 126/127 when the program cannot be run/found).
-    --log FILE        the job's stdout to FILE (default: relayed to procman's stdout)
-    --err FILE        the job's stderr to FILE (default: relayed to procman's stderr)
+    --log FILE        the job's stdout to FILE (default: procman's stdout, byte for byte;
+                      when its reader goes away the job gets SIGPIPE, as under `timeout`)
+    --err FILE        the job's stderr to FILE (default: procman's stderr, likewise)
     --input FILE      the job's stdin from FILE (default: /dev/null; /dev/stdin to pass ours)
                       --err naming the --log file merges the two; an --input that is the
                       --log or --err file is refused (it would be truncated)
-    --timeout DUR     end the job's process group after DUR (5, 2.5s, 100ms, 3m, 1h)
+    --timeout DUR     end the job's process group after DUR (5, 2.5s, 100ms, 3m, 1h;
+                      0 means no timeout, as for `timeout`)
     --grace DUR       time between SIGTERM and SIGKILL (default 2s)
     --cwd DIR         the job's working directory
     --env K=V         set an environment variable (repeatable)
     -q, --quiet       no one-line account on stderr
+    -h, --help        this help
+";
 
-batch: one job per line of FILE (or stdin): shell words (quoting, no expansion) or a JSON
-       object {\"program\", \"args\", \"input\", \"log\", \"err\", \"cwd\", \"env\", \"timeout\",
-       \"priority\", \"after\", \"id\"|\"name\", \"retries\"}. Exits with the number of failed
-       jobs (at most 101), 255 for procman's own errors, 128+N when interrupted by signal N.
-    -j, --jobs N      run at most N jobs at once (default: number of CPUs)
-    --timeout DUR     default timeout per job
-    --grace DUR       time between SIGTERM and SIGKILL (default 2s)
-    --retries N       default number of retries of a failed job (default 0)
-    --log-dir DIR     job N's output to DIR/N.log and DIR/N_err.txt (default: procman-logs)
-    --no-logs         discard the jobs' output (unless a JSON job names its own log)
-    --joblog FILE     record each finished job in GNU parallel's joblog format
-    --resume          skip jobs that FILE records as succeeded (needs --joblog)
-    --halt[=soon|now] on the first failure start no new job; `now` also kills running ones
-    --progress        force the live progress line; --no-progress for plain lines only
+pub const BATCH_USAGE: &str = include_str!("batch_usage.txt");
+
+pub const STATUS_USAGE: &str = "\
+procman status --joblog FILE [--log-dir DIR] [--top N]
 
 status: summarise a joblog (counts, failures with their log files, slowest jobs).
     --joblog FILE     the joblog to read (required)
     --log-dir DIR     where the batch wrote its logs (default: procman-logs)
     --top N           how many slowest jobs to list (default 5)
+    -h, --help        this help
+";
 
+const FOOTER: &str = "
 Durations (DUR, and \"timeout\" in job files): seconds, or a number with a suffix ms, s, m,
 h or d (5, 2.5s, 100ms, 3m, 1h, 1d), up to 18446744073709551615s (about 585 billion years);
-one too long for the clock means no limit. Exponents (1e3) and larger values are refused:
-exit status 125 (run) or 255 (batch), or an invalid job line.
+0 means no timeout, and one too long for the clock means no limit. Exponents (1e3) and larger
+values are refused: exit status 125 (run) or 255 (batch), or an invalid job line.
 
 Logging: RUST_LOG=debug (or info, warn; default warn) shows procman's own messages.
 ";
+
+fn usage() -> String {
+    format!("{HEADER}\n{RUN_USAGE}\n{BATCH_USAGE}\n{STATUS_USAGE}{FOOTER}")
+}
 
 fn main() {
     // Before any thread exists, so every thread inherits the mask (see sig.rs).
@@ -85,7 +95,7 @@ fn main() {
         Some("batch") => batch::main(argv, blocked),
         Some("status") => status::main(argv),
         Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
+            print_help(&usage());
             0
         }
         Some("-V" | "--version") => {
@@ -93,15 +103,21 @@ fn main() {
             0
         }
         Some(other) => {
-            eprintln!("procman: unknown command {other:?}\n\n{USAGE}");
+            eprintln!("procman: unknown command {other:?}\n\n{}", usage());
             2
         }
         None => {
-            eprint!("{USAGE}");
+            eprint!("{}", usage());
             2
         }
     };
     std::process::exit(code);
+}
+
+/// Writes a help text to stdout (not `print!`, which panics on a closed pipe: `| head`).
+pub fn print_help(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 /// `1.234s`, `2m03s`, `1h02m`.
@@ -159,10 +175,12 @@ pub fn account(record: &JobRecord) -> String {
 
 /// The exit status of `procman run` for a finished job, after coreutils `timeout`:
 /// the job's code; 124 for a timeout; 128+N for a signal; 126 when the program could not be
-/// executed and 127 when it was not found; 125 for other failures to start it.
+/// executed and 127 when it was not found; 125 for other failures to start it, and for a job
+/// that procman's own internal error ended.
 pub fn exit_code(record: &JobRecord) -> i32 {
     match record.status {
         JobStatus::Finished => 0,
+        JobStatus::InternalError => 125,
         JobStatus::TimedOut => 124,
         JobStatus::SpawnFailed => {
             // The core's messages: "cannot start PROGRAM: <io error>" for the program itself.

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crossbeam_channel::unbounded;
-use procman::{JobSpec, ProcessManager, Stream, OBSERVER_LINE_CAP};
+use procman::{JobSpec, ProcessManager};
 
 use crate::args::{Arg, Args, UsageError};
+use crate::relay;
 use crate::sig;
 
 /// Exit status for procman's own errors (coreutils `timeout` uses 125 too).
@@ -68,6 +69,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                     }
                 }
                 "q" | "quiet" => o.quiet = true,
+                "h" | "help" => return Err(UsageError::help()),
                 _ => return Err(a.unknown("run")),
             },
         }
@@ -88,6 +90,10 @@ enum Msg {
 pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
+        Err(e) if e.is_help() => {
+            crate::print_help(crate::RUN_USAGE);
+            return 0;
+        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
@@ -105,37 +111,36 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         Some(p) => spec = spec.error_file(p),
         None => spec = spec.error_null(),
     }
-    // A stream without a file is relayed to ours, line by line, from the reader threads.
-    let relay_out = o.log.is_none();
-    let relay_err = o.err.is_none();
-    if relay_out || relay_err {
-        spec = spec.observe(move |_, stream, line| {
-            let relay = match stream {
-                Stream::Stdout => relay_out,
-                Stream::Stderr => relay_err,
-            };
-            if !relay {
-                return;
+    // A stream without a file goes where procman's own goes: handed to the job directly where
+    // it can be reopened (see `relay.rs`), else copied through a pipe byte for byte.
+    let mut relays = Vec::new();
+    if o.log.is_none() {
+        match relay::Dest::of(libc::STDOUT_FILENO) {
+            Ok(dest) => {
+                if let Some(path) = dest.path() {
+                    spec = spec.log_file(path);
+                }
+                relays.extend(dest.into_relay());
             }
-            // A piece of exactly the cap is (almost always) part of a longer line: no newline.
-            let newline: &[u8] = if line.len() == OBSERVER_LINE_CAP {
-                b""
-            } else {
-                b"\n"
-            };
-            let _ = match stream {
-                Stream::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(line)
-                        .and_then(|_| out.write_all(newline))
-                        .and_then(|_| out.flush())
+            Err(e) => {
+                eprintln!("procman: cannot relay the job's output: {e}");
+                return OWN_ERROR;
+            }
+        }
+    }
+    if o.err.is_none() {
+        match relay::Dest::of(libc::STDERR_FILENO) {
+            Ok(dest) => {
+                if let Some(path) = dest.path() {
+                    spec = spec.error_file(path);
                 }
-                Stream::Stderr => {
-                    let mut err = std::io::stderr().lock();
-                    err.write_all(line).and_then(|_| err.write_all(newline))
-                }
-            };
-        });
+                relays.extend(dest.into_relay());
+            }
+            Err(e) => {
+                eprintln!("procman: cannot relay the job's errors: {e}");
+                return OWN_ERROR;
+            }
+        }
     }
     if let Some(d) = &o.cwd {
         spec = spec.cwd(d);
@@ -143,7 +148,8 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     for (k, v) in &o.env {
         spec = spec.env(k, v);
     }
-    if let Some(t) = o.timeout {
+    // 0 means no timeout, as for coreutils `timeout`.
+    if let Some(t) = o.timeout.filter(|t| !t.is_zero()) {
         spec = spec.timeout(t);
     }
     if let Some(g) = o.grace {
@@ -177,17 +183,21 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
                 if interrupted.is_none() {
                     log::info!("signal {s}: killing the job");
                     interrupted = Some(s);
-                    manager.kill_process(id);
+                    // The job is never deleted: its id is known.
+                    let _ = manager.kill_process(id);
                 }
             }
             // Cannot happen: the job's handler holds a sender until it has sent the record.
             Err(_) => return OWN_ERROR,
         }
     };
-    let _ = std::io::stdout().flush();
-    // The handler runs only after the reader threads finished: every relayed line is out.
+    // The job has ended: the relays copy what is left in their pipes.
+    for r in relays {
+        r.finish();
+    }
     if !o.quiet {
-        eprintln!("procman: {}", crate::account(&record));
+        // Not eprintln!, which panics when stderr is gone (`2>&1 | head -1`).
+        let _ = writeln!(std::io::stderr(), "procman: {}", crate::account(&record));
     }
     drop(manager);
     match interrupted {

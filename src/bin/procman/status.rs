@@ -33,6 +33,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
                 "joblog" => joblog = Some(a.path()?),
                 "log-dir" => log_dir = a.path()?,
                 "top" => top = a.number()?,
+                "h" | "help" => return Err(UsageError::help()),
                 _ => return Err(a.unknown("status")),
             },
             Arg::Word(w) if joblog.is_none() => joblog = Some(PathBuf::from(w)),
@@ -76,6 +77,10 @@ fn secs(x: f64) -> String {
 pub fn main(argv: Vec<OsString>) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
+        Err(e) if e.is_help() => {
+            crate::print_help(crate::STATUS_USAGE);
+            return 0;
+        }
         Err(e) => {
             eprintln!("procman: {e}");
             return 2;
