@@ -24,7 +24,11 @@
 //! * `PROCMAN_AFTER=1`: job i runs after job i-CONCURRENCY (one dependency chain per slot);
 //! * `PROCMAN_WAIT=portable`: `WaitMode::Portable` instead of pidfds;
 //! * `PROCMAN_SUBMIT=stream`: submit while running, keeping at most 3×CONCURRENCY jobs
-//!   submitted and unfinished, instead of submitting all N at once.
+//!   submitted and unfinished, instead of submitting all N at once;
+//! * `PROCMAN_HOST_FD=1`: first open a descriptor a child would inherit (no `FD_CLOEXEC`), as
+//!   servers and GUIs hold them;
+//! * `PROCMAN_HOST_BLOCK=1`: first block SIGINT, SIGTERM and SIGHUP in the thread that builds
+//!   the manager (so in its threads), as the `procman` tool does.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -106,6 +110,25 @@ fn main() {
     let after = env_is("PROCMAN_AFTER", "1");
     let stream = env_is("PROCMAN_SUBMIT", "stream");
     let group = env_is("BENCH_KILL", "group");
+
+    let _host_fd = env_is("PROCMAN_HOST_FD", "1").then(|| {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/dev/null").expect("/dev/null");
+        // SAFETY: F_SETFD on a descriptor we own: clears FD_CLOEXEC.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) };
+        f
+    });
+    if env_is("PROCMAN_HOST_BLOCK", "1") {
+        // SAFETY: a local set, filled and installed as this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
 
     let t0 = Instant::now();
     let mut builder = ProcessManager::builder().limit(conc.max(1));

@@ -1,7 +1,7 @@
 //! procman runs external programs as managed jobs: start a program with arguments, feed it an
 //! input file, write its output to log files, enforce a timeout, call a handler when it ends,
-//! cap how many run at once, query and kill jobs. Threads only: a fixed pool of workers, one
-//! dispatcher thread for handlers, no async runtime.
+//! cap how many run at once, query and kill jobs. Threads only: a pool of workers (created as
+//! jobs need them), one dispatcher thread for handlers, no async runtime.
 //!
 //! # Run a job and wait for it
 //!

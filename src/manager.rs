@@ -1,14 +1,14 @@
 //! [`ProcessManager`]: the public API, its builder, the process-wide instance, and shutdown.
 //!
-//! Threads (DESIGN.md, "Thread model"): `limit` workers (more are added when the limit is
-//! raised), one or more handler threads (`Builder::handler_threads`, default 1: "the
-//! dispatcher"), and a timer thread created on the first retry with a backoff.
+//! Threads (DESIGN.md, "Thread model"): workers created as attempts need them, up to `limit`
+//! (and what the system allows), one or more handler threads (`Builder::handler_threads`,
+//! default 1: "the dispatcher"), and a timer thread created on the first retry with a backoff.
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -95,9 +95,14 @@ pub(crate) struct Config {
 #[derive(Default)]
 struct Threads {
     workers: Vec<JoinHandle<()>>,
+    /// At most this many workers (what the system allows, estimated once the pool is large).
+    worker_cap: Option<usize>,
     dispatchers: Vec<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
 }
+
+/// Up to this many workers the pool grows without asking the system (`sys::thread_room`).
+const WORKERS_BEFORE_CAP: usize = 1024;
 
 /// Waits made inside handlers that wait for another job's handler too (only with more than one
 /// handler thread; see `RecordHold::wait_until`). Guarded by its own mutex, never taken with
@@ -128,6 +133,10 @@ pub(crate) struct Inner {
     work_tx: Sender<WorkMsg>,
     done_tx: Sender<DispatchMsg>,
     threads: Mutex<Threads>,
+    /// Workers waiting for an attempt (or just finishing one): see [`Inner::grow_workers`].
+    idle_workers: AtomicUsize,
+    /// A refused worker thread was reported (once per manager).
+    worker_refused: AtomicBool,
     handler_waits: Mutex<HandlerWaits>,
     stopped: AtomicBool,
     /// Tells this manager from every other one in the process (reader threads are marked with
@@ -245,25 +254,78 @@ impl Inner {
         self.update(|s| s.handler_returned(id, panic));
     }
 
-    /// Adds workers up to `want`. Refused once a shutdown began: the check is made under the
-    /// threads lock, and `shutdown` marks the state closed before it takes the thread list
-    /// under that lock, so a worker is either in the list it joins or never started.
-    fn spawn_workers(self: &Arc<Self>, want: usize) -> Result<(), BuildError> {
+    /// Adds workers until one is idle for each attempt queued for a worker plus one spare, and
+    /// at most `limit` exist: called by a worker that just took an attempt, and when the limit
+    /// is raised. Workers are created as jobs need them and then stay. Never blocks but on the
+    /// thread creations (tens of µs each). A refused thread is not an error: the pool stays as
+    /// it is (reported once, as a warning), the attempts wait for a worker, and at most as many
+    /// jobs run at once as there are workers. Returns the first refusal, if any.
+    pub(crate) fn grow_workers(self: &Arc<Self>) -> Option<std::io::Error> {
+        let limit = self.lock().limit;
         let mut threads = self.threads.lock();
-        if self.lock().closed {
-            return Err(BuildError::ShutDown);
-        }
-        while threads.workers.len() < want {
-            let inner = self.clone();
-            let rx = self.work_rx.clone();
+        loop {
             let n = threads.workers.len();
-            let t = thread::Builder::new()
-                .name(format!("procman-worker-{n}"))
-                .spawn(move || worker_loop(inner, rx))
-                .map_err(BuildError::Thread)?;
-            threads.workers.push(t);
+            if self.stopped.load(Ordering::SeqCst) || n >= limit {
+                return None;
+            }
+            let wanted = self.work_rx.len() + 1;
+            if self.idle_workers.load(Ordering::SeqCst) >= wanted {
+                return None;
+            }
+            // Only a large pool asks what the system allows (reading /proc once).
+            if n >= WORKERS_BEFORE_CAP && threads.worker_cap.is_none() {
+                threads.worker_cap = Some(sys::thread_room().map_or(usize::MAX, |r| n + r));
+            }
+            let refused = match threads.worker_cap {
+                Some(cap) if n >= cap => Err(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "no room for more threads (vm.max_map_count, kernel.threads-max)",
+                )),
+                _ => self.add_worker(&mut threads),
+            };
+            if let Err(e) = refused {
+                if !self.worker_refused.swap(true, Ordering::SeqCst) {
+                    log::warn!(
+                        "the job limit {limit} is beyond what this system allows for threads: \
+                         cannot add worker {} ({e}); at most {n} jobs run at once",
+                        n + 1
+                    );
+                }
+                return Some(e);
+            }
         }
-        Ok(())
+    }
+
+    fn add_worker(self: &Arc<Self>, threads: &mut Threads) -> std::io::Result<()> {
+        let inner = self.clone();
+        let rx = self.work_rx.clone();
+        let n = threads.workers.len();
+        // Counted idle before it runs, so that the next look at the pool sees it.
+        self.idle_workers.fetch_add(1, Ordering::SeqCst);
+        match thread::Builder::new()
+            .name(format!("procman-worker-{n}"))
+            .spawn(move || worker_loop(inner, rx))
+        {
+            Ok(t) => {
+                threads.workers.push(t);
+                Ok(())
+            }
+            Err(e) => {
+                self.idle_workers.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// A worker took an attempt: it is busy, and the pool grows if no worker is left idle.
+    pub(crate) fn worker_took_attempt(self: &Arc<Self>) {
+        self.idle_workers.fetch_sub(1, Ordering::SeqCst);
+        self.grow_workers();
+    }
+
+    /// A worker is done with its attempt (about to report it and take the next).
+    pub(crate) fn worker_done(&self) {
+        self.idle_workers.fetch_add(1, Ordering::SeqCst);
     }
 
     fn ensure_timer(self: &Arc<Self>) {
@@ -484,12 +546,11 @@ impl Builder {
 
     /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
     /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
-    /// without `O_CLOEXEC` out of jobs. That takes a `pre_exec` step, which makes std fork
-    /// instead of using `posix_spawn` (about twice the cost of a spawn), so procman adds it only
-    /// once the host is seen to have such a descriptor (a cheap scan of `/proc/self/fd` before
-    /// each spawn until then). A descriptor another host thread opens without `O_CLOEXEC` while
-    /// a spawn is under way, before any was ever seen, can reach that one job: see DESIGN.md,
-    /// "Descriptors".
+    /// without `O_CLOEXEC` out of jobs. On Linux with glibc 2.34 or later (in `WaitMode::Pidfd`)
+    /// the child closes them itself (`posix_spawn` with a `closefrom` file action): no fork, no
+    /// scan, no race. Elsewhere std's spawn takes a `pre_exec` step, which makes it fork, added
+    /// once the host is seen to have such a descriptor (a scan of `/proc/self/fd` before each
+    /// spawn until then); see DESIGN.md, "Descriptors". `false`: no closing at all.
     pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
         self.close_inherited_fds = yes;
         self
@@ -528,11 +589,14 @@ impl Builder {
         self
     }
 
-    /// Creates the manager and starts its threads (`limit` workers and the handler threads).
+    /// Creates the manager and starts its threads: the handler threads and one worker (more
+    /// are created as jobs need them, up to `limit`; a large limit costs nothing until used).
     ///
     /// # Errors
     /// [`BuildError::ZeroLimit`] for a zero limit, capacity or number of handler threads;
-    /// [`BuildError::Thread`] when the OS refuses a thread.
+    /// [`BuildError::Thread`] when the OS refuses a handler thread or the first worker. A worker
+    /// refused later is not an error: it caps how many jobs run at once, with a warning
+    /// (DESIGN.md, "Thread model").
     pub fn build(self) -> Result<ProcessManager, BuildError> {
         if self.limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
@@ -586,6 +650,8 @@ impl Builder {
             work_tx,
             done_tx,
             threads: Mutex::new(Threads::default()),
+            idle_workers: AtomicUsize::new(0),
+            worker_refused: AtomicBool::new(false),
             handler_waits: Mutex::new(HandlerWaits::default()),
             stopped: AtomicBool::new(false),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
@@ -607,7 +673,10 @@ impl Builder {
                 .map_err(BuildError::Thread)?;
             inner.threads.lock().dispatchers.push(dispatcher);
         }
-        inner.spawn_workers(self.limit)?;
+        // One worker now; more as attempts need them (`Inner::grow_workers`), up to `limit`.
+        let mut threads = inner.threads.lock();
+        inner.add_worker(&mut threads).map_err(BuildError::Thread)?;
+        drop(threads);
         Ok(manager)
     }
 }
@@ -622,7 +691,8 @@ pub enum ShutdownMode {
     Cancel,
 }
 
-/// Runs programs as jobs: a fixed pool of worker threads, handler threads (one by default).
+/// Runs programs as jobs: a pool of worker threads (created as jobs need them), handler threads
+/// (one by default).
 ///
 /// Every method may be called from any thread, including from inside a handler or an observer.
 /// Methods that block say so; the others take the manager's lock for microseconds only.
@@ -921,23 +991,29 @@ impl ProcessManager {
         self.inner.lock().limit
     }
 
-    /// Changes the limit on running jobs. Raising it starts waiting jobs at once (and adds
-    /// workers); lowering it lets running jobs finish and starts no new one until fewer run.
-    /// Never blocks on a job.
+    /// Changes the limit on running jobs. Raising it starts waiting jobs at once (adding the
+    /// workers they need; blocks only for those thread creations); lowering it lets running
+    /// jobs finish and starts no new one until fewer run. Never blocks on a job. A worker the
+    /// system refuses caps how many jobs run at once, with a warning, and is not an error.
     ///
     /// # Errors
-    /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged); [`BuildError::Thread`] when
-    /// a worker could not be added; [`BuildError::ShutDown`] once [`shutdown`](Self::shutdown)
-    /// began, including a shutdown running on another thread (nothing changed, no worker added).
+    /// [`BuildError::ZeroLimit`] for zero (the limit is unchanged); [`BuildError::ShutDown`] once
+    /// [`shutdown`](Self::shutdown) began, including a shutdown running on another thread
+    /// (nothing changed, no worker added).
     pub fn set_limit(&self, limit: usize) -> Result<(), BuildError> {
         if limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
         }
-        self.inner.spawn_workers(limit)?;
         self.inner.update(|s| {
+            if s.closed {
+                return Err(BuildError::ShutDown);
+            }
             s.limit = limit;
             s.pump();
-        });
+            Ok(())
+        })?;
+        // The attempts just admitted need workers; a refused thread only caps concurrency.
+        self.inner.grow_workers();
         Ok(())
     }
 

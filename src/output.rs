@@ -17,7 +17,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -95,9 +94,12 @@ impl JobKill {
 
 /// The child's three standard streams, plus the reader side when output is observed.
 pub(crate) struct Streams {
-    pub(crate) stdin: Stdio,
-    pub(crate) stdout: Stdio,
-    pub(crate) stderr: Stdio,
+    /// `None`: `/dev/null`.
+    pub(crate) stdin: Option<File>,
+    /// `None`: `/dev/null`.
+    pub(crate) stdout: Option<File>,
+    /// `None`: `/dev/null`.
+    pub(crate) stderr: Option<File>,
     pub(crate) observed: Option<ObservedSetup>,
 }
 
@@ -290,7 +292,7 @@ pub(crate) fn open_streams(
         return Err((msg, err.or(log)));
     }
     let stdin = match (input, input_file) {
-        (_, Some(Ok(f))) => Stdio::from(f),
+        (_, Some(Ok(f))) => Some(f),
         (_, Some(Err(e))) => {
             return Err((
                 format!(
@@ -301,16 +303,16 @@ pub(crate) fn open_streams(
             ))
         }
         (Input::Bytes(b), None) => match sys::bytes_file(b) {
-            Ok(f) => Stdio::from(f),
+            Ok(f) => Some(f),
             Err(e) => return Err((format!("cannot prepare input bytes: {e}"), err.or(log))),
         },
-        (_, None) => Stdio::null(),
+        (_, None) => None,
     };
     let Some(observer) = observer else {
         return Ok(Streams {
             stdin,
-            stdout: log.map_or_else(Stdio::null, Stdio::from),
-            stderr: err.map_or_else(Stdio::null, Stdio::from),
+            stdout: log,
+            stderr: err,
             observed: None,
         });
     };
@@ -328,11 +330,11 @@ pub(crate) fn open_streams(
     };
     // Stdout: followed in its file, else a pipe into it.
     let (stdout, out_file) = match setup.follow_file(log, Stream::Stdout, follow) {
-        Ok(direct) => (Stdio::from(direct), None),
+        Ok(direct) => (Some(direct), None),
         Err(file) => {
             let file = file.map(Arc::new);
             match setup.add_pipe(file.clone(), Stream::Stdout) {
-                Ok(w) => (Stdio::from(w), Some(file)),
+                Ok(w) => (Some(w), Some(file)),
                 Err(e) => return Err(fail(e, err.map(Arc::new).as_ref().or(file.as_ref()))),
             }
         }
@@ -340,18 +342,18 @@ pub(crate) fn open_streams(
     // Stderr: merged into a followed log, it is the log (the program's own order, observed as
     // stdout); merged into a piped log, a second pipe into the same file; else like stdout.
     let stderr = match (merge_error, out_file) {
-        (true, None) => err.map_or_else(Stdio::null, Stdio::from),
-        (true, Some(file)) => Stdio::from(
+        (true, None) => err,
+        (true, Some(file)) => Some(
             setup
                 .add_pipe(file.clone(), Stream::Stderr)
                 .map_err(|e| fail(e, file.as_ref()))?,
         ),
         (false, out_file) => match setup.follow_file(err, Stream::Stderr, follow) {
-            Ok(direct) => Stdio::from(direct),
+            Ok(direct) => Some(direct),
             Err(file) => {
                 let file = file.map(Arc::new);
                 let log = out_file.flatten();
-                Stdio::from(
+                Some(
                     setup
                         .add_pipe(file.clone(), Stream::Stderr)
                         .map_err(|e| fail(e, file.as_ref().or(log.as_ref())))?,

@@ -546,3 +546,293 @@ pub(crate) fn unblock_all_signals() {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 }
+
+/// One spawn on the `posix_spawn` path (Linux with glibc), prepared in the parent: no hook runs
+/// in the child, so glibc starts it with `clone(CLONE_VM | CLONE_VFORK)` whatever the host's
+/// signal mask or descriptors (DESIGN.md, "Descriptors").
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) struct SpawnPlan {
+    /// The file to run: a path when it holds a '/', else a name looked up as `lookup` says.
+    pub(crate) program: std::ffi::CString,
+    /// The argument vector, `argv[0]` included.
+    pub(crate) argv: Vec<std::ffi::CString>,
+    /// The child's whole environment, `NAME=value` each.
+    pub(crate) envp: Vec<std::ffi::CString>,
+    pub(crate) lookup: Lookup,
+    /// The working directory to change to before the program runs.
+    pub(crate) cwd: Option<std::ffi::CString>,
+    /// The descriptors (all >= 3) for the child's stdin, stdout, stderr; `None`: `/dev/null`.
+    pub(crate) stdio: [Option<RawFd>; 3],
+    /// Close every descriptor from 3 up in the child.
+    pub(crate) close_from_3: bool,
+}
+
+/// How [`SpawnPlan::program`] is found.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) enum Lookup {
+    /// It holds a '/': run it as it is.
+    Direct,
+    /// Search this process's PATH (`posix_spawnp`), as std does when the job's environment
+    /// leaves PATH alone.
+    HostPath,
+    /// Try these paths in turn, as `execvp` in the child would with the child's PATH (std's
+    /// behaviour when the job's environment sets, removes or clears PATH).
+    Candidates(Vec<std::ffi::CString>),
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type AddClosefrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type AddChdir =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
+
+/// The glibc extensions the path needs, when this glibc has them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+struct SpawnFns {
+    /// glibc 2.34+.
+    closefrom: Option<AddClosefrom>,
+    /// glibc 2.29+.
+    chdir: Option<AddChdir>,
+}
+
+/// Looked up once, at run time (a dynamically linked program must still load where glibc is
+/// older than 2.34; it then takes std's path); a static build links them from its own glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn spawn_fns() -> &'static SpawnFns {
+    static FNS: std::sync::OnceLock<SpawnFns> = std::sync::OnceLock::new();
+    FNS.get_or_init(|| {
+        #[cfg(target_feature = "crt-static")]
+        {
+            SpawnFns {
+                closefrom: Some(libc::posix_spawn_file_actions_addclosefrom_np as AddClosefrom),
+                chdir: Some(libc::posix_spawn_file_actions_addchdir_np as AddChdir),
+            }
+        }
+        #[cfg(not(target_feature = "crt-static"))]
+        {
+            // SAFETY: dlsym with RTLD_DEFAULT (null) and a NUL-terminated name only looks up;
+            // a non-null answer is the glibc function of that name, whose C signature the
+            // types above spell.
+            unsafe {
+                let closefrom = libc::dlsym(
+                    std::ptr::null_mut(),
+                    c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
+                );
+                let chdir = libc::dlsym(
+                    std::ptr::null_mut(),
+                    c"posix_spawn_file_actions_addchdir_np".as_ptr(),
+                );
+                SpawnFns {
+                    closefrom: (!closefrom.is_null())
+                        .then(|| std::mem::transmute::<*mut libc::c_void, AddClosefrom>(closefrom)),
+                    chdir: (!chdir.is_null())
+                        .then(|| std::mem::transmute::<*mut libc::c_void, AddChdir>(chdir)),
+                }
+            }
+        }
+    })
+}
+
+/// Whether [`posix_spawn`] can do a spawn that needs a working directory (`chdir`) and closing
+/// the inherited descriptors (`closefrom`) with this glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn posix_spawn_can(chdir: bool, closefrom: bool) -> bool {
+    let f = spawn_fns();
+    (!chdir || f.chdir.is_some()) && (!closefrom || f.closefrom.is_some())
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn check_spawn(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Owns initialised file actions; destroys them when dropped. Never moved after `init`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: only built by `posix_spawn` after a successful init.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// Owns initialised spawn attributes; destroys them when dropped.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: only built by `posix_spawn` after a successful init.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// Starts `plan` with glibc's `posix_spawn`: the child leads a new process group, has an empty
+/// signal mask, SIGPIPE and SIGXFSZ at their default action (runtimes such as Rust's and
+/// Python's ignore them for themselves; other dispositions are inherited as with std), its
+/// stdio as planned, and (when asked) no other descriptor. The caller has checked
+/// [`posix_spawn_can`]; without the functions it needs this fails with `ENOSYS`. Returns the
+/// child's pid; the errors are the kernel's for the `chdir` or `exec` that failed, as std's.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
+    let fns = spawn_fns();
+    let nosys = || io::Error::from_raw_os_error(libc::ENOSYS);
+    let ptrs = |v: &[std::ffi::CString]| -> Vec<*mut libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr() as *mut libc::c_char)
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
+    };
+    let argv = ptrs(&plan.argv);
+    let envp = ptrs(&plan.envp);
+    // SAFETY: every pointer handed to the posix_spawn family points to initialised memory
+    // that outlives the call (the plan's C strings, the local vectors and structures); the
+    // file actions and attributes are initialised before use and destroyed once (Drop).
+    unsafe {
+        let mut fa = FileActions(std::mem::zeroed());
+        check_spawn(libc::posix_spawn_file_actions_init(&mut fa.0))?;
+        let mut attr = SpawnAttr(std::mem::zeroed());
+        check_spawn(libc::posix_spawnattr_init(&mut attr.0))?;
+
+        if let Some(dir) = &plan.cwd {
+            let chdir = fns.chdir.ok_or_else(nosys)?;
+            check_spawn(chdir(&mut fa.0, dir.as_ptr()))?;
+        }
+        for (target, fd) in plan.stdio.iter().enumerate() {
+            let target = target as libc::c_int;
+            match fd {
+                Some(fd) => check_spawn(libc::posix_spawn_file_actions_adddup2(
+                    &mut fa.0, *fd, target,
+                ))?,
+                None => check_spawn(libc::posix_spawn_file_actions_addopen(
+                    &mut fa.0,
+                    target,
+                    c"/dev/null".as_ptr(),
+                    if target == 0 {
+                        libc::O_RDONLY
+                    } else {
+                        libc::O_WRONLY
+                    },
+                    0,
+                ))?,
+            }
+        }
+        if plan.close_from_3 {
+            let closefrom = fns.closefrom.ok_or_else(nosys)?;
+            check_spawn(closefrom(&mut fa.0, 3))?;
+        }
+
+        let flags = libc::POSIX_SPAWN_SETPGROUP
+            | libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF;
+        check_spawn(libc::posix_spawnattr_setflags(&mut attr.0, flags as _))?;
+        check_spawn(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check_spawn(libc::posix_spawnattr_setsigmask(&mut attr.0, &set))?;
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::sigaddset(&mut set, libc::SIGXFSZ);
+        check_spawn(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
+
+        let mut pid: libc::pid_t = 0;
+        let spawn_at = |pid: &mut libc::pid_t, path: &std::ffi::CStr, search: bool| {
+            let f = if search {
+                libc::posix_spawnp
+            } else {
+                libc::posix_spawn
+            };
+            check_spawn(f(
+                pid,
+                path.as_ptr(),
+                &fa.0,
+                &attr.0,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))
+        };
+        match &plan.lookup {
+            Lookup::Direct => spawn_at(&mut pid, &plan.program, false)?,
+            Lookup::HostPath => spawn_at(&mut pid, &plan.program, true)?,
+            Lookup::Candidates(paths) => {
+                // As execvp: a name not found, or not a directory on the way, goes on to the
+                // next entry; EACCES too, but it is what is reported when nothing ran.
+                let mut denied = false;
+                let mut started = false;
+                for path in paths {
+                    match spawn_at(&mut pid, path, false) {
+                        Ok(()) => {
+                            started = true;
+                            break;
+                        }
+                        Err(e) => match e.raw_os_error() {
+                            Some(libc::EACCES) => denied = true,
+                            Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
+                            _ => return Err(e),
+                        },
+                    }
+                }
+                if !started {
+                    return Err(io::Error::from_raw_os_error(if denied {
+                        libc::EACCES
+                    } else {
+                        libc::ENOENT
+                    }));
+                }
+            }
+        }
+        Ok(pid as u32)
+    }
+}
+
+/// About how many more threads this process can create before the system refuses one, when
+/// it tells (Linux): each of procman's threads takes about four memory mappings (stack and
+/// guard page, alternate signal stack and guard page) out of `vm.max_map_count`, with room
+/// left for the rest of the process (a fifth of what is free is counted), and one task out of
+/// `kernel.threads-max`. A thread std cannot give its alternate signal stack aborts the
+/// process, so the pool stops short of these limits rather than finding them. `RLIMIT_NPROC`
+/// is not counted (the user's other processes are unknown here; root is exempt).
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_room() -> Option<usize> {
+    let read_num =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let maps_room = (|| {
+        let max = read_num("/proc/sys/vm/max_map_count")?;
+        let used = std::fs::read("/proc/self/maps")
+            .ok()?
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Some(max.saturating_sub(used) / 5)
+    })();
+    let tasks_room = (|| {
+        let max = read_num("/proc/sys/kernel/threads-max")?;
+        // /proc/loadavg: "1.0 2.0 3.0 running/total last_pid"
+        let load = std::fs::read_to_string("/proc/loadavg").ok()?;
+        let total: usize = load
+            .split_whitespace()
+            .nth(3)?
+            .split('/')
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(max.saturating_sub(total) * 9 / 10)
+    })();
+    match (maps_room, tasks_room) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Elsewhere: not known.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_room() -> Option<usize> {
+    None
+}
