@@ -21,6 +21,12 @@ PROCMAN_PY_API chooses the API the jobs go through:
   the contract wants. Its kill is SIGTERM then SIGKILL after the manager's grace (the
   workloads' jobs die on the SIGTERM).
 
+As the Rust peer (``examples/bench_peer.rs``), two switches make the host what servers and GUIs
+often are, to show that spawning costs the same there:
+* ``PROCMAN_HOST_FD=1``: first open a descriptor a child would inherit (no close-on-exec);
+* ``PROCMAN_HOST_BLOCK=1``: first block SIGINT, SIGTERM and SIGHUP in the main thread (the
+  manager's threads inherit the mask).
+
 procman starts every job as the leader of its own process group and kills the group, so
 ``BENCH_KILL=group`` changes nothing here (it is accepted and reported).
 """
@@ -62,6 +68,14 @@ def main(argv):
         return 2
 
     t0 = time.monotonic()
+    host_fd = None
+    if os.environ.get("PROCMAN_HOST_FD") == "1":
+        host_fd = os.open("/dev/null", os.O_RDONLY)
+        os.set_inheritable(host_fd, True)
+    if os.environ.get("PROCMAN_HOST_BLOCK") == "1":
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     # This file sits next to procman's source folder, which has no native module: import the
     # installed package (the wheel), not that folder.
     here = os.path.dirname(os.path.abspath(__file__))

@@ -1117,7 +1117,7 @@ impl ProcessManager {
     /// Blocks until every job has ended, every handler has returned and the manager's threads
     /// have exited (a handler that never returns blocks this). Called from a handler, it does
     /// not wait for handlers still queued behind it; calling it again (or dropping the owner)
-    /// outside a handler then waits for them and joins the dispatcher. Otherwise calling it
+    /// outside a handler then waits for them and joins the handler threads. Otherwise calling it
     /// again does nothing more. A `Drain` timeout too long for the clock (`Duration::MAX`) is
     /// the same as `None`.
     ///
@@ -1188,18 +1188,18 @@ impl ProcessManager {
             inner.timer_cv.notify_all();
         }
         inner.backend.shutdown();
-        let me = thread::current().id();
-        let all = threads
-            .workers
-            .into_iter()
-            .chain(threads.dispatchers)
-            .chain(threads.timer);
-        for t in all {
-            if t.thread().id() != me {
+        for t in threads.workers.into_iter().chain(threads.timer) {
+            let _ = t.join();
+        }
+        if in_handler {
+            // Inside a handler, no handler thread is joined: another one may be waiting for a
+            // handler that only this thread, once it returns, can run (a wait inside a handler
+            // with several handler threads). They end on their Stop; a later shutdown or the
+            // owner's drop, outside a handler, joins them.
+            inner.threads.lock().dispatchers.extend(threads.dispatchers);
+        } else {
+            for t in threads.dispatchers {
                 let _ = t.join();
-            } else {
-                // Inside a handler: a later shutdown or drop joins this handler thread.
-                inner.threads.lock().dispatchers.push(t);
             }
         }
     }

@@ -254,3 +254,49 @@ fn a_handler_waiting_for_its_own_job_returns() {
         assert_eq!(ok, 3, "{threads} handler threads");
     }
 }
+
+/// A shutdown started inside one handler while another handler waits for a third job's handler
+/// (issue #17 review): the shutdown must not join the waiting handler's thread, or no thread is
+/// left to run the handler it waits for.
+#[test]
+fn shutdown_inside_a_handler_while_another_handler_waits_does_not_deadlock() {
+    let dir = std::env::temp_dir().join(format!("procman-hp-shutdown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = dir.join("go");
+    let pm = manager(2);
+    let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    // T runs until the test opens the gate.
+    let t = pm
+        .start_process(JobSpec::new("sh").args([
+            "-c",
+            "while [ ! -e \"$1\" ]; do sleep 0.01; done",
+            "gate",
+            gate.to_str().unwrap(),
+        ]))
+        .unwrap();
+    // A's handler waits for T (and T's handler).
+    let (h, a_tx) = (pm.handle(), tx.clone());
+    pm.start_process(JobSpec::new("true").on_finish(move |_| {
+        a_tx.send("a waits").unwrap();
+        let _ = result_tx.send(h.wait_timeout(t, HANDLER_PATIENCE).map(|r| r.status));
+    }))
+    .unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "a waits");
+    // S's handler shuts the manager down.
+    let (h, s_tx) = (pm.handle(), tx);
+    pm.start_process(JobSpec::new("true").on_finish(move |_| {
+        s_tx.send("s shuts down").unwrap();
+        h.shutdown(procman::ShutdownMode::Drain, None);
+    }))
+    .unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "s shuts down");
+    std::fs::write(&gate, b"").unwrap();
+    // Broken, A's wait times out after HANDLER_PATIENCE (no thread left for T's handler).
+    let waited = result_rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(waited, Ok(JobStatus::Finished));
+    let done = Instant::now();
+    drop(pm);
+    assert!(done.elapsed() < PATIENCE);
+    std::fs::remove_dir_all(&dir).ok();
+}
