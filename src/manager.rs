@@ -320,7 +320,10 @@ impl Inner {
     /// A worker took an attempt: it is busy, and the pool grows if no worker is left idle.
     pub(crate) fn worker_took_attempt(self: &Arc<Self>) {
         self.idle_workers.fetch_sub(1, Ordering::SeqCst);
-        self.grow_workers();
+        // Outside the attempt's own catch: a panic here (a host logger that panics on the
+        // growth warning) must not end the worker while it holds an admitted attempt. The pool
+        // just does not grow this time (the panic rule).
+        let _ = catch_unwind(AssertUnwindSafe(|| self.grow_workers()));
     }
 
     /// A worker is done with its attempt (about to report it and take the next).

@@ -740,22 +740,30 @@ impl State {
         let record = e.record.clone();
         let handler = e.handler.take();
         let deps = std::mem::take(&mut e.dependents);
+        if !self.events.is_empty() {
+            let r = record.clone();
+            self.events.emit(move || Event::Finished(Box::new(r)));
+        }
         // Success at debug; any other end (a failure, a crash, a timeout, a kill) at info.
         let level = if status.is_success() {
             log::Level::Debug
         } else {
             log::Level::Info
         };
-        log::log!(level, "job {id} ended: {}", record.describe_end());
-        if !self.events.is_empty() {
-            let r = record.clone();
-            self.events.emit(move || Event::Finished(Box::new(r)));
-        }
+        let line = log::log_enabled!(level).then(|| record.describe_end());
         let _ = self.done.send(DispatchMsg::Done(Done {
             id,
             handler,
             record,
         }));
+        // The host's logger runs only once the completion is on its way, and a logger that
+        // panics is contained here: it can neither keep the handler from running nor cut off
+        // the dependants' settling that follows (the panic rule).
+        if let Some(end) = line {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                log::log!(level, "job {id} ended: {end}");
+            }));
+        }
         let failed = !status.is_success();
         deps.into_iter().map(|d| (d, id, failed, status)).collect()
     }
