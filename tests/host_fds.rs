@@ -339,3 +339,39 @@ fn a_bare_program_name_is_looked_up_in_the_path_std_would_use() {
         r.error
     );
 }
+
+/// A script without a `#!` line runs as a shell script, as `execvp` (and std's fork path) run
+/// it: by its path, and found in a PATH the job sets. glibc's `posix_spawn` gives ENOEXEC for
+/// it; procman retries it as `/bin/sh FILE ARGS...` (review finding on the posix_spawn path).
+#[test]
+fn a_script_without_a_shebang_line_runs_as_a_shell_script() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("noshebang");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let name = format!("procman-noshebang-{}", std::process::id());
+    let script = bin.join(&name);
+    std::fs::write(&script, "echo plain \"$@\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = ProcessManager::builder().limit(2).build().unwrap();
+    let run = |spec: JobSpec, log: &str| {
+        let log = dir.join(log);
+        let r = m.run(spec.log_file(&log)).unwrap();
+        (r, std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    let (r, out) = run(JobSpec::new(&script).args(["a", "b"]), "path.log");
+    assert_eq!(
+        (r.status, out.as_str()),
+        (JobStatus::Finished, "plain a b\n"),
+        "{:?}",
+        r.error
+    );
+    let path = format!("/usr/bin:/bin:{}", bin.display());
+    let (r, out) = run(JobSpec::new(&name).arg("c").env("PATH", &path), "set.log");
+    assert_eq!(
+        (r.status, out.as_str()),
+        (JobStatus::Finished, "plain c\n"),
+        "{:?}",
+        r.error
+    );
+}

@@ -743,7 +743,10 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
         check_spawn(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
 
         let mut pid: libc::pid_t = 0;
-        let spawn_at = |pid: &mut libc::pid_t, path: &std::ffi::CStr, search: bool| {
+        let spawn_with = |pid: &mut libc::pid_t,
+                          path: &std::ffi::CStr,
+                          search: bool,
+                          argv: &[*mut libc::c_char]| {
             let f = if search {
                 libc::posix_spawnp
             } else {
@@ -757,6 +760,29 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
                 argv.as_ptr(),
                 envp.as_ptr(),
             ))
+        };
+        // As execvp (and std's fork path): a file the kernel will not execute (ENOEXEC: a
+        // script without a `#!` line) runs as `/bin/sh FILE ARGS...`. glibc's posix_spawn no
+        // longer does this itself.
+        let spawn_at = |pid: &mut libc::pid_t, path: &std::ffi::CStr, search: bool| match spawn_with(
+            pid, path, search, &argv,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+                let found = if search {
+                    search_host_path(path)
+                } else {
+                    Some(path.to_owned())
+                };
+                let Some(found) = found else { return Err(e) };
+                let sh: Vec<*mut libc::c_char> = [c"/bin/sh".as_ptr(), found.as_ptr()]
+                    .into_iter()
+                    .chain(plan.argv.iter().skip(1).map(|a| a.as_ptr()))
+                    .map(|p| p as *mut libc::c_char)
+                    .chain(std::iter::once(std::ptr::null_mut()))
+                    .collect();
+                spawn_with(pid, c"/bin/sh", false, &sh)
+            }
+            r => r,
         };
         match &plan.lookup {
             Lookup::Direct => spawn_at(&mut pid, &plan.program, false)?,
@@ -790,6 +816,31 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
         }
         Ok(pid as u32)
     }
+}
+
+/// The first executable regular file named `name` in this process's PATH (glibc's default
+/// when there is none), as `posix_spawnp` found it: only for the rare ENOEXEC retry.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn search_host_path(name: &std::ffi::CStr) -> Option<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH");
+    let path = path
+        .as_ref()
+        .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+    path.split(|&b| b == b':').find_map(|dir| {
+        let mut full = if dir.is_empty() {
+            b".".to_vec()
+        } else {
+            dir.to_vec()
+        };
+        full.push(b'/');
+        full.extend_from_slice(name.to_bytes());
+        let meta = std::fs::metadata(std::ffi::OsStr::from_bytes(&full)).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+            .then(|| std::ffi::CString::new(full).ok())
+            .flatten()
+    })
 }
 
 /// About how many more threads this process can create before the system refuses one, when
