@@ -160,16 +160,31 @@ pub(crate) enum Output {
 /// A file that is none of them is then truncated (a FIFO or device is not: there is nothing to
 /// truncate).
 pub(crate) fn create_output_unless(path: &Path, known: &[Option<FileId>]) -> io::Result<Output> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
+    // Nothing to compare with: truncate on open (O_TRUNC leaves a FIFO or a device alone).
+    let compare = known.iter().any(Option::is_some);
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(!compare)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+    };
+    // The parent directories only when the open says they are missing: no mkdir and stat per
+    // job for a directory that exists (the common case).
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                std::fs::create_dir_all(parent)?;
+                open()?
+            }
+            _ => return Err(e),
+        },
+        r => r?,
+    };
+    if !compare {
+        return blocking(file).map(Output::New);
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
     let meta = file.metadata()?;
     let id = {
         use std::os::unix::fs::MetadataExt;
@@ -197,12 +212,11 @@ fn open_input(path: &Path) -> io::Result<File> {
 /// Clears `O_NONBLOCK`, which was only wanted for `open` (a FIFO opened for writing with no
 /// reader then fails with ENXIO instead of blocking the worker for ever).
 fn blocking(file: File) -> io::Result<File> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if fl == -1 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) == -1 {
-            return Err(io::Error::last_os_error());
-        }
+    // Of the flags F_SETFL sets (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK), the
+    // callers opened the file with O_NONBLOCK only: setting none clears it in one call.
+    // SAFETY: F_SETFL on a descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } == -1 {
+        return Err(io::Error::last_os_error());
     }
     Ok(file)
 }
