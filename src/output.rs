@@ -668,7 +668,7 @@ impl Delivery<'_> {
 const FOLLOW_ROUND: u64 = 1 << 20;
 
 /// While output flows, how long the follower waits before it reads the files again (instead of
-/// a wake-up per write). 2, 10 and 20 ms measured alike on w2/w3 (DESIGN.md, "Performance");
+/// a wake-up per write). 2, 10 and 20 ms measured alike on w2/w3 (docs/performance.md);
 /// 10 ms bounds an observer's lag behind a fast writer.
 #[cfg(target_os = "linux")]
 const FOLLOW_PACE: Duration = Duration::from_millis(10);
@@ -941,7 +941,7 @@ impl LineSplitter {
 }
 
 /// The first `\n` in `data`: libc's `memchr` (vectorised), not a byte-at-a-time loop, which cost
-/// ~0.4 s of CPU per GiB of observed output (DESIGN.md, "Performance").
+/// ~0.4 s of CPU per GiB of observed output (docs/performance.md).
 fn find_newline(data: &[u8]) -> Option<usize> {
     // SAFETY: memchr reads at most data.len() bytes from data's start; a non-null result points
     // into data.

@@ -201,7 +201,7 @@ impl PartialOrd for ReadyKey {
 /// The job table. Entries are boxed: a table slot is then 16 bytes instead of ~480, so the
 /// table's spare capacity (up to half of it right after it grows) costs little; and ids are
 /// hashed with one multiplication instead of SipHash (they are sequential and never chosen by an
-/// attacker). Measured in DESIGN.md, "Performance" (memory per pending job).
+/// attacker). Measured in docs/performance.md (memory per pending job).
 pub(crate) type JobTable = HashMap<JobId, Box<Entry>, BuildHasherDefault<IdHasher>>;
 
 /// Fibonacci hashing of a job id: spreads sequential ids over both the low bits (the bucket)
