@@ -318,18 +318,10 @@ fn spawn_plan(
             // execvp's search in the child's PATH; without one, glibc's default.
             let path = env
                 .get(std::ffi::OsStr::new("PATH"))
-                .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
-            let mut paths = Vec::new();
-            for dir in path.split(|&b| b == b':') {
-                let mut full = if dir.is_empty() {
-                    b".".to_vec()
-                } else {
-                    dir.to_vec()
-                };
-                full.push(b'/');
-                full.extend_from_slice(file.as_bytes());
-                paths.push(cstr(full)?);
-            }
+                .map_or(sys::DEFAULT_PATH, |p| p.as_bytes());
+            let paths = sys::path_candidates(path, file.as_bytes())
+                .map(cstr)
+                .collect::<std::io::Result<_>>()?;
             sys::Lookup::Candidates(paths)
         } else {
             sys::Lookup::HostPath

@@ -818,29 +818,42 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
     }
 }
 
-/// The first executable regular file named `name` in this process's PATH (glibc's default
-/// when there is none), as `posix_spawnp` found it: only for the rare ENOEXEC retry.
+/// The paths `execvp` tries for `name` in `path` (a PATH value), in order: an empty entry is
+/// the current directory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn search_host_path(name: &std::ffi::CStr) -> Option<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH");
-    let path = path
-        .as_ref()
-        .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
-    path.split(|&b| b == b':').find_map(|dir| {
+pub(crate) fn path_candidates<'a>(
+    path: &'a [u8],
+    name: &'a [u8],
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    path.split(|&b| b == b':').map(move |dir| {
         let mut full = if dir.is_empty() {
             b".".to_vec()
         } else {
             dir.to_vec()
         };
         full.push(b'/');
-        full.extend_from_slice(name.to_bytes());
-        let meta = std::fs::metadata(std::ffi::OsStr::from_bytes(&full)).ok()?;
-        (meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-            .then(|| std::ffi::CString::new(full).ok())
-            .flatten()
+        full.extend_from_slice(name);
+        full
     })
+}
+
+/// glibc's search path when PATH is unset.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
+
+/// The first executable regular file named `name` in this process's PATH (glibc's default
+/// when there is none), as `posix_spawnp` found it: only for the rare ENOEXEC retry.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn search_host_path(name: &std::ffi::CStr) -> Option<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let host = std::env::var_os("PATH");
+    let path = host.as_ref().map_or(DEFAULT_PATH, |p| p.as_bytes());
+    let found = path_candidates(path, name.to_bytes()).find(|full| {
+        std::fs::metadata(std::ffi::OsStr::from_bytes(full))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    found.and_then(|full| std::ffi::CString::new(full).ok())
 }
 
 /// About how many more threads this process can create before the system refuses one, when
