@@ -7,9 +7,10 @@
 mod common;
 
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use common::{kid, TempDir};
-use procman::{JobSpec, JobStatus, ProcessManager};
+use procman::{JobRecord, JobSpec, JobStatus, ProcessManager};
 
 fn fds_seen(m: &ProcessManager, dir: &TempDir, name: &str) -> String {
     let log = dir.join(name);
@@ -251,24 +252,34 @@ fn no_host_setting_makes_a_spawn_fork() {
     }
 }
 
+/// An executable script `TAG-PID` holding `body`, in a `bin` folder of its own under `dir`:
+/// its folder, its name and its path.
+fn script_in_bin(dir: &TempDir, tag: &str, body: &str) -> (PathBuf, String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let name = format!("{tag}-{}", std::process::id());
+    let script = bin.join(&name);
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, name, script)
+}
+
+/// Runs `spec` with its log in `dir/log`: the record and what the log holds.
+fn run_logged(m: &ProcessManager, dir: &TempDir, spec: JobSpec, log: &str) -> (JobRecord, String) {
+    let log = dir.join(log);
+    let r = m.run(spec.log_file(&log)).unwrap();
+    (r, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 /// PATH as std's Command reads it: the host's unless the job's environment sets, removes or
 /// clears it; then the child's (glibc's default `/bin:/usr/bin` when it has none).
 #[test]
 fn a_bare_program_name_is_looked_up_in_the_path_std_would_use() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("pathlookup");
-    let bin = dir.join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let name = format!("procman-pathprobe-{}", std::process::id());
-    let script = bin.join(&name);
-    std::fs::write(&script, "#!/bin/sh\necho found \"$@\"\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (bin, name, _) = script_in_bin(&dir, "procman-pathprobe", "#!/bin/sh\necho found \"$@\"\n");
     let m = ProcessManager::builder().limit(2).build().unwrap();
-    let run = |spec: JobSpec, log: &str| {
-        let log = dir.join(log);
-        let r = m.run(spec.log_file(&log)).unwrap();
-        (r, std::fs::read_to_string(&log).unwrap_or_default())
-    };
+    let run = |spec: JobSpec, log: &str| run_logged(&m, &dir, spec, log);
     // Found in the PATH the job sets (not the host's).
     let path = format!("/nonexistent-procman:{}", bin.display());
     let (r, out) = run(JobSpec::new(&name).arg("x").env("PATH", &path), "set.log");
@@ -345,20 +356,10 @@ fn a_bare_program_name_is_looked_up_in_the_path_std_would_use() {
 /// it; procman retries it as `/bin/sh FILE ARGS...` (review finding on the posix_spawn path).
 #[test]
 fn a_script_without_a_shebang_line_runs_as_a_shell_script() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("noshebang");
-    let bin = dir.join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let name = format!("procman-noshebang-{}", std::process::id());
-    let script = bin.join(&name);
-    std::fs::write(&script, "echo plain \"$@\"\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (bin, name, script) = script_in_bin(&dir, "procman-noshebang", "echo plain \"$@\"\n");
     let m = ProcessManager::builder().limit(2).build().unwrap();
-    let run = |spec: JobSpec, log: &str| {
-        let log = dir.join(log);
-        let r = m.run(spec.log_file(&log)).unwrap();
-        (r, std::fs::read_to_string(&log).unwrap_or_default())
-    };
+    let run = |spec: JobSpec, log: &str| run_logged(&m, &dir, spec, log);
     let (r, out) = run(JobSpec::new(&script).args(["a", "b"]), "path.log");
     assert_eq!(
         (r.status, out.as_str()),
