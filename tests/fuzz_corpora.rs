@@ -6,8 +6,9 @@
 //! of its own.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 
 #[path = "../fuzz/checks/duration.rs"]
 mod duration;
@@ -21,24 +22,12 @@ mod words;
 /// Runs `check` on every file of `fuzz/corpus/<target>` and fails naming every input that broke
 /// an invariant (a panic in the check), and if the corpus is missing or empty.
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("read the corpus directory").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: no corpus inputs", dir.display());
+    let files = common::corpus(target);
     let mut failures = Vec::new();
     for file in &files {
         let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| check(&data))) {
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("(not a text panic)");
+            let message = common::panic_text(&*payload);
             failures.push(format!("{}: {message}", file.display()));
         }
     }

@@ -12,12 +12,13 @@
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 #[path = "../fuzz/checks/state_machine.rs"]
 mod state_machine;
+
+mod common;
 
 /// One input's bound before the watchdog aborts the binary (well above the about 0.1-0.5 s an
 /// input takes, even on a loaded machine).
@@ -30,13 +31,7 @@ const MAX_FAILURES: usize = 10;
 
 #[test]
 fn state_machine_corpus_keeps_its_invariants() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/state_machine");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("read the corpus directory").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: no corpus inputs", dir.display());
+    let files = common::corpus("state_machine");
 
     // The watchdog gets each input's name as it starts and `None` at the end; it is started
     // before the first input, so the check's thread count does not see it come or go.
@@ -78,11 +73,7 @@ fn state_machine_corpus_keeps_its_invariants() {
             slowest = (took, file.display().to_string());
         }
         if let Err(payload) = outcome {
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("(not a text panic)");
+            let message = common::panic_text(&*payload);
             failures.push(format!("{}: {message}", file.display()));
         }
     }

@@ -141,3 +141,27 @@ pub fn live_with_argv(argv: &[&str]) -> Vec<u32> {
         .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
         .collect()
 }
+
+/// The committed fuzz corpus of `target` (`fuzz/corpus/<target>/*`), sorted; fails the test if
+/// it is missing or empty.
+pub fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("read the corpus directory").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no corpus inputs", dir.display());
+    files
+}
+
+/// The text of a panic payload (`String` or `&str`), or a placeholder.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a text panic)")
+}
