@@ -82,7 +82,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use crate::slurm::SlurmOptions;
+    use crate::backend::slurm::SlurmOptions;
     use crate::{
         Event, JobId, JobRecord, JobSpec, JobStatus, ObserveMode, ProcessManager, RetryOn, WaitMode,
     };

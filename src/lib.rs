@@ -82,8 +82,9 @@
 #![deny(clippy::unchecked_time_subtraction)]
 
 mod backend;
+mod config;
 mod deadline;
-mod dispatch;
+mod engine;
 mod error;
 mod events;
 #[cfg(test)]
@@ -93,10 +94,7 @@ pub mod jobfile;
 mod manager;
 mod output;
 pub mod plugin;
-mod pool;
 mod record;
-mod retain;
-mod sched;
 pub mod signal;
 mod spec;
 
@@ -121,9 +119,11 @@ pub mod slurm {
 }
 mod sys;
 
+pub use config::{ObserveMode, ShutdownMode, WaitMode};
+pub use engine::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
-pub use manager::{Builder, ObserveMode, ProcessManager, RecordHold, ShutdownMode, WaitMode};
+pub use manager::{Builder, ProcessManager, RecordHold};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
     PluginWaitError, ProgramTask, Task,
@@ -131,6 +131,5 @@ pub use plugin::{
 pub use record::{
     describe_signal, signal_name, JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage,
 };
-pub use retain::Retention;
 pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};

@@ -15,10 +15,11 @@
 
 use std::sync::Arc;
 
+pub(crate) mod local;
 pub(crate) mod slurm;
 
-use crate::manager::Inner;
-use crate::sched::{AttemptEnd, Work};
+use crate::engine::sched::{AttemptEnd, Work};
+use crate::engine::Inner;
 
 /// Wakes a worker blocked on its job (a kill request, or shutdown).
 #[cfg(target_os = "linux")]

@@ -35,13 +35,13 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::{Backend, WorkerWaker};
+use crate::backend::local::report_spawn_failure;
 use crate::deadline;
-use crate::dispatch::panic_message;
-use crate::manager::Inner;
+use crate::engine::dispatch::panic_message;
+use crate::engine::sched::{AttemptEnd, JobCore, Work};
+use crate::engine::Inner;
 use crate::output::{create_output_unless, FileId, Output};
-use crate::pool::report_spawn_failure;
 use crate::record::ResourceUsage;
-use crate::sched::{AttemptEnd, JobCore, Work};
 use crate::spec::{EnvEdit, Input};
 use crate::sys::Exit;
 

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::backend::{Backend, WorkerWaker};
+use crate::config::{ObserveMode, WaitMode};
 use crate::deadline;
-use crate::dispatch::panic_message;
-use crate::manager::{Inner, ObserveMode, WaitMode};
+use crate::engine::dispatch::panic_message;
+use crate::engine::sched::{AttemptEnd, JobCore, Work, WorkMsg};
+use crate::engine::Inner;
 use crate::output::{open_streams, FileId, JobKill, Readers};
 use crate::record::ResourceUsage;
-use crate::sched::{AttemptEnd, JobCore, Work, WorkMsg};
 use crate::spec::{EnvEdit, Input};
 use crate::sys::{self, Exit};
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::manager::Inner;
+use crate::engine::sched::DispatchMsg;
+use crate::engine::Inner;
 use crate::record::JobId;
-use crate::sched::DispatchMsg;
 
 thread_local! {
     /// On a handler thread: its manager's key (`Inner::key`, never 0) and the job whose handler

@@ -6,412 +6,25 @@
 //! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
 //! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
 
-use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crossbeam_channel::{bounded, Receiver};
 
+use crate::backend::local::Local;
 use crate::backend::Backend;
+use crate::config::{Config, ObserveMode, ShutdownMode, WaitMode};
 use crate::deadline;
-use crate::dispatch::dispatcher_loop;
+use crate::engine::retain::Retention;
+use crate::engine::sched::{KillReason, Phase, Settings};
+use crate::engine::Inner;
 use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
-use crate::pool::{worker_loop, Local};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
-use crate::retain::Retention;
-use crate::sched::{AttemptEnd, DispatchMsg, KillReason, Phase, State, WorkMsg};
 use crate::spec::{same_path, EnvEdit, ErrorOutput, Input, JobSpec};
 use crate::sys;
-
-/// How workers wait for their child.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitMode {
-    /// Linux: `poll` on a pidfd and an eventfd, then `wait4`. Installs no signal handler, wakes
-    /// at once on exit or kill, and yields CPU time and peak memory. Without a pidfd or an
-    /// eventfd (a kernel before 5.3, or no descriptor left) a job is polled with
-    /// `waitid(WNOWAIT)` in 10 ms slices instead: still no signal handler.
-    Pidfd,
-    /// Any Unix: the `wait-timeout` crate in 10 ms slices. It installs a SIGCHLD handler in the
-    /// host process; no CPU or memory figures; leftover group members are not killed.
-    Portable,
-}
-
-impl Default for WaitMode {
-    fn default() -> WaitMode {
-        if cfg!(target_os = "linux") {
-            WaitMode::Pidfd
-        } else {
-            WaitMode::Portable
-        }
-    }
-}
-
-/// How observed output reaches the observer (see [`JobSpec::observe`](crate::JobSpec::observe)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObserveMode {
-    /// Linux: the program writes its log and error files itself, exactly as when unobserved,
-    /// and one reader thread per job follows the files (inotify) and hands their lines to the
-    /// observer. The program is never slowed or blocked by the observer, and a merged log is
-    /// observed in the order the program wrote it (all as [`Stream::Stdout`](crate::Stream)).
-    /// A stream with no regular file behind it (no log file, `/dev/null`, a FIFO), or a job for
-    /// which no inotify instance is left (`max_user_instances`), goes through a pipe as in
-    /// [`Pipes`](ObserveMode::Pipes). Output written after the job's processes were reaped (by
-    /// a process that left the group) is in the file but not observed.
-    Files,
-    /// Any Unix: stdout and stderr are pipes; one reader thread per stream copies each chunk to
-    /// its file and hands its lines to the observer. A slow observer slows the program (the
-    /// pipe fills); completion waits for the pipes' EOF at most the drain bound
-    /// ([`Builder::output_drain_bound`]).
-    Pipes,
-}
-
-impl Default for ObserveMode {
-    fn default() -> ObserveMode {
-        if cfg!(target_os = "linux") {
-            ObserveMode::Files
-        } else {
-            ObserveMode::Pipes
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) wait_mode: WaitMode,
-    pub(crate) observe_mode: ObserveMode,
-    /// How long completion waits for observed output's EOF after the program was reaped.
-    pub(crate) drain_bound: Duration,
-    /// Mark the host's inheritable descriptors close-on-exec in each child.
-    pub(crate) close_inherited_fds: bool,
-    /// How many threads call handlers.
-    pub(crate) handler_threads: usize,
-}
-
-#[derive(Default)]
-struct Threads {
-    workers: Vec<JoinHandle<()>>,
-    /// At most this many workers (what the system allows, estimated once the pool is large).
-    worker_cap: Option<usize>,
-    dispatchers: Vec<JoinHandle<()>>,
-    timer: Option<JoinHandle<()>>,
-}
-
-/// Up to this many workers the pool grows without asking the system (`sys::thread_room`).
-const WORKERS_BEFORE_CAP: usize = 1024;
-
-/// Waits made inside handlers that wait for another job's handler too (only with more than one
-/// handler thread; see `RecordHold::wait_until`). Guarded by its own mutex, never taken with
-/// the state lock held.
-#[derive(Default)]
-struct HandlerWaits {
-    /// How many such waits are in progress: kept below the number of handler threads, so one
-    /// thread is always free to run the handlers they wait for.
-    blocked: usize,
-    /// The jobs whose handlers are in such a wait (with how many): a handler never waits for
-    /// the handler of one of these, so no cycle of handlers waiting for each other can form.
-    waiting: HashMap<JobId, usize>,
-}
-
-/// Shared by the public handles and the manager's threads.
-pub(crate) struct Inner {
-    state: Mutex<State>,
-    /// Notified whenever a job becomes final or its handler returns.
-    changed: Condvar,
-    /// Notified when an update leaves no live job: `wait_all` and `shutdown` wait on this one,
-    /// so they are not woken twice per job to find that jobs are still running.
-    idle: Condvar,
-    /// Notified when a retry timer is added or the manager stops.
-    timer_cv: Condvar,
-    pub(crate) config: Config,
-    pub(crate) backend: Arc<dyn Backend>,
-    work_rx: Receiver<WorkMsg>,
-    work_tx: Sender<WorkMsg>,
-    done_tx: Sender<DispatchMsg>,
-    threads: Mutex<Threads>,
-    /// Workers waiting for an attempt (or just finishing one): see [`Inner::grow_workers`].
-    idle_workers: AtomicUsize,
-    /// A refused worker thread was reported (once per manager).
-    worker_refused: AtomicBool,
-    handler_waits: Mutex<HandlerWaits>,
-    stopped: AtomicBool,
-    /// Tells this manager from every other one in the process (reader threads are marked with
-    /// it and the job they observe: `output::observing`).
-    pub(crate) key: u64,
-}
-
-/// Where manager keys come from.
-static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
-    /// True on any of this manager's handler threads, that is inside a handler.
-    fn on_dispatcher(&self) -> bool {
-        crate::dispatch::on_handler_thread(self.key)
-    }
-
-    /// Inside a handler, before waiting for job `target`: whether the wait may also wait for
-    /// `target`'s handler without risking a deadlock. Yes only with more than one handler
-    /// thread, when `target` is not the job whose handler calls, when another handler thread
-    /// stays free (fewer than `handler_threads - 1` such waits in progress), and when
-    /// `target`'s handler is not itself in such a wait (no cycle). A yes is a reservation,
-    /// released by `release_handler_wait`.
-    fn reserve_handler_wait(&self, target: JobId) -> bool {
-        if self.config.handler_threads <= 1 {
-            return false;
-        }
-        let Some(me) = crate::dispatch::current_handler_job(self.key) else {
-            return false;
-        };
-        if me == target {
-            return false;
-        }
-        let mut w = self.handler_waits.lock();
-        if w.blocked + 1 >= self.config.handler_threads || w.waiting.contains_key(&target) {
-            return false;
-        }
-        w.blocked += 1;
-        *w.waiting.entry(me).or_insert(0) += 1;
-        true
-    }
-
-    /// Ends a wait that `reserve_handler_wait` allowed, made by the handler of job `me`.
-    fn release_handler_wait(&self, me: JobId) {
-        let mut w = self.handler_waits.lock();
-        w.blocked = w.blocked.saturating_sub(1);
-        if let Some(n) = w.waiting.get_mut(&me) {
-            *n -= 1;
-            if *n == 0 {
-                w.waiting.remove(&me);
-            }
-        }
-    }
-
-    /// The job of this manager whose output observer runs on this thread, if any.
-    fn observed_here(&self) -> Option<JobId> {
-        crate::output::observing()
-            .filter(|&(key, _)| key == self.key)
-            .map(|(_, id)| id)
-    }
-
-    /// Runs `f` under the lock, then wakes waiters (`f` may have made jobs final).
-    fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let (r, idle) = {
-            let mut s = self.lock();
-            let r = f(&mut s);
-            (r, s.live == 0)
-        };
-        self.changed.notify_all();
-        if idle {
-            self.idle.notify_all();
-        }
-        r
-    }
-
-    pub(crate) fn started(
-        &self,
-        id: JobId,
-        pid: u32,
-        attempt: u32,
-        spawned: Instant,
-        #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
-    ) {
-        self.lock().started(
-            id,
-            pid,
-            attempt,
-            spawned,
-            #[cfg(target_os = "linux")]
-            waker,
-        );
-    }
-
-    /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
-    pub(crate) fn set_backend_state(&self, id: JobId, state: &str) {
-        self.lock().set_backend_state(id, state);
-    }
-
-    pub(crate) fn end_attempt(self: &Arc<Self>, id: JobId, attempt: u32, end: AttemptEnd) {
-        if self.update(|s| s.end_attempt(id, attempt, end)).is_some() {
-            self.ensure_timer();
-            self.timer_cv.notify_all();
-        }
-    }
-
-    /// See [`State::abandon`].
-    pub(crate) fn abandon(&self, id: JobId, msg: String) {
-        self.update(|s| s.abandon(id, msg));
-    }
-
-    pub(crate) fn handler_returned(&self, id: JobId, panic: Option<String>) {
-        self.update(|s| s.handler_returned(id, panic));
-    }
-
-    /// Adds workers until one is idle for each attempt queued for a worker plus one spare, and
-    /// at most `limit` exist: called by a worker that just took an attempt, and when the limit
-    /// is raised. Workers are created as jobs need them and then stay. Never blocks but on the
-    /// thread creations (tens of µs each). A refused thread is not an error: the pool stays as
-    /// it is (reported once, as a warning), the attempts wait for a worker, and at most as many
-    /// jobs run at once as there are workers. Returns the first refusal, if any.
-    pub(crate) fn grow_workers(self: &Arc<Self>) -> Option<std::io::Error> {
-        let limit = self.lock().limit;
-        let mut threads = self.threads.lock();
-        loop {
-            let n = threads.workers.len();
-            if self.stopped.load(Ordering::SeqCst) || n >= limit {
-                return None;
-            }
-            let wanted = self.work_rx.len() + 1;
-            if self.idle_workers.load(Ordering::SeqCst) >= wanted {
-                return None;
-            }
-            // Only a large pool asks what the system allows (reading /proc once).
-            if n >= WORKERS_BEFORE_CAP && threads.worker_cap.is_none() {
-                threads.worker_cap = Some(sys::thread_room().map_or(usize::MAX, |r| n + r));
-            }
-            let refused = match threads.worker_cap {
-                Some(cap) if n >= cap => Err(std::io::Error::new(
-                    std::io::ErrorKind::OutOfMemory,
-                    "no room for more threads (vm.max_map_count, kernel.threads-max)",
-                )),
-                _ => self.add_worker(&mut threads),
-            };
-            if let Err(e) = refused {
-                if !self.worker_refused.swap(true, Ordering::SeqCst) {
-                    log::warn!(
-                        "the job limit {limit} is beyond what this system allows for threads: \
-                         cannot add worker {} ({e}); at most {n} jobs run at once",
-                        n + 1
-                    );
-                }
-                return Some(e);
-            }
-        }
-    }
-
-    fn add_worker(self: &Arc<Self>, threads: &mut Threads) -> std::io::Result<()> {
-        let inner = self.clone();
-        let rx = self.work_rx.clone();
-        let n = threads.workers.len();
-        // Counted idle before it runs, so that the next look at the pool sees it.
-        self.idle_workers.fetch_add(1, Ordering::SeqCst);
-        match thread::Builder::new()
-            .name(format!("procman-worker-{n}"))
-            .spawn(move || worker_loop(inner, rx))
-        {
-            Ok(t) => {
-                threads.workers.push(t);
-                Ok(())
-            }
-            Err(e) => {
-                self.idle_workers.fetch_sub(1, Ordering::SeqCst);
-                Err(e)
-            }
-        }
-    }
-
-    /// A worker took an attempt: it is busy, and the pool grows if no worker is left idle.
-    pub(crate) fn worker_took_attempt(self: &Arc<Self>) {
-        self.idle_workers.fetch_sub(1, Ordering::SeqCst);
-        // Outside the attempt's own catch: a panic here (a host logger that panics on the
-        // growth warning) must not end the worker while it holds an admitted attempt. The pool
-        // just does not grow this time (the panic rule).
-        let _ = catch_unwind(AssertUnwindSafe(|| self.grow_workers()));
-    }
-
-    /// A worker is done with its attempt (about to report it and take the next).
-    pub(crate) fn worker_done(&self) {
-        self.idle_workers.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn ensure_timer(self: &Arc<Self>) {
-        let mut threads = self.threads.lock();
-        if threads.timer.is_some() || self.stopped.load(Ordering::SeqCst) {
-            return;
-        }
-        let inner = self.clone();
-        match thread::Builder::new()
-            .name("procman-timer".into())
-            .spawn(move || inner.timer_loop())
-        {
-            Ok(t) => threads.timer = Some(t),
-            Err(e) => {
-                // Without a timer the retries would wait forever: requeue them now instead.
-                log::error!("cannot create the retry timer thread ({e}); retrying without backoff");
-                self.update(|s| {
-                    while let Some(std::cmp::Reverse((_, id))) = s.timers.pop() {
-                        s.retry_due(id);
-                    }
-                });
-            }
-        }
-    }
-
-    /// The retry timer's body. A panic in it (the panic rule, DESIGN.md) is caught: retries
-    /// that lost their timer in it are queued at once, and the timer goes on.
-    fn timer_loop(&self) {
-        while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
-            log::error!(
-                "internal error: the retry timer thread panicked: {}; it goes on",
-                crate::dispatch::panic_message(&*p)
-            );
-            self.update(|s| s.requeue_orphaned_retries());
-        }
-    }
-
-    fn timer_rounds(&self) {
-        let mut s = self.lock();
-        while !self.stopped.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            match s.timers.peek().copied() {
-                Some(std::cmp::Reverse((at, id))) if at <= now => {
-                    s.timers.pop();
-                    #[cfg(test)]
-                    if let Some(core) = s.get(id).and_then(|e| e.core.clone()) {
-                        crate::fault::hit(&core.args, crate::fault::TIMER);
-                    }
-                    s.retry_due(id);
-                }
-                Some(std::cmp::Reverse((at, _))) => {
-                    self.timer_cv.wait_until(&mut s, at);
-                }
-                None => self.timer_cv.wait(&mut s),
-            }
-        }
-    }
-
-    /// Blocks until `done(state)` holds or the deadline passes; true if it holds.
-    /// `cv` is `changed`, or `idle` when `done` can only hold once no job is live.
-    fn wait_for(
-        &self,
-        cv: &Condvar,
-        deadline: Option<Instant>,
-        mut done: impl FnMut(&State) -> bool,
-    ) -> bool {
-        let mut s = self.lock();
-        loop {
-            if done(&s) {
-                return true;
-            }
-            match deadline {
-                Some(d) => {
-                    if cv.wait_until(&mut s, d).timed_out() {
-                        return done(&s);
-                    }
-                }
-                None => cv.wait(&mut s),
-            }
-        }
-    }
-}
-
 /// Builds a [`ProcessManager`] with non-default settings.
 ///
 /// ```
@@ -438,7 +51,7 @@ pub struct Builder {
     handler_threads: usize,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
-    slurm: Option<crate::slurm::SlurmOptions>,
+    slurm: Option<crate::backend::slurm::SlurmOptions>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -577,7 +190,7 @@ impl Builder {
     /// "Running jobs on Slurm"). `limit` then bounds how many jobs are submitted to Slurm at
     /// once. Unless set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
     /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
-    pub fn slurm(mut self, options: crate::slurm::SlurmOptions) -> Builder {
+    pub fn slurm(mut self, options: crate::backend::slurm::SlurmOptions) -> Builder {
         // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
         self.cpu_capacity.get_or_insert(u32::MAX / 2);
         self.memory_capacity.get_or_insert(u64::MAX / 2);
@@ -620,78 +233,29 @@ impl Builder {
         if memory_capacity == 0 {
             return Err(BuildError::ZeroLimit("the memory capacity"));
         }
-        let (work_tx, work_rx) = unbounded();
-        let (done_tx, done_rx) = unbounded();
-        let mut state = State::new(
-            self.limit,
+        let backend: Arc<dyn Backend> = match (self.backend, self.slurm) {
+            (Some(b), _) => b,
+            (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
+            (None, None) => Arc::new(Local),
+        };
+        let settings = Settings {
+            limit: self.limit,
             cpu_capacity,
             memory_capacity,
-            work_tx.clone(),
-            done_tx.clone(),
-            self.grace,
-            self.kill_leftovers,
-        );
-        state.retain = crate::retain::Retainer::new(self.retention);
-        let inner = Arc::new(Inner {
-            state: Mutex::new(state),
-            changed: Condvar::new(),
-            idle: Condvar::new(),
-            timer_cv: Condvar::new(),
-            config: Config {
-                wait_mode: self.wait_mode,
-                observe_mode: self.observe_mode,
-                drain_bound: self.drain_bound,
-                close_inherited_fds: self.close_inherited_fds,
-                handler_threads: self.handler_threads,
-            },
-            backend: match (self.backend, self.slurm) {
-                (Some(b), _) => b,
-                (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
-                (None, None) => Arc::new(Local),
-            },
-            work_rx,
-            work_tx,
-            done_tx,
-            threads: Mutex::new(Threads::default()),
-            idle_workers: AtomicUsize::new(0),
-            worker_refused: AtomicBool::new(false),
-            handler_waits: Mutex::new(HandlerWaits::default()),
-            stopped: AtomicBool::new(false),
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-        });
-        let manager = ProcessManager {
-            inner: inner.clone(),
-            owner: true,
+            grace: self.grace,
+            kill_leftovers: self.kill_leftovers,
+            retention: self.retention,
         };
-        for i in 0..self.handler_threads {
-            let (d, rx) = (inner.clone(), done_rx.clone());
-            let name = if self.handler_threads == 1 {
-                "procman-dispatch".to_owned()
-            } else {
-                format!("procman-dispatch-{i}")
-            };
-            let dispatcher = thread::Builder::new()
-                .name(name)
-                .spawn(move || dispatcher_loop(d, rx))
-                .map_err(BuildError::Thread)?;
-            inner.threads.lock().dispatchers.push(dispatcher);
-        }
-        // One worker now; more as attempts need them (`Inner::grow_workers`), up to `limit`.
-        let mut threads = inner.threads.lock();
-        inner.add_worker(&mut threads).map_err(BuildError::Thread)?;
-        drop(threads);
-        Ok(manager)
+        let config = Config {
+            wait_mode: self.wait_mode,
+            observe_mode: self.observe_mode,
+            drain_bound: self.drain_bound,
+            close_inherited_fds: self.close_inherited_fds,
+            handler_threads: self.handler_threads,
+        };
+        let inner = Inner::start(settings, config, backend).map_err(BuildError::Thread)?;
+        Ok(ProcessManager { inner, owner: true })
     }
-}
-
-/// How [`ProcessManager::shutdown`] treats the work still there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShutdownMode {
-    /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
-    /// A paused queue is resumed.
-    Drain,
-    /// Cancel pending jobs and kill running ones at once (SIGTERM, grace, SIGKILL).
-    Cancel,
 }
 
 /// Runs programs as jobs: a pool of worker threads (created as jobs need them), handler threads
@@ -1130,81 +694,7 @@ impl ProcessManager {
     /// and kills every job, the observer's own too, and it returns at once. A later shutdown
     /// or the owner's drop, outside the observer, waits and joins the threads.
     pub fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
-        let inner = &self.inner;
-        if let Some(id) = inner.observed_here() {
-            log::warn!("shutdown called from the output observer of job {id}: not waiting");
-            inner.update(|s| {
-                s.closed = true;
-                s.paused = false;
-                if mode == ShutdownMode::Cancel {
-                    s.cancelling = true;
-                    s.cancel_all();
-                } else {
-                    s.pump();
-                }
-            });
-            return;
-        }
-        if inner.stopped.load(Ordering::SeqCst) {
-            // An earlier shutdown may have run inside a handler: it could neither wait for the
-            // handlers queued behind it nor join its own thread. Outside a handler, finish that.
-            if !inner.on_dispatcher() {
-                inner.wait_for(&inner.idle, None, |s| {
-                    s.live == 0 && s.handlers_pending == 0
-                });
-                let left = std::mem::take(&mut *inner.threads.lock());
-                for t in left.workers.into_iter().chain(left.dispatchers) {
-                    let _ = t.join();
-                }
-            }
-            return;
-        }
-        let in_handler = inner.on_dispatcher();
-        let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
-        inner.update(|s| s.closed = true);
-        if mode == ShutdownMode::Drain {
-            // Draining a paused queue would wait for ever (or until the timeout): resume it.
-            inner.update(|s| {
-                s.paused = false;
-                s.pump();
-            });
-            let deadline = timeout.and_then(deadline::from_now);
-            if !inner.wait_for(&inner.idle, deadline, settled) {
-                log::info!("shutdown: drain timed out; cancelling the rest");
-            }
-        }
-        inner.update(|s| {
-            s.cancelling = true;
-            s.cancel_all();
-        });
-        inner.wait_for(&inner.idle, None, settled);
-        inner.stopped.store(true, Ordering::SeqCst);
-        let threads = std::mem::take(&mut *inner.threads.lock());
-        for _ in &threads.workers {
-            let _ = inner.work_tx.send(WorkMsg::Stop);
-        }
-        for _ in &threads.dispatchers {
-            let _ = inner.done_tx.send(DispatchMsg::Stop);
-        }
-        {
-            let _guard = inner.lock();
-            inner.timer_cv.notify_all();
-        }
-        inner.backend.shutdown();
-        for t in threads.workers.into_iter().chain(threads.timer) {
-            let _ = t.join();
-        }
-        if in_handler {
-            // Inside a handler, no handler thread is joined: another one may be waiting for a
-            // handler that only this thread, once it returns, can run (a wait inside a handler
-            // with several handler threads). They end on their Stop; a later shutdown or the
-            // owner's drop, outside a handler, joins them.
-            inner.threads.lock().dispatchers.extend(threads.dispatchers);
-        } else {
-            for t in threads.dispatchers {
-                let _ = t.join();
-            }
-        }
+        self.inner.shutdown(mode, timeout);
     }
 }
 
@@ -1246,7 +736,7 @@ impl RecordHold {
             _ => return true,
         }
         let inner = &self.inner;
-        let decided = match crate::dispatch::current_handler_job(inner.key) {
+        let decided = match crate::engine::dispatch::current_handler_job(inner.key) {
             Some(me) if inner.reserve_handler_wait(self.id) => me.0.saturating_add(1),
             _ => REFUSED,
         };

@@ -25,9 +25,9 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::deadline;
-use crate::dispatch::panic_message;
+use crate::engine::dispatch::panic_message;
+use crate::engine::sched::JobCore;
 use crate::record::JobId;
-use crate::sched::JobCore;
 use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;
 

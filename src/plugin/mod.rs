@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::deadline;
-use crate::dispatch::panic_message;
+use crate::engine::dispatch::panic_message;
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::signal::{ConnectionId, Signal};
 use crate::spec::JobSpec;

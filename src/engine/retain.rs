@@ -18,8 +18,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
+use crate::engine::sched::{IdHasher, JobTable, Phase};
 use crate::record::{JobId, JobRecord, JobStatus};
-use crate::sched::{IdHasher, JobTable, Phase};
 
 /// Which finished records a manager keeps: see [`Builder::retention`](crate::Builder::retention).
 ///

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::deadline;
+use crate::engine::retain::{Retainer, Retention};
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
-use crate::retain::{Retainer, Retention};
 use crate::spec::{EnvEdit, Handler, Input, JobSpec, Observer, Retry};
 use crate::sys::Exit;
 
@@ -223,6 +223,18 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The scheduler's settings from the builder.
+pub(crate) struct Settings {
+    pub(crate) limit: usize,
+    pub(crate) cpu_capacity: u32,
+    pub(crate) memory_capacity: u64,
+    /// The grace between SIGTERM and SIGKILL for jobs that set none.
+    pub(crate) grace: Duration,
+    /// Whether jobs that set nothing kill their group's leftovers after the leader exits.
+    pub(crate) kill_leftovers: bool,
+    pub(crate) retention: Retention,
+}
+
 pub(crate) struct State {
     pub(crate) jobs: JobTable,
     ready: BinaryHeap<ReadyKey>,
@@ -257,14 +269,18 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(
-        limit: usize,
-        cpu_capacity: u32,
-        memory_capacity: u64,
+        settings: Settings,
         work: Sender<WorkMsg>,
         done: Sender<DispatchMsg>,
-        default_grace: Duration,
-        default_kill_leftovers: bool,
     ) -> State {
+        let Settings {
+            limit,
+            cpu_capacity,
+            memory_capacity,
+            grace: default_grace,
+            kill_leftovers: default_kill_leftovers,
+            retention,
+        } = settings;
         State {
             jobs: JobTable::default(),
             ready: BinaryHeap::new(),
@@ -287,7 +303,7 @@ impl State {
             timers: BinaryHeap::new(),
             default_grace,
             default_kill_leftovers,
-            retain: Retainer::new(Retention::default()),
+            retain: Retainer::new(retention),
         }
     }
 
