@@ -89,6 +89,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fault;
+mod job;
 #[cfg(feature = "cli")]
 pub mod jobfile;
 mod manager;

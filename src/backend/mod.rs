@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub(crate) mod local;
 pub(crate) mod slurm;
 
-use crate::engine::sched::{AttemptEnd, Work};
 use crate::engine::Inner;
+use crate::job::{AttemptEnd, Work};
 
 /// Wakes a worker blocked on its job (a kill request, or shutdown).
 #[cfg(target_os = "linux")]

@@ -21,7 +21,8 @@ use crate::backend::Backend;
 use crate::config::{Config, ShutdownMode};
 use crate::deadline;
 use crate::engine::dispatch::dispatcher_loop;
-use crate::engine::sched::{AttemptEnd, DispatchMsg, Settings, State, WorkMsg};
+use crate::engine::sched::{DispatchMsg, Settings, State, WorkMsg};
+use crate::job::AttemptEnd;
 use crate::record::JobId;
 use crate::sys;
 #[derive(Default)]

@@ -32,46 +32,10 @@ use crate::deadline;
 use crate::engine::retain::{Retainer, Retention};
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
-use crate::record::{JobId, JobRecord, JobStatus, KillOutcome, ResourceUsage};
-use crate::spec::{EnvEdit, Handler, Input, JobSpec, Observer, Retry};
+use crate::job::{AttemptEnd, JobCore, Work};
+use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
+use crate::spec::{Handler, JobSpec, Retry};
 use crate::sys::Exit;
-
-/// What a worker needs to run a job: fixed when the job is submitted.
-pub(crate) struct JobCore {
-    pub(crate) id: JobId,
-    pub(crate) program: std::ffi::OsString,
-    pub(crate) args: Vec<std::ffi::OsString>,
-    pub(crate) interpreter: Option<std::ffi::OsString>,
-    pub(crate) input: Input,
-    pub(crate) log_file: Option<std::path::PathBuf>,
-    /// Stderr goes into the log file (`merge_error_into_log`).
-    pub(crate) merge_error: bool,
-    /// Stderr's own file; `None` when merged into the log (no second copy of the log's path)
-    /// or discarded. See [`JobCore::error_path`].
-    pub(crate) error_file: Option<std::path::PathBuf>,
-    pub(crate) cwd: Option<std::path::PathBuf>,
-    pub(crate) env: Vec<EnvEdit>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) grace: Duration,
-    pub(crate) observer: Option<Observer>,
-    pub(crate) kill_leftovers: bool,
-    /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
-    pub(crate) cpus: u32,
-    pub(crate) memory: u64,
-    /// Set (with the lock held) by `kill`; read by the worker without the lock.
-    pub(crate) kill_requested: AtomicBool,
-}
-
-impl JobCore {
-    /// The file stderr is written to: its own file, or the log when merged.
-    pub(crate) fn error_path(&self) -> Option<&std::path::Path> {
-        if self.merge_error {
-            self.log_file.as_deref()
-        } else {
-            self.error_file.as_deref()
-        }
-    }
-}
 
 /// Where a job is, as the scheduler sees it.
 pub(crate) enum Phase {
@@ -137,12 +101,6 @@ fn fill_identity(r: &mut JobRecord, core: &JobCore) {
     r.error_file = core.error_path().map(std::path::Path::to_path_buf);
 }
 
-/// One attempt, handed to a worker.
-pub(crate) struct Work {
-    pub(crate) core: Arc<JobCore>,
-    pub(crate) attempt: u32,
-}
-
 pub(crate) enum WorkMsg {
     Job(Work),
     Stop,
@@ -160,23 +118,6 @@ pub(crate) struct Done {
 pub(crate) enum DispatchMsg {
     Done(Done),
     Stop,
-}
-
-/// How an attempt ended, reported by its worker.
-pub(crate) enum AttemptEnd {
-    /// A kill arrived before the program was spawned.
-    NotStarted,
-    SpawnFailed(String),
-    /// A panic on a thread serving the attempt (its worker, an output reader, the Slurm
-    /// poller) ended it; the job's processes were killed and reaped. The text starts with
-    /// "internal error:". Ends the job as `InternalError`, never retried.
-    Internal(String),
-    Exited {
-        exit: Option<Exit>,
-        usage: ResourceUsage,
-        timed_out: bool,
-        error: Option<String>,
-    },
 }
 
 #[derive(PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Receiver};
 
 use crate::deadline;
 use crate::engine::dispatch::panic_message;
-use crate::engine::sched::JobCore;
+use crate::job::JobCore;
 use crate::record::JobId;
 use crate::spec::{Input, Observer, Stream, OBSERVER_LINE_CAP};
 use crate::sys;

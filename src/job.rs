@@ -1,0 +1,71 @@
+//! An admitted attempt as a backend sees it: the job's fixed description ([`JobCore`]), the
+//! attempt handed to a worker ([`Work`]), and how the attempt ended ([`AttemptEnd`]). Plain
+//! data: the engine makes these, backends read them and report back.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::record::{JobId, ResourceUsage};
+use crate::spec::{EnvEdit, Input, Observer};
+use crate::sys::Exit;
+
+/// What a worker needs to run a job: fixed when the job is submitted.
+pub(crate) struct JobCore {
+    pub(crate) id: JobId,
+    pub(crate) program: std::ffi::OsString,
+    pub(crate) args: Vec<std::ffi::OsString>,
+    pub(crate) interpreter: Option<std::ffi::OsString>,
+    pub(crate) input: Input,
+    pub(crate) log_file: Option<std::path::PathBuf>,
+    /// Stderr goes into the log file (`merge_error_into_log`).
+    pub(crate) merge_error: bool,
+    /// Stderr's own file; `None` when merged into the log (no second copy of the log's path)
+    /// or discarded. See [`JobCore::error_path`].
+    pub(crate) error_file: Option<std::path::PathBuf>,
+    pub(crate) cwd: Option<std::path::PathBuf>,
+    pub(crate) env: Vec<EnvEdit>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) grace: Duration,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) kill_leftovers: bool,
+    /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
+    pub(crate) cpus: u32,
+    pub(crate) memory: u64,
+    /// Set (with the lock held) by `kill`; read by the worker without the lock.
+    pub(crate) kill_requested: AtomicBool,
+}
+
+impl JobCore {
+    /// The file stderr is written to: its own file, or the log when merged.
+    pub(crate) fn error_path(&self) -> Option<&std::path::Path> {
+        if self.merge_error {
+            self.log_file.as_deref()
+        } else {
+            self.error_file.as_deref()
+        }
+    }
+}
+
+/// One attempt, handed to a worker.
+pub(crate) struct Work {
+    pub(crate) core: Arc<JobCore>,
+    pub(crate) attempt: u32,
+}
+
+/// How an attempt ended, reported by its worker.
+pub(crate) enum AttemptEnd {
+    /// A kill arrived before the program was spawned.
+    NotStarted,
+    SpawnFailed(String),
+    /// A panic on a thread serving the attempt (its worker, an output reader, the Slurm
+    /// poller) ended it; the job's processes were killed and reaped. The text starts with
+    /// "internal error:". Ends the job as `InternalError`, never retried.
+    Internal(String),
+    Exited {
+        exit: Option<Exit>,
+        usage: ResourceUsage,
+        timed_out: bool,
+        error: Option<String>,
+    },
+}
