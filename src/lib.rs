@@ -124,7 +124,7 @@ pub use config::{ObserveMode, ShutdownMode, WaitMode};
 pub use engine::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
-pub use manager::{Builder, ProcessManager, RecordHold};
+pub use manager::{Builder, Handle, ProcessManager, RecordHold};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
     PluginWaitError, ProgramTask, Task,

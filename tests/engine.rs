@@ -416,7 +416,7 @@ fn a_slow_handler_holds_no_slot() {
     let second = Arc::new(Mutex::new(None::<JobId>));
     let s2 = second.clone();
     m.start_process(JobSpec::new("true").on_finish(move |_| {
-        let h2 = h.handle();
+        let h2 = h.clone();
         let id = h2.start_process(JobSpec::new("true")).unwrap();
         *s2.lock().unwrap() = Some(id);
         tx.send(h2.wait_timeout(id, LONG).map(|r| r.status))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use procman::{BuildError, Event, JobId, JobSpec, JobStatus, ProcessManager};
+use procman::{BuildError, Event, Handle, JobId, JobSpec, JobStatus, ProcessManager};
 
 /// Generous bound for anything that must not hang (a deadlock shows as this timeout).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -186,7 +186,7 @@ fn a_wait_inside_a_handler_waits_for_the_inner_handler_with_several_threads() {
 fn handlers_that_wait(
     threads: usize,
     n: usize,
-    body: impl Fn(&ProcessManager, JobId, &[JobId]) -> bool + Send + Sync + 'static,
+    body: impl Fn(&Handle, JobId, &[JobId]) -> bool + Send + Sync + 'static,
 ) -> usize {
     let pm = manager(threads);
     let body = Arc::new(body);
@@ -212,7 +212,7 @@ fn handlers_that_wait(
 
 /// Waits inside handlers are bounded: a deadlock shows as these timing out (a failed test),
 /// not as a hang.
-fn waited(pm: &ProcessManager, id: JobId) -> bool {
+fn waited(pm: &Handle, id: JobId) -> bool {
     pm.wait_timeout(id, HANDLER_PATIENCE).is_ok()
 }
 

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use common::{children, eventually, live_with_argv, thread_count, TempDir};
 use procman::{
-    BuildError, JobId, JobSpec, JobStatus, KillOutcome, ObserveMode, ProcessManager, ShutDown,
-    ShutdownMode, StartError, UnknownJob, WaitError, WaitTimeoutError,
+    BuildError, Handle, JobId, JobSpec, JobStatus, KillOutcome, ObserveMode, ProcessManager,
+    ShutDown, ShutdownMode, StartError, UnknownJob, WaitError, WaitTimeoutError,
 };
 use proptest::prelude::*;
 
@@ -133,7 +133,7 @@ impl Model {
 
     /// Whether a wait on job `i` is bound to return soon: it is final, or it ends on its own
     /// (or was killed) and nothing keeps it from a slot.
-    fn ends(&self, i: usize, h: &ProcessManager) -> bool {
+    fn ends(&self, i: usize, h: &Handle) -> bool {
         let j = &self.jobs[i];
         if self.closed || j.deleted {
             return true;
@@ -188,7 +188,7 @@ fn run_case(observe: ObserveMode, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .log_file(dir.join(&format!("{n}.log"))),
                 };
                 if kind == Kind::Observed {
-                    let (oh, faults) = (h.handle(), observer_faults.clone());
+                    let (oh, faults) = (h.clone(), observer_faults.clone());
                     spec = spec.observer(Arc::new(move |id, _, _| {
                         match oh.wait_timeout(id, Duration::from_secs(3600)) {
                             Err(WaitTimeoutError::WouldDeadlock(i)) if i == id => {}
@@ -319,7 +319,7 @@ fn run_case(observe: ObserveMode, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     (_, t) => t,
                 };
-                owner.as_ref().unwrap_or(&h).shutdown(mode, timeout);
+                owner.as_deref().unwrap_or(&h).shutdown(mode, timeout);
                 model.closed = true;
                 model.paused = false;
             }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use procman::{
-    BuildError, JobId, JobSpec, JobStatus, KillOutcome, ProcessManager, RetryOn, ShutDown,
+    BuildError, Handle, JobId, JobSpec, JobStatus, KillOutcome, ProcessManager, RetryOn, ShutDown,
     ShutdownMode, StartError, UnknownJob, WaitError, WaitTimeoutError,
 };
 
@@ -71,12 +71,12 @@ fn spec(
     calls: &Calls,
     children: &Arc<Mutex<Vec<JobId>>>,
     faults: &Faults,
-    m: &ProcessManager,
+    m: &Handle,
 ) -> JobSpec {
     let base = match kind {
         Kind::True | Kind::Spawner => JobSpec::new("true"),
         Kind::Observed => {
-            let (h, faults) = (m.handle(), faults.clone());
+            let (h, faults) = (m.clone(), faults.clone());
             JobSpec::new("echo")
                 .arg("x")
                 .observer(Arc::new(move |id, _, _| {
@@ -101,7 +101,7 @@ fn spec(
     let calls = calls.clone();
     let children = children.clone();
     let faults = faults.clone();
-    let handle = m.handle();
+    let handle = m.clone();
     base.priority(i32::from(arg % 3)).on_finish(move |r| {
         calls
             .lock()

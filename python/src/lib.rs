@@ -18,8 +18,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    BuildError, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome, ProcessManager,
-    RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream, WaitTimeoutError,
+    BuildError, Handle, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome,
+    ProcessManager, RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream,
+    WaitTimeoutError,
 };
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -504,12 +505,7 @@ fn retention(
 
 /// Waits for a job (and its handler) with the GIL released, in slices, checking signals.
 /// The record is held across the slices, so eviction between two of them cannot lose it.
-fn wait_for(
-    py: Python<'_>,
-    pm: &ProcessManager,
-    id: u64,
-    timeout: Option<f64>,
-) -> PyResult<Record> {
+fn wait_for(py: Python<'_>, pm: &Handle, id: u64, timeout: Option<f64>) -> PyResult<Record> {
     let hold = pm
         .hold(JobId(id))
         .map_err(|_| PyKeyError::new_err(format!("unknown job {id}")))?;
@@ -570,15 +566,16 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
 /// succeeded. See `set_retention` and `evicted`.
 #[pyclass(frozen, module = "procman._procman")]
 pub struct Manager {
-    pm: ProcessManager,
-    owned: bool,
+    pm: Handle,
+    /// The manager itself when this object made it (not the process-wide one): dropping it
+    /// shuts the manager down.
+    owner: Option<ProcessManager>,
 }
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        if self.owned {
+        if let Some(pm) = &self.owner {
             // Shutting down waits for handlers, which need the GIL: never hold it meanwhile.
-            let pm = &self.pm;
             match Python::try_attach(|py| py.detach(|| pm.shutdown(ShutdownMode::Cancel, None))) {
                 Some(()) => {}
                 None => pm.shutdown(ShutdownMode::Cancel, None),
@@ -612,7 +609,10 @@ impl Manager {
             .handler_threads(handler_threads)
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(Manager { pm, owned: true })
+        Ok(Manager {
+            pm: pm.handle(),
+            owner: Some(pm),
+        })
     }
 
     /// Changes which finished records are kept (see the class documentation); records the new
@@ -796,7 +796,7 @@ impl Manager {
             self.pm.limit(),
             self.pm.running_processes().len(),
             self.pm.pending_processes().len(),
-            !self.owned
+            self.owner.is_none()
         )
     }
 }
@@ -833,7 +833,7 @@ fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
         py,
         Manager {
             pm: pm.handle(),
-            owned: false,
+            owner: None,
         },
     )?;
     // A race between threads creates two wrappers of the same manager; one is kept.

@@ -254,18 +254,30 @@ impl Builder {
             handler_threads: self.handler_threads,
         };
         let inner = Inner::start(settings, config, backend).map_err(BuildError::Thread)?;
-        Ok(ProcessManager { inner, owner: true })
+        Ok(ProcessManager {
+            handle: Handle { inner },
+        })
     }
 }
 
-/// Runs programs as jobs: a pool of worker threads (created as jobs need them), handler threads
-/// (one by default).
+/// Owns a manager: a pool of worker threads (created as jobs need them) and handler threads
+/// (one by default). Every call on jobs is a method of [`Handle`], reached through `Deref`:
+/// `manager.start_process(spec)` works on either. [`handle`](Self::handle) gives cheap
+/// [`Handle`]s that can be moved into handlers, observers and other threads.
+///
+/// Dropping it is [`shutdown(ShutdownMode::Cancel, None)`](Handle::shutdown): no job, zombie or
+/// thread is left. Dropping a [`Handle`] does nothing.
+pub struct ProcessManager {
+    handle: Handle,
+}
+
+/// A reference to a manager, cheap to clone, that does not own it: every call on jobs lives
+/// here ([`ProcessManager`] derefs to it). Dropping a handle does nothing; once the owner is
+/// shut down (dropped, or [`shutdown`](Self::shutdown)), a handle's calls fail with
+/// [`StartError::ShutDown`] or find no jobs to act on.
 ///
 /// Every method may be called from any thread, including from inside a handler or an observer.
 /// Methods that block say so; the others take the manager's lock for microseconds only.
-///
-/// Dropping an owned manager is [`shutdown(ShutdownMode::Cancel, None)`](Self::shutdown): no
-/// job, zombie or thread is left. Handles from [`handle`](Self::handle) do not own the manager.
 ///
 /// # Unknown ids
 /// An id is unknown to a manager when that manager never gave it out (ids of different
@@ -294,9 +306,9 @@ impl Builder {
 /// Waiting for *another* job from an observer works, but the observed job holds its slot
 /// meanwhile: a job that waits for a free slot (with `limit(1)`, any other job) cannot start
 /// until the observer returns.
-pub struct ProcessManager {
+#[derive(Clone)]
+pub struct Handle {
     inner: Arc<Inner>,
-    owner: bool,
 }
 
 static GLOBAL: OnceLock<ProcessManager> = OnceLock::new();
@@ -328,16 +340,21 @@ impl ProcessManager {
     }
 
     /// A handle to this manager that does not own it: it can be moved into handlers and
-    /// observers (for pipelines that start the next job from a handler). Dropping a handle does
-    /// nothing; once the owner is shut down, the handle's calls fail with
-    /// [`StartError::ShutDown`] or find no jobs to act on.
-    pub fn handle(&self) -> ProcessManager {
-        ProcessManager {
-            inner: self.inner.clone(),
-            owner: false,
-        }
+    /// observers (for pipelines that start the next job from a handler). Never blocks.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
+}
 
+impl std::ops::Deref for ProcessManager {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Handle {
     /// True on any of this manager's handler threads, that is inside a handler (used by the plugin
     /// layer to refuse waits that could only deadlock there).
     pub(crate) fn on_dispatcher_thread(&self) -> bool {
@@ -846,20 +863,23 @@ impl Default for ProcessManager {
 
 impl Drop for ProcessManager {
     fn drop(&mut self) {
-        if self.owner {
-            self.shutdown(ShutdownMode::Cancel, None);
-        }
+        self.handle.shutdown(ShutdownMode::Cancel, None);
     }
 }
 
 impl std::fmt::Debug for ProcessManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ProcessManager").field(&self.handle).finish()
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.inner.lock();
-        f.debug_struct("ProcessManager")
+        f.debug_struct("Handle")
             .field("limit", &s.limit)
             .field("jobs", &s.jobs.len())
             .field("running", &s.running)
-            .field("owner", &self.owner)
             .finish()
     }
 }

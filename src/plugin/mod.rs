@@ -77,7 +77,7 @@ use crate::engine::dispatch::panic_message;
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::signal::{ConnectionId, Signal};
 use crate::spec::JobSpec;
-use crate::ProcessManager;
+use crate::Handle;
 
 /// How a plugin or pipeline ended (CCP4i2's `finishStatus`), or `Running`.
 ///
@@ -364,7 +364,7 @@ struct Run {
 /// your `Arc` does not stop the run or lose the `finished` emit.
 pub struct Plugin<T: Task> {
     info: PluginInfo,
-    manager: ProcessManager,
+    manager: Handle,
     task: Mutex<T>,
     finished: Signal<FinishStatus>,
     run: Mutex<Run>,
@@ -387,19 +387,19 @@ impl<T: Task> fmt::Debug for Plugin<T> {
 impl<T: Task> Plugin<T> {
     /// A plugin that will run `task` through `manager` (it keeps a non-owning
     /// [`handle`](ProcessManager::handle)). Nothing runs until [`process`](Self::process).
-    pub fn new(manager: &ProcessManager, info: PluginInfo, task: T) -> Arc<Plugin<T>> {
+    pub fn new(manager: &Handle, info: PluginInfo, task: T) -> Arc<Plugin<T>> {
         Arc::new(Plugin::build(manager, info, task, None))
     }
 
     fn build(
-        manager: &ProcessManager,
+        manager: &Handle,
         info: PluginInfo,
         task: T,
         parent: Option<Weak<Pipeline>>,
     ) -> Plugin<T> {
         Plugin {
             info,
-            manager: manager.handle(),
+            manager: manager.clone(),
             task: Mutex::new(task),
             finished: Signal::new(),
             run: Mutex::new(Run {
@@ -776,7 +776,7 @@ struct PipeState {
 /// dropping the last `Arc` silently ends the chain at the next step.
 pub struct Pipeline {
     info: PluginInfo,
-    manager: ProcessManager,
+    manager: Handle,
     finished: Signal<FinishStatus>,
     state: Mutex<PipeState>,
     done: Condvar,
@@ -798,10 +798,10 @@ impl fmt::Debug for Pipeline {
 impl Pipeline {
     /// A pipeline whose children run through `manager` (it keeps a non-owning
     /// [`handle`](ProcessManager::handle)). It is `Running` until it reports a status.
-    pub fn new(manager: &ProcessManager, info: PluginInfo) -> Arc<Pipeline> {
+    pub fn new(manager: &Handle, info: PluginInfo) -> Arc<Pipeline> {
         Arc::new_cyclic(|me| Pipeline {
             info,
-            manager: manager.handle(),
+            manager: manager.clone(),
             finished: Signal::new(),
             state: Mutex::new(PipeState {
                 made: 0,

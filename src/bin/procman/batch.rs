@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind};
 use procman::{
-    JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode, StartError,
-    Stream, OBSERVER_LINE_CAP,
+    Handle, JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode,
+    StartError, Stream, OBSERVER_LINE_CAP,
 };
 
 use crate::args::{Arg, Args, UsageError};
@@ -265,7 +265,7 @@ impl Shared {
         rule: Option<halt::Rule>,
         failed: bool,
         permit: bool,
-        manager: &ProcessManager,
+        manager: &Handle,
     ) -> Option<When> {
         let mut g = self.lock();
         let mut fired = None;
@@ -322,7 +322,7 @@ fn name_dependency(error: &str, labels: &Labels) -> Option<String> {
 
 struct Reader {
     labels: Labels,
-    manager: ProcessManager,
+    manager: Handle,
     tx: Sender<Msg>,
     gate: Arc<Shared>,
     options: Options,
@@ -534,7 +534,7 @@ impl Reader {
             let done_command = command.clone();
             let shared = self.gate.clone();
             let rule = self.options.halt;
-            let manager = self.manager.handle();
+            let manager = self.manager.clone();
             spec = spec.on_finish(move |record| {
                 if let Some(print) = print {
                     print.print();
