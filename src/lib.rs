@@ -121,7 +121,7 @@ pub mod slurm {
 mod sys;
 
 pub use config::{ObserveMode, ShutdownMode, WaitMode};
-pub use engine::retain::Retention;
+pub use engine::sched::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, Snapshot};
 pub use manager::{Builder, Handle, ProcessManager, RecordHold};

@@ -426,6 +426,53 @@ fn a_slow_handler_holds_no_slot() {
     assert_eq!(rx.recv_timeout(LONG).unwrap(), Ok(JobStatus::Finished));
 }
 
+#[test]
+fn records_list_every_known_job_in_id_order_and_finished_records_only_final_ones() {
+    let m = manager(4);
+    let ok = m.run(JobSpec::new("true")).unwrap().id;
+    let bad = m.run(JobSpec::new("false")).unwrap().id;
+    let gone = m.start_process(JobSpec::new("sleep").arg("30")).unwrap();
+    m.delete_job(gone).unwrap(); // still ending: hidden at once all the same
+    let sleeper = m.start_process(JobSpec::new("sleep").arg("30")).unwrap();
+    let listed: Vec<(JobId, JobStatus)> = m.records().iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(
+        listed[..2],
+        [(ok, JobStatus::Finished), (bad, JobStatus::Failed)]
+    );
+    assert_eq!(listed[2].0, sleeper);
+    let finished: Vec<JobId> = m.finished_records().iter().map(|r| r.id).collect();
+    assert_eq!(finished, [ok, bad]);
+    m.kill_process(sleeper).unwrap();
+    m.wait(sleeper).unwrap();
+    let finished: Vec<JobId> = m.finished_records().iter().map(|r| r.id).collect();
+    assert_eq!(finished, [ok, bad, sleeper]);
+}
+
+#[test]
+fn dropping_a_handle_leaves_the_manager_running_and_dropping_the_owner_ends_its_jobs() {
+    let m = manager(2);
+    let h = m.handle();
+    drop(h.clone());
+    let id = h.start_process(JobSpec::new("sleep").arg("30")).unwrap();
+    drop(h);
+    let h = m.handle();
+    assert!(
+        !m.job_data(id).unwrap().status.is_final(),
+        "dropping handles ended nothing"
+    );
+    drop(m);
+    // The owner's drop was a cancelling shutdown: the job ended, and the handle is refused.
+    assert!(matches!(
+        h.job_data(id).map(|r| r.status),
+        Ok(JobStatus::Killed | JobStatus::Cancelled)
+    ));
+    assert_eq!(
+        h.start_process(JobSpec::new("true")),
+        Err(StartError::ShutDown)
+    );
+}
+
 // ---- Guarantee 4: output is byte-exact, never buffered in memory ----
 
 #[test]

@@ -3,7 +3,6 @@
 //! (workers, handler threads, the retry timer).
 
 pub(crate) mod dispatch;
-pub(crate) mod retain;
 pub(crate) mod sched;
 
 use std::collections::HashMap;
@@ -21,7 +20,7 @@ use crate::backend::Backend;
 use crate::config::{Config, ShutdownMode};
 use crate::deadline;
 use crate::engine::dispatch::dispatcher_loop;
-use crate::engine::sched::{DispatchMsg, Settings, State, WorkMsg};
+use crate::engine::sched::{DispatchMsg, Settings, State, TimerStep, WorkMsg};
 use crate::job::AttemptEnd;
 use crate::record::JobId;
 use crate::sys;
@@ -197,7 +196,7 @@ impl Inner {
         let (r, idle) = {
             let mut s = self.lock();
             let r = f(&mut s);
-            (r, s.live == 0)
+            (r, s.no_live_jobs())
         };
         self.changed.notify_all();
         if idle {
@@ -252,7 +251,7 @@ impl Inner {
     /// it is (reported once, as a warning), the attempts wait for a worker, and at most as many
     /// jobs run at once as there are workers. Returns the first refusal, if any.
     pub(crate) fn grow_workers(self: &Arc<Self>) -> Option<std::io::Error> {
-        let limit = self.lock().limit;
+        let limit = self.lock().limit();
         let mut threads = self.threads.lock();
         loop {
             let n = threads.workers.len();
@@ -336,11 +335,7 @@ impl Inner {
             Err(e) => {
                 // Without a timer the retries would wait forever: requeue them now instead.
                 log::error!("cannot create the retry timer thread ({e}); retrying without backoff");
-                self.update(|s| {
-                    while let Some(std::cmp::Reverse((_, id))) = s.timers.pop() {
-                        s.retry_due(id);
-                    }
-                });
+                self.update(State::retry_all_now);
             }
         }
     }
@@ -360,20 +355,12 @@ impl Inner {
     fn timer_rounds(&self) {
         let mut s = self.lock();
         while !self.stopped.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            match s.timers.peek().copied() {
-                Some(std::cmp::Reverse((at, id))) if at <= now => {
-                    s.timers.pop();
-                    #[cfg(test)]
-                    if let Some(core) = s.get(id).and_then(|e| e.core.clone()) {
-                        crate::fault::hit(&core.args, crate::fault::TIMER);
-                    }
-                    s.retry_due(id);
-                }
-                Some(std::cmp::Reverse((at, _))) => {
+            match s.next_timer(Instant::now()) {
+                TimerStep::Fired => {}
+                TimerStep::Until(at) => {
                     self.timer_cv.wait_until(&mut s, at);
                 }
-                None => self.timer_cv.wait(&mut s),
+                TimerStep::Idle => self.timer_cv.wait(&mut s),
             }
         }
     }
@@ -402,70 +389,65 @@ impl Inner {
         }
     }
 
-    /// Stops the engine: see `ProcessManager::shutdown` for what each mode does and when this
-    /// blocks.
+    /// Stops the engine: see `Handle::shutdown` for what each mode does and when this blocks.
     pub(crate) fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
-        let inner = self;
-        if let Some(id) = inner.observed_here() {
+        if let Some(id) = self.observed_here() {
             log::warn!("shutdown called from the output observer of job {id}: not waiting");
-            inner.update(|s| {
-                s.closed = true;
-                s.paused = false;
-                if mode == ShutdownMode::Cancel {
-                    s.cancelling = true;
-                    s.cancel_all();
-                } else {
-                    s.pump();
-                }
+            self.update(|s| match mode {
+                ShutdownMode::Cancel => s.close_and_cancel(),
+                ShutdownMode::Drain => s.close_for_drain(),
             });
             return;
         }
-        if inner.stopped.load(Ordering::SeqCst) {
-            // An earlier shutdown may have run inside a handler: it could neither wait for the
-            // handlers queued behind it nor join its own thread. Outside a handler, finish that.
-            if !inner.on_dispatcher() {
-                inner.wait_for(&inner.idle, None, |s| {
-                    s.live == 0 && s.handlers_pending == 0
-                });
-                let left = std::mem::take(&mut *inner.threads.lock());
-                for t in left.workers.into_iter().chain(left.dispatchers) {
-                    let _ = t.join();
-                }
-            }
+        if self.stopped.load(Ordering::SeqCst) {
+            self.finish_earlier_shutdown();
             return;
         }
-        let in_handler = inner.on_dispatcher();
-        let settled = |s: &State| s.live == 0 && (in_handler || s.handlers_pending == 0);
-        inner.update(|s| s.closed = true);
+        let in_handler = self.on_dispatcher();
+        let settled = |s: &State| s.settled(in_handler);
+        self.update(State::close);
         if mode == ShutdownMode::Drain {
             // Draining a paused queue would wait for ever (or until the timeout): resume it.
-            inner.update(|s| {
-                s.paused = false;
-                s.pump();
-            });
+            self.update(State::close_for_drain);
             let deadline = timeout.and_then(deadline::from_now);
-            if !inner.wait_for(&inner.idle, deadline, settled) {
+            if !self.wait_for(&self.idle, deadline, settled) {
                 log::info!("shutdown: drain timed out; cancelling the rest");
             }
         }
-        inner.update(|s| {
-            s.cancelling = true;
-            s.cancel_all();
-        });
-        inner.wait_for(&inner.idle, None, settled);
-        inner.stopped.store(true, Ordering::SeqCst);
-        let threads = std::mem::take(&mut *inner.threads.lock());
+        self.update(State::close_and_cancel);
+        self.wait_for(&self.idle, None, settled);
+        self.stop_threads(in_handler);
+    }
+
+    /// An earlier shutdown may have run inside a handler: it could neither wait for the
+    /// handlers queued behind it nor join its own thread. Outside a handler, finish that.
+    fn finish_earlier_shutdown(&self) {
+        if self.on_dispatcher() {
+            return;
+        }
+        self.wait_for(&self.idle, None, |s| s.settled(false));
+        let left = std::mem::take(&mut *self.threads.lock());
+        for t in left.workers.into_iter().chain(left.dispatchers) {
+            let _ = t.join();
+        }
+    }
+
+    /// Once every job ended: tells every thread to stop and joins them (inside a handler, not
+    /// the handler threads).
+    fn stop_threads(&self, in_handler: bool) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut *self.threads.lock());
         for _ in &threads.workers {
-            let _ = inner.work_tx.send(WorkMsg::Stop);
+            let _ = self.work_tx.send(WorkMsg::Stop);
         }
         for _ in &threads.dispatchers {
-            let _ = inner.done_tx.send(DispatchMsg::Stop);
+            let _ = self.done_tx.send(DispatchMsg::Stop);
         }
         {
-            let _guard = inner.lock();
-            inner.timer_cv.notify_all();
+            let _guard = self.lock();
+            self.timer_cv.notify_all();
         }
-        inner.backend.shutdown();
+        self.backend.shutdown();
         for t in threads.workers.into_iter().chain(threads.timer) {
             let _ = t.join();
         }
@@ -474,7 +456,7 @@ impl Inner {
             // handler that only this thread, once it returns, can run (a wait inside a handler
             // with several handler threads). They end on their Stop; a later shutdown or the
             // owner's drop, outside a handler, joins them.
-            inner.threads.lock().dispatchers.extend(threads.dispatchers);
+            self.threads.lock().dispatchers.extend(threads.dispatchers);
         } else {
             for t in threads.dispatchers {
                 let _ = t.join();

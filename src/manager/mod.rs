@@ -17,8 +17,8 @@ use crate::backend::local::Local;
 use crate::backend::Backend;
 use crate::config::{Config, ObserveMode, ShutdownMode, WaitMode};
 use crate::deadline;
-use crate::engine::retain::Retention;
-use crate::engine::sched::{KillReason, Phase, Settings};
+use crate::engine::sched::retain::Retention;
+use crate::engine::sched::Settings;
 use crate::engine::Inner;
 use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
@@ -401,7 +401,7 @@ impl Handle {
         validate(&spec)?;
         let id = self.inner.update(|s| {
             let id = s.submit(spec)?;
-            s.retain.add_waiter(id);
+            s.hold(id);
             Ok::<_, StartError>(id)
         })?;
         Ok(RecordHold::new(self.inner.clone(), id))
@@ -413,9 +413,7 @@ impl Handle {
     /// # Errors
     /// [`UnknownJob`] when the id was never given out, or the job was deleted or evicted.
     pub fn hold(&self, id: JobId) -> Result<RecordHold, UnknownJob> {
-        let mut s = self.inner.lock();
-        s.get(id).ok_or(UnknownJob(id))?;
-        s.retain.add_waiter(id);
+        self.inner.lock().hold_known(id)?;
         Ok(RecordHold::new(self.inner.clone(), id))
     }
 
@@ -475,7 +473,7 @@ impl Handle {
         deadline: Option<Instant>,
     ) -> Result<JobRecord, WaitTimeoutError> {
         // Held while waiting: a record evicted meanwhile is handed over.
-        self.inner.lock().retain.add_waiter(id);
+        self.inner.lock().hold(id);
         let hold = RecordHold::new(self.inner.clone(), id);
         hold.wait_until(deadline)
     }
@@ -490,9 +488,8 @@ impl Handle {
             return;
         }
         let in_handler = self.inner.on_dispatcher();
-        self.inner.wait_for(&self.inner.idle, None, |s| {
-            s.live == 0 && (in_handler || s.handlers_pending == 0)
-        });
+        self.inner
+            .wait_for(&self.inner.idle, None, |s| s.settled(in_handler));
     }
 
     /// A snapshot of the job's record. Never blocks.
@@ -501,11 +498,7 @@ impl Handle {
     /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
     /// "Unknown ids" above and [`Retention`]).
     pub fn job_data(&self, id: JobId) -> Result<JobRecord, UnknownJob> {
-        self.inner
-            .lock()
-            .get(id)
-            .map(|e| e.record())
-            .ok_or(UnknownJob(id))
+        self.inner.lock().record(id).ok_or(UnknownJob(id))
     }
 
     /// The ids of the running jobs (spawned and not yet reaped), in id order.
@@ -520,15 +513,7 @@ impl Handle {
 
     /// The ids of the pending jobs (queued, waiting for dependencies or for a retry), in id order.
     pub fn pending_processes(&self) -> Vec<JobId> {
-        let s = self.inner.lock();
-        let mut v: Vec<JobId> = s
-            .jobs
-            .iter()
-            .filter(|(_, e)| !e.deleted && e.record.status == JobStatus::Pending)
-            .map(|(&id, _)| id)
-            .collect();
-        v.sort();
-        v
+        self.inner.lock().pending_ids()
     }
 
     /// Kills a job: a pending job is cancelled and never starts; a running job's process group
@@ -539,10 +524,7 @@ impl Handle {
     /// [`UnknownJob`] for an unknown or deleted id, or one whose record was evicted (see
     /// "Unknown ids" above).
     pub fn kill_process(&self, id: JobId) -> Result<KillOutcome, UnknownJob> {
-        self.inner.update(|s| {
-            s.get(id).ok_or(UnknownJob(id))?;
-            s.kill(id, KillReason::User).ok_or(UnknownJob(id))
-        })
+        self.inner.update(|s| s.kill_job(id))
     }
 
     /// Forgets a job: its record is removed at once from every query. A live job is killed
@@ -553,26 +535,12 @@ impl Handle {
     /// [`UnknownJob`] for an unknown id, one deleted already, or one whose record was evicted
     /// (see "Unknown ids" above).
     pub fn delete_job(&self, id: JobId) -> Result<(), UnknownJob> {
-        self.inner.update(|s| {
-            if s.get(id).is_none() {
-                return Err(UnknownJob(id));
-            }
-            s.kill(id, KillReason::User);
-            let Some(e) = s.jobs.get_mut(&id) else {
-                return Err(UnknownJob(id));
-            };
-            if matches!(e.phase, Phase::Final) && e.handler_done {
-                s.remove_evictable(id);
-            } else {
-                e.deleted = true;
-            }
-            Ok(())
-        })
+        self.inner.update(|s| s.delete(id))
     }
 
     /// The current limit on running jobs.
     pub fn limit(&self) -> usize {
-        self.inner.lock().limit
+        self.inner.lock().limit()
     }
 
     /// Changes the limit on running jobs. Raising it starts waiting jobs at once (adding the
@@ -588,14 +556,7 @@ impl Handle {
         if limit == 0 {
             return Err(BuildError::ZeroLimit("the job limit"));
         }
-        self.inner.update(|s| {
-            if s.closed {
-                return Err(BuildError::ShutDown);
-            }
-            s.limit = limit;
-            s.pump();
-            Ok(())
-        })?;
+        self.inner.update(|s| s.set_limit(limit))?;
         // The attempts just admitted need workers; a refused thread only caps concurrency.
         self.inner.grow_workers();
         Ok(())
@@ -611,16 +572,7 @@ impl Handle {
         if cpus == 0 || memory == 0 {
             return Err(BuildError::ZeroLimit("a capacity"));
         }
-        self.inner.update(|s| {
-            if s.closed {
-                return Err(BuildError::ShutDown);
-            }
-            s.cpu_capacity = cpus;
-            s.memory_capacity = memory;
-            s.fail_unfittable();
-            s.pump();
-            Ok(())
-        })
+        self.inner.update(|s| s.set_capacities(cpus, memory))
     }
 
     /// Stops starting new jobs; running jobs go on, submissions are still accepted. Never
@@ -629,12 +581,7 @@ impl Handle {
     /// # Errors
     /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (a paused drain would never end).
     pub fn pause(&self) -> Result<(), ShutDown> {
-        let mut s = self.inner.lock();
-        if s.closed {
-            return Err(ShutDown);
-        }
-        s.paused = true;
-        Ok(())
+        self.inner.lock().pause()
     }
 
     /// Starts jobs again after [`pause`](Self::pause). Never blocks.
@@ -642,14 +589,7 @@ impl Handle {
     /// # Errors
     /// [`ShutDown`] once [`shutdown`](Self::shutdown) began (nothing is changed).
     pub fn resume(&self) -> Result<(), ShutDown> {
-        self.inner.update(|s| {
-            if s.closed {
-                return Err(ShutDown);
-            }
-            s.paused = false;
-            s.pump();
-            Ok(())
-        })
+        self.inner.update(|s| s.resume())
     }
 
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
@@ -658,41 +598,38 @@ impl Handle {
     /// unsubscribes.
     pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
         let (tx, rx) = bounded(capacity.max(1));
-        self.inner.lock().events.add(tx);
+        self.inner.lock().subscribe(tx);
         rx
     }
 
     /// Which finished records the manager keeps (see [`Builder::retention`]).
     pub fn retention(&self) -> Retention {
-        self.inner.lock().retain.policy()
+        self.inner.lock().retention()
     }
 
     /// Changes which finished records the manager keeps; records the new policy does not keep
     /// are evicted at once (under the lock: O(number evicted)). Never blocks, never fails.
     pub fn set_retention(&self, retention: Retention) {
-        let mut s = self.inner.lock();
-        let s = &mut *s;
-        s.retain.set_policy(retention, &mut s.jobs);
+        self.inner.lock().set_retention(retention);
     }
 
     /// Counts by status (known jobs in `counts`, evicted ones in `evicted`) and the running
     /// jobs with their elapsed time. Never blocks.
     pub fn snapshot(&self) -> Snapshot {
-        let s = self.inner.lock();
-        let mut counts: Vec<(JobStatus, usize)> = Vec::new();
-        for e in s.jobs.values().filter(|e| !e.deleted) {
-            match counts.iter_mut().find(|(st, _)| *st == e.record.status) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((e.record.status, 1)),
-            }
-        }
-        Snapshot {
-            counts,
-            evicted: s.retain.evicted_counts(),
-            running: s.running_since(),
-            paused: s.paused,
-            limit: s.limit,
-        }
+        self.inner.lock().snapshot()
+    }
+
+    /// Every known record (pending, running and final; not deleted or evicted, see
+    /// [`Retention`]) in id order: a snapshot taken under the manager's lock, O(jobs). Never
+    /// blocks on jobs. Use [`finished_records`](Self::finished_records) for final ones only.
+    pub fn records(&self) -> Vec<JobRecord> {
+        self.inner.lock().records(|_| true)
+    }
+
+    /// The final records still known (not deleted or evicted, see [`Retention`]) in id
+    /// order: a snapshot, O(jobs). Never blocks on jobs.
+    pub fn finished_records(&self) -> Vec<JobRecord> {
+        self.inner.lock().records(JobStatus::is_final)
     }
 
     /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
@@ -784,11 +721,10 @@ impl RecordHold {
     /// # Errors
     /// [`UnknownJob`] if the job was deleted.
     pub fn record(&self) -> Result<JobRecord, UnknownJob> {
-        let s = self.inner.lock();
-        match s.get(self.id) {
-            Some(e) => Ok(e.record()),
-            None => s.retain.handed(self.id).cloned().ok_or(UnknownJob(self.id)),
-        }
+        self.inner
+            .lock()
+            .held_record(self.id)
+            .ok_or(UnknownJob(self.id))
     }
 
     /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
@@ -821,19 +757,14 @@ impl RecordHold {
         // Inside a handler the job's own handler is waited for only when that cannot deadlock.
         let final_is_enough = inner.on_dispatcher() && !self.waits_for_handler_in_handler();
         let mut result = Err(WaitTimeoutError::Timeout);
-        inner.wait_for(&inner.changed, deadline, |s| match s.get(id) {
-            None => {
-                result = match s.retain.handed(id) {
-                    Some(r) => Ok(r.clone()),
-                    None => Err(WaitTimeoutError::UnknownJob(id)),
-                };
-                true
+        inner.wait_for(&inner.changed, deadline, |s| {
+            match s.wait_result(id, final_is_enough) {
+                Some(r) => {
+                    result = r;
+                    true
+                }
+                None => false,
             }
-            Some(e) if e.record.status.is_final() && (e.handler_done || final_is_enough) => {
-                result = Ok(e.record());
-                true
-            }
-            Some(_) => false,
         });
         result
     }
@@ -845,7 +776,7 @@ impl Drop for RecordHold {
             UNDECIDED | REFUSED => {}
             me => self.inner.release_handler_wait(JobId(me - 1)),
         }
-        self.inner.lock().retain.remove_waiter(self.id);
+        self.inner.lock().release(self.id);
     }
 }
 
@@ -875,11 +806,11 @@ impl std::fmt::Debug for ProcessManager {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.inner.lock();
+        let (limit, jobs, running) = self.inner.lock().sizes();
         f.debug_struct("Handle")
-            .field("limit", &s.limit)
-            .field("jobs", &s.jobs.len())
-            .field("running", &s.running)
+            .field("limit", &limit)
+            .field("jobs", &jobs)
+            .field("running", &running)
             .finish()
     }
 }

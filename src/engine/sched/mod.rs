@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::deadline;
-use crate::engine::retain::{Retainer, Retention};
+use crate::engine::sched::retain::{Retainer, Retention};
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
 use crate::job::{AttemptEnd, JobCore, Work};
@@ -37,8 +37,16 @@ use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
 use crate::spec::{Handler, JobSpec, Retry};
 use crate::sys::Exit;
 
+mod control;
+mod queries;
+pub(crate) mod retain;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use control::TimerStep;
+
 /// Where a job is, as the scheduler sees it.
-pub(crate) enum Phase {
+enum Phase {
     /// Waiting for this many dependencies to finish successfully.
     Waiting(usize),
     /// In the ready queue.
@@ -58,27 +66,27 @@ pub(crate) enum Phase {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KillReason {
+enum KillReason {
     User,
     Shutdown,
 }
 
-pub(crate) struct Entry {
+struct Entry {
     /// While the job is live, the identity fields (program, args, interpreter, log_file,
     /// error_file) are empty here and held by `core`: read records through [`Entry::record`].
-    pub(crate) record: JobRecord,
+    record: JobRecord,
     /// Dropped when the job becomes final, so nothing the job captured outlives it.
-    pub(crate) core: Option<Arc<JobCore>>,
-    pub(crate) handler: Option<Handler>,
-    pub(crate) phase: Phase,
-    pub(crate) kill: Option<KillReason>,
-    pub(crate) handler_done: bool,
-    pub(crate) deleted: bool,
-    pub(crate) dependents: Vec<JobId>,
-    pub(crate) seq: u64,
-    pub(crate) cpus: u32,
-    pub(crate) memory: u64,
-    pub(crate) retry: Retry,
+    core: Option<Arc<JobCore>>,
+    handler: Option<Handler>,
+    phase: Phase,
+    kill: Option<KillReason>,
+    handler_done: bool,
+    deleted: bool,
+    dependents: Vec<JobId>,
+    seq: u64,
+    cpus: u32,
+    memory: u64,
+    retry: Retry,
 }
 
 impl Entry {
@@ -143,7 +151,7 @@ impl PartialOrd for ReadyKey {
 /// table's spare capacity (up to half of it right after it grows) costs little; and ids are
 /// hashed with one multiplication instead of SipHash (they are sequential and never chosen by an
 /// attacker). Measured in docs/performance.md (memory per pending job).
-pub(crate) type JobTable = HashMap<JobId, Box<Entry>, BuildHasherDefault<IdHasher>>;
+type JobTable = HashMap<JobId, Box<Entry>, BuildHasherDefault<IdHasher>>;
 
 /// Fibonacci hashing of a job id: spreads sequential ids over both the low bits (the bucket)
 /// and the high bits (hashbrown's tag byte).
@@ -164,6 +172,10 @@ impl Hasher for IdHasher {
     }
 }
 
+/// A dependency that ended otherwise than successfully: its id, and its status (`None` when
+/// only its evicted outcome is known).
+type FailedDependency = (JobId, Option<JobStatus>);
+
 /// The scheduler's settings from the builder.
 pub(crate) struct Settings {
     pub(crate) limit: usize,
@@ -177,35 +189,35 @@ pub(crate) struct Settings {
 }
 
 pub(crate) struct State {
-    pub(crate) jobs: JobTable,
+    jobs: JobTable,
     ready: BinaryHeap<ReadyKey>,
     next_id: u64,
     next_seq: u64,
-    pub(crate) limit: usize,
-    pub(crate) cpu_capacity: u32,
-    pub(crate) memory_capacity: u64,
+    limit: usize,
+    cpu_capacity: u32,
+    memory_capacity: u64,
     /// Jobs holding a slot (admitted or running).
-    pub(crate) running: usize,
+    running: usize,
     used_cpus: u32,
     used_memory: u64,
-    pub(crate) paused: bool,
+    paused: bool,
     /// No new jobs are accepted.
-    pub(crate) closed: bool,
+    closed: bool,
     /// A cancelling shutdown is under way: no retries.
-    pub(crate) cancelling: bool,
+    cancelling: bool,
     /// Jobs not final yet.
-    pub(crate) live: usize,
+    live: usize,
     /// Final jobs whose handler has not returned yet.
-    pub(crate) handlers_pending: usize,
-    pub(crate) events: Subscribers,
+    handlers_pending: usize,
+    events: Subscribers,
     work: Sender<WorkMsg>,
     done: Sender<DispatchMsg>,
     /// Retries waiting for their backoff: (when, job).
-    pub(crate) timers: BinaryHeap<Reverse<(Instant, JobId)>>,
+    timers: BinaryHeap<Reverse<(Instant, JobId)>>,
     default_grace: Duration,
     default_kill_leftovers: bool,
     /// Which finished records are kept (`retain.rs`).
-    pub(crate) retain: Retainer,
+    retain: Retainer,
 }
 
 impl State {
@@ -249,7 +261,7 @@ impl State {
     }
 
     /// A visible (not deleted) job.
-    pub(crate) fn get(&self, id: JobId) -> Option<&Entry> {
+    fn get(&self, id: JobId) -> Option<&Entry> {
         self.jobs.get(&id).map(|e| &**e).filter(|e| !e.deleted)
     }
 
@@ -269,29 +281,47 @@ impl State {
         }
         // Records past their age go now (lazily: no thread of its own); cheap otherwise.
         self.retain.evict(&mut self.jobs);
-        let mut waiting_on = 0;
-        let mut failed_dep = None;
-        for &dep in &spec.after {
-            match self.get(dep) {
-                // An evicted job still answers whether it succeeded (`retain.rs`).
-                None => match self.retain.outcome(dep) {
-                    None => return Err(StartError::UnknownDependency(dep)),
-                    Some(true) => {}
-                    Some(false) => {
-                        failed_dep.get_or_insert((dep, None));
-                    }
-                },
-                Some(e) if e.record.status.is_success() => {}
-                Some(e) if e.record.status.is_final() => {
-                    failed_dep.get_or_insert((dep, Some(e.record.status)));
-                }
-                Some(_) => waiting_on += 1,
-            }
-        }
+        let (waiting_on, failed_dep) = self.dependencies(&spec.after)?;
         let id = JobId(self.next_id);
         self.next_id += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
+        let phase = if waiting_on > 0 && failed_dep.is_none() {
+            for dep in &spec.after {
+                if let Some(e) = self.jobs.get_mut(dep) {
+                    if !e.record.status.is_final() {
+                        e.dependents.push(id);
+                    }
+                }
+            }
+            Phase::Waiting(waiting_on)
+        } else {
+            Phase::Ready
+        };
+        let entry = self.new_entry(id, seq, phase, spec);
+        self.jobs.insert(id, Box::new(entry));
+        self.live += 1;
+        self.events.emit(|| Event::Queued { id });
+        if let Some((dep, status)) = failed_dep {
+            self.finalize(id, |r| {
+                r.status = JobStatus::DependencyFailed;
+                r.error = Some(match status {
+                    Some(status) => format!("job {dep}, which it runs after, ended as {status}"),
+                    None => format!(
+                        "job {dep}, which it runs after, did not finish successfully \
+                         (its record was evicted, see Retention)"
+                    ),
+                });
+            });
+        } else if waiting_on == 0 {
+            self.make_ready(id);
+        }
+        Ok(id)
+    }
+
+    /// A new job's table entry: its pending record and its core (the job's identity lives in
+    /// the core while the job is live, and moves to the record when it ends).
+    fn new_entry(&self, id: JobId, seq: u64, phase: Phase, spec: JobSpec) -> Entry {
         let error_file = spec.resolved_error_file();
         let merge_error = spec.merges_error();
         let record = JobRecord {
@@ -337,52 +367,52 @@ impl State {
             memory: spec.memory,
             kill_requested: AtomicBool::new(false),
         });
-        let phase = if waiting_on > 0 && failed_dep.is_none() {
-            for dep in &spec.after {
-                if let Some(e) = self.jobs.get_mut(dep) {
-                    if !e.record.status.is_final() {
-                        e.dependents.push(id);
-                    }
-                }
-            }
-            Phase::Waiting(waiting_on)
-        } else {
-            Phase::Ready
-        };
-        self.jobs.insert(
-            id,
-            Box::new(Entry {
-                record,
-                core: Some(core),
-                handler: spec.handler,
-                phase,
-                kill: None,
-                handler_done: false,
-                deleted: false,
-                dependents: Vec::new(),
-                seq,
-                cpus: spec.cpus,
-                memory: spec.memory,
-                retry: spec.retry,
-            }),
-        );
-        self.live += 1;
-        self.events.emit(|| Event::Queued { id });
-        if let Some((dep, status)) = failed_dep {
-            self.finalize(id, |r| {
-                r.status = JobStatus::DependencyFailed;
-                r.error = Some(match status {
-                    Some(status) => format!("job {dep}, which it runs after, ended as {status}"),
-                    None => format!(
-                        "job {dep}, which it runs after, did not finish successfully \
-                         (its record was evicted, see Retention)"
-                    ),
-                });
-            });
-        } else if waiting_on == 0 {
-            self.make_ready(id);
+        Entry {
+            record,
+            core: Some(core),
+            handler: spec.handler,
+            phase,
+            kill: None,
+            handler_done: false,
+            deleted: false,
+            dependents: Vec::new(),
+            seq,
+            cpus: spec.cpus,
+            memory: spec.memory,
+            retry: spec.retry,
         }
-        Ok(id)
+    }
+
+    /// How many of `after` are still to finish, and the first that ended otherwise than
+    /// successfully (with its status, or `None` when only its evicted outcome is known).
+    ///
+    /// # Errors
+    /// [`StartError::UnknownDependency`] for an id never given out, deleted, or evicted with
+    /// no outcome kept.
+    fn dependencies(
+        &self,
+        after: &[JobId],
+    ) -> Result<(usize, Option<FailedDependency>), StartError> {
+        let mut waiting_on = 0;
+        let mut failed_dep = None;
+        for &dep in after {
+            match self.get(dep) {
+                // An evicted job still answers whether it succeeded (`retain.rs`).
+                None => match self.retain.outcome(dep) {
+                    None => return Err(StartError::UnknownDependency(dep)),
+                    Some(true) => {}
+                    Some(false) => {
+                        failed_dep.get_or_insert((dep, None));
+                    }
+                },
+                Some(e) if e.record.status.is_success() => {}
+                Some(e) if e.record.status.is_final() => {
+                    failed_dep.get_or_insert((dep, Some(e.record.status)));
+                }
+                Some(_) => waiting_on += 1,
+            }
+        }
+        Ok((waiting_on, failed_dep))
     }
 
     fn make_ready(&mut self, id: JobId) {
@@ -404,7 +434,7 @@ impl State {
     }
 
     /// Starts as many jobs from the head of the ready queue as fit, in strict order.
-    pub(crate) fn pump(&mut self) {
+    fn pump(&mut self) {
         while !self.paused {
             let Some(top) = self.ready.peek() else { return };
             let id = top.id;
@@ -499,54 +529,7 @@ impl State {
         if !matches!(end, AttemptEnd::NotStarted) {
             e.record.attempts = e.record.attempts.max(attempt);
         }
-        let r = &mut e.record;
-        let status = match end {
-            AttemptEnd::NotStarted => {
-                r.error = None;
-                JobStatus::Cancelled
-            }
-            AttemptEnd::SpawnFailed(msg) => {
-                r.attempts = attempt;
-                r.error = Some(msg);
-                r.exit_code = None;
-                r.signal = None;
-                r.usage = None;
-                JobStatus::SpawnFailed
-            }
-            AttemptEnd::Internal(msg) => {
-                r.error = Some(msg);
-                r.exit_code = None;
-                r.signal = None;
-                r.usage = None;
-                JobStatus::InternalError
-            }
-            AttemptEnd::Exited {
-                exit,
-                usage,
-                timed_out,
-                error,
-            } => {
-                r.exit_code = exit.and_then(|x| x.code);
-                r.signal = exit.and_then(|x| x.signal);
-                r.usage = Some(usage);
-                r.error = error;
-                if killed {
-                    JobStatus::Killed
-                } else if timed_out {
-                    JobStatus::TimedOut
-                } else {
-                    match exit {
-                        Some(Exit { code: Some(0), .. }) => JobStatus::Finished,
-                        Some(Exit { code: Some(_), .. }) => JobStatus::Failed,
-                        Some(Exit {
-                            signal: Some(_), ..
-                        }) => JobStatus::Crashed,
-                        // The exit status was lost (reported in `error`).
-                        _ => JobStatus::Failed,
-                    }
-                }
-            }
-        };
+        let status = record_end(&mut e.record, attempt, end, killed);
         let retry = e.retry;
         let retryable = match status {
             JobStatus::SpawnFailed => retry.on.spawn_failure,
@@ -604,7 +587,7 @@ impl State {
     }
 
     /// A retry's backoff passed.
-    pub(crate) fn retry_due(&mut self, id: JobId) {
+    fn retry_due(&mut self, id: JobId) {
         if matches!(self.jobs.get(&id).map(|e| &e.phase), Some(Phase::RetryWait)) {
             self.make_ready(id);
         }
@@ -630,7 +613,7 @@ impl State {
 
     /// Makes the job final, hands its completion to the dispatcher, and settles the jobs that
     /// run after it (cascading failures down the graph).
-    pub(crate) fn finalize(&mut self, id: JobId, set: impl FnOnce(&mut JobRecord)) {
+    fn finalize(&mut self, id: JobId, set: impl FnOnce(&mut JobRecord)) {
         let mut stack = vec![];
         let mut released = false;
         if let Some(e) = self.jobs.get_mut(&id) {
@@ -726,7 +709,7 @@ impl State {
     }
 
     /// `kill_process`: see [`KillOutcome`].
-    pub(crate) fn kill(&mut self, id: JobId, reason: KillReason) -> Option<KillOutcome> {
+    fn kill(&mut self, id: JobId, reason: KillReason) -> Option<KillOutcome> {
         let e = self.jobs.get_mut(&id)?;
         match &e.phase {
             Phase::Waiting(_) | Phase::Ready | Phase::RetryWait => {
@@ -764,31 +747,8 @@ impl State {
         }
     }
 
-    /// `delete_job` of a job that is final and whose handler returned: removes its record.
-    pub(crate) fn remove_evictable(&mut self, id: JobId) {
-        if self.jobs.remove(&id).is_some() {
-            self.retain.deleted(&self.jobs);
-        }
-    }
-
-    pub(crate) fn running_since(&self) -> Vec<(JobId, u32, Duration)> {
-        let mut v: Vec<_> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| !e.deleted)
-            .filter_map(|(&id, e)| match e.phase {
-                Phase::Running { spawned, .. } => {
-                    Some((id, e.record.pid.unwrap_or(0), spawned.elapsed()))
-                }
-                _ => None,
-            })
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v
-    }
-
     /// Queued jobs that no longer fit the capacities fail (used when capacities shrink).
-    pub(crate) fn fail_unfittable(&mut self) {
+    fn fail_unfittable(&mut self) {
         let (cpu, mem) = (self.cpu_capacity, self.memory_capacity);
         let victims: Vec<JobId> = self
             .jobs
@@ -810,7 +770,7 @@ impl State {
     }
 
     /// Cancels every job not started yet and asks every running one to die.
-    pub(crate) fn cancel_all(&mut self) {
+    fn cancel_all(&mut self) {
         let ids: Vec<JobId> = self
             .jobs
             .iter()
@@ -819,6 +779,58 @@ impl State {
             .collect();
         for id in ids {
             self.kill(id, KillReason::Shutdown);
+        }
+    }
+}
+
+/// Writes how an attempt ended into the job's record; returns the status it ended with
+/// (before any retry). `killed`: a kill was requested, which wins over how the program ended.
+fn record_end(r: &mut JobRecord, attempt: u32, end: AttemptEnd, killed: bool) -> JobStatus {
+    match end {
+        AttemptEnd::NotStarted => {
+            r.error = None;
+            JobStatus::Cancelled
+        }
+        AttemptEnd::SpawnFailed(msg) => {
+            r.attempts = attempt;
+            r.error = Some(msg);
+            r.exit_code = None;
+            r.signal = None;
+            r.usage = None;
+            JobStatus::SpawnFailed
+        }
+        AttemptEnd::Internal(msg) => {
+            r.error = Some(msg);
+            r.exit_code = None;
+            r.signal = None;
+            r.usage = None;
+            JobStatus::InternalError
+        }
+        AttemptEnd::Exited {
+            exit,
+            usage,
+            timed_out,
+            error,
+        } => {
+            r.exit_code = exit.and_then(|x| x.code);
+            r.signal = exit.and_then(|x| x.signal);
+            r.usage = Some(usage);
+            r.error = error;
+            if killed {
+                JobStatus::Killed
+            } else if timed_out {
+                JobStatus::TimedOut
+            } else {
+                match exit {
+                    Some(Exit { code: Some(0), .. }) => JobStatus::Finished,
+                    Some(Exit { code: Some(_), .. }) => JobStatus::Failed,
+                    Some(Exit {
+                        signal: Some(_), ..
+                    }) => JobStatus::Crashed,
+                    // The exit status was lost (reported in `error`).
+                    _ => JobStatus::Failed,
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
-use crate::engine::sched::{IdHasher, JobTable, Phase};
+use super::{IdHasher, JobTable, Phase};
 use crate::record::{JobId, JobRecord, JobStatus};
 
 /// Which finished records a manager keeps: see [`Builder::retention`](crate::Builder::retention).
@@ -124,7 +124,7 @@ struct Waiters {
 }
 
 /// The retention bookkeeping, part of the manager's `State` (under its lock).
-pub(crate) struct Retainer {
+pub(super) struct Retainer {
     policy: Retention,
     /// Evictable records in the order their handlers returned, with that instant. May hold ids
     /// deleted since (skipped when popped; compacted when they are more than half).
@@ -140,7 +140,7 @@ pub(crate) struct Retainer {
 }
 
 impl Retainer {
-    pub(crate) fn new(policy: Retention) -> Retainer {
+    pub(super) fn new(policy: Retention) -> Retainer {
         Retainer {
             policy,
             order: VecDeque::new(),
@@ -151,24 +151,24 @@ impl Retainer {
         }
     }
 
-    pub(crate) fn policy(&self) -> Retention {
+    pub(super) fn policy(&self) -> Retention {
         self.policy
     }
 
-    pub(crate) fn set_policy(&mut self, policy: Retention, jobs: &mut JobTable) {
+    pub(super) fn set_policy(&mut self, policy: Retention, jobs: &mut JobTable) {
         self.policy = policy;
         self.evict(jobs);
     }
 
     /// The job's record became evictable (final, handler returned, not deleted).
-    pub(crate) fn evictable(&mut self, id: JobId, jobs: &mut JobTable) {
+    pub(super) fn evictable(&mut self, id: JobId, jobs: &mut JobTable) {
         self.order.push_back((Instant::now(), id));
         self.held += 1;
         self.evict(jobs);
     }
 
     /// An evictable record was removed from the table by `delete_job`.
-    pub(crate) fn deleted(&mut self, jobs: &JobTable) {
+    pub(super) fn deleted(&mut self, jobs: &JobTable) {
         self.held -= 1;
         // Deleted ids stay in `order` until popped; drop them once they are the majority, so a
         // host that deletes every job keeps `order` bounded (amortised O(1) per deletion).
@@ -179,7 +179,7 @@ impl Retainer {
 
     /// Evicts what the policy no longer keeps. Cheap when there is nothing to do: one look at
     /// the front of the queue.
-    pub(crate) fn evict(&mut self, jobs: &mut JobTable) {
+    pub(super) fn evict(&mut self, jobs: &mut JobTable) {
         let Retention {
             max_records,
             max_age,
@@ -237,7 +237,7 @@ impl Retainer {
 
     /// For an id not in the table: `Some(true)` if it was evicted after finishing successfully,
     /// `Some(false)` if evicted after any other end, `None` if it was never evicted.
-    pub(crate) fn outcome(&self, id: JobId) -> Option<bool> {
+    pub(super) fn outcome(&self, id: JobId) -> Option<bool> {
         let i = usize::try_from(id.0.checked_sub(FIRST_ID)?).ok()?;
         let bits = (self.outcomes.get(i / 32)? >> ((i % 32) * 2)) & 0b11;
         match bits {
@@ -248,12 +248,12 @@ impl Retainer {
     }
 
     /// Evicted jobs by final status.
-    pub(crate) fn evicted_counts(&self) -> Vec<(JobStatus, usize)> {
+    pub(super) fn evicted_counts(&self) -> Vec<(JobStatus, usize)> {
         self.evicted.clone()
     }
 
     /// A wait on `id` begins: if the job is evicted before it ends, its record is handed over.
-    pub(crate) fn add_waiter(&mut self, id: JobId) {
+    pub(super) fn add_waiter(&mut self, id: JobId) {
         self.waiters
             .entry(id)
             .or_insert(Waiters {
@@ -264,7 +264,7 @@ impl Retainer {
     }
 
     /// A wait on `id` ends (whatever its result).
-    pub(crate) fn remove_waiter(&mut self, id: JobId) {
+    pub(super) fn remove_waiter(&mut self, id: JobId) {
         if let Some(w) = self.waiters.get_mut(&id) {
             w.count -= 1;
             if w.count == 0 {
@@ -274,7 +274,7 @@ impl Retainer {
     }
 
     /// The record of a job evicted while someone waited for it.
-    pub(crate) fn handed(&self, id: JobId) -> Option<&JobRecord> {
+    pub(super) fn handed(&self, id: JobId) -> Option<&JobRecord> {
         self.waiters.get(&id).and_then(|w| w.handed.as_ref())
     }
 }
