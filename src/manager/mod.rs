@@ -1,265 +1,29 @@
-//! [`ProcessManager`]: the public API, its builder, the process-wide instance, and shutdown.
-//!
-//! Threads (DESIGN.md, "Thread model"): workers created as attempts need them, up to `limit`
-//! (and what the system allows), one or more handler threads (`Builder::handler_threads`,
-//! default 1: "the dispatcher"), and a timer thread created on the first retry with a backoff.
-//! Locking rule: one `parking_lot::Mutex<State>` guards every job's record and the scheduler;
-//! it is held for microseconds, never across I/O, a wait, or user code (handlers, observers).
+//! The public API: [`ProcessManager`] (owns a manager; dropping it shuts it down) and
+//! [`Handle`] (every call on jobs), the process-wide instance, and shutdown. The builder is in
+//! `builder.rs`, [`RecordHold`] in `hold.rs`, the checks made at submission in `validate.rs`.
+//! Below this layer, the engine (`crate::engine`) owns the lock, the threads and the scheduler.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod builder;
+mod hold;
+mod validate;
+
+pub use builder::Builder;
+pub use hold::RecordHold;
+use validate::validate;
+
 use std::sync::{Arc, OnceLock};
-use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
 
-use crate::backend::local::Local;
-use crate::backend::Backend;
-use crate::config::{Config, ObserveMode, ShutdownMode, WaitMode};
+use crate::config::ShutdownMode;
 use crate::deadline;
 use crate::engine::sched::retain::Retention;
-use crate::engine::sched::Settings;
 use crate::engine::Inner;
 use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
 use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
-use crate::spec::{same_path, EnvEdit, ErrorOutput, Input, JobSpec};
-use crate::sys;
-/// Builds a [`ProcessManager`] with non-default settings.
-///
-/// ```
-/// use std::time::Duration;
-/// let manager = procman::ProcessManager::builder()
-///     .limit(4)
-///     .grace(Duration::from_secs(5))
-///     .build()
-///     .expect("a limit of 4 is valid");
-/// # drop(manager);
-/// ```
-#[derive(Clone)]
-pub struct Builder {
-    limit: usize,
-    cpu_capacity: Option<u32>,
-    memory_capacity: Option<u64>,
-    grace: Duration,
-    kill_leftovers: bool,
-    wait_mode: WaitMode,
-    observe_mode: ObserveMode,
-    drain_bound: Duration,
-    close_inherited_fds: bool,
-    retention: Retention,
-    handler_threads: usize,
-    backend: Option<Arc<dyn Backend>>,
-    /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
-    slurm: Option<crate::backend::slurm::SlurmOptions>,
-}
-
-impl std::fmt::Debug for Builder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("limit", &self.limit)
-            .field("cpu_capacity", &self.cpu_capacity)
-            .field("memory_capacity", &self.memory_capacity)
-            .field("grace", &self.grace)
-            .field("kill_leftovers", &self.kill_leftovers)
-            .field("wait_mode", &self.wait_mode)
-            .field("observe_mode", &self.observe_mode)
-            .field("drain_bound", &self.drain_bound)
-            .field("close_inherited_fds", &self.close_inherited_fds)
-            .field("retention", &self.retention)
-            .field("handler_threads", &self.handler_threads)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Builder {
-    fn default() -> Builder {
-        Builder {
-            limit: 10,
-            cpu_capacity: None,
-            memory_capacity: None,
-            grace: Duration::from_secs(2),
-            kill_leftovers: true,
-            wait_mode: WaitMode::default(),
-            observe_mode: ObserveMode::default(),
-            drain_bound: Duration::from_millis(200),
-            close_inherited_fds: true,
-            retention: Retention::default(),
-            handler_threads: 1,
-            backend: None,
-            slurm: None,
-        }
-    }
-}
-
-impl Builder {
-    /// At most this many jobs run at once (default 10). Zero is an error at `build`.
-    pub fn limit(mut self, limit: usize) -> Builder {
-        self.limit = limit;
-        self
-    }
-
-    /// How many threads call completion handlers (default 1; zero is an error at `build`).
-    /// With one, handlers run one at a time in completion order (a slow handler delays the
-    /// next ones). With more, they take completions from one queue in completion order and run
-    /// at once, so one slow handler holds back only its own thread; each handler is still
-    /// called exactly once, after its job's slot was freed, and `wait` still returns after it.
-    /// Inside a handler, `wait` for another job then also waits for that job's handler when
-    /// this cannot deadlock (see [`ProcessManager::wait`]).
-    pub fn handler_threads(mut self, threads: usize) -> Builder {
-        self.handler_threads = threads;
-        self
-    }
-
-    /// CPUs available to jobs that declare [`JobSpec::cpus`] (default: the machine's).
-    pub fn cpu_capacity(mut self, cpus: u32) -> Builder {
-        self.cpu_capacity = Some(cpus);
-        self
-    }
-
-    /// Memory in bytes available to jobs that declare [`JobSpec::memory`]
-    /// (default: the machine's physical memory).
-    pub fn memory_capacity(mut self, bytes: u64) -> Builder {
-        self.memory_capacity = Some(bytes);
-        self
-    }
-
-    /// Default time between SIGTERM and SIGKILL for timeouts and kills (default 2 s). As
-    /// [`JobSpec::grace`](crate::JobSpec::grace): one too long for the clock never sends SIGKILL.
-    pub fn grace(mut self, grace: Duration) -> Builder {
-        self.grace = grace;
-        self
-    }
-
-    /// Whether processes left in a job's process group when its program exits are killed
-    /// (default true; see DESIGN.md, "Leftover processes").
-    pub fn kill_leftovers(mut self, yes: bool) -> Builder {
-        self.kill_leftovers = yes;
-        self
-    }
-
-    /// How workers wait for their child (default: [`WaitMode::Pidfd`] on Linux).
-    pub fn wait_mode(mut self, mode: WaitMode) -> Builder {
-        self.wait_mode = mode;
-        self
-    }
-
-    /// How observed output reaches observers (default: [`ObserveMode::Files`] on Linux).
-    /// Never blocks; never fails (`Files` falls back to pipes job by job where it cannot apply).
-    pub fn observe_mode(mut self, mode: ObserveMode) -> Builder {
-        self.observe_mode = mode;
-        self
-    }
-
-    /// How long a job's completion waits for its observed output to reach EOF after the program
-    /// was reaped (default 200 ms). Only matters when a process outside the job's process group
-    /// (for example one that called `setsid`) still holds the output pipes. A bound too long for
-    /// the clock (`Duration::MAX`) is no bound.
-    pub fn output_drain_bound(mut self, bound: Duration) -> Builder {
-        self.drain_bound = bound;
-        self
-    }
-
-    /// Whether each child gets only stdin, stdout and stderr (default true). procman's own
-    /// descriptors are always close-on-exec; this also keeps descriptors the *host* opened
-    /// without `O_CLOEXEC` out of jobs. On Linux with glibc 2.34 or later (in `WaitMode::Pidfd`)
-    /// the child closes them itself (`posix_spawn` with a `closefrom` file action): no fork, no
-    /// scan, no race. Elsewhere std's spawn takes a `pre_exec` step, which makes it fork, added
-    /// once the host is seen to have such a descriptor (a scan of `/proc/self/fd` before each
-    /// spawn until then); see DESIGN.md, "Descriptors". `false`: no closing at all.
-    pub fn close_inherited_fds(mut self, yes: bool) -> Builder {
-        self.close_inherited_fds = yes;
-        self
-    }
-
-    /// Which finished records the manager keeps (default [`Retention::default`]: the newest
-    /// 10,000 whose handler has returned, no age limit; [`Retention::keep_all`] keeps every
-    /// record until [`delete_job`](ProcessManager::delete_job)). An evicted job's id then reads
-    /// as unknown everywhere ([`job_data`](ProcessManager::job_data),
-    /// [`wait`](ProcessManager::wait), [`kill_process`](ProcessManager::kill_process),
-    /// [`delete_job`](ProcessManager::delete_job)), except that a wait already in progress
-    /// still gets the record and [`JobSpec::after`] still sees whether it succeeded. Never
-    /// fails; can be changed later with [`set_retention`](ProcessManager::set_retention).
-    pub fn retention(mut self, retention: Retention) -> Builder {
-        self.retention = retention;
-        self
-    }
-
-    /// Runs every job on a Slurm cluster instead of this machine: submitted with `sbatch`,
-    /// tracked by one poller thread, killed with `scancel` (see [`crate::slurm`] and DESIGN.md,
-    /// "Running jobs on Slurm"). `limit` then bounds how many jobs are submitted to Slurm at
-    /// once. Unless set, the CPU and memory capacities become unbounded: Slurm decides what fits, and a job
-    /// it refuses ends as [`JobStatus::SpawnFailed`] with Slurm's message.
-    pub fn slurm(mut self, options: crate::backend::slurm::SlurmOptions) -> Builder {
-        // Half the range: the scheduler's sums of declared CPUs and memory cannot overflow.
-        self.cpu_capacity.get_or_insert(u32::MAX / 2);
-        self.memory_capacity.get_or_insert(u64::MAX / 2);
-        self.slurm = Some(options);
-        self
-    }
-
-    /// Runs jobs through another backend than the local one (see `backend/mod.rs`).
-    #[allow(dead_code)]
-    pub(crate) fn backend(mut self, backend: Arc<dyn Backend>) -> Builder {
-        self.backend = Some(backend);
-        self
-    }
-
-    /// Creates the manager and starts its threads: the handler threads and one worker (more
-    /// are created as jobs need them, up to `limit`; a large limit costs nothing until used).
-    ///
-    /// # Errors
-    /// [`BuildError::ZeroLimit`] for a zero limit, capacity or number of handler threads;
-    /// [`BuildError::Thread`] when the OS refuses a handler thread or the first worker. A worker
-    /// refused later is not an error: it caps how many jobs run at once, with a warning
-    /// (DESIGN.md, "Thread model").
-    pub fn build(self) -> Result<ProcessManager, BuildError> {
-        if self.limit == 0 {
-            return Err(BuildError::ZeroLimit("the job limit"));
-        }
-        if self.handler_threads == 0 {
-            return Err(BuildError::ZeroLimit("the number of handler threads"));
-        }
-        let cpu_capacity = self
-            .cpu_capacity
-            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        if cpu_capacity == 0 {
-            return Err(BuildError::ZeroLimit("the CPU capacity"));
-        }
-        let memory_capacity = self
-            .memory_capacity
-            .or_else(sys::physical_memory)
-            .unwrap_or(u64::MAX);
-        if memory_capacity == 0 {
-            return Err(BuildError::ZeroLimit("the memory capacity"));
-        }
-        let backend: Arc<dyn Backend> = match (self.backend, self.slurm) {
-            (Some(b), _) => b,
-            (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
-            (None, None) => Arc::new(Local),
-        };
-        let settings = Settings {
-            limit: self.limit,
-            cpu_capacity,
-            memory_capacity,
-            grace: self.grace,
-            kill_leftovers: self.kill_leftovers,
-            retention: self.retention,
-        };
-        let config = Config {
-            wait_mode: self.wait_mode,
-            observe_mode: self.observe_mode,
-            drain_bound: self.drain_bound,
-            close_inherited_fds: self.close_inherited_fds,
-            handler_threads: self.handler_threads,
-        };
-        let inner = Inner::start(settings, config, backend).map_err(BuildError::Thread)?;
-        Ok(ProcessManager {
-            handle: Handle { inner },
-        })
-    }
-}
-
+use crate::spec::JobSpec;
 /// Owns a manager: a pool of worker threads (created as jobs need them) and handler threads
 /// (one by default). Every call on jobs is a method of [`Handle`], reached through `Deref`:
 /// `manager.start_process(spec)` works on either. [`handle`](Self::handle) gives cheap
@@ -331,7 +95,7 @@ impl ProcessManager {
 
     /// The process-wide manager (limit 10), created on first use by whichever thread touches it
     /// first; every call returns the same instance. It is never dropped: call
-    /// [`shutdown`](Self::shutdown) to end its jobs before the process exits.
+    /// [`shutdown`](Handle::shutdown) to end its jobs before the process exits.
     ///
     /// # Panics
     /// Only if the OS refuses to create the manager's threads.
@@ -355,6 +119,10 @@ impl std::ops::Deref for ProcessManager {
 }
 
 impl Handle {
+    fn new(inner: Arc<Inner>) -> Handle {
+        Handle { inner }
+    }
+
     /// True on any of this manager's handler threads, that is inside a handler (used by the plugin
     /// layer to refuse waits that could only deadlock there).
     pub(crate) fn on_dispatcher_thread(&self) -> bool {
@@ -652,140 +420,6 @@ impl Handle {
     }
 }
 
-/// Keeps one job's record readable through this handle while it lives, whatever the retention
-/// policy (see [`Retention`]), from [`ProcessManager::hold`] or [`ProcessManager::start_held`].
-/// The job may still be evicted from the manager meanwhile (other callers then find its id
-/// unknown), but its final record is handed to the hold first: waits through it never find the
-/// job unknown unless it was deleted. Dropping it releases that copy. It refers to the
-/// manager's shared state, not the manager: it does not keep an owned manager from shutting
-/// down.
-pub struct RecordHold {
-    inner: Arc<Inner>,
-    id: JobId,
-    /// Inside a handler, with more than one handler thread: whether waits through this hold
-    /// also wait for the job's handler. Decided at the first wait and kept until the hold is
-    /// dropped (a wait made in slices keeps its answer): `UNDECIDED`, or the handler's job id
-    /// + 1 for a reservation (`Inner::reserve_handler_wait`), or `REFUSED`.
-    reservation: AtomicU64,
-}
-
-const UNDECIDED: u64 = 0;
-const REFUSED: u64 = u64::MAX;
-
-impl RecordHold {
-    fn new(inner: Arc<Inner>, id: JobId) -> RecordHold {
-        RecordHold {
-            inner,
-            id,
-            reservation: AtomicU64::new(UNDECIDED),
-        }
-    }
-
-    /// Inside a handler: whether this wait also waits for the job's handler (see
-    /// [`ProcessManager::wait`]).
-    fn waits_for_handler_in_handler(&self) -> bool {
-        match self.reservation.load(Ordering::SeqCst) {
-            UNDECIDED => {}
-            REFUSED => return false,
-            _ => return true,
-        }
-        let inner = &self.inner;
-        let decided = match crate::engine::dispatch::current_handler_job(inner.key) {
-            Some(me) if inner.reserve_handler_wait(self.id) => me.0.saturating_add(1),
-            _ => REFUSED,
-        };
-        match self.reservation.compare_exchange(
-            UNDECIDED,
-            decided,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        ) {
-            Ok(_) => decided != REFUSED,
-            Err(other) => {
-                // Another thread decided first: give this reservation back, keep that answer.
-                if decided != REFUSED {
-                    inner.release_handler_wait(JobId(decided - 1));
-                }
-                other != REFUSED
-            }
-        }
-    }
-
-    /// The job held.
-    pub fn id(&self) -> JobId {
-        self.id
-    }
-
-    /// A snapshot of the job's record. Never blocks.
-    ///
-    /// # Errors
-    /// [`UnknownJob`] if the job was deleted.
-    pub fn record(&self) -> Result<JobRecord, UnknownJob> {
-        self.inner
-            .lock()
-            .held_record(self.id)
-            .ok_or(UnknownJob(self.id))
-    }
-
-    /// As [`ProcessManager::wait`] (blocks until the job has ended and its handler returned).
-    ///
-    /// # Errors
-    /// [`WaitError::UnknownJob`] if the job was deleted; [`WaitError::WouldDeadlock`] at once
-    /// from the job's own output observer.
-    pub fn wait(&self) -> Result<JobRecord, WaitError> {
-        match self.wait_until(None) {
-            Ok(r) => Ok(r),
-            Err(WaitTimeoutError::WouldDeadlock(id)) => Err(WaitError::WouldDeadlock(id)),
-            Err(_) => Err(WaitError::UnknownJob(self.id)),
-        }
-    }
-
-    /// As [`ProcessManager::wait_timeout`]; the job goes on if the time runs out.
-    ///
-    /// # Errors
-    /// [`WaitTimeoutError::Timeout`]; [`WaitTimeoutError::UnknownJob`] if the job was deleted;
-    /// [`WaitTimeoutError::WouldDeadlock`] at once from the job's own output observer.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<JobRecord, WaitTimeoutError> {
-        self.wait_until(deadline::from_now(timeout))
-    }
-
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<JobRecord, WaitTimeoutError> {
-        let (id, inner) = (self.id, &self.inner);
-        if inner.observed_here() == Some(id) {
-            return Err(WaitTimeoutError::WouldDeadlock(id));
-        }
-        // Inside a handler the job's own handler is waited for only when that cannot deadlock.
-        let final_is_enough = inner.on_dispatcher() && !self.waits_for_handler_in_handler();
-        let mut result = Err(WaitTimeoutError::Timeout);
-        inner.wait_for(&inner.changed, deadline, |s| {
-            match s.wait_result(id, final_is_enough) {
-                Some(r) => {
-                    result = r;
-                    true
-                }
-                None => false,
-            }
-        });
-        result
-    }
-}
-
-impl Drop for RecordHold {
-    fn drop(&mut self) {
-        match self.reservation.load(Ordering::SeqCst) {
-            UNDECIDED | REFUSED => {}
-            me => self.inner.release_handler_wait(JobId(me - 1)),
-        }
-        self.inner.lock().release(self.id);
-    }
-}
-
-impl std::fmt::Debug for RecordHold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordHold").field("id", &self.id).finish()
-    }
-}
-
 impl Default for ProcessManager {
     fn default() -> ProcessManager {
         ProcessManager::new()
@@ -813,77 +447,4 @@ impl std::fmt::Debug for Handle {
             .field("running", &running)
             .finish()
     }
-}
-
-/// Checks what can be checked without the file system (but for one `stat` when an input path
-/// is an output path).
-fn validate(spec: &JobSpec) -> Result<(), StartError> {
-    use std::os::unix::ffi::OsStrExt;
-    if spec.program.is_empty() {
-        return Err(StartError::EmptyProgram);
-    }
-    // The name is built only for an error: no allocation per argument on the way in.
-    let nul = |what: &dyn Fn() -> String, s: &std::ffi::OsStr| {
-        if s.as_bytes().contains(&0) {
-            Err(StartError::NulByte(what()))
-        } else {
-            Ok(())
-        }
-    };
-    nul(&|| "the program".into(), &spec.program)?;
-    if let Some(i) = &spec.interpreter {
-        nul(&|| "the interpreter".into(), i)?;
-    }
-    for (n, a) in spec.args.iter().enumerate() {
-        nul(&|| format!("argument {}", n + 1), a)?;
-    }
-    for (what, p) in [
-        ("the log file path", spec.log_file.as_deref()),
-        ("the working directory", spec.cwd.as_deref()),
-    ] {
-        if let Some(p) = p {
-            nul(&|| what.into(), p.as_os_str())?;
-        }
-    }
-    if let Input::File(p) = &spec.input {
-        nul(&|| "the input file path".into(), p.as_os_str())?;
-    }
-    if let ErrorOutput::File(p) = &spec.error_output {
-        nul(&|| "the error file path".into(), p.as_os_str())?;
-    }
-    if let Input::File(input) = &spec.input {
-        let outputs = [
-            ("log file", spec.log_file.clone()),
-            ("error file", spec.resolved_error_file()),
-        ];
-        // Only a regular file can be destroyed by writing it: `/dev/null` or a terminal may
-        // be both (one `stat`, only when the paths are equal).
-        let regular = || std::fs::metadata(input).map_or(true, |m| m.is_file());
-        for (output, p) in outputs {
-            if p.is_some_and(|p| same_path(&p, input)) && regular() {
-                return Err(StartError::InputIsOutput {
-                    path: input.clone(),
-                    output,
-                });
-            }
-        }
-    }
-    for edit in &spec.env {
-        let (k, v) = match edit {
-            EnvEdit::Set(k, v) => (k, Some(v)),
-            EnvEdit::Remove(k) => (k, None),
-            EnvEdit::Clear => continue,
-        };
-        if k.is_empty() || k.as_bytes().contains(&b'=') {
-            return Err(StartError::BadEnvName(k.to_string_lossy().into_owned()));
-        }
-        nul(
-            &|| format!("environment variable {}", k.to_string_lossy()),
-            k,
-        )?;
-        if let Some(v) = v {
-            nul(&|| format!("the value of {}", k.to_string_lossy()), v)?;
-        }
-    }
-    Ok(())
 }

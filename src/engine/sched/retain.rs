@@ -31,9 +31,9 @@ use crate::record::{JobId, JobRecord, JobStatus};
 /// thread of its own), so a record past `max_age` may be read until the next of these.
 ///
 /// An evicted id reads as unknown, exactly like a deleted one:
-/// [`job_data`](crate::ProcessManager::job_data), [`wait`](crate::ProcessManager::wait),
-/// [`kill_process`](crate::ProcessManager::kill_process) and
-/// [`delete_job`](crate::ProcessManager::delete_job) answer as for an id never given out. Two
+/// [`job_data`](crate::Handle::job_data), [`wait`](crate::Handle::wait),
+/// [`kill_process`](crate::Handle::kill_process) and
+/// [`delete_job`](crate::Handle::delete_job) answer as for an id never given out. Two
 /// exceptions: a `wait` (or `run`) already in progress when its job is evicted still returns the
 /// record; and [`JobSpec::after`](crate::JobSpec::after) an evicted id still works: the new job
 /// runs if the evicted one finished successfully and ends as
@@ -77,7 +77,7 @@ impl Retention {
     /// How many evictable records the default policy keeps.
     pub const DEFAULT_MAX_RECORDS: usize = 10_000;
 
-    /// Keeps every record until [`delete_job`](crate::ProcessManager::delete_job): the manager's
+    /// Keeps every record until [`delete_job`](crate::Handle::delete_job): the manager's
     /// memory grows by about a record (~1.2 KB) per job for as long as it lives.
     pub fn keep_all() -> Retention {
         Retention {
@@ -87,7 +87,7 @@ impl Retention {
     }
 
     /// Keeps at most `n` records whose handler has returned (`None`: no count limit). `Some(0)`
-    /// evicts each record as soon as its handler returns (a [`run`](crate::ProcessManager::run)
+    /// evicts each record as soon as its handler returns (a [`run`](crate::Handle::run)
     /// or a wait in progress still gets it).
     pub fn max_records(mut self, n: Option<usize>) -> Retention {
         self.max_records = n;
