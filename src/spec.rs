@@ -386,6 +386,24 @@ impl JobSpec {
         self
     }
 
+    /// Whether an [`on_finish`](Self::on_finish) handler is set (the plugin layer owns that
+    /// slot and refuses a spec that fills it).
+    pub(crate) fn has_handler(&self) -> bool {
+        self.handler.is_some()
+    }
+
+    /// This spec with `log_file` as its log file and `cwd` as its working directory where it
+    /// has none of its own (a plugin's defaults: `log.txt` in its work directory).
+    pub(crate) fn or_log_file_and_cwd(mut self, log_file: &Path, cwd: &Path) -> JobSpec {
+        if self.log_file.is_none() {
+            self = self.log_file(log_file);
+        }
+        if self.cwd.is_none() {
+            self = self.cwd(cwd);
+        }
+        self
+    }
+
     /// Whether standard error goes into the log file: asked for, or an error file whose path is
     /// the log's (see [`same_path`]).
     pub(crate) fn merges_error(&self) -> bool {
