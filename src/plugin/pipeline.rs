@@ -52,6 +52,21 @@ struct PipeState {
     done: bool,
 }
 
+/// A connection from a child's `finished` to a pipeline handler.
+struct Step<T: Task> {
+    pipeline: Weak<Pipeline>,
+    child: Weak<Plugin<T>>,
+}
+
+impl<T: Task> Step<T> {
+    /// The pipeline and the child, when the handler should run for this end (see
+    /// [`Pipeline::step_ok`]); `None` also when either is gone.
+    fn next(&self, status: &FinishStatus) -> Option<(Arc<Pipeline>, Arc<Plugin<T>>)> {
+        let (pipeline, child) = (self.pipeline.upgrade()?, self.child.upgrade()?);
+        pipeline.step_ok(status).then_some((pipeline, child))
+    }
+}
+
 /// A chain of child plugins: CCP4i2's pipeline `CPluginScript`.
 ///
 /// Make children with [`make_plugin_object`](Self::make_plugin_object), chain them with
@@ -70,8 +85,12 @@ struct PipeState {
 ///   child's `finished` emit has returned: when the pipeline's `finished` fires, none of its
 ///   jobs is running.
 ///
-/// Keep the `Arc` until the pipeline has finished: its children refer to it weakly, so
-/// dropping the last `Arc` silently ends the chain at the next step.
+/// **A running pipeline lives on without its caller.** Each started child holds the pipeline
+/// from its start until its `finished` emit has returned (and the job's completion handler
+/// holds the child), so dropping your `Arc` mid-run loses no step and no `finished` emit; the
+/// pipeline is freed after its own `finished` emit, once no child holds it. Children not yet
+/// started and connections refer to it weakly: a pipeline nobody holds and none of whose
+/// children runs is freed (and emits nothing if it never reported a status).
 pub struct Pipeline {
     info: PluginInfo,
     manager: Handle,
@@ -151,22 +170,46 @@ impl Pipeline {
     /// with the pipeline, the child and what `finished` carried, on the emitting thread, when
     /// the child ended `SUCCEEDED` or `UNSATISFACTORY` and the pipeline has no status yet. A
     /// child that ended otherwise ends the pipeline (see [`Pipeline`]). The connection holds
-    /// the pipeline and the child weakly (no reference cycle).
+    /// the pipeline and the child weakly (no reference cycle). Never blocks; the id disconnects
+    /// it from `child.finished()`. For a handler that must consume what it captures, see
+    /// [`connect_signal_once`](Self::connect_signal_once).
     pub fn connect_signal<T, F>(&self, child: &Arc<Plugin<T>>, handler: F) -> ConnectionId
     where
         T: Task,
         F: Fn(&Pipeline, &Plugin<T>, &FinishStatus) + Send + Sync + 'static,
     {
-        let pipeline = self.me.clone();
-        let weak_child = Arc::downgrade(child);
+        let step = self.step_of(child);
         child.finished().connect(move |status| {
-            let (Some(pipeline), Some(child)) = (pipeline.upgrade(), weak_child.upgrade()) else {
-                return;
-            };
-            if pipeline.step_ok(status) {
+            if let Some((pipeline, child)) = step.next(status) {
                 handler(&pipeline, &child, status);
             }
         })
+    }
+
+    /// [`connect_signal`](Self::connect_signal) with a handler that runs at most once
+    /// (`FnOnce`: it may move what it captures, such as the next step's plugin): the first
+    /// `finished` emit to reach the connection claims it and disconnects it, even when several
+    /// threads emit at once; the handler then runs if that emit says the child succeeded, and
+    /// never later. Never blocks.
+    pub fn connect_signal_once<T, F>(&self, child: &Arc<Plugin<T>>, handler: F) -> ConnectionId
+    where
+        T: Task,
+        F: FnOnce(&Pipeline, &Plugin<T>, &FinishStatus) + Send + 'static,
+    {
+        let step = self.step_of(child);
+        child.finished().connect_once(move |status| {
+            if let Some((pipeline, child)) = step.next(status) {
+                handler(&pipeline, &child, status);
+            }
+        })
+    }
+
+    /// What a connection to `child`'s `finished` holds: both weakly.
+    fn step_of<T: Task>(&self, child: &Arc<Plugin<T>>) -> Step<T> {
+        Step {
+            pipeline: self.me.clone(),
+            child: Arc::downgrade(child),
+        }
     }
 
     /// Joins parallel children: `handler` is called once, with the pipeline and the children

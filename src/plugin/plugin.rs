@@ -53,8 +53,10 @@ struct Run {
     phase: Phase,
     kill_requested: bool,
     job: Option<JobId>,
-    /// Whether the parent pipeline counts this run as running.
-    counted: bool,
+    /// The parent pipeline, while it counts this run as running: from the start until this
+    /// run's `finished` emit has returned. Holding it keeps a pipeline whose caller dropped it
+    /// alive while one of its steps runs (the job's completion handler holds this plugin).
+    counted_by: Option<Arc<Pipeline>>,
     record: Option<JobRecord>,
     finish: Option<FinishStatus>,
 }
@@ -112,7 +114,7 @@ impl<T: Task> Plugin<T> {
                 phase: Phase::Idle,
                 kill_requested: false,
                 job: None,
-                counted: false,
+                counted_by: None,
                 record: None,
                 finish: None,
             }),
@@ -286,7 +288,7 @@ impl<T: Task> Plugin<T> {
                     "not started: its pipeline has finished".into(),
                 ));
             }
-            self.run.lock().counted = true;
+            self.run.lock().counted_by = Some(parent);
         }
         let failed = |message: String| (PluginStatus::Failed, message);
         std::fs::create_dir_all(&self.info.work_dir).map_err(|e| {
@@ -391,7 +393,7 @@ impl<T: Task> Plugin<T> {
 
     /// Stores the end, emits `finished`, tells the parent, then marks the run done.
     fn emit(&self, status: PluginStatus, message: String, record: Option<JobRecord>) {
-        let (finish, counted) = {
+        let (finish, counted_by) = {
             let mut run = self.run.lock();
             let finish = FinishStatus {
                 finish_status: status,
@@ -402,16 +404,17 @@ impl<T: Task> Plugin<T> {
             };
             run.record = record;
             run.finish = Some(finish.clone());
-            (finish, run.counted)
+            (finish, run.counted_by.take())
         };
         // Slot panics are caught and logged by the signal itself.
         self.finished.emit(&finish);
-        if counted {
-            if let Some(parent) = self.parent.as_ref().and_then(Weak::upgrade) {
-                parent.child_finished();
-            }
+        if let Some(parent) = &counted_by {
+            parent.child_finished();
         }
         self.run.lock().phase = Phase::Done;
         self.done.notify_all();
+        // Last: this may be the pipeline's last strong reference (its caller dropped it), so
+        // it is freed here, after its `finished` emit, outside every lock.
+        drop(counted_by);
     }
 }
