@@ -174,9 +174,10 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The CCP4i2 exit status: 0 when the job finished successfully, 1 otherwise
-    /// (also 1 while it is still pending or running).
-    pub fn exit_status(&self) -> i32 {
+    /// CCP4i2's success flag (its `getJobData(pid, 'exitStatus')`): 0 when the job finished
+    /// successfully ([`JobStatus::Finished`]), 1 otherwise, also while it is still pending or
+    /// running. Not the program's exit code: that is [`exit_code`](Self::exit_code).
+    pub fn ccp4i2_exit_status(&self) -> i32 {
         if self.status.is_success() {
             0
         } else {

@@ -40,7 +40,9 @@ pub(crate) enum Input {
     /// A file opened by procman and handed to the child: streamed by the kernel, never read
     /// into memory.
     File(PathBuf),
-    /// Bytes written to a pipe by procman.
+    /// Bytes held by the spec; at spawn the local backend copies them into a memfd (an unlinked
+    /// temporary file off Linux) handed to the child, the Slurm backend into a file beside the
+    /// log given to `sbatch --input`.
     Bytes(Arc<[u8]>),
 }
 
@@ -205,9 +207,16 @@ impl JobSpec {
         self
     }
 
-    /// Standard input from bytes, written to a pipe by procman (on a short-lived thread when
-    /// they exceed what the pipe holds). If the program exits without reading them, the rest
-    /// is dropped silently.
+    /// Standard input from bytes, held in memory by the spec (and its retries). When the job
+    /// is spawned they are copied into an anonymous file (a memfd on Linux, an unlinked
+    /// temporary file elsewhere) that is handed to the child as its stdin, like an
+    /// [`input_file`](Self::input_file): no pipe and no writer thread, so a program that exits
+    /// without reading them costs nothing and no SIGPIPE can reach the host; the program sees a
+    /// regular, seekable file. Under the Slurm backend they are written to a hidden file
+    /// `.procman-<pid>-<id>-<attempt>.stdin` next to the log (else in the working directory),
+    /// passed to `sbatch --input` and removed when the attempt ends. Each attempt gets a fresh
+    /// copy. A failure to create or write the copy makes the job `SpawnFailed`, naming the
+    /// cause.
     pub fn input_bytes(mut self, bytes: impl Into<Vec<u8>>) -> JobSpec {
         self.input = Input::Bytes(bytes.into().into());
         self
