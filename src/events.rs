@@ -95,7 +95,7 @@ impl Subscribers {
     }
 }
 
-/// A manager's state at one instant, from [`snapshot`](crate::ProcessManager::snapshot).
+/// A manager's state at one instant, from [`snapshot`](crate::Handle::snapshot).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// How many known jobs have each status (statuses with no job are left out). Known jobs

@@ -48,8 +48,8 @@ pub enum JobStatus {
     Crashed,
     /// The job ran past its timeout and procman ended its process group.
     TimedOut,
-    /// The job was killed while running, by [`kill_process`](crate::ProcessManager::kill_process),
-    /// [`delete_job`](crate::ProcessManager::delete_job) or a cancelling shutdown.
+    /// The job was killed while running, by [`kill_process`](crate::Handle::kill_process),
+    /// [`delete_job`](crate::Handle::delete_job) or a cancelling shutdown.
     Killed,
     /// The job was killed before it started; it never ran (again).
     Cancelled,
@@ -117,7 +117,7 @@ pub struct ResourceUsage {
     pub peak_memory: Option<u64>,
 }
 
-/// A snapshot of one job, returned by [`job_data`](crate::ProcessManager::job_data) and given to
+/// A snapshot of one job, returned by [`job_data`](crate::Handle::job_data) and given to
 /// the job's handler. Once the status is final, the record no longer changes (but for
 /// [`handler_error`](Self::handler_error)).
 #[derive(Clone, Debug)]
@@ -244,7 +244,7 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-/// What [`kill_process`](crate::ProcessManager::kill_process) did.
+/// What [`kill_process`](crate::Handle::kill_process) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillOutcome {
     /// The job was pending; it is now `Cancelled` and will never start.

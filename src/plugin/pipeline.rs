@@ -91,6 +91,42 @@ impl<T: Task> Step<T> {
 /// pipeline is freed after its own `finished` emit, once no child holds it. Children not yet
 /// started and connections refer to it weakly: a pipeline nobody holds and none of whose
 /// children runs is freed (and emits nothing if it never reported a status).
+///
+/// # Threads
+///
+/// Handlers run on the thread that emitted the child's `finished`: the manager's dispatcher
+/// thread for a child started with [`Plugin::process`] (see [`Plugin`], "Threads"). A pipeline
+/// creates no thread, except one watchdog per [`set_timeout`](Self::set_timeout).
+///
+/// # Example: a two-step pipeline
+///
+/// ```
+/// use procman::{Pipeline, PluginInfo, PluginStatus, ProcessManager, ProgramTask};
+///
+/// let manager = ProcessManager::new();
+/// let dir = std::env::temp_dir().join(format!("procman-pipeline-doc-{}", std::process::id()));
+/// let pipeline = Pipeline::new(&manager, PluginInfo::new("demo", "1", &dir));
+///
+/// let first = pipeline
+///     .make_plugin_object(ProgramTask::new("echo").arg("step one").output_file("log.txt"))
+///     .unwrap();
+/// pipeline.connect_signal(&first, |pipeline, _first, _status| {
+///     // Runs on the dispatcher thread once `first` has ended and was checked.
+///     let Ok(second) = pipeline.make_plugin_object(ProgramTask::new("echo").arg("step two"))
+///     else { return };
+///     pipeline.connect_signal(&second, |pipeline, _, _| {
+///         pipeline.report_status(PluginStatus::Succeeded, "both steps ran");
+///     });
+///     second.process().unwrap();
+/// });
+/// first.process().unwrap();
+///
+/// let end = pipeline.wait().unwrap();
+/// assert_eq!(end.finish_status, PluginStatus::Succeeded);
+/// assert_eq!(pipeline.child_count(), 2);
+/// assert_eq!(std::fs::read_to_string(dir.join("job_2/log.txt")).unwrap(), "step two\n");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// ```
 pub struct Pipeline {
     info: PluginInfo,
     manager: Handle,
@@ -114,7 +150,7 @@ impl fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// A pipeline whose children run through `manager` (it keeps a non-owning
-    /// [`handle`](ProcessManager::handle)). It is `Running` until it reports a status.
+    /// [`handle`](crate::ProcessManager::handle)). It is `Running` until it reports a status.
     pub fn new(manager: &Handle, info: PluginInfo) -> Arc<Pipeline> {
         Arc::new_cyclic(|me| Pipeline {
             info,

@@ -65,11 +65,29 @@ struct Run {
 ///
 /// Create it with [`Plugin::new`] (or [`Pipeline::make_plugin_object`]), connect to
 /// [`finished`](Self::finished), then [`process`](Self::process) (returns at once) or
-/// [`process_sync`](Self::process_sync) (blocks). See the [module docs](self) for when
-/// `finished` is emitted and on which thread.
+/// [`process_sync`](Self::process_sync) (blocks).
 ///
 /// While a run is under way the manager's completion handler holds the plugin, so dropping
 /// your `Arc` does not stop the run or lose the `finished` emit.
+///
+/// # When `finished` is emitted
+///
+/// Exactly once per run, and only after the program has ended (the manager's record is final)
+/// and post-processing has returned. CCP4i2's plugin base emitted it twice, once too early; here
+/// the run is a small state machine (`Idle → Starting → Running → Finishing → Done`) and only the
+/// path that wins `Finishing` emits. A run that never starts (bad input, a command that cannot be
+/// built or submitted, a kill before the start) still emits `finished`, once, with `FAILED` or
+/// `INTERRUPTED`; that emit happens on the thread that called [`process`](Self::process), before
+/// it returns.
+///
+/// # Threads
+///
+/// [`process`](Self::process) returns at once; the job's completion handler post-processes and
+/// emits `finished` **on the manager's dispatcher thread**, so slots (and the pipeline handlers
+/// they call) run there too and must not block for long: starting the next child is fine,
+/// waiting for it is not ([`wait`](Self::wait) refuses there with
+/// [`PluginWaitError::InHandler`]). [`process_sync`](Self::process_sync) does everything on the
+/// calling thread. A plugin creates no thread.
 pub struct Plugin<T: Task> {
     info: PluginInfo,
     manager: Handle,
@@ -94,7 +112,7 @@ impl<T: Task> fmt::Debug for Plugin<T> {
 
 impl<T: Task> Plugin<T> {
     /// A plugin that will run `task` through `manager` (it keeps a non-owning
-    /// [`handle`](ProcessManager::handle)). Nothing runs until [`process`](Self::process).
+    /// [`handle`](crate::ProcessManager::handle)). Nothing runs until [`process`](Self::process).
     pub fn new(manager: &Handle, info: PluginInfo, task: T) -> Arc<Plugin<T>> {
         Arc::new(Plugin::build(manager, info, task, None))
     }
@@ -129,7 +147,7 @@ impl<T: Task> Plugin<T> {
     }
 
     /// Emitted exactly once per run, after the program has ended and post-processing has
-    /// returned (see the [module docs](self)). Inside a slot, [`finish_status`](Self::finish_status)
+    /// returned (see [When `finished` is emitted](Plugin#when-finished-is-emitted)). Inside a slot, [`finish_status`](Self::finish_status)
     /// and [`record`](Self::record) already hold this run's end.
     pub fn finished(&self) -> &Signal<FinishStatus> {
         &self.finished

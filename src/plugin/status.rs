@@ -20,7 +20,7 @@ use crate::record::{JobId, JobStatus};
 /// | `Failed` | 1 | bad input, a command that could not be built or started, a non-zero exit, a crash, a timeout, failed output checks |
 /// | `Running` | 2 | (never an end status: the run is under way) |
 /// | `Unsatisfactory` | 3 | the program ran, but post-processing judged the result poor |
-/// | `Interrupted` | 4 | it was killed ([`Plugin::kill`], a pipeline's terminate or failure) |
+/// | `Interrupted` | 4 | it was killed ([`Plugin::kill`](crate::Plugin::kill), a pipeline's terminate or failure) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum PluginStatus {
@@ -106,14 +106,14 @@ impl fmt::Display for PluginStatus {
 pub struct FinishStatus {
     /// How the run ended (never `Running`).
     pub finish_status: PluginStatus,
-    /// The plugin's job id: its job number, such as `1.2` (see [`PluginInfo::job_number`]).
+    /// The plugin's job id: its job number, such as `1.2` (see [`PluginInfo::job_number`](crate::PluginInfo::job_number)).
     pub job_id: String,
     /// The plugin's name, such as `prosmart_refmac_2`.
     pub name: String,
     /// The manager's id for the plugin's job (CCP4i2's `pid` is the process manager's id, not
     /// the OS pid); `None` when no job was submitted, and always for a pipeline.
     pub pid: Option<JobId>,
-    /// Why it ended so, for a person: the job's [`JobRecord::describe_end`] ("exited with code
+    /// Why it ended so, for a person: the job's [`JobRecord::describe_end`](crate::JobRecord::describe_end) ("exited with code
     /// 1", "terminated by SIGSEGV (signal 11)") or the reason a check gave.
     pub message: String,
 }

@@ -62,7 +62,7 @@ impl PluginInfo {
 ///
 /// The methods run one after the other, each at most once per run, with the task locked:
 /// `check_input_data` and `make_command_and_script` on the thread that calls
-/// [`Plugin::process`] or [`Plugin::process_sync`]; `process_output_files` on the manager's
+/// [`Plugin::process`](crate::Plugin::process) or [`Plugin::process_sync`](crate::Plugin::process_sync); `process_output_files` on the manager's
 /// dispatcher thread (async) or the calling thread (sync), and only when the program exited
 /// with code 0. A panic in any of them is caught and makes the run `FAILED`.
 pub trait Task: Send + 'static {
