@@ -124,6 +124,7 @@ impl std::error::Error for UnknownJob {}
 
 /// Why [`wait`](crate::Handle::wait) returned without a final record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitError {
     /// The id is unknown (never given out, or the job was deleted before or while waiting).
     UnknownJob(JobId),
@@ -162,6 +163,7 @@ impl std::error::Error for ShutDown {}
 /// Why [`wait_timeout`](crate::Handle::wait_timeout) or
 /// [`wait_deadline`](crate::Handle::wait_deadline) returned without a final record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitTimeoutError {
     /// The deadline passed first; the job goes on.
     Timeout,

@@ -35,6 +35,7 @@ impl fmt::Display for JobId {
 
 /// Where a job is in its life, or how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum JobStatus {
     /// Queued: waiting for a slot, for resources, for its dependencies, or for a retry.
     Pending,
@@ -106,6 +107,7 @@ impl fmt::Display for JobStatus {
 /// What one job cost, measured by the kernel for the job's direct child and the descendants it
 /// waited for (Linux `wait4`). See DESIGN.md, "Resource usage", for what the figures mean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ResourceUsage {
     /// Wall-clock time from spawn to reaping.
     pub wall: Duration,
@@ -121,6 +123,7 @@ pub struct ResourceUsage {
 /// the job's handler. Once the status is final, the record no longer changes (but for
 /// [`handler_error`](Self::handler_error)).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JobRecord {
     /// The job's identifier.
     pub id: JobId,
@@ -245,6 +248,8 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 }
 
 /// What [`kill_process`](crate::Handle::kill_process) did.
+// Exhaustive on purpose: the three cases split a job's life (pending, running, over), and
+// callers match on them to know what the kill did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillOutcome {
     /// The job was pending; it is now `Cancelled` and will never start.

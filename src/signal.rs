@@ -30,6 +30,7 @@ impl fmt::Display for ConnectionId {
 
 /// A slot that panicked during [`Signal::emit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SlotPanic {
     /// The connection whose slot panicked.
     pub id: ConnectionId,

@@ -70,6 +70,8 @@ pub(crate) enum EnvEdit {
 
 /// Which outcomes of an attempt are retried (see [`JobSpec::retries`]). A kill by the user or a
 /// cancelling shutdown is never retried.
+// Exhaustive on purpose: callers build it with a literal (`..RetryOn::default()` keeps working
+// when a field is added; `#[non_exhaustive]` would forbid that literal outside the crate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryOn {
     /// Retry when the program could not be started.

@@ -531,9 +531,6 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
-            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
-                return Err(PyRuntimeError::new_err(e.to_string()))
-            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
                 if limit.is_some_and(|l| start.elapsed() >= l) {
@@ -543,6 +540,8 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
                     )));
                 }
             }
+            // WouldDeadlock (a wait from the job's own observer), and any refusal added later.
+            Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
         }
     }
 }

@@ -21,6 +21,8 @@ use crate::record::{JobId, JobStatus};
 /// | `Running` | 2 | (never an end status: the run is under way) |
 /// | `Unsatisfactory` | 3 | the program ran, but post-processing judged the result poor |
 /// | `Interrupted` | 4 | it was killed ([`Plugin::kill`](crate::Plugin::kill), a pipeline's terminate or failure) |
+// Exhaustive on purpose: CCP4i2's fixed, numbered constants (see the table), which ported
+// CCP4i2 code switches on; a new one would be a deliberate, breaking change of that table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum PluginStatus {
@@ -102,6 +104,7 @@ impl fmt::Display for PluginStatus {
 }
 
 /// What `finished` carries (CCP4i2's `{finishStatus, jobId, pid}` plus a name and a reason).
+// Exhaustive on purpose: callers build one to emit on a child's `finished` by hand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinishStatus {
     /// How the run ended (never `Running`).

@@ -11,6 +11,7 @@ use crate::Handle;
 
 /// Why a plugin's or pipeline's `wait` returned without a [`FinishStatus`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PluginWaitError {
     /// The time ran out first; the run goes on.
     Timeout,
