@@ -1,4 +1,4 @@
-//! Tests for the plugin / pipeline layer (`procman::plugin`).
+//! Tests for the plugin / pipeline layer (`Plugin`, `Pipeline`, `ProgramTask`, `Task`).
 //!
 //! The first group ports CCP4i2's plugin tests; the `regression_*` tests pin the faults of
 //! CCP4i2's plugin base named in issue 3; the last group runs the refinement pipeline example
