@@ -12,6 +12,7 @@
 //! - `wait.rs`: [`PluginWaitError`] and the one wait loop `Plugin` and `Pipeline` share.
 
 mod pipeline;
+// plugin/plugin.rs holds `Plugin`, as pipeline.rs holds `Pipeline`: files named for what they hold.
 #[allow(clippy::module_inception)]
 mod plugin;
 mod status;
