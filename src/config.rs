@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// How workers wait for their child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitMode {
     /// Linux: `poll` on a pidfd and an eventfd, then `wait4`. Installs no signal handler, wakes
     /// at once on exit or kill, and yields CPU time and peak memory. Without a pidfd or an
@@ -28,6 +29,7 @@ impl Default for WaitMode {
 
 /// How observed output reaches the observer (see [`JobSpec::observe`](crate::JobSpec::observe)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ObserveMode {
     /// Linux: the program writes its log and error files itself, exactly as when unobserved,
     /// and one reader thread per job follows the files (inotify) and hands their lines to the

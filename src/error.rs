@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::record::JobId;
 
-/// Why [`start_process`](crate::ProcessManager::start_process) refused a job. Nothing was queued
+/// Why [`start_process`](crate::Handle::start_process) refused a job. Nothing was queued
 /// and no handler will be called: the spec (with its handler) is dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,8 +38,8 @@ pub enum StartError {
     },
     /// The manager is shutting down or was shut down.
     ShutDown,
-    /// [`run`](crate::ProcessManager::run) only: another thread deleted the job (with
-    /// [`delete_job`](crate::ProcessManager::delete_job)) before it ended and its handler
+    /// [`run`](crate::Handle::run) only: another thread deleted the job (with
+    /// [`delete_job`](crate::Handle::delete_job)) before it ended and its handler
     /// returned. The job was killed; its handler still runs once.
     Deleted(JobId),
 }
@@ -80,8 +80,8 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// Why [`ProcessManager::builder`](crate::ProcessManager::builder)'s `build` or a limit change
-/// ([`set_limit`](crate::ProcessManager::set_limit),
-/// [`set_capacities`](crate::ProcessManager::set_capacities)) failed.
+/// ([`set_limit`](crate::Handle::set_limit),
+/// [`set_capacities`](crate::Handle::set_capacities)) failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -89,7 +89,7 @@ pub enum BuildError {
     ZeroLimit(&'static str),
     /// A thread could not be created.
     Thread(std::io::Error),
-    /// A limit change after [`shutdown`](crate::ProcessManager::shutdown) began: nothing was
+    /// A limit change after [`shutdown`](crate::Handle::shutdown) began: nothing was
     /// changed and no thread was started.
     ShutDown,
 }
@@ -108,9 +108,9 @@ impl std::error::Error for BuildError {}
 
 /// The manager does not know the id: it was never given out by this manager, or the job was
 /// deleted (see [`ProcessManager`](crate::ProcessManager), "Unknown ids"). Returned by
-/// [`kill_process`](crate::ProcessManager::kill_process),
-/// [`delete_job`](crate::ProcessManager::delete_job) and
-/// [`job_data`](crate::ProcessManager::job_data).
+/// [`kill_process`](crate::Handle::kill_process),
+/// [`delete_job`](crate::Handle::delete_job) and
+/// [`job_data`](crate::Handle::job_data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownJob(pub JobId);
 
@@ -122,8 +122,9 @@ impl fmt::Display for UnknownJob {
 
 impl std::error::Error for UnknownJob {}
 
-/// Why [`wait`](crate::ProcessManager::wait) returned without a final record.
+/// Why [`wait`](crate::Handle::wait) returned without a final record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitError {
     /// The id is unknown (never given out, or the job was deleted before or while waiting).
     UnknownJob(JobId),
@@ -146,8 +147,8 @@ impl fmt::Display for WaitError {
 
 impl std::error::Error for WaitError {}
 
-/// [`pause`](crate::ProcessManager::pause) or [`resume`](crate::ProcessManager::resume) after
-/// [`shutdown`](crate::ProcessManager::shutdown) began: nothing was changed.
+/// [`pause`](crate::Handle::pause) or [`resume`](crate::Handle::resume) after
+/// [`shutdown`](crate::Handle::shutdown) began: nothing was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutDown;
 
@@ -159,9 +160,10 @@ impl fmt::Display for ShutDown {
 
 impl std::error::Error for ShutDown {}
 
-/// Why [`wait_timeout`](crate::ProcessManager::wait_timeout) or
-/// [`wait_deadline`](crate::ProcessManager::wait_deadline) returned without a final record.
+/// Why [`wait_timeout`](crate::Handle::wait_timeout) or
+/// [`wait_deadline`](crate::Handle::wait_deadline) returned without a final record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WaitTimeoutError {
     /// The deadline passed first; the job goes on.
     Timeout,

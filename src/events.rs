@@ -95,8 +95,9 @@ impl Subscribers {
     }
 }
 
-/// A manager's state at one instant, from [`snapshot`](crate::ProcessManager::snapshot).
+/// A manager's state at one instant, from [`snapshot`](crate::Handle::snapshot).
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// How many known jobs have each status (statuses with no job are left out). Known jobs
     /// are those whose record can be read: neither deleted nor evicted.

@@ -46,6 +46,37 @@
 //! assert!(matches!(status, JobStatus::Killed | JobStatus::Cancelled));
 //! ```
 //!
+//! # Handles: one owner, many cheap references
+//!
+//! A [`ProcessManager`] owns the threads and jobs: dropping it shuts the manager down (running
+//! jobs are killed, pending ones cancelled). Every call on jobs is a method of [`Handle`], which
+//! `ProcessManager` derefs to; [`handle`](crate::ProcessManager::handle) gives a `Handle` to move into
+//! handlers, observers and other threads. A handle does not own: dropping one does nothing, and
+//! once the owner is gone its calls fail ([`StartError::ShutDown`]) instead of keeping the
+//! manager alive.
+//!
+//! ```
+//! use procman::{Handle, JobSpec, JobStatus, ProcessManager};
+//! use std::sync::mpsc;
+//!
+//! let manager = ProcessManager::new();
+//! let (tx, rx) = mpsc::channel();
+//! let handle: Handle = manager.handle();
+//! // A handler that starts a follow-up job: it holds a Handle, not the manager.
+//! manager
+//!     .start_process(JobSpec::new("true").on_finish(move |first| {
+//!         let next = JobSpec::new("echo").arg(format!("after job {}", first.id));
+//!         tx.send(handle.start_process(next)).unwrap();
+//!     }))
+//!     .unwrap();
+//! let second = rx.recv().unwrap().expect("the manager is running");
+//! assert_eq!(manager.wait(second).unwrap().status, JobStatus::Finished);
+//!
+//! let orphan = manager.handle();
+//! drop(manager); // shuts down: the handle no longer starts jobs
+//! assert!(orphan.start_process(JobSpec::new("true")).is_err());
+//! ```
+//!
 //! # Bad input never panics
 //!
 //! ```
@@ -72,6 +103,32 @@
 //! assert_eq!(manager.wait(second).unwrap().status, JobStatus::DependencyFailed);
 //! ```
 //!
+//! # Plugins and pipelines (CCP4i2's `CPluginScript`)
+//!
+//! A [`Task`] says what one step does; a [`Plugin`] runs it once as a job and announces the
+//! end, exactly once, on its `finished` [`Signal`]; a [`Pipeline`] chains child plugins through
+//! those signals and ends with a status of its own ([`PluginStatus`], CCP4i2's numbers). See
+//! [`Pipeline`] for a two-step example and [`Plugin`] for when and on which thread `finished`
+//! is emitted.
+//!
+//! ```
+//! use procman::{Plugin, PluginInfo, PluginStatus, ProcessManager, ProgramTask};
+//!
+//! let manager = ProcessManager::new();
+//! let dir = std::env::temp_dir().join(format!("procman-lib-doc-{}", std::process::id()));
+//! let task = ProgramTask::new("echo").arg("refined").output_file("log.txt");
+//! let plugin = Plugin::new(&manager, PluginInfo::new("refine", "1", &dir), task);
+//! let end = plugin.process_sync().unwrap(); // or process(), then finished() / wait()
+//! assert_eq!(end.finish_status, PluginStatus::Succeeded);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! ```
+//!
+//! # One path per item
+//!
+//! Every public item is at the crate root (`procman::JobSpec`, `procman::Pipeline`,
+//! `procman::Signal`), except the Slurm backend's options, [`slurm::SlurmOptions`]: what only
+//! that backend needs stays in its own module.
+//!
 //! See DESIGN.md for the thread model, the job state machine and the guarantees, each with the
 //! test that pins it.
 
@@ -94,9 +151,9 @@ mod job;
 pub mod jobfile;
 mod manager;
 mod output;
-pub mod plugin;
+mod plugin;
 mod record;
-pub mod signal;
+mod signal;
 mod spec;
 
 /// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and

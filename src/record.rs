@@ -35,6 +35,7 @@ impl fmt::Display for JobId {
 
 /// Where a job is in its life, or how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum JobStatus {
     /// Queued: waiting for a slot, for resources, for its dependencies, or for a retry.
     Pending,
@@ -48,8 +49,8 @@ pub enum JobStatus {
     Crashed,
     /// The job ran past its timeout and procman ended its process group.
     TimedOut,
-    /// The job was killed while running, by [`kill_process`](crate::ProcessManager::kill_process),
-    /// [`delete_job`](crate::ProcessManager::delete_job) or a cancelling shutdown.
+    /// The job was killed while running, by [`kill_process`](crate::Handle::kill_process),
+    /// [`delete_job`](crate::Handle::delete_job) or a cancelling shutdown.
     Killed,
     /// The job was killed before it started; it never ran (again).
     Cancelled,
@@ -106,6 +107,7 @@ impl fmt::Display for JobStatus {
 /// What one job cost, measured by the kernel for the job's direct child and the descendants it
 /// waited for (Linux `wait4`). See DESIGN.md, "Resource usage", for what the figures mean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ResourceUsage {
     /// Wall-clock time from spawn to reaping.
     pub wall: Duration,
@@ -117,10 +119,11 @@ pub struct ResourceUsage {
     pub peak_memory: Option<u64>,
 }
 
-/// A snapshot of one job, returned by [`job_data`](crate::ProcessManager::job_data) and given to
+/// A snapshot of one job, returned by [`job_data`](crate::Handle::job_data) and given to
 /// the job's handler. Once the status is final, the record no longer changes (but for
 /// [`handler_error`](Self::handler_error)).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JobRecord {
     /// The job's identifier.
     pub id: JobId,
@@ -174,9 +177,10 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The CCP4i2 exit status: 0 when the job finished successfully, 1 otherwise
-    /// (also 1 while it is still pending or running).
-    pub fn exit_status(&self) -> i32 {
+    /// CCP4i2's success flag (its `getJobData(pid, 'exitStatus')`): 0 when the job finished
+    /// successfully ([`JobStatus::Finished`]), 1 otherwise, also while it is still pending or
+    /// running. Not the program's exit code: that is [`exit_code`](Self::exit_code).
+    pub fn ccp4i2_exit_status(&self) -> i32 {
         if self.status.is_success() {
             0
         } else {
@@ -243,7 +247,9 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-/// What [`kill_process`](crate::ProcessManager::kill_process) did.
+/// What [`kill_process`](crate::Handle::kill_process) did.
+// Exhaustive on purpose: the three cases split a job's life (pending, running, over), and
+// callers match on them to know what the kill did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillOutcome {
     /// The job was pending; it is now `Cancelled` and will never start.

@@ -1,27 +1,5 @@
-//! A thread-safe, re-entrant callback list: [`Signal<T>`].
-//!
-//! A [`Signal<T>`] holds *slots* (callbacks taking `&T`) and calls them, in
-//! order, when [`Signal::emit`] is called. It replaces the Python signal type
-//! used by CCP4i2, and fixes that type's known faults:
-//!
-//! * **Connection ids are unique and never reused.** [`Signal::disconnect`]
-//!   removes exactly the connection it names. Ids come from one process-wide
-//!   counter, so an id from one signal never disconnects a slot of another.
-//! * **Weak connections.** [`Signal::connect_weak`] ties a connection to an
-//!   [`Arc`]-owned receiver without keeping the receiver alive: the
-//!   connection disappears when the receiver is dropped. This is how to
-//!   connect a "method" of an object.
-//! * **No lock is held while a slot runs.** `emit` takes a snapshot of the
-//!   slot list under a short internal lock, releases the lock, then calls the
-//!   slots. A slot may therefore connect, disconnect or emit re-entrantly on
-//!   the same signal, and a slow slot never blocks another thread's
-//!   `connect`, `disconnect` or `emit`.
-//! * **A panicking slot does not stop the others.** The panic is caught,
-//!   logged with [`log::error!`] and returned in the [`EmitReport`].
-//!
-//!
-//! See [`Signal`] for the blocking behaviour, ordering guarantees and
-//! failure modes.
+//! A thread-safe, re-entrant callback list: [`Signal<T>`] (layer 6, beside the plugin layer,
+//! which uses it for `finished`). Private: its items are re-exported at the crate root.
 
 use std::any::Any;
 use std::fmt;
@@ -52,6 +30,7 @@ impl fmt::Display for ConnectionId {
 
 /// A slot that panicked during [`Signal::emit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SlotPanic {
     /// The connection whose slot panicked.
     pub id: ConnectionId,
@@ -161,6 +140,21 @@ impl<T> Slot<T> {
 type SlotList<T> = Arc<Vec<Arc<Slot<T>>>>;
 
 /// A list of callbacks ("slots") called in order by [`emit`](Signal::emit).
+///
+/// It replaces the Python signal type used by CCP4i2, and fixes that type's known faults:
+///
+/// * **Connection ids are unique and never reused.** [`Signal::disconnect`] removes exactly
+///   the connection it names. Ids come from one process-wide counter, so an id from one signal
+///   never disconnects a slot of another.
+/// * **Weak connections.** [`Signal::connect_weak`] ties a connection to an [`Arc`]-owned
+///   receiver without keeping the receiver alive: the connection disappears when the receiver
+///   is dropped. This is how to connect a "method" of an object.
+/// * **No lock is held while a slot runs.** `emit` takes a snapshot of the slot list under a
+///   short internal lock, releases the lock, then calls the slots. A slot may therefore
+///   connect, disconnect or emit re-entrantly on the same signal, and a slow slot never blocks
+///   another thread's `connect`, `disconnect` or `emit`.
+/// * **A panicking slot does not stop the others.** The panic is caught, logged with
+///   [`log::error!`] and returned in the [`EmitReport`].
 ///
 /// Slots are connected with [`connect`](Signal::connect),
 /// [`connect_with_priority`](Signal::connect_with_priority),

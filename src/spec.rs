@@ -40,7 +40,9 @@ pub(crate) enum Input {
     /// A file opened by procman and handed to the child: streamed by the kernel, never read
     /// into memory.
     File(PathBuf),
-    /// Bytes written to a pipe by procman.
+    /// Bytes held by the spec; at spawn the local backend copies them into a memfd (an unlinked
+    /// temporary file off Linux) handed to the child, the Slurm backend into a file beside the
+    /// log given to `sbatch --input`.
     Bytes(Arc<[u8]>),
 }
 
@@ -68,6 +70,8 @@ pub(crate) enum EnvEdit {
 
 /// Which outcomes of an attempt are retried (see [`JobSpec::retries`]). A kill by the user or a
 /// cancelling shutdown is never retried.
+// Exhaustive on purpose: callers build it with a literal (`..RetryOn::default()` keeps working
+// when a field is added; `#[non_exhaustive]` would forbid that literal outside the crate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryOn {
     /// Retry when the program could not be started.
@@ -205,9 +209,16 @@ impl JobSpec {
         self
     }
 
-    /// Standard input from bytes, written to a pipe by procman (on a short-lived thread when
-    /// they exceed what the pipe holds). If the program exits without reading them, the rest
-    /// is dropped silently.
+    /// Standard input from bytes, held in memory by the spec (and its retries). When the job
+    /// is spawned they are copied into an anonymous file (a memfd on Linux, an unlinked
+    /// temporary file elsewhere) that is handed to the child as its stdin, like an
+    /// [`input_file`](Self::input_file): no pipe and no writer thread, so a program that exits
+    /// without reading them costs nothing and no SIGPIPE can reach the host; the program sees a
+    /// regular, seekable file. Under the Slurm backend they are written to a hidden file
+    /// `.procman-<pid>-<id>-<attempt>.stdin` next to the log (else in the working directory),
+    /// passed to `sbatch --input` and removed when the attempt ends. Each attempt gets a fresh
+    /// copy. A failure to create or write the copy makes the job `SpawnFailed`, naming the
+    /// cause.
     pub fn input_bytes(mut self, bytes: impl Into<Vec<u8>>) -> JobSpec {
         self.input = Input::Bytes(bytes.into().into());
         self
@@ -383,6 +394,24 @@ impl JobSpec {
     /// (default: the manager's setting, on). See DESIGN.md, "Leftover processes".
     pub fn kill_leftovers(mut self, yes: bool) -> JobSpec {
         self.kill_leftovers = Some(yes);
+        self
+    }
+
+    /// Whether an [`on_finish`](Self::on_finish) handler is set (the plugin layer owns that
+    /// slot and refuses a spec that fills it).
+    pub(crate) fn has_handler(&self) -> bool {
+        self.handler.is_some()
+    }
+
+    /// This spec with `log_file` as its log file and `cwd` as its working directory where it
+    /// has none of its own (a plugin's defaults: `log.txt` in its work directory).
+    pub(crate) fn or_log_file_and_cwd(mut self, log_file: &Path, cwd: &Path) -> JobSpec {
+        if self.log_file.is_none() {
+            self = self.log_file(log_file);
+        }
+        if self.cwd.is_none() {
+            self = self.cwd(cwd);
+        }
         self
     }
 

@@ -106,7 +106,7 @@ fn echo_finishes_with_exit_code_0_before_its_handler_runs_and_the_handler_gets_i
     assert_eq!(seen.id, id);
     assert_eq!(seen.status, JobStatus::Finished);
     assert_eq!(seen.exit_code, Some(0));
-    assert_eq!(seen.exit_status(), 0);
+    assert_eq!(seen.ccp4i2_exit_status(), 0);
     assert!(seen.finished_at.is_some());
     assert_eq!(
         std::fs::read_to_string(dir.join("echo.log")).unwrap(),
@@ -127,7 +127,7 @@ fn false_gives_exit_code_1_and_exit_status_1_and_job_data_reports_it() {
         assert_eq!(r.program, "false");
         assert_eq!(r.status, JobStatus::Failed);
         assert_eq!(r.exit_code, Some(1));
-        assert_eq!(r.exit_status(), 1);
+        assert_eq!(r.ccp4i2_exit_status(), 1);
         assert!(r.pid.is_some());
         assert!(r.started_at.is_some() && r.finished_at.is_some());
     }

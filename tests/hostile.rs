@@ -255,18 +255,18 @@ fn a_leftover_writing_without_end_does_not_keep_an_observed_job_from_completing(
     // follower is megabytes behind at reap; through a pipe, `cat` is throttled by the pipe.
     let dir = TempDir::new("endless");
     let bound = Duration::from_millis(300);
-    for mode in [ObserveMode::Files, ObserveMode::Pipes] {
+    for (mode, script) in [
+        (
+            ObserveMode::Files,
+            "sh -c 'while :; do head -c 1048576 /dev/zero; sleep 0.01; done' & sleep 0.3",
+        ),
+        (ObserveMode::Pipes, "cat /dev/zero & echo started"),
+    ] {
         let m = ProcessManager::builder()
             .observe_mode(mode)
             .output_drain_bound(bound)
             .build()
             .unwrap();
-        let script = match mode {
-            ObserveMode::Files => {
-                "sh -c 'while :; do head -c 1048576 /dev/zero; sleep 0.01; done' & sleep 0.3"
-            }
-            ObserveMode::Pipes => "cat /dev/zero & echo started",
-        };
         let t = Instant::now();
         let id = m
             .start_process(

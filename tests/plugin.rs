@@ -1,4 +1,4 @@
-//! Tests for the plugin / pipeline layer (`procman::plugin`).
+//! Tests for the plugin / pipeline layer (`Plugin`, `Pipeline`, `ProgramTask`, `Task`).
 //!
 //! The first group ports CCP4i2's plugin tests; the `regression_*` tests pin the faults of
 //! CCP4i2's plugin base named in issue 3; the last group runs the refinement pipeline example
@@ -330,6 +330,72 @@ fn connect_signal_connects_a_handler_that_a_manual_emit_reaches() {
     fs::remove_dir_all(&dir).ok();
 }
 
+/// `connect_signal_once` takes an `FnOnce` (here it moves the next step in and consumes a
+/// token), runs it exactly once although eight threads emit the child's `finished` at once,
+/// and is disconnected after that first call.
+#[test]
+fn connect_signal_once_runs_its_handler_exactly_once_under_concurrent_emits() {
+    let m = manager();
+    let dir = work_dir("once-slot");
+    let pipeline = Pipeline::new(&m, PluginInfo::new("pipe", "6", &dir));
+    let child = pipeline.make_plugin_object(sh("true")).unwrap();
+    let next = pipeline
+        .make_plugin_object(sh("echo two > two.txt").output_file("two.txt"))
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (token, consumed) = mpsc::channel::<()>();
+    let counter = calls.clone();
+    pipeline.connect_signal_once(&child, move |pipeline, _, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        drop(token); // consumed: only an FnOnce may do this
+        pipeline.connect_signal(&next, |pipeline, _, _| {
+            pipeline.report_status(PluginStatus::Succeeded, "second step ran");
+        });
+        next.process().unwrap(); // `next` was moved in, too
+    });
+    assert_eq!(child.finished().connection_count(), 1);
+    let manual = FinishStatus {
+        finish_status: PluginStatus::Succeeded,
+        job_id: "6.1".into(),
+        name: "pipe_1".into(),
+        pid: None,
+        message: "emitted by hand".into(),
+    };
+    let start = Arc::new(std::sync::Barrier::new(8));
+    let emitters: Vec<_> = (0..8)
+        .map(|_| {
+            let (child, manual, start) = (child.clone(), manual.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                child.finished().emit(&manual).called
+            })
+        })
+        .collect();
+    let called: usize = emitters.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(called, 1, "one emit in eight called the slot");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        consumed.try_recv(),
+        Err(TryRecvError::Disconnected),
+        "the token was dropped"
+    );
+    assert_eq!(
+        child.finished().connection_count(),
+        0,
+        "disconnected after its call"
+    );
+    child.finished().emit(&manual);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let end = pipeline.wait_timeout(HANG_GUARD).unwrap();
+    assert_eq!(end.message, "second step ran");
+    assert_eq!(
+        fs::read_to_string(dir.join("job_2/two.txt")).unwrap(),
+        "two\n"
+    );
+    fs::remove_dir_all(&dir).ok();
+}
+
 // --------------------------------------------------- regressions: CCP4i2's plugin base faults
 
 /// Opens `fifo` (blocking until the other end opens it too) on a helper thread, so that a
@@ -375,6 +441,67 @@ impl Task for Noted {
         self.post_processed.store(true, Ordering::SeqCst);
         self.inner.process_output_files(info, record)
     }
+}
+
+/// A pipeline whose caller drops it mid-run still runs every step and emits `finished` (its
+/// running step holds it), and is freed once it has finished.
+#[test]
+fn a_dropped_pipeline_runs_every_step_emits_finished_and_is_then_freed() {
+    let m = manager();
+    let dir = work_dir("dropped");
+    mkfifo(&dir.join("go.fifo"));
+    let pipeline = Pipeline::new(&m, PluginInfo::new("orphan", "9", &dir));
+    let ends = listen(pipeline.finished());
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let first = pipeline
+        .make_plugin_object(sh("read go < ../go.fifo"))
+        .unwrap();
+    let ran1 = ran.clone();
+    pipeline.connect_signal(&first, move |pipeline, _, end| {
+        ran1.lock().unwrap().push(end.job_id.clone());
+        let Ok(second) = pipeline.make_plugin_object(sh("true")) else {
+            return;
+        };
+        let ran2 = ran1.clone();
+        pipeline.connect_signal(&second, move |pipeline, _, end| {
+            ran2.lock().unwrap().push(end.job_id.clone());
+            let Ok(third) = pipeline.make_plugin_object(sh("true")) else {
+                return;
+            };
+            let ran3 = ran2.clone();
+            pipeline.connect_signal(&third, move |pipeline, _, end| {
+                ran3.lock().unwrap().push(end.job_id.clone());
+                pipeline.report_status(PluginStatus::Succeeded, "three steps");
+            });
+            third.process().unwrap();
+        });
+        second.process().unwrap();
+    });
+    first.process().unwrap();
+    let weak = Arc::downgrade(&pipeline);
+    // The caller lets go while the first step runs (blocked on the FIFO).
+    drop(first);
+    drop(pipeline);
+    assert!(
+        weak.upgrade().is_some(),
+        "the running step holds the pipeline"
+    );
+    open_fifo(dir.join("go.fifo"), true)
+        .write_all(b"go\n")
+        .unwrap();
+
+    let end = ends
+        .recv_timeout(HANG_GUARD)
+        .expect("finished was never emitted");
+    assert_eq!(end.finish_status, PluginStatus::Succeeded);
+    assert_eq!(end.message, "three steps");
+    assert_eq!(*ran.lock().unwrap(), ["9.1", "9.2", "9.3"]);
+    m.wait_all(); // the last step's completion handler, which held the pipeline, has returned
+    assert!(
+        weak.upgrade().is_none(),
+        "the finished pipeline was not freed"
+    );
+    fs::remove_dir_all(&dir).ok();
 }
 
 /// CCP4i2's plugin base emitted `finished` with SUCCEEDED as soon as the process started, and

@@ -99,7 +99,8 @@ pub struct Record {
     system_cpu: Option<f64>,
     #[pyo3(get)]
     peak_memory: Option<u64>,
-    /// CCP4's exit status: 0 when the job finished successfully, else 1.
+    /// CCP4i2's success flag (`JobRecord::ccp4i2_exit_status`): 0 when the job finished
+    /// successfully, else 1. The Python name stays `exit_status` (what CCP4i2 reads).
     #[pyo3(get)]
     exit_status: i32,
     #[pyo3(get)]
@@ -134,7 +135,7 @@ impl From<&JobRecord> for Record {
             user_cpu: r.usage.and_then(|u| u.user_cpu).map(|d| d.as_secs_f64()),
             system_cpu: r.usage.and_then(|u| u.system_cpu).map(|d| d.as_secs_f64()),
             peak_memory: r.usage.and_then(|u| u.peak_memory),
-            exit_status: r.exit_status(),
+            exit_status: r.ccp4i2_exit_status(),
             is_final: r.status.is_final(),
             is_success: r.status.is_success(),
             describe: r.describe_end(),
@@ -530,9 +531,6 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
-            Err(e @ WaitTimeoutError::WouldDeadlock(_)) => {
-                return Err(PyRuntimeError::new_err(e.to_string()))
-            }
             Err(WaitTimeoutError::Timeout) => {
                 py.check_signals()?;
                 if limit.is_some_and(|l| start.elapsed() >= l) {
@@ -542,6 +540,8 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
                     )));
                 }
             }
+            // WouldDeadlock (a wait from the job's own observer), and any refusal added later.
+            Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
         }
     }
 }

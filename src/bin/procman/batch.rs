@@ -649,6 +649,8 @@ fn joblog_entry(f: &Finished) -> Option<JoblogEntry> {
         | JobStatus::DependencyFailed
         | JobStatus::Pending
         | JobStatus::Running => return None,
+        // A status added later (JobStatus is non_exhaustive): an end, told by its code/signal.
+        _ => (r.exit_code.unwrap_or(-1), r.signal.unwrap_or(0)),
     };
     let start = r.started_at.or(r.finished_at).unwrap_or(r.queued_at);
     Some(JoblogEntry {
