@@ -43,7 +43,7 @@ pub enum ObserveMode {
     /// Any Unix: stdout and stderr are pipes; one reader thread per stream copies each chunk to
     /// its file and hands its lines to the observer. A slow observer slows the program (the
     /// pipe fills); completion waits for the pipes' EOF at most the drain bound
-    /// ([`Builder::output_drain_bound`]).
+    /// ([`Builder::output_drain_bound`](crate::Builder::output_drain_bound)).
     Pipes,
 }
 
@@ -69,7 +69,7 @@ pub(crate) struct Config {
     pub(crate) handler_threads: usize,
 }
 
-/// How [`ProcessManager::shutdown`](crate::ProcessManager::shutdown) treats the work still there.
+/// How [`Handle::shutdown`](crate::Handle::shutdown) treats the work still there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Let queued and running jobs finish (until the timeout, if one is given; then cancel).
