@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         -j) J=$2; shift 2 ;;
         -r) RUNS=$2; shift 2 ;;
         --logroot) LOGROOT=$2; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -94,7 +94,6 @@ if command -v parallel >/dev/null 2>&1; then echo "- $(parallel --version 2>/dev
 echo "- procman: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "- job logs: $LOGROOT ($(df --output=fstype "$LOGROOT" 2>/dev/null | tail -1))"
 echo "- load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
 
 declare -A T OK
 for p in "${peers[@]}"; do T[$p]=""; OK[$p]=ok; done
