@@ -265,7 +265,11 @@ fn edges() -> Edges {
             if to == from || to == "self" || to == "fault" {
                 continue;
             }
-            let rel = file.strip_prefix(&src).unwrap_or(&file).display().to_string();
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             edges
                 .entry((from.clone(), to))
                 .or_default()
@@ -382,7 +386,8 @@ fn references_are_found_in_groups_and_paths_but_not_in_comments() {
          $crate::macro_path; my_crate::other;",
     );
     assert_eq!(crate_refs(&code), ["a", "b", "e", "g"]);
-    let exports = root_exports("pub use engine::retain::Retention;\npub use record::{JobId, JobRecord};");
+    let exports =
+        root_exports("pub use engine::retain::Retention;\npub use record::{JobId, JobRecord};");
     assert_eq!(exports["Retention"], "engine");
     assert_eq!(exports["JobRecord"], "record");
 }

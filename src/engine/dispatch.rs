@@ -8,15 +8,16 @@
 //! exactly once, the completion is still reported, and `JobRecord::handler_error` says
 //! "internal error: ...".
 
-use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+// Re-exported for the callers above the engine until they import it from `error` (issue 18).
 use crate::engine::sched::DispatchMsg;
 use crate::engine::Inner;
+pub(crate) use crate::error::panic_message;
 use crate::record::JobId;
 
 thread_local! {
@@ -94,15 +95,4 @@ fn call(
         .map(|p| panic_message(&*p))?;
     log::error!("job {id}: the completion handler panicked: {msg}");
     Some(msg)
-}
-
-/// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-text payload".to_owned()
-    }
 }
