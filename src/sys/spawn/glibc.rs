@@ -96,25 +96,45 @@ impl Drop for SpawnAttr {
 /// [`posix_spawn_can`]; without the functions it needs this fails with `ENOSYS`. Returns the
 /// child's pid; the errors are the kernel's for the `chdir` or `exec` that failed, as std's.
 pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
+    let argv = c_ptrs(&plan.argv);
+    let envp = c_ptrs(&plan.envp);
+    // SAFETY: all-zero structures are what the init functions take; each is initialised
+    // before use, stays where it is, and is destroyed once (Drop).
+    let mut fa = FileActions(unsafe { std::mem::zeroed() });
+    add_file_actions(&mut fa, plan)?;
+    let mut attr = SpawnAttr(unsafe { std::mem::zeroed() });
+    set_attributes(&mut attr)?;
+    let spawner = Spawner {
+        fa: &fa,
+        attr: &attr,
+        envp: &envp,
+        plan,
+    };
+    let pid = match &plan.lookup {
+        Lookup::Direct => spawner.spawn_at(&plan.program, false, &argv)?,
+        Lookup::HostPath => spawner.spawn_at(&plan.program, true, &argv)?,
+        Lookup::Candidates(paths) => spawner.first_of(paths, &argv)?,
+    };
+    Ok(pid as u32)
+}
+
+/// A NULL-terminated array of pointers to `v`'s strings, valid while `v` is.
+fn c_ptrs(v: &[std::ffi::CString]) -> Vec<*mut libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr() as *mut libc::c_char)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
+/// Initialises `fa` with the plan's working directory, stdio and (when asked) the closing of
+/// every other descriptor.
+fn add_file_actions(fa: &mut FileActions, plan: &SpawnPlan) -> io::Result<()> {
     let fns = spawn_fns();
     let nosys = || io::Error::from_raw_os_error(libc::ENOSYS);
-    let ptrs = |v: &[std::ffi::CString]| -> Vec<*mut libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr() as *mut libc::c_char)
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect()
-    };
-    let argv = ptrs(&plan.argv);
-    let envp = ptrs(&plan.envp);
-    // SAFETY: every pointer handed to the posix_spawn family points to initialised memory
-    // that outlives the call (the plan's C strings, the local vectors and structures); the
-    // file actions and attributes are initialised before use and destroyed once (Drop).
+    // SAFETY: `fa` is initialised first; every pointer passed (the plan's C strings, the
+    // literal path) outlives the calls, which copy what they need.
     unsafe {
-        let mut fa = FileActions(std::mem::zeroed());
         check_spawn(libc::posix_spawn_file_actions_init(&mut fa.0))?;
-        let mut attr = SpawnAttr(std::mem::zeroed());
-        check_spawn(libc::posix_spawnattr_init(&mut attr.0))?;
-
         if let Some(dir) = &plan.cwd {
             let chdir = fns.chdir.ok_or_else(nosys)?;
             check_spawn(chdir(&mut fa.0, dir.as_ptr()))?;
@@ -142,7 +162,17 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
             let closefrom = fns.closefrom.ok_or_else(nosys)?;
             check_spawn(closefrom(&mut fa.0, 3))?;
         }
+    }
+    Ok(())
+}
 
+/// Initialises `attr`: a new process group, an empty signal mask, SIGPIPE and SIGXFSZ at their
+/// default action.
+fn set_attributes(attr: &mut SpawnAttr) -> io::Result<()> {
+    // SAFETY: `attr` is initialised first; the signal set is a local, initialised by
+    // sigemptyset before use.
+    unsafe {
+        check_spawn(libc::posix_spawnattr_init(&mut attr.0))?;
         let flags = libc::POSIX_SPAWN_SETPGROUP
             | libc::POSIX_SPAWN_SETSIGMASK
             | libc::POSIX_SPAWN_SETSIGDEF;
@@ -154,32 +184,59 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
         libc::sigaddset(&mut set, libc::SIGPIPE);
         libc::sigaddset(&mut set, libc::SIGXFSZ);
         check_spawn(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
+    }
+    Ok(())
+}
 
-        let mut pid: libc::pid_t = 0;
-        let spawn_with = |pid: &mut libc::pid_t,
-                          path: &std::ffi::CStr,
-                          search: bool,
-                          argv: &[*mut libc::c_char]| {
-            let f = if search {
-                libc::posix_spawnp
-            } else {
-                libc::posix_spawn
-            };
-            check_spawn(f(
-                pid,
-                path.as_ptr(),
-                &fa.0,
-                &attr.0,
-                argv.as_ptr(),
-                envp.as_ptr(),
-            ))
+/// What every try of one spawn shares: the initialised file actions and attributes, the
+/// environment, the plan.
+struct Spawner<'a> {
+    fa: &'a FileActions,
+    attr: &'a SpawnAttr,
+    envp: &'a [*mut libc::c_char],
+    plan: &'a SpawnPlan,
+}
+
+impl Spawner<'_> {
+    /// One `posix_spawn` (or `posix_spawnp`, `search`) of `path` with `argv`: the child's pid.
+    fn spawn_with(
+        &self,
+        path: &std::ffi::CStr,
+        search: bool,
+        argv: &[*mut libc::c_char],
+    ) -> io::Result<libc::pid_t> {
+        let f = if search {
+            libc::posix_spawnp
+        } else {
+            libc::posix_spawn
         };
-        // As execvp (and std's fork path): a file the kernel will not execute (ENOEXEC: a
-        // script without a `#!` line) runs as `/bin/sh FILE ARGS...`. glibc's posix_spawn no
-        // longer does this itself.
-        let spawn_at = |pid: &mut libc::pid_t, path: &std::ffi::CStr, search: bool| match spawn_with(
-            pid, path, search, &argv,
-        ) {
+        let mut pid: libc::pid_t = 0;
+        // SAFETY: every pointer points to initialised memory that outlives the call (the
+        // path, the NULL-terminated argument and environment arrays and their strings, the
+        // initialised file actions and attributes).
+        check_spawn(unsafe {
+            f(
+                &mut pid,
+                path.as_ptr(),
+                &self.fa.0,
+                &self.attr.0,
+                argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        })?;
+        Ok(pid)
+    }
+
+    /// [`Spawner::spawn_with`], and as execvp (and std's fork path): a file the kernel will not
+    /// execute (ENOEXEC: a script without a `#!` line) runs as `/bin/sh FILE ARGS...`. glibc's
+    /// posix_spawn no longer does this itself.
+    fn spawn_at(
+        &self,
+        path: &std::ffi::CStr,
+        search: bool,
+        argv: &[*mut libc::c_char],
+    ) -> io::Result<libc::pid_t> {
+        match self.spawn_with(path, search, argv) {
             Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
                 let found = if search {
                     search_host_path(path)
@@ -189,45 +246,39 @@ pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
                 let Some(found) = found else { return Err(e) };
                 let sh: Vec<*mut libc::c_char> = [c"/bin/sh".as_ptr(), found.as_ptr()]
                     .into_iter()
-                    .chain(plan.argv.iter().skip(1).map(|a| a.as_ptr()))
+                    .chain(self.plan.argv.iter().skip(1).map(|a| a.as_ptr()))
                     .map(|p| p as *mut libc::c_char)
                     .chain(std::iter::once(std::ptr::null_mut()))
                     .collect();
-                spawn_with(pid, c"/bin/sh", false, &sh)
+                self.spawn_with(c"/bin/sh", false, &sh)
             }
             r => r,
-        };
-        match &plan.lookup {
-            Lookup::Direct => spawn_at(&mut pid, &plan.program, false)?,
-            Lookup::HostPath => spawn_at(&mut pid, &plan.program, true)?,
-            Lookup::Candidates(paths) => {
-                // As execvp: a name not found, or not a directory on the way, goes on to the
-                // next entry; EACCES too, but it is what is reported when nothing ran.
-                let mut denied = false;
-                let mut started = false;
-                for path in paths {
-                    match spawn_at(&mut pid, path, false) {
-                        Ok(()) => {
-                            started = true;
-                            break;
-                        }
-                        Err(e) => match e.raw_os_error() {
-                            Some(libc::EACCES) => denied = true,
-                            Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
-                            _ => return Err(e),
-                        },
-                    }
-                }
-                if !started {
-                    return Err(io::Error::from_raw_os_error(if denied {
-                        libc::EACCES
-                    } else {
-                        libc::ENOENT
-                    }));
-                }
+        }
+    }
+
+    /// As execvp: tries `paths` in turn. A name not found, or not a directory on the way, goes
+    /// on to the next entry; EACCES too, but it is what is reported when nothing ran.
+    fn first_of(
+        &self,
+        paths: &[std::ffi::CString],
+        argv: &[*mut libc::c_char],
+    ) -> io::Result<libc::pid_t> {
+        let mut denied = false;
+        for path in paths {
+            match self.spawn_at(path, false, argv) {
+                Ok(pid) => return Ok(pid),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EACCES) => denied = true,
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
+                    _ => return Err(e),
+                },
             }
         }
-        Ok(pid as u32)
+        Err(io::Error::from_raw_os_error(if denied {
+            libc::EACCES
+        } else {
+            libc::ENOENT
+        }))
     }
 }
 
