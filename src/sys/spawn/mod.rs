@@ -12,6 +12,8 @@ pub(crate) use glibc::{posix_spawn, posix_spawn_can};
 /// One spawn on the `posix_spawn` path (Linux with glibc), prepared in the parent: no hook runs
 /// in the child, so glibc starts it with `clone(CLONE_VM | CLONE_VFORK)` whatever the host's
 /// signal mask or descriptors (DESIGN.md, "Descriptors").
+// Read only by glibc's posix_spawn; elsewhere the plan is never made.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 pub(crate) struct SpawnPlan {
     /// The file to run: a path when it holds a '/', else a name looked up as `lookup` says.
     pub(crate) program: std::ffi::CString,
@@ -29,6 +31,7 @@ pub(crate) struct SpawnPlan {
 }
 
 /// How [`SpawnPlan::program`] is found.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 pub(crate) enum Lookup {
     /// It holds a '/': run it as it is.
     Direct,
