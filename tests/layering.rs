@@ -204,6 +204,54 @@ fn crate_refs(code: &str) -> Vec<String> {
     refs
 }
 
+/// The first segment after every `super::` chain in `code` that climbs out of the crate's
+/// top-level modules, for a file at `depth` (1: `src/a.rs` or `src/a/mod.rs`; 2: `src/a/b.rs`):
+/// `super::manager::Handle` in `src/engine/mod.rs` is a reference to `manager`. Only names of
+/// top-level modules (`modules`) count: a `mod tests` inside a file adds a level this count
+/// does not see, and its `super::item` stays in the file's own module.
+fn super_refs(code: &str, depth: usize, modules: &BTreeSet<String>) -> Vec<String> {
+    let mut refs = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("super::") {
+        let start = from + at;
+        from = start + "super::".len();
+        let adjacent = code[..start].bytes().next_back().is_some_and(is_ident);
+        if adjacent || code[..start].trim_end().ends_with("::") {
+            continue;
+        }
+        let mut ups = 1;
+        let mut rest = &code[from..];
+        while let Some(r) = rest.trim_start().strip_prefix("super::") {
+            ups += 1;
+            rest = r;
+        }
+        from = code.len() - rest.len();
+        if ups < depth {
+            continue;
+        }
+        let id = ident_at(rest.trim_start());
+        if modules.contains(id) {
+            refs.push(id.to_owned());
+        }
+    }
+    refs
+}
+
+/// The crate's top-level modules, as `lib.rs` declares them (`mod x;`, `pub mod x;`, inline
+/// `pub mod x { ... }`).
+fn root_modules(lib: &str) -> BTreeSet<String> {
+    let code = code_only(lib);
+    let words: Vec<&str> = code
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "mod")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
 /// What the crate root re-exports, by name: `pub use engine::retain::Retention` gives
 /// `Retention -> engine`. A path `crate::Retention` depends on that module.
 fn root_exports(lib: &str) -> BTreeMap<String, String> {
@@ -244,12 +292,26 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     (first != "bin").then(|| first.to_owned())
 }
 
+/// How deep the module of `file` is: 1 for `src/a.rs` and `src/a/mod.rs`, 2 for `src/a/b.rs`
+/// and `src/a/b/mod.rs`.
+fn module_depth(src: &Path, file: &Path) -> usize {
+    let rel = file.strip_prefix(src).unwrap_or(file);
+    let parts = rel.components().count();
+    if rel.file_name().is_some_and(|n| n == "mod.rs") {
+        parts - 1
+    } else {
+        parts
+    }
+}
+
 /// One reference: (from module, to module) -> the files and paths that make it.
 type Edges = BTreeMap<(String, String), BTreeSet<String>>;
 
 fn edges() -> Edges {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let exports = root_exports(&std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs"));
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+    let exports = root_exports(&lib);
+    let modules = root_modules(&lib);
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
@@ -259,7 +321,11 @@ fn edges() -> Edges {
             continue;
         };
         let code = code_only(&std::fs::read_to_string(&file).expect("a readable source file"));
-        for first in crate_refs(&code) {
+        let depth = module_depth(&src, &file);
+        let refs = crate_refs(&code)
+            .into_iter()
+            .chain(super_refs(&code, depth, &modules));
+        for first in refs {
             let to = exports.get(&first).cloned().unwrap_or(first.clone());
             // `fault` is test-only fault injection, called from `#[cfg(test)]` lines anywhere.
             if to == from || to == "self" || to == "fault" {
@@ -386,6 +452,19 @@ fn references_are_found_in_groups_and_paths_but_not_in_comments() {
          $crate::macro_path; my_crate::other;",
     );
     assert_eq!(crate_refs(&code), ["a", "b", "e", "g"]);
+    let modules: BTreeSet<String> = ["engine", "manager"].map(String::from).into();
+    let code = code_only(
+        "use super::manager::Handle; use super::super::engine::Inner; use super::{x, y};\n\
+         fn f() { self::super::manager::g(); super::engine::h() }",
+    );
+    // From `src/engine/sched.rs` (depth 2) only the double climb leaves `engine`; from
+    // `src/engine/mod.rs` (depth 1) every climb does.
+    assert_eq!(super_refs(&code, 2, &modules), ["engine"]);
+    assert_eq!(
+        super_refs(&code, 1, &modules),
+        ["manager", "engine", "engine"]
+    );
+    assert!(root_modules("mod a;\n#[cfg(test)]\nmod b;\npub mod c { pub use x; }").len() == 3);
     let exports =
         root_exports("pub use engine::retain::Retention;\npub use record::{JobId, JobRecord};");
     assert_eq!(exports["Retention"], "engine");
