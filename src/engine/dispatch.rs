@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-// Re-exported for the callers above the engine until they import it from `error` (issue 18).
 use crate::engine::sched::DispatchMsg;
 use crate::engine::Inner;
-pub(crate) use crate::error::panic_message;
 use crate::record::JobId;
+
+/// Lives in `error`; re-exported here for the callers that still import it from here
+/// (`engine/mod.rs`, `plugin/mod.rs`) until they import it from `error` (issue 18).
+pub(crate) use crate::error::panic_message;
 
 thread_local! {
     /// On a handler thread: its manager's key (`Inner::key`, never 0) and the job whose handler
