@@ -67,7 +67,7 @@ pub(super) struct Followed<'a> {
     pub(super) rx: &'a Receiver<Update>,
     pub(super) tracker: &'a Sender<Ctl>,
     pub(super) opts: &'a SlurmOptions,
-    pub(super) submitted: Instant,
+    pub(super) submitted_at: Instant,
 }
 
 /// Waits for the job's end, ending it on a kill request or at its timeout (counted from when
@@ -127,7 +127,14 @@ pub(super) fn follow(report: &dyn Report, f: Followed) -> AttemptEnd {
         }
     };
     report.set_backend_state(core.id, &ending.state);
-    judge(core, job, ending, run_start, f.submitted, term.timed_out())
+    judge(
+        core,
+        job,
+        ending,
+        run_start,
+        f.submitted_at,
+        term.timed_out(),
+    )
 }
 
 /// The attempt's end from Slurm's ending.

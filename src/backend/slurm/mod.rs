@@ -137,7 +137,7 @@ impl Backend for SlurmBackend {
                 rx: &rx,
                 tracker: &tracker,
                 opts: &self.opts,
-                submitted,
+                submitted_at: submitted,
             },
         );
         guard.armed = false;
