@@ -1,7 +1,8 @@
-//! The operating-system layer: process groups, signals, waiting and reaping, rusage.
+//! Any Unix: process groups, signals, pipes, polling, waiting and reaping, rusage, descriptors,
+//! the child's set-up between fork and exec, signal names.
 //!
-//! Everything `unsafe` in procman lives here, each call wrapped in a function that returns
-//! `io::Result`. Nothing here installs a signal handler; the only one procman can cause is the
+//! Like the rest of `sys`, each `unsafe` call is wrapped in a function that returns
+//! `io::Result` (or cannot fail). Nothing here installs a signal handler; the only one procman can cause is the
 //! `wait-timeout` crate's SIGCHLD handler on the portable wait path (see DESIGN.md).
 
 use std::fs::File;
