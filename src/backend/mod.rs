@@ -35,7 +35,8 @@ use crate::spec::Input;
 use crate::sys::Waker;
 
 /// What a backend tells the engine about the attempt it runs, and the settings it reads.
-/// Each call takes the engine's lock briefly; none blocks otherwise.
+/// `started` and `set_backend_state` take the engine's lock briefly; nothing blocks otherwise,
+/// and nothing panics.
 pub(crate) trait Report {
     /// The attempt's program started (the local backend: `pid` is its process id; Slurm: the
     /// Slurm job id) at `spawned`; `waker` wakes this worker for a kill. Call once per attempt.
