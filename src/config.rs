@@ -19,7 +19,7 @@ pub enum WaitMode {
 
 impl Default for WaitMode {
     fn default() -> WaitMode {
-        if cfg!(target_os = "linux") {
+        if crate::sys::HANDLER_FREE_WAIT {
             WaitMode::Pidfd
         } else {
             WaitMode::Portable
@@ -49,7 +49,7 @@ pub enum ObserveMode {
 
 impl Default for ObserveMode {
     fn default() -> ObserveMode {
-        if cfg!(target_os = "linux") {
+        if crate::sys::FOLLOW_FILES {
             ObserveMode::Files
         } else {
             ObserveMode::Pipes

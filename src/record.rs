@@ -223,28 +223,10 @@ pub fn describe_signal(signal: i32) -> String {
     }
 }
 
-/// The conventional name of a Unix signal number, such as `SIGTERM` for 15.
+/// The conventional name of a signal number on this system, such as `SIGTERM` for 15
+/// (numbered as this system numbers them: `SIGUSR1` is 10 on Linux, 30 on macOS).
 pub fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        _ => return None,
-    })
+    crate::sys::signal_name(signal)
 }
 
 /// What [`kill_process`](crate::Handle::kill_process) did.

@@ -4,6 +4,7 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod sched;
+mod workers;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,12 +16,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::backend::local::worker_loop;
 use crate::backend::Backend;
 use crate::config::{Config, ShutdownMode};
 use crate::deadline;
 use crate::engine::dispatch::dispatcher_loop;
 use crate::engine::sched::{DispatchMsg, Settings, State, TimerStep, WorkMsg};
+use crate::engine::workers::worker_loop;
 use crate::job::AttemptEnd;
 use crate::record::JobId;
 use crate::sys;
@@ -211,16 +212,9 @@ impl Inner {
         pid: u32,
         attempt: u32,
         spawned: Instant,
-        #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
+        waker: sys::Waker,
     ) {
-        self.lock().started(
-            id,
-            pid,
-            attempt,
-            spawned,
-            #[cfg(target_os = "linux")]
-            waker,
-        );
+        self.lock().started(id, pid, attempt, spawned, waker);
     }
 
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
@@ -346,7 +340,7 @@ impl Inner {
         while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
             log::error!(
                 "internal error: the retry timer thread panicked: {}; it goes on",
-                crate::engine::dispatch::panic_message(&*p)
+                crate::error::panic_message(&*p)
             );
             self.update(|s| s.requeue_orphaned_retries());
         }

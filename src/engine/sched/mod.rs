@@ -58,8 +58,7 @@ enum Phase {
     /// Spawned. Holds a slot.
     Running {
         spawned: Instant,
-        #[cfg(target_os = "linux")]
-        waker: Option<Arc<crate::sys::Waker>>,
+        waker: crate::sys::Waker,
     },
     /// Ended; the record is final.
     Final,
@@ -476,14 +475,10 @@ impl State {
         pid: u32,
         attempt: u32,
         spawned: Instant,
-        #[cfg(target_os = "linux")] waker: Option<Arc<crate::sys::Waker>>,
+        waker: crate::sys::Waker,
     ) {
         if let Some(e) = self.jobs.get_mut(&id) {
-            e.phase = Phase::Running {
-                spawned,
-                #[cfg(target_os = "linux")]
-                waker,
-            };
+            e.phase = Phase::Running { spawned, waker };
             e.record.status = JobStatus::Running;
             e.record.pid = Some(pid);
             e.record.started_at = Some(SystemTime::now());
@@ -722,9 +717,8 @@ impl State {
                 if let Some(core) = &e.core {
                     core.kill_requested.store(true, AtomicOrdering::SeqCst);
                 }
-                #[cfg(target_os = "linux")]
-                if let Phase::Running { waker: Some(w), .. } = &e.phase {
-                    w.wake();
+                if let Phase::Running { waker, .. } = &e.phase {
+                    waker.wake();
                 }
                 log::info!("job {id}: kill requested ({reason:?})");
                 Some(KillOutcome::Killing)

@@ -89,14 +89,8 @@ impl Rig {
 
     /// The worker spawned attempt `attempt` of `id`.
     fn spawned(&mut self, id: JobId, attempt: u32) {
-        self.s.started(
-            id,
-            4242,
-            attempt,
-            Instant::now(),
-            #[cfg(target_os = "linux")]
-            None,
-        );
+        self.s
+            .started(id, 4242, attempt, Instant::now(), crate::sys::Waker::none());
     }
 
     fn status(&self, id: JobId) -> JobStatus {
