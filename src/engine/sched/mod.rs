@@ -83,12 +83,20 @@ struct Entry {
     deleted: bool,
     dependents: Vec<JobId>,
     seq: u64,
-    cpus: u32,
-    memory: u64,
     retry: Retry,
 }
 
 impl Entry {
+    /// The CPUs the job declares (kept once, in its core; a final job holds none).
+    fn cpus(&self) -> u32 {
+        self.core.as_ref().map_or(0, |c| c.cpus)
+    }
+
+    /// The memory (bytes) the job declares (kept once, in its core).
+    fn memory(&self) -> u64 {
+        self.core.as_ref().map_or(0, |c| c.memory)
+    }
+
     /// The job's record as users see it: while the job is live, its program, arguments and
     /// paths are copied in from its core (they are stored once per pending job, not twice).
     pub(crate) fn record(&self) -> JobRecord {
@@ -376,8 +384,6 @@ impl State {
             deleted: false,
             dependents: Vec::new(),
             seq,
-            cpus: spec.cpus,
-            memory: spec.memory,
             retry: spec.retry,
         }
     }
@@ -447,8 +453,8 @@ impl State {
             };
             // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
             let fits = self.running < self.limit
-                && e.cpus <= self.cpu_capacity.saturating_sub(self.used_cpus)
-                && e.memory <= self.memory_capacity.saturating_sub(self.used_memory);
+                && e.cpus() <= self.cpu_capacity.saturating_sub(self.used_cpus)
+                && e.memory() <= self.memory_capacity.saturating_sub(self.used_memory);
             if !fits {
                 return;
             }
@@ -456,8 +462,8 @@ impl State {
             let e = self.jobs.get_mut(&id).expect("checked above");
             e.phase = Phase::Admitted;
             self.running += 1;
-            self.used_cpus += e.cpus;
-            self.used_memory += e.memory;
+            self.used_cpus += e.cpus();
+            self.used_memory += e.memory();
             let work = Work {
                 core: e.core.clone().expect("a live job has its core"),
                 attempt: e.record.attempts + 1,
@@ -509,8 +515,8 @@ impl State {
             return None;
         }
         self.running -= 1;
-        self.used_cpus -= e.cpus;
-        self.used_memory -= e.memory;
+        self.used_cpus -= e.cpus();
+        self.used_memory -= e.memory();
         // Holds no slot from here on (the phase is set again below); should this panic before
         // then, `abandon` does not release the slot twice.
         e.phase = Phase::RetryWait;
@@ -569,8 +575,8 @@ impl State {
         };
         if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
             self.running -= 1;
-            self.used_cpus -= e.cpus;
-            self.used_memory -= e.memory;
+            self.used_cpus -= e.cpus();
+            self.used_memory -= e.memory();
         } else if matches!(e.phase, Phase::Final) {
             return;
         }
@@ -749,7 +755,7 @@ impl State {
             .iter()
             .filter(|(_, e)| {
                 matches!(e.phase, Phase::Waiting(_) | Phase::Ready | Phase::RetryWait)
-                    && (e.cpus > cpu || e.memory > mem)
+                    && (e.cpus() > cpu || e.memory() > mem)
             })
             .map(|(&id, _)| id)
             .collect();
