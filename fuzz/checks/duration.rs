@@ -2,7 +2,7 @@
 //! committed corpus through it): `parse_duration` never panics, and an accepted duration written
 //! back as seconds with nine decimals parses to the same value.
 
-use procman::jobfile::parse_duration;
+use procman_cli::parse_duration;
 
 /// Panics if `data` breaks the invariant.
 pub fn check(data: &[u8]) {

@@ -2,7 +2,7 @@
 //! committed corpus through it): `parse_job_line` never panics; accepted jobs satisfy the
 //! documented invariants, and a shell-words job re-quoted parses to the same job.
 
-use procman::jobfile::{join_words, parse_job_line};
+use procman_cli::{join_words, parse_job_line};
 
 /// Panics if `data` breaks an invariant.
 pub fn check(data: &[u8]) {

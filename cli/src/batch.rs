@@ -20,11 +20,11 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
-use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind};
 use procman::{
     Handle, JobId, JobRecord, JobSpec, JobStatus, ProcessManager, RetryOn, ShutdownMode,
     StartError, Stream, OBSERVER_LINE_CAP,
 };
+use procman_cli::{lines, parse_joblog_line, JoblogEntry, JoblogError, LineErrorKind};
 
 use crate::args::{Arg, Args, UsageError};
 use crate::halt::{self, Tally, Threshold, When};

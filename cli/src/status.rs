@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError};
+use procman_cli::{lines, parse_joblog_line, JoblogEntry, JoblogError};
 
 use crate::args::{Arg, Args, UsageError};
 use crate::batch::DEFAULT_LOG_DIR;
