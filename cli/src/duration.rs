@@ -150,9 +150,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         .checked_mul(unit_nanos)
         .ok_or_else(|| DurationError::Overflow(owned()))?;
 
-    // Fraction: the first MAX_FRACTION_DIGITS digits exactly, the rest only
-    // to decide whether to round up.
-    let (head, tail) = frac_digits.split_at(frac_digits.len().min(MAX_FRACTION_DIGITS));
+    let total = int_nanos
+        .checked_add(fraction_nanos(frac_digits, unit_nanos))
+        .ok_or_else(|| DurationError::Overflow(owned()))?;
+    let secs =
+        u64::try_from(total / NANOS_PER_SEC).map_err(|_| DurationError::Overflow(owned()))?;
+    // The remainder is below 10^9 and fits in u32.
+    let nanos = (total % NANOS_PER_SEC) as u32;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// The nanoseconds of the fraction `0.DIGITS` of a unit of `unit_nanos`, rounded up: the first
+/// MAX_FRACTION_DIGITS digits exactly, the rest only to decide whether to round up. `digits`
+/// are ASCII digits.
+fn fraction_nanos(digits: &str, unit_nanos: u128) -> u128 {
+    let (head, tail) = digits.split_at(digits.len().min(MAX_FRACTION_DIGITS));
     let mut frac_value: u128 = 0;
     let mut scale: u128 = 1;
     for d in head.bytes() {
@@ -165,13 +177,5 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if scaled % scale != 0 || tail.bytes().any(|d| d != b'0') {
         frac_nanos += 1;
     }
-
-    let total = int_nanos
-        .checked_add(frac_nanos)
-        .ok_or_else(|| DurationError::Overflow(owned()))?;
-    let secs =
-        u64::try_from(total / NANOS_PER_SEC).map_err(|_| DurationError::Overflow(owned()))?;
-    // The remainder is below 10^9 and fits in u32.
-    let nanos = (total % NANOS_PER_SEC) as u32;
-    Ok(Duration::new(secs, nanos))
+    frac_nanos
 }
