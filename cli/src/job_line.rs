@@ -161,7 +161,7 @@ impl Error for JobLineError {
 /// * A line whose first non-blank character is `{` is one JSON object with
 ///   the fields `program` (string, required), `args` (array of strings),
 ///   `input`, `log`, `err`, `cwd` (non-empty path strings), `env` (object of
-///   strings), `timeout` (a [`parse_duration`] string, or a number of
+///   strings), `timeout` (a [`parse_duration`](crate::parse_duration) string, or a number of
 ///   seconds), `priority` (integer, `i32`), `after` (array of job names),
 ///   `id` or `name` (string), `retries` (non-negative integer, `u32`).
 ///   `null` counts as absent. Unknown fields are errors, so typos are caught.
