@@ -1,4 +1,4 @@
-//! The `words` fuzz target's check, shared with `tests/fuzz_corpora.rs` (which replays the
+//! The `words` fuzz target's check, shared with `cli/tests/fuzz_corpora.rs` (which replays the
 //! committed corpus through it): `split_words` never panics; whatever it accepts, quoting the
 //! words and splitting again gives the same words back.
 
