@@ -55,12 +55,14 @@ pub const DEFAULT_LOG_DIR: &str = "procman-logs";
 /// How often the live progress line is redrawn on a terminal.
 const REDRAW: Duration = Duration::from_millis(200);
 
+/// Which jobs the joblog's entries skip: `--resume` (all) or `--resume-failed`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Resume {
     All,
     Failed,
 }
 
+/// `procman batch`'s command line (`options.rs` reads it).
 #[derive(Clone)]
 struct Options {
     jobs: usize,
@@ -109,6 +111,7 @@ struct Finished {
     halts: Option<When>,
 }
 
+/// What the reader, the jobs' handlers and the signal thread tell the main thread.
 enum Msg {
     /// A line was skipped: the joblog records it (`--resume`), as succeeded
     /// (`--resume-failed`).
