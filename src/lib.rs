@@ -133,7 +133,6 @@
 //! test that pins it.
 
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 // `Instant - Duration` panics like `Instant + Duration`; additions are kept out by
 // tests/no_raw_deadlines.rs (clippy cannot see the `+` operator), subtractions by this lint.
 #![deny(clippy::unchecked_time_subtraction)]
@@ -147,8 +146,6 @@ mod events;
 #[cfg(test)]
 mod fault;
 mod job;
-#[cfg(feature = "cli")]
-pub mod jobfile;
 mod manager;
 mod output;
 mod plugin;

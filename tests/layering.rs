@@ -31,9 +31,6 @@ const LAYERS: &[(&str, u32)] = &[
     // 6: built on the API
     ("plugin", 6),
     ("signal", 6),
-    // The job-file parsers leave the library for the procman-cli crate (issue 18); until they
-    // do, they sit on top.
-    ("jobfile", 6),
 ];
 
 /// References that point up today and are known, each as (from, to): the test fails if one
