@@ -177,6 +177,44 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A pending record of job `id` running `program`, queued now, every other field empty:
+    /// for code outside procman that needs a record of its own (a test of a handler or of a
+    /// plugin's `process_output_files`, say). Set the public fields as needed. Records of real
+    /// jobs come from the manager.
+    ///
+    /// ```
+    /// use procman::{JobId, JobRecord, JobStatus};
+    ///
+    /// let mut record = JobRecord::new(JobId(7), "refmac5");
+    /// record.status = JobStatus::Failed;
+    /// record.exit_code = Some(2);
+    /// assert_eq!(record.ccp4i2_exit_status(), 1);
+    /// ```
+    pub fn new(id: JobId, program: impl Into<OsString>) -> JobRecord {
+        JobRecord {
+            id,
+            program: program.into(),
+            args: Vec::new(),
+            interpreter: None,
+            status: JobStatus::Pending,
+            exit_code: None,
+            signal: None,
+            pid: None,
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            log_file: None,
+            error_file: None,
+            error: None,
+            attempts: 0,
+            usage: None,
+            handler_error: None,
+            priority: 0,
+            after: Vec::new(),
+            backend_state: None,
+        }
+    }
+
     /// CCP4i2's success flag (its `getJobData(pid, 'exitStatus')`): 0 when the job finished
     /// successfully ([`JobStatus::Finished`]), 1 otherwise, also while it is still pending or
     /// running. Not the program's exit code: that is [`exit_code`](Self::exit_code).

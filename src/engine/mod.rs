@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// A refused worker thread was reported (once per manager).
     worker_refused: AtomicBool,
     handler_waits: Mutex<HandlerWaits>,
+    /// Held by the shutdown in progress (see [`Inner::shutdown`]); never with the state lock.
+    shutdown_gate: Mutex<()>,
     stopped: AtomicBool,
     /// Tells this manager from every other one in the process (reader threads are marked with
     /// it and the job they observe: `output::observing`).
@@ -108,6 +110,7 @@ impl Inner {
             idle_workers: AtomicUsize::new(0),
             worker_refused: AtomicBool::new(false),
             handler_waits: Mutex::new(HandlerWaits::default()),
+            shutdown_gate: Mutex::new(()),
             stopped: AtomicBool::new(false),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
@@ -387,17 +390,34 @@ impl Inner {
     pub(crate) fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         if let Some(id) = self.observed_here() {
             log::warn!("shutdown called from the output observer of job {id}: not waiting");
-            self.update(|s| match mode {
-                ShutdownMode::Cancel => s.close_and_cancel(),
-                ShutdownMode::Drain => s.close_for_drain(),
-            });
+            self.update(|s| s.close_from_observer(mode == ShutdownMode::Cancel));
             return;
         }
+        let in_handler = self.on_dispatcher();
+        if mode == ShutdownMode::Cancel {
+            // At once, even while another shutdown (a drain, say) holds the gate below.
+            self.update(State::close_and_cancel);
+        }
+        // One shutdown at a time: a second caller returns only once the first has joined the
+        // threads. A handler never blocks on the gate (the shutdown holding it may be waiting
+        // for that very handler): it waits for the jobs to end, as a shutdown inside a handler
+        // does, and leaves the rest to the holder.
+        let _gate = if in_handler {
+            match self.shutdown_gate.try_lock() {
+                Some(gate) => gate,
+                None => {
+                    self.update(State::close);
+                    self.wait_for(&self.idle, None, |s| s.settled(true));
+                    return;
+                }
+            }
+        } else {
+            self.shutdown_gate.lock()
+        };
         if self.stopped.load(Ordering::SeqCst) {
             self.finish_earlier_shutdown();
             return;
         }
-        let in_handler = self.on_dispatcher();
         let settled = |s: &State| s.settled(in_handler);
         self.update(State::close);
         if mode == ShutdownMode::Drain {
@@ -410,6 +430,8 @@ impl Inner {
         }
         self.update(State::close_and_cancel);
         self.wait_for(&self.idle, None, settled);
+        // Every job has ended and its events were sent: subscribers' channels end here.
+        self.lock().end_events();
         self.stop_threads(in_handler);
     }
 

@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use super::{KillReason, Phase, State};
 use crate::engine::sched::retain::Retention;
 use crate::error::{BuildError, ShutDown, UnknownJob};
-use crate::events::Event;
+use crate::events::{Event, Subscribers};
 use crate::record::{JobId, KillOutcome};
 
 /// What the retry timer does next (see [`State::next_timer`]).
@@ -124,9 +124,28 @@ impl State {
     /// die; no job is retried from here on.
     pub(crate) fn close_and_cancel(&mut self) {
         self.closed = true;
-        self.paused = false;
         self.cancelling = true;
         self.cancel_all();
+    }
+
+    /// A shutdown called from an output observer, which cannot wait: closes and resumes a
+    /// paused queue; with `cancel`, cancels and kills every job, else admits what fits.
+    pub(crate) fn close_from_observer(&mut self, cancel: bool) {
+        self.closed = true;
+        self.paused = false;
+        if cancel {
+            self.cancelling = true;
+            self.cancel_all();
+        } else {
+            self.pump();
+        }
+    }
+
+    /// The manager stopped: every subscriber's channel ends (receivers see it disconnected),
+    /// and later subscriptions get a channel that is already ended.
+    pub(crate) fn end_events(&mut self) {
+        self.events_ended = true;
+        self.events = Subscribers::default();
     }
 
     /// The retry timer's step: queues the earliest retry if it is due at `now`.
@@ -155,7 +174,9 @@ impl State {
 
     /// A new event subscriber.
     pub(crate) fn subscribe(&mut self, tx: Sender<Event>) {
-        self.events.add(tx);
+        if !self.events_ended {
+            self.events.add(tx);
+        }
     }
 
     /// Which finished records are kept.

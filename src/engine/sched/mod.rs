@@ -217,6 +217,8 @@ pub(crate) struct State {
     /// Final jobs whose handler has not returned yet.
     handlers_pending: usize,
     events: Subscribers,
+    /// The manager stopped: no more subscribers (`end_events`).
+    events_ended: bool,
     work: Sender<WorkMsg>,
     done: Sender<DispatchMsg>,
     /// Retries waiting for their backoff: (when, job).
@@ -258,6 +260,7 @@ impl State {
             live: 0,
             handlers_pending: 0,
             events: Subscribers::default(),
+            events_ended: false,
             work,
             done,
             timers: BinaryHeap::new(),
@@ -331,30 +334,11 @@ impl State {
     fn new_entry(&self, id: JobId, seq: u64, phase: Phase, spec: JobSpec) -> Entry {
         let error_file = spec.resolved_error_file();
         let merge_error = spec.merges_error();
-        let record = JobRecord {
-            id,
-            // The job's identity (program, arguments, paths) lives in its core while the job is
-            // live, and moves here when it ends: one copy per pending job (`Entry::record`).
-            program: std::ffi::OsString::new(),
-            args: Vec::new(),
-            interpreter: None,
-            status: JobStatus::Pending,
-            exit_code: None,
-            signal: None,
-            pid: None,
-            queued_at: SystemTime::now(),
-            started_at: None,
-            finished_at: None,
-            log_file: None,
-            error_file: None,
-            error: None,
-            attempts: 0,
-            usage: None,
-            handler_error: None,
-            priority: spec.priority,
-            after: spec.after.clone(),
-            backend_state: None,
-        };
+        // The job's identity (program, arguments, paths) lives in its core while the job is
+        // live, and moves to the record when it ends: one copy per pending job (`Entry::record`).
+        let mut record = JobRecord::new(id, std::ffi::OsString::new());
+        record.priority = spec.priority;
+        record.after = spec.after.clone();
         let core = Arc::new(JobCore {
             id,
             program: spec.program,
