@@ -38,6 +38,7 @@ use crate::spec::{Handler, JobSpec, Retry};
 use crate::sys::Exit;
 
 mod control;
+mod live;
 mod queries;
 pub(crate) mod retain;
 #[cfg(test)]
@@ -86,6 +87,8 @@ struct Entry {
     cpus: u32,
     memory: u64,
     retry: Retry,
+    /// The latest sample and progress (`live.rs`), once a worker reported one.
+    live: Option<Box<live::Live>>,
 }
 
 impl Entry {
@@ -342,6 +345,7 @@ impl State {
             error: None,
             attempts: 0,
             usage: None,
+            sampled: None,
             handler_error: None,
             priority: spec.priority,
             after: spec.after.clone(),
@@ -361,6 +365,7 @@ impl State {
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
+            progress: spec.progress,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
             cpus: spec.cpus,
             memory: spec.memory,
@@ -379,6 +384,7 @@ impl State {
             cpus: spec.cpus,
             memory: spec.memory,
             retry: spec.retry,
+            live: None,
         }
     }
 
@@ -483,6 +489,10 @@ impl State {
             e.record.pid = Some(pid);
             e.record.started_at = Some(SystemTime::now());
             e.record.attempts = attempt;
+            e.record.sampled = None;
+            if let Some(live) = &mut e.live {
+                live.restart();
+            }
             self.events.emit(|| Event::Started { id, pid, attempt });
         }
     }
@@ -650,6 +660,7 @@ impl State {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
         debug_assert!(e.record.status.is_final());
         e.phase = Phase::Final;
+        e.live = None;
         // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
         if let Some(core) = e.core.take() {
             match Arc::try_unwrap(core) {
