@@ -74,11 +74,23 @@ pub(crate) struct Subscriber {
 #[derive(Default)]
 pub(crate) struct Subscribers {
     list: Vec<Subscriber>,
+    /// The manager was shut down: no event can come any more.
+    ended: bool,
 }
 
 impl Subscribers {
+    /// A new subscriber; once ended, `tx` is dropped at once (its receiver is disconnected).
     pub(crate) fn add(&mut self, tx: Sender<Event>) {
-        self.list.push(Subscriber { tx, lost: 0 });
+        if !self.ended {
+            self.list.push(Subscriber { tx, lost: 0 });
+        }
+    }
+
+    /// Shutdown finished: every subscriber's channel is disconnected (after the events still
+    /// in it), so a receiver's iteration ends.
+    pub(crate) fn end(&mut self) {
+        self.ended = true;
+        self.list.clear();
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -268,3 +268,21 @@ fn a_panicking_parser_leaves_the_job_alone() {
     assert_eq!(r.status, JobStatus::Finished);
     assert!(r.error.is_none());
 }
+
+#[test]
+fn a_subscription_ends_when_the_manager_shuts_down() {
+    let m = ProcessManager::new();
+    let rx = m.subscribe(100);
+    let id = m.start_process(JobSpec::new("true")).unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || done_tx.send(rx.iter().collect::<Vec<Event>>()));
+    m.wait(id).unwrap();
+    m.shutdown(procman::ShutdownMode::Drain, None);
+    // The iteration ended, after every event of the job.
+    let events = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the iteration ends on shutdown");
+    assert!(matches!(events.last(), Some(Event::Finished(r)) if r.id == id));
+    // Subscribing afterwards gives a channel that is already disconnected.
+    assert!(m.subscribe(1).recv().is_err());
+}

@@ -438,7 +438,9 @@ impl Inner {
             let _ = self.done_tx.send(DispatchMsg::Stop);
         }
         {
-            let _guard = self.lock();
+            let mut state = self.lock();
+            // Every job ended: no event can come any more; receivers' iterations end.
+            state.end_events();
             self.timer_cv.notify_all();
         }
         self.backend.shutdown();

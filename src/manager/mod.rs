@@ -363,7 +363,9 @@ impl Handle {
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
     /// undelivered events. A full channel never blocks the manager: events are dropped and
     /// counted, and an [`Event::Lost`] tells how many before the next one. Dropping the receiver
-    /// unsubscribes.
+    /// unsubscribes. Once [`shutdown`](Self::shutdown) has finished the channel is disconnected
+    /// (after the events still in it), so `for event in receiver` ends; a subscription made
+    /// after that is disconnected at once.
     pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
         let (tx, rx) = bounded(capacity.max(1));
         self.inner.lock().subscribe(tx);

@@ -158,6 +158,11 @@ impl State {
         self.events.add(tx);
     }
 
+    /// Shutdown finished: subscribers' channels are disconnected (see `Subscribers::end`).
+    pub(crate) fn end_events(&mut self) {
+        self.events.end();
+    }
+
     /// Which finished records are kept.
     pub(crate) fn retention(&self) -> Retention {
         self.retain.policy()
