@@ -43,6 +43,10 @@ struct Shared {
     stop: bool,
     /// The thread could not be started or `/proc` could not be read: sample nothing.
     failed: bool,
+    /// The thread sleeps without a timeout (no slot was open): a new slot must wake it. While
+    /// it sleeps until its next round, a new slot waits for that round (no wake-up per job:
+    /// thousands of short jobs would each cost the thread a context switch).
+    idle: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -222,7 +226,9 @@ impl Sampler {
             }),
         });
         shared.slots.push(slot.clone());
-        self.cv.notify_one();
+        if shared.idle {
+            self.cv.notify_one();
+        }
         Some(Sampled(slot))
     }
 
@@ -283,7 +289,9 @@ impl Sampler {
             }
             shared.slots.retain(|s| !s.state.lock().closed);
             if shared.slots.is_empty() {
+                shared.idle = true;
                 self.cv.wait(&mut shared);
+                shared.idle = false;
                 due = deadline::from_now(self.interval);
                 continue;
             }
