@@ -100,17 +100,7 @@ pub(super) fn run_attempt(
     );
     report.started(core.id, pid, work.attempt, spawned, waker.clone());
     // After the reaper, so dropped before it: the slot is closed before any reap.
-    let watch = Watch {
-        report,
-        id: core.id,
-        attempt: work.attempt,
-        // Sampling needs the leader unreaped until the worker closes the slot: not in the
-        // portable mode, where `wait-timeout` reaps.
-        sampled: sampler
-            .filter(|_| config.wait_mode == WaitMode::Pidfd)
-            .and_then(|s| s.register(pid, spawned, waker.clone())),
-        progress,
-    };
+    let watch = Watch::start(report, &work, (pid, spawned), &waker, sampler, progress);
     let mut error = None;
     let readers: Option<Readers> = match streams.observed.map(|o| {
         let kill = JobKill::new(work.core.clone(), waker.clone());

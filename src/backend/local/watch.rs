@@ -5,22 +5,50 @@
 //! eventfd) when they get something new.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::sample::Sampled;
+use super::sample::{Sampled, Sampler};
 use crate::backend::Report;
+use crate::config::WaitMode;
+use crate::job::Work;
 use crate::output::ProgressSlot;
 use crate::record::JobId;
+use crate::sys::Waker;
 
 /// One attempt's live reports.
 pub(super) struct Watch<'a> {
-    pub(super) report: &'a dyn Report,
-    pub(super) id: JobId,
-    pub(super) attempt: u32,
-    pub(super) sampled: Option<Sampled>,
-    pub(super) progress: Option<Arc<ProgressSlot>>,
+    report: &'a dyn Report,
+    id: JobId,
+    attempt: u32,
+    sampled: Option<Sampled>,
+    progress: Option<Arc<ProgressSlot>>,
 }
 
-impl Watch<'_> {
+impl<'a> Watch<'a> {
+    /// The reports of the attempt whose group leader `pid` was spawned at `spawned`: its
+    /// samples (with a sampler, registered here) and its progress (with a slot). Sampling needs
+    /// the leader unreaped until the slot is closed: not in the portable wait mode, where
+    /// `wait-timeout` reaps.
+    pub(super) fn start(
+        report: &'a dyn Report,
+        work: &Work,
+        (pid, spawned): (u32, Instant),
+        waker: &Waker,
+        sampler: Option<&Arc<Sampler>>,
+        progress: Option<Arc<ProgressSlot>>,
+    ) -> Watch<'a> {
+        let sampled = sampler
+            .filter(|_| report.config().wait_mode == WaitMode::Pidfd)
+            .and_then(|s| s.register(pid, spawned, waker.clone()));
+        Watch {
+            report,
+            id: work.core.id,
+            attempt: work.attempt,
+            sampled,
+            progress,
+        }
+    }
+
     /// Reports what is new since the last call. Takes two small locks, then the engine's
     /// briefly for each report; never blocks otherwise.
     pub(super) fn deliver(&self) {
