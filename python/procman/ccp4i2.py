@@ -217,7 +217,8 @@ class AsyncProcessManager:
         with no time cap (Ctrl-C interrupts the wait and kills the job; inside a handler, see
         the module's documentation). Unknown keyword arguments are logged and ignored.
         procman's extra keyword errorFile puts stderr there instead (the logFile itself: stderr
-        merged into the log). Raises TypeError for a missing command or a malformed handler,
+        merged into the log); its extra keyword progress takes a progress parser (see JobSpec),
+        whose latest result getJobData's 'progress' and 'progressMessage' give. Raises TypeError for a missing command or a malformed handler,
         procman.StartError (a ValueError) for a job procman refuses."""
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
                           timeout, ifAsync, errorFile, kwargs, _running_loop())
@@ -249,6 +250,8 @@ class AsyncProcessManager:
                interpreter: Any, cwd: Any, env: Optional[Mapping[str, str]], handler: _Handler,
                timeout: Optional[float], ifAsync: bool, errorFile: Any, extra: Dict[str, Any],
                loop: Optional[asyncio.AbstractEventLoop]) -> int:
+        # procman's extra keyword: a progress parser (JobSpec's), for getJobData's 'progress'.
+        progress = extra.pop("progress", None)
         if extra:
             logger.warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
                            command, ", ".join(sorted(extra)))
@@ -279,6 +282,7 @@ class AsyncProcessManager:
             env=dict(env) if env else None,
             timeout=timeout / 1000.0 if timeout is not None and timeout > 0 else None,
             on_finish=self._on_finish(job, callback, cb_kwargs, loop),
+            progress=progress,
         )
         # Held across start and insertion so a handler that runs at once finds its job.
         with self._lock:

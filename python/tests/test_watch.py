@@ -126,3 +126,15 @@ def test_getjobdata_answers_live_figures(pm, tmp_path):
     assert pm.getJobData(pid, "peakMemory") >= 25_000_000
     everything = pm.getJobData(pid, None)
     assert set(everything) == set(procman.ccp4i2.JOB_ATTRIBUTES)
+
+
+def test_getjobdata_answers_progress(pm, tmp_path):
+    go = tmp_path / "go"
+    pid = pm.startProcess("sh", ["-c", f"echo 'Refinement cycle 3 of 10'; {gate(go)}"],
+                          progress=cycles)
+    assert wait_until(lambda: pm.getJobData(pid, "progress") is not None)
+    assert pm.getJobData(pid, "progress") == 0.3
+    assert pm.getJobData(pid, "progressMessage") == "cycle 3 of 10"
+    go.touch()
+    pm.waitForJob(pid)
+    assert pm.getJobData(pid, "progress") is None
