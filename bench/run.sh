@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # procman next to the other ways of running many programs, side by side in one run.
 #
-#   bench/run.sh [-n N] [-j J] [-r RUNS] [--logroot DIR]
+#   bench/run.sh [-n N] [-j J] [-r RUNS] [--logroot DIR] [--sample MS]
 #
 # Workload: N jobs of /bin/true (default 500), at most J at once (default 10); each job's stdout
 # and stderr go to a log file of its own, stdin is /dev/null. Peers (all from this clone):
 #   procman        examples/bench_peer.rs: the library, one JobSpec per job (log file with stderr
 #                  merged), a trivial handler, wait_all
+#   procman-sample with --sample MS: the procman peer with live usage sampling every MS ms
+#                  (`Builder::sample_interval`, PROCMAN_SAMPLE=MS), to measure its cost
 #   procman-batch  the `procman batch -j J -q --log-dir DIR` tool on a job file of N lines
 #                  "/bin/true" (two files per job: N.log and N_err.txt)
 #   raw            examples/bench_raw.rs: J threads, std::process::Command with the log file as
@@ -25,19 +27,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=500 J=10 RUNS=3 LOGROOT=
+N=500 J=10 RUNS=3 LOGROOT= SAMPLE=
 while [ $# -gt 0 ]; do
     case "$1" in
         -n) N=$2; shift 2 ;;
         -j) J=$2; shift 2 ;;
         -r) RUNS=$2; shift 2 ;;
         --logroot) LOGROOT=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --sample) SAMPLE=$2; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
-for v in "$N" "$J" "$RUNS"; do
-    case "$v" in ''|*[!0-9]*|0) echo "bench/run.sh: -n, -j and -r take a positive integer" >&2; exit 2 ;; esac
+for v in "$N" "$J" "$RUNS" ${SAMPLE:+"$SAMPLE"}; do
+    case "$v" in ''|*[!0-9]*|0) echo "bench/run.sh: -n, -j, -r and --sample take a positive integer" >&2; exit 2 ;; esac
 done
 
 echo "building (release) ..." >&2
@@ -58,6 +61,7 @@ seq 0 $((N - 1)) > "$work/numbers"
 sed 's|.*|/bin/true|' "$work/numbers" > "$work/jobs.txt"
 
 peers=(procman procman-batch raw xargs)
+if [ -n "$SAMPLE" ]; then peers=(procman procman-sample "${peers[@]:1}"); fi
 notes=()
 if command -v parallel >/dev/null 2>&1; then
     peers+=(parallel)
@@ -76,6 +80,7 @@ run_peer() {
     local dir=$2
     case "$1" in
         procman) "$LIB" w1 "$N" "$J" "$dir" ;;
+        procman-sample) PROCMAN_SAMPLE=$SAMPLE "$LIB" w1 "$N" "$J" "$dir" ;;
         procman-batch) mkdir -p "$dir" && "$PROCMAN" batch -j "$J" -q --log-dir "$dir" "$work/jobs.txt" ;;
         raw) "$RAW" w1 "$N" "$J" "$dir" ;;
         xargs) mkdir -p "$dir" && xargs -P "$J" -I{} sh -c 'exec /bin/true >"$1/job-$2.log" 2>&1' sh "$dir" {} < "$work/numbers" ;;
@@ -130,4 +135,4 @@ done
 for note in "${notes[@]}"; do echo; echo "$note"; done
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: bench/run.sh -n $N -j $J -r $RUNS"
+echo "command: bench/run.sh -n $N -j $J -r $RUNS${SAMPLE:+ --sample $SAMPLE}"

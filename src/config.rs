@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) close_inherited_fds: bool,
     /// How many threads call handlers.
     pub(crate) handler_threads: usize,
+    /// How often running jobs are sampled (`/proc`); `None`: never (no thread, no reads).
+    pub(crate) sample_interval: Option<std::time::Duration>,
 }
 
 /// How [`Handle::shutdown`](crate::Handle::shutdown) treats the work still there.

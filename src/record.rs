@@ -160,6 +160,11 @@ pub struct JobRecord {
     pub attempts: u32,
     /// What the last attempt cost; `None` until it ended or when it never started.
     pub usage: Option<ResourceUsage>,
+    /// The summary of the last attempt's live samples of its whole process group (peaks and
+    /// means; with [`Builder::sample_interval`](crate::Builder::sample_interval)): so far while
+    /// it runs, final with the record. `None` when sampling is off or no sample was taken.
+    /// Boxed: a pending job's record stays small.
+    pub sampled: Option<Box<crate::watch::UsageSummary>>,
     /// The panic message of the job's handler, if it panicked, or a message starting with
     /// `internal error:` if the dispatcher thread itself panicked while delivering the job's
     /// completion (the handler still ran exactly once). Filled in after the handler returns, so
@@ -208,6 +213,7 @@ impl JobRecord {
             error: None,
             attempts: 0,
             usage: None,
+            sampled: None,
             handler_error: None,
             priority: 0,
             after: Vec::new(),

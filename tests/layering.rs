@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("events", 1),
     ("config", 1),
     ("job", 1),
+    ("watch", 1),
     // 2: a job's streams
     ("output", 2),
     // 3: where a job runs

@@ -33,6 +33,7 @@ use crate::output::FileId;
 use crate::record::JobId;
 use crate::spec::Input;
 use crate::sys::Waker;
+use crate::watch::{Progress, Usage, UsageSummary};
 
 /// What a backend tells the engine about the attempt it runs, and the settings it reads.
 /// `started` and `set_backend_state` take the engine's lock briefly; nothing blocks otherwise,
@@ -44,6 +45,15 @@ pub(crate) trait Report {
 
     /// The job's raw state as the backend sees it (see `JobRecord::backend_state`).
     fn set_backend_state(&self, id: JobId, state: &str);
+
+    /// A sample of the attempt's processes, with the summary of its samples so far (sampling
+    /// on: `Config::sample_interval`). Ignored unless `attempt` is the job's running attempt.
+    /// Takes the engine's lock briefly.
+    fn usage(&self, id: JobId, attempt: u32, usage: Usage, summary: UsageSummary);
+
+    /// The job's progress, as its progress parser read it from its output. Ignored unless
+    /// `attempt` is the job's running attempt. Takes the engine's lock briefly.
+    fn progress(&self, id: JobId, attempt: u32, progress: Progress);
 
     /// The manager's settings.
     fn config(&self) -> &Config;

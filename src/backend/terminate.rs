@@ -161,6 +161,7 @@ mod tests {
             timeout,
             grace,
             observer: None,
+            progress: None,
             kill_leftovers: true,
             cpus: 0,
             memory: 0,

@@ -430,8 +430,6 @@ impl Inner {
         }
         self.update(State::close_and_cancel);
         self.wait_for(&self.idle, None, settled);
-        // Every job has ended and its events were sent: subscribers' channels end here.
-        self.lock().end_events();
         self.stop_threads(in_handler);
     }
 
@@ -460,7 +458,9 @@ impl Inner {
             let _ = self.done_tx.send(DispatchMsg::Stop);
         }
         {
-            let _guard = self.lock();
+            let mut state = self.lock();
+            // Every job ended: no event can come any more; receivers' iterations end.
+            state.end_events();
             self.timer_cv.notify_all();
         }
         self.backend.shutdown();

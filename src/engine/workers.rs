@@ -18,6 +18,7 @@ use crate::job::{AttemptEnd, Work};
 use crate::output::rotate_outputs;
 use crate::record::JobId;
 use crate::sys::Waker;
+use crate::watch::{Progress, Usage, UsageSummary};
 
 /// The worker thread's body: runs attempts until told to stop.
 ///
@@ -97,6 +98,14 @@ impl Report for Inner {
 
     fn set_backend_state(&self, id: JobId, state: &str) {
         Inner::set_backend_state(self, id, state);
+    }
+
+    fn usage(&self, id: JobId, attempt: u32, usage: Usage, summary: UsageSummary) {
+        self.lock().record_usage(id, attempt, usage, summary);
+    }
+
+    fn progress(&self, id: JobId, attempt: u32, progress: Progress) {
+        self.lock().record_progress(id, attempt, progress);
     }
 
     fn config(&self) -> &Config {

@@ -15,17 +15,21 @@
 //! - `readers.rs`: the observed job's set-up, reader threads and their collection.
 //! - `pipe.rs`: one pipe reader. `follow.rs`: the follower of the files.
 //! - `lines.rs`: splitting output into lines.
+//! - `progress.rs`: the progress parser on the observed path, and the slot its latest result
+//!   waits in for the worker.
 
 mod files;
 mod follow;
 mod lines;
 mod pipe;
+mod progress;
 mod readers;
 
 use std::fs::File;
 use std::path::Path;
 
 pub(crate) use files::{create_output_unless, rotate_outputs, FileId, OpenError, Output};
+pub(crate) use progress::{with_progress, ProgressSlot};
 pub(crate) use readers::{observing, JobKill, ObservedSetup, Readers};
 
 use crate::spec::{Input, Observer};

@@ -8,6 +8,7 @@
 //!
 //! - `unix.rs`: any Unix: signals, pipes, polling, reaping, descriptors, the child's set-up.
 //! - `linux.rs` (Linux) or `elsewhere.rs` (the rest): pidfds, eventfds, inotify, `/proc`.
+//! - `proc.rs`: reading processes' figures from `/proc` (Linux; unavailable elsewhere).
 //! - `spawn/`: the `posix_spawn` plan, and glibc's `posix_spawn` (`spawn/glibc.rs`).
 
 #[cfg(not(unix))]
@@ -17,6 +18,7 @@ compile_error!("procman supports Unix (Linux, macOS, the BSDs) only");
 mod elsewhere;
 #[cfg(target_os = "linux")]
 mod linux;
+mod proc;
 mod spawn;
 mod unix;
 
@@ -24,6 +26,7 @@ mod unix;
 pub(crate) use elsewhere::*;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
+pub(crate) use proc::*;
 pub(crate) use spawn::*;
 pub(crate) use unix::*;
 

@@ -8,15 +8,19 @@
 
 use std::process::Child;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::sample::Sampler;
 use super::spawn::{spawn, spawn_error_text, Spawned};
+use super::watch::Watch;
 use crate::backend::terminate::{Signals, Termination};
 use crate::backend::{spawn_failed, Report};
 use crate::config::{ObserveMode, WaitMode};
 use crate::job::{AttemptEnd, JobCore, Work};
-use crate::output::{open_streams, JobKill, Readers};
+use crate::output::{open_streams, with_progress, JobKill, ProgressSlot, Readers};
 use crate::record::ResourceUsage;
+use crate::spec::Observer;
 use crate::sys::{self, Exit, Waker};
 
 /// Owns a spawned job's process group until its leader is reaped. Dropped while still armed
@@ -54,7 +58,12 @@ impl Drop for Reaper {
 type Waited = std::io::Result<(Option<Exit>, ResourceUsage, bool)>;
 
 /// Runs one attempt from spawn to reaping.
-pub(super) fn run_attempt(report: &dyn Report, work: Work, waker: Waker) -> AttemptEnd {
+pub(super) fn run_attempt(
+    report: &dyn Report,
+    work: Work,
+    waker: Waker,
+    sampler: Option<&Arc<Sampler>>,
+) -> AttemptEnd {
     let core = &*work.core;
     let config = report.config();
     #[cfg(test)]
@@ -64,12 +73,13 @@ pub(super) fn run_attempt(report: &dyn Report, work: Work, waker: Waker) -> Atte
                    would discard the job's exit status; restore SIGCHLD's default disposition";
         return spawn_failed(core, None, msg.into());
     }
+    let (observer, progress) = observer_of(core, &waker);
     let streams = match open_streams(
         &core.input,
         core.log_file.as_deref(),
         core.merge_error,
         core.error_file.as_deref(),
-        core.observer.as_ref(),
+        observer.as_ref(),
         config.observe_mode == ObserveMode::Files,
     ) {
         Ok(s) => s,
@@ -89,6 +99,8 @@ pub(super) fn run_attempt(report: &dyn Report, work: Work, waker: Waker) -> Atte
         work.attempt
     );
     report.started(core.id, pid, work.attempt, spawned, waker.clone());
+    // After the reaper, so dropped before it: the slot is closed before any reap.
+    let watch = Watch::start(report, &work, (pid, spawned), &waker, sampler, progress);
     let mut error = None;
     let readers: Option<Readers> = match streams.observed.map(|o| {
         let kill = JobKill::new(work.core.clone(), waker.clone());
@@ -103,15 +115,33 @@ pub(super) fn run_attempt(report: &dyn Report, work: Work, waker: Waker) -> Atte
             None
         }
     };
-    let waited = wait(config.wait_mode, core, &mut child, spawned, &waker);
+    let waited = wait(config.wait_mode, core, &mut child, spawned, &waker, &watch);
     // Reaped; or ECHILD: the kernel reaped it (SIGCHLD ignored), so its group must not be
     // signalled. Any other failure left it unreaped: kill and reap it now, before the readers
     // wait for its output to end.
+    watch.close();
     match &waited {
         Err(e) if e.raw_os_error() != Some(libc::ECHILD) => reaper.kill_and_reap(),
         _ => reaper.disarm(),
     }
-    finish(report, core, waited, readers, error, spawned)
+    let end = finish(report, core, waited, readers, error, spawned);
+    // The progress in the output read after the exit.
+    watch.deliver();
+    end
+}
+
+/// The job's observer for this attempt, and its progress slot: a progress parser makes the
+/// job observed (its lines go to the parser, then to the user's observer), its results wait in
+/// the slot for this worker, woken through `waker`.
+fn observer_of(core: &JobCore, waker: &Waker) -> (Option<Observer>, Option<Arc<ProgressSlot>>) {
+    match &core.progress {
+        Some(parser) => {
+            let slot = ProgressSlot::new(waker.clone());
+            let observer = with_progress(core.observer.clone(), parser.clone(), slot.clone());
+            (Some(observer), Some(slot))
+        }
+        None => (core.observer.clone(), None),
+    }
 }
 
 /// Waits for the child as the wait mode and the platform allow.
@@ -121,11 +151,12 @@ fn wait(
     child: &mut Spawned,
     spawned: Instant,
     waker: &Waker,
+    watch: &Watch,
 ) -> Waited {
     match child {
         // Portable mode, or no handler-free wait on this system.
         Spawned::Std(child) if mode == WaitMode::Portable || !sys::HANDLER_FREE_WAIT => {
-            wait_portable(core, child, spawned)
+            wait_portable(core, child, spawned, watch)
         }
         // Not made without the handler-free wait (the posix_spawn path is glibc's): a plain
         // blocking reap.
@@ -138,8 +169,8 @@ fn wait(
         child => {
             let pid = child.pid();
             match (waker.fd(), sys::pidfd_open(pid)) {
-                (Some(w), Ok(pidfd)) => wait_pidfd(core, pid, spawned, &pidfd, w, waker),
-                _ => wait_sliced(core, pid, spawned),
+                (Some(w), Ok(pidfd)) => wait_pidfd(core, pid, spawned, (&pidfd, w, waker), watch),
+                _ => wait_sliced(core, pid, spawned, watch),
             }
         }
     }
@@ -252,9 +283,8 @@ fn wait_pidfd(
     core: &JobCore,
     pid: u32,
     spawned: Instant,
-    pidfd: &std::os::fd::OwnedFd,
-    waker_fd: std::os::fd::RawFd,
-    waker: &Waker,
+    (pidfd, waker_fd, waker): (&std::os::fd::OwnedFd, std::os::fd::RawFd, &Waker),
+    watch: &Watch,
 ) -> Waited {
     use std::os::fd::AsRawFd;
     let mut term = Termination::running_since(core, spawned);
@@ -267,16 +297,18 @@ fn wait_pidfd(
         }
         if ready[1] {
             waker.drain();
+            watch.deliver();
         }
     }
-    reap_exited(core, pid, &term)
+    reap_exited(core, pid, &term, watch)
 }
 
 /// Linux: the child `pid` has exited and is not reaped yet. Ends what it left in its group
 /// (the zombie leader still holds the group id, so it cannot have been reused), then reaps it,
 /// once, with `wait4` for its resource usage. std's `Child` is never used to wait; dropping it
 /// does not wait either.
-fn reap_exited(core: &JobCore, pid: u32, term: &Termination) -> Waited {
+fn reap_exited(core: &JobCore, pid: u32, term: &Termination, watch: &Watch) -> Waited {
+    watch.close();
     if core.kill_leftovers {
         let _ = sys::signal_group(pid, libc::SIGKILL);
     }
@@ -287,7 +319,7 @@ fn reap_exited(core: &JobCore, pid: u32, term: &Termination) -> Waited {
 /// Linux, Pidfd mode without a pidfd or an eventfd: `waitid(WNOWAIT)` every 10 ms. The child
 /// stays unreaped until its leftovers are killed, as in `wait_pidfd`; no descriptor, no signal
 /// handler. Kill requests are noticed within one slice.
-fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant) -> Waited {
+fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant, watch: &Watch) -> Waited {
     const SLICE: Duration = Duration::from_millis(10);
     let mut term = Termination::running_since(core, spawned);
     let mut group = Group { core, pgid: pid };
@@ -296,9 +328,10 @@ fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant) -> Waited {
         if sys::has_exited(pid)? {
             break;
         }
+        watch.deliver();
         std::thread::sleep(wait);
     }
-    reap_exited(core, pid, &term)
+    reap_exited(core, pid, &term, watch)
 }
 
 /// Any Unix, `WaitMode::Portable` only: `wait-timeout` in slices. Its first use installs a
@@ -307,7 +340,7 @@ fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant) -> Waited {
 /// panics if that fails; Pidfd mode never comes here. Kill requests are noticed within one
 /// slice. Leftover group members are not killed here: after the leader is reaped its group id
 /// may be reused.
-fn wait_portable(core: &JobCore, child: &mut Child, spawned: Instant) -> Waited {
+fn wait_portable(core: &JobCore, child: &mut Child, spawned: Instant, watch: &Watch) -> Waited {
     use wait_timeout::ChildExt;
     const SLICE: Duration = Duration::from_millis(10);
     let mut term = Termination::running_since(core, spawned);
@@ -317,6 +350,7 @@ fn wait_portable(core: &JobCore, child: &mut Child, spawned: Instant) -> Waited 
     };
     loop {
         let wait = term.step(core, &mut group).map_or(SLICE, |w| w.min(SLICE));
+        watch.deliver();
         if let Some(status) = child.wait_timeout(wait)? {
             return Ok((
                 Some(Exit::from_std(status)),

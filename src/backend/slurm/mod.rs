@@ -178,6 +178,7 @@ pub(super) fn test_core(
         timeout: None,
         grace: std::time::Duration::from_secs(2),
         observer: None,
+        progress: None,
         kill_leftovers: true,
         cpus: 0,
         memory: 0,

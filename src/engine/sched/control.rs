@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use super::{KillReason, Phase, State};
 use crate::engine::sched::retain::Retention;
 use crate::error::{BuildError, ShutDown, UnknownJob};
-use crate::events::{Event, Subscribers};
+use crate::events::Event;
 use crate::record::{JobId, KillOutcome};
 
 /// What the retry timer does next (see [`State::next_timer`]).
@@ -141,13 +141,6 @@ impl State {
         }
     }
 
-    /// The manager stopped: every subscriber's channel ends (receivers see it disconnected),
-    /// and later subscriptions get a channel that is already ended.
-    pub(crate) fn end_events(&mut self) {
-        self.events_ended = true;
-        self.events = Subscribers::default();
-    }
-
     /// The retry timer's step: queues the earliest retry if it is due at `now`.
     pub(crate) fn next_timer(&mut self, now: Instant) -> TimerStep {
         match self.timers.peek().copied() {
@@ -174,9 +167,12 @@ impl State {
 
     /// A new event subscriber.
     pub(crate) fn subscribe(&mut self, tx: Sender<Event>) {
-        if !self.events_ended {
-            self.events.add(tx);
-        }
+        self.events.add(tx);
+    }
+
+    /// Shutdown finished: subscribers' channels are disconnected (see `Subscribers::end`).
+    pub(crate) fn end_events(&mut self) {
+        self.events.end();
     }
 
     /// Which finished records are kept.

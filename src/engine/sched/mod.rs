@@ -38,6 +38,7 @@ use crate::spec::{Handler, JobSpec, Retry};
 use crate::sys::Exit;
 
 mod control;
+mod live;
 mod queries;
 pub(crate) mod retain;
 #[cfg(test)]
@@ -84,6 +85,8 @@ struct Entry {
     dependents: Vec<JobId>,
     seq: u64,
     retry: Retry,
+    /// The latest sample and progress (`live.rs`), once a worker reported one.
+    live: Option<Box<live::Live>>,
 }
 
 impl Entry {
@@ -217,8 +220,6 @@ pub(crate) struct State {
     /// Final jobs whose handler has not returned yet.
     handlers_pending: usize,
     events: Subscribers,
-    /// The manager stopped: no more subscribers (`end_events`).
-    events_ended: bool,
     work: Sender<WorkMsg>,
     done: Sender<DispatchMsg>,
     /// Retries waiting for their backoff: (when, job).
@@ -260,7 +261,6 @@ impl State {
             live: 0,
             handlers_pending: 0,
             events: Subscribers::default(),
-            events_ended: false,
             work,
             done,
             timers: BinaryHeap::new(),
@@ -353,6 +353,7 @@ impl State {
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
+            progress: spec.progress,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
             cpus: spec.cpus,
             memory: spec.memory,
@@ -369,6 +370,7 @@ impl State {
             dependents: Vec::new(),
             seq,
             retry: spec.retry,
+            live: None,
         }
     }
 
@@ -473,6 +475,10 @@ impl State {
             e.record.pid = Some(pid);
             e.record.started_at = Some(SystemTime::now());
             e.record.attempts = attempt;
+            e.record.sampled = None;
+            if let Some(live) = &mut e.live {
+                live.restart();
+            }
             self.events.emit(|| Event::Started { id, pid, attempt });
         }
     }
@@ -640,6 +646,7 @@ impl State {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
         debug_assert!(e.record.status.is_final());
         e.phase = Phase::Final;
+        e.live = None;
         // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
         if let Some(core) = e.core.take() {
             match Arc::try_unwrap(core) {

@@ -107,6 +107,7 @@ impl State {
             counts,
             evicted: self.retain.evicted_counts(),
             running: self.running_since(),
+            live: self.live_jobs(),
             paused: self.paused,
             limit: self.limit,
         }
