@@ -1,13 +1,14 @@
 //! `procman run`: one job, its exit code as ours, a one-line account on stderr.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::PathBuf;
 
 use crossbeam_channel::unbounded;
 use procman::{JobSpec, ProcessManager};
 
-use crate::args::{Arg, Args, UsageError};
+use crate::args::{self, UsageError};
+use crate::cli::RunArgs;
 use crate::relay;
 use crate::sig;
 
@@ -27,52 +28,21 @@ struct Options {
     command: Vec<OsString>,
 }
 
-fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
-    let mut o = Options::default();
-    let mut a = Args::new(argv);
-    while let Some(arg) = a.next()? {
-        match arg {
-            Arg::EndOfOptions => {
-                o.command = a.rest();
-                break;
-            }
-            Arg::Word(w) => {
-                // The first word is the program: everything after it is its arguments.
-                o.command = std::iter::once(w).chain(a.rest()).collect();
-                break;
-            }
-            Arg::Opt(name) => match name.as_str() {
-                "log" => o.log = Some(a.path()?),
-                "err" => o.err = Some(a.path()?),
-                "input" => o.input = Some(a.path()?),
-                "timeout" => o.timeout = Some(a.duration()?),
-                "grace" => o.grace = Some(a.duration()?),
-                "cwd" => o.cwd = Some(a.path()?),
-                "env" => {
-                    let kv = a.value()?;
-                    let s = kv.to_string_lossy();
-                    match s.split_once('=') {
-                        Some((k, _)) if !k.is_empty() => {
-                            use std::os::unix::ffi::OsStrExt;
-                            let bytes = kv.as_bytes();
-                            let (k, v) = bytes.split_at(k.len());
-                            o.env.push((
-                                std::ffi::OsStr::from_bytes(k).to_owned(),
-                                std::ffi::OsStr::from_bytes(&v[1..]).to_owned(),
-                            ));
-                        }
-                        _ => {
-                            return Err(UsageError(format!(
-                                "option --env: expected NAME=VALUE, got {s:?}"
-                            )))
-                        }
-                    }
-                }
-                "q" | "quiet" => o.quiet = true,
-                "h" | "help" => return Err(UsageError::help()),
-                _ => return Err(a.unknown("run")),
-            },
-        }
+/// The options from clap's reading, checked (paths not empty, durations, `--env` pairs).
+fn parse(a: RunArgs) -> Result<Options, UsageError> {
+    let mut o = Options {
+        log: args::opt_path("--log", a.log)?,
+        err: args::opt_path("--err", a.err)?,
+        input: args::opt_path("--input", a.input)?,
+        timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
+        grace: args::opt_duration("--grace", a.grace.as_deref())?,
+        cwd: args::opt_path("--cwd", a.cwd)?,
+        quiet: a.quiet,
+        command: a.command,
+        ..Options::default()
+    };
+    for kv in a.env {
+        o.env.push(env_pair(&kv)?);
     }
     if o.command.is_empty() {
         return Err(UsageError(
@@ -82,18 +52,30 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
     Ok(o)
 }
 
+/// `NAME=VALUE` (bytes kept; the value may hold `=`).
+fn env_pair(kv: &OsStr) -> Result<(OsString, OsString), UsageError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = kv.as_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(k) if k > 0 => Ok((
+            OsStr::from_bytes(&bytes[..k]).to_owned(),
+            OsStr::from_bytes(&bytes[k + 1..]).to_owned(),
+        )),
+        _ => Err(UsageError(format!(
+            "option --env: expected NAME=VALUE, got {:?}",
+            kv.to_string_lossy()
+        ))),
+    }
+}
+
 enum Msg {
     Done(Box<procman::JobRecord>),
     Signal(i32),
 }
 
-pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
+pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
-        Err(e) if e.is_help() => {
-            crate::print_help(crate::RUN_USAGE);
-            return 0;
-        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;

@@ -4,7 +4,7 @@
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use procman::{JobStatus, ProcessManager, ShutdownMode};
@@ -15,6 +15,7 @@ use super::ui::{paths_of, Counts, Ui};
 use super::{Finished, Labels, Msg, Options, Output, Resume};
 use super::{MAX_FAILED_STATUS, OWN_ERROR, REDRAW};
 use crate::halt::{Tally, When};
+use crate::report;
 
 /// The main loop's state.
 pub(super) struct Batch {
@@ -34,6 +35,10 @@ pub(super) struct Batch {
     failures: Vec<String>,
     /// The status of the job (or invalid line) the batch halted on.
     halt_status: Option<i32>,
+    /// `--report`: every finished job, for the page written at the end.
+    report_jobs: Vec<report::ReportJob>,
+    invalid: Vec<String>,
+    started: SystemTime,
 }
 
 impl Batch {
@@ -70,6 +75,9 @@ impl Batch {
             stopping: false,
             failures: Vec::new(),
             halt_status: None,
+            report_jobs: Vec::new(),
+            invalid: Vec::new(),
+            started: SystemTime::now(),
         }
     }
 
@@ -118,6 +126,9 @@ impl Batch {
                 self.c.invalid += 1;
                 self.ui.say(&format!("invalid job, {m}"));
                 self.failures.push(format!("invalid job, {m}"));
+                if self.o.report.is_some() {
+                    self.invalid.push(m);
+                }
                 if let Some(when) = halts {
                     self.stopping = true;
                     self.halt_status = Some(1);
@@ -167,6 +178,22 @@ impl Batch {
             format!("job {} (line {})", f.seq, f.line)
         };
         self.count(&f, &head);
+        if self.o.report.is_some() {
+            // The label names a JSON job's name too: `job 3 (line 3, "prep")`.
+            let label = self
+                .labels
+                .lock()
+                .expect("labels")
+                .get(&f.record.id.0)
+                .map(|l| l.0.clone());
+            self.report_jobs.push(report::ReportJob::of(
+                f.seq,
+                label.unwrap_or_else(|| head.clone()),
+                f.command.clone(),
+                &f.record,
+                self.started,
+            ));
+        }
         let Some(when) = f.halts else {
             return false;
         };
@@ -265,7 +292,6 @@ impl Batch {
     fn finish(mut self) -> i32 {
         self.ui.clear();
         let summary = self.summary();
-        let c = &self.c;
         if !self.o.quiet || !self.failures.is_empty() || self.interrupted.is_some() {
             self.ui.say(&summary);
         }
@@ -276,7 +302,11 @@ impl Batch {
             self.ui
                 .say(&format!("  ... and {} more", self.failures.len() - 20));
         }
+        if let Some(path) = self.o.report.clone() {
+            self.write_report(&path, summary);
+        }
         drop(self.manager);
+        let c = &self.c;
         if let Some(s) = self.interrupted {
             return 128 + s;
         }
@@ -291,6 +321,38 @@ impl Batch {
             return rule.exit_status(self.halt_status, tally, self.gate.lock().total);
         }
         (c.failed + c.invalid).min(MAX_FAILED_STATUS) as i32
+    }
+
+    /// `--report FILE`: the page; a failure to write it is procman's own error.
+    fn write_report(&mut self, path: &std::path::Path, summary: String) {
+        let mut jobs = std::mem::take(&mut self.report_jobs);
+        jobs.sort_by_key(|j| j.seq);
+        let page = report::Report {
+            title: format!("procman batch report: {}", self.input_name()),
+            wall: self.ui.start.elapsed().as_secs_f64(),
+            jobs,
+            invalid: std::mem::take(&mut self.invalid),
+            summary,
+            error_hook: self.o.report_error_hook,
+        };
+        if let Err(e) = report::write(path, &page) {
+            self.ui
+                .say(&format!("cannot write the report {}: {e}", path.display()));
+            self.own_error = true;
+        }
+    }
+
+    /// The job file or the command, for the report's title.
+    fn input_name(&self) -> String {
+        match (&self.o.command, &self.o.file) {
+            (Some(words), _) => words
+                .iter()
+                .map(|w| w.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            (None, Some(f)) => f.to_string_lossy().into_owned(),
+            (None, None) => "stdin".into(),
+        }
     }
 
     /// "N jobs: N succeeded, N failed (N timed out), ... in T".

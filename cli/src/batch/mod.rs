@@ -38,6 +38,7 @@ use std::time::Duration;
 use crossbeam_channel::unbounded;
 use procman::{JobRecord, ProcessManager};
 
+use crate::cli::{BatchArgs, Shape};
 use crate::halt::{self, When};
 use crate::inputs::{self, Item};
 use crate::sig;
@@ -88,6 +89,10 @@ struct Options {
     output: Output,
     /// `--tag`: each line of output to the terminal starts with the job's arguments and a TAB.
     tag: bool,
+    /// `--report FILE`: the HTML run report, written at the end.
+    report: Option<PathBuf>,
+    /// Test only: the report records JavaScript errors in the page.
+    report_error_hook: bool,
 }
 
 /// Where the jobs' output goes besides the log files.
@@ -136,13 +141,9 @@ enum Msg {
 type Labels = Arc<Mutex<HashMap<u64, (String, bool)>>>;
 
 /// `procman batch ARGS...`: runs the batch and returns the tool's exit status.
-pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
-    let o = match options::parse(argv) {
+pub fn main(argv: BatchArgs, shape: Shape, blocked: sig::Blocked) -> i32 {
+    let o = match options::parse(argv, shape) {
         Ok(o) => o,
-        Err(e) if e.is_help() => {
-            crate::print_help(crate::BATCH_USAGE);
-            return 0;
-        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
