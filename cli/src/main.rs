@@ -12,8 +12,11 @@
 mod args;
 mod batch;
 mod cli;
+mod dash;
+mod follow;
 mod halt;
 mod inputs;
+mod live;
 mod relay;
 mod report;
 mod run;

@@ -21,7 +21,6 @@ struct Options {
     log_dir: PathBuf,
     top: usize,
     /// `--follow`: the live view first (see `follow.rs`).
-    #[allow(dead_code)] // used by --follow (next commit)
     follow: bool,
 }
 
@@ -81,6 +80,9 @@ pub fn main(argv: StatusArgs) -> i32 {
             return 2;
         }
     };
+    if o.follow {
+        crate::follow::follow(&o.joblog);
+    }
     let (latest, runs, bad) = match read_joblog(&o.joblog) {
         Ok(read) => read,
         Err(e) => {

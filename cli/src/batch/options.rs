@@ -1,7 +1,6 @@
 //! `procman batch`'s command line: clap's reading (after `cli::batch_prepass`) checked and
 //! turned into [`Options`]: the options, the job file or the command template.
 
-use std::path::PathBuf;
 use std::thread;
 
 use super::{Options, Output, Resume, DEFAULT_LOG_DIR};
@@ -88,12 +87,4 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         ));
     }
     Ok(o)
-}
-
-/// Where the live state of a batch with joblog `path` is published: `path.live.json`.
-#[allow(dead_code)] // used by the live state (next commit)
-pub(crate) fn live_path(joblog: &std::path::Path) -> PathBuf {
-    let mut s = joblog.as_os_str().to_owned();
-    s.push(".live.json");
-    PathBuf::from(s)
 }
