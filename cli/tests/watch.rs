@@ -432,3 +432,39 @@ fn colours_of(path: &Path) -> std::collections::HashSet<[u8; 3]> {
         .map(|p| [p[0], p[1], p[2]])
         .collect()
 }
+
+#[test]
+fn run_watch_shows_the_job_and_q_kills_it_as_ctrl_c() {
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let dir = TempDir::new("watch-run");
+    let marker = format!("1000.{}161803", std::process::id());
+    let _cleanup = Cleanup(marker.clone());
+    let status = dir.join("status");
+    // The marker in a script, not on the window's command line (whose shell stays).
+    let script = dir.join("job.sh");
+    std::fs::write(&script, format!("echo step 2 of 5; exec sleep {marker}\n")).unwrap();
+    let tmux = Tmux::new("run");
+    tmux.window(
+        true,
+        &format!(
+            "{BIN} run --watch --log {} --err {} -- sh {}; echo $? > {}; sleep 60",
+            quoted(&dir.join("log")),
+            quoted(&dir.join("err")),
+            quoted(&script),
+            quoted(&status)
+        ),
+    );
+    let (ok, screen) = tmux.wait_for(0, |s| s.contains("1 running") && s.contains("step 2 of 5"));
+    assert!(ok, "{screen}");
+    tmux.keys(0, "q");
+    assert!(
+        eventually(Duration::from_secs(20), || status.exists()),
+        "{}",
+        tmux.screen(0)
+    );
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "130");
+    assert!(leftovers(&marker).is_empty());
+}
