@@ -56,7 +56,7 @@ impl ReportJob {
         let at = |t: SystemTime| t.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
         let cpu = r
             .usage
-            .and_then(|u| Some(u.user_cpu?.as_secs_f64() + u.system_cpu?.as_secs_f64()));
+            .and_then(|u| Some(u.user_cpu?.saturating_add(u.system_cpu?).as_secs_f64()));
         ReportJob {
             seq,
             label,
