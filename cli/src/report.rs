@@ -277,7 +277,8 @@ fn usage_table(h: &mut String, r: &Report) {
             _ => None,
         };
         let pct = match (j.cpu_seconds, wall) {
-            (Some(c), Some(w)) if w > 0.0 => format!("{:.0}%", 100.0 * c / w),
+            // Below 10 ms of wall time the clocks' granularity makes a percentage meaningless.
+            (Some(c), Some(w)) if w >= 0.01 => format!("{:.0}%", 100.0 * c / w),
             _ => "–".into(),
         };
         let bar = |v: f64, class: &str| {
