@@ -3,16 +3,22 @@
 //! ```text
 //! procman run [options] [--] PROGRAM [ARGS...]
 //! procman batch [options] [FILE|-]
-//! procman status --joblog FILE [--log-dir DIR] [--top N]
+//! procman status --joblog FILE [--log-dir DIR] [--top N] [--follow]
+//! procman completions bash|zsh|fish
 //! ```
 //!
 //! See `procman --help`, README.md and DESIGN.md ("The procman tool").
 
 mod args;
 mod batch;
+mod cli;
+mod dash;
+mod follow;
 mod halt;
 mod inputs;
+mod live;
 mod relay;
+mod report;
 mod run;
 mod sig;
 mod status;
@@ -20,63 +26,9 @@ mod status;
 use std::ffi::OsString;
 use std::time::Duration;
 
+use clap::{CommandFactory, Parser};
+
 use procman::{JobRecord, JobStatus};
-
-const HEADER: &str = "\
-procman: run programs as managed jobs
-
-USAGE:
-    procman run [OPTIONS] [--] PROGRAM [ARGS...]
-    procman batch [OPTIONS] [FILE|-]
-    procman batch [OPTIONS] [--] COMMAND [ARGS...] (::: ARGS... | :::: FILE)...
-    procman status --joblog FILE [--log-dir DIR] [--top N]
-    procman VERB --help
-";
-
-pub const RUN_USAGE: &str = "\
-procman run [OPTIONS] [--] PROGRAM [ARGS...]
-
-run: one job; exits with its exit code (124 on timeout, 128+N when ended by signal N,
-     125 for procman's own errors, 126/127 when the program cannot be run/found).
-    --log FILE        the job's stdout to FILE (default: procman's stdout, byte for byte;
-                      when its reader goes away the job gets SIGPIPE, as under `timeout`)
-    --err FILE        the job's stderr to FILE (default: procman's stderr, likewise)
-    --input FILE      the job's stdin from FILE (default: /dev/null; /dev/stdin to pass ours)
-                      --err naming the --log file merges the two; an --input that is the
-                      --log or --err file is refused (it would be truncated)
-    --timeout DUR     end the job's process group after DUR (5, 2.5s, 100ms, 3m, 1h;
-                      0 means no timeout, as for `timeout`)
-    --grace DUR       time between SIGTERM and SIGKILL (default 2s)
-    --cwd DIR         the job's working directory
-    --env K=V         set an environment variable (repeatable)
-    -q, --quiet       no one-line account on stderr
-    -h, --help        this help
-";
-
-pub const BATCH_USAGE: &str = include_str!("batch_usage.txt");
-
-pub const STATUS_USAGE: &str = "\
-procman status --joblog FILE [--log-dir DIR] [--top N]
-
-status: summarise a joblog (counts, failures with their log files, slowest jobs).
-    --joblog FILE     the joblog to read (required)
-    --log-dir DIR     where the batch wrote its logs (default: procman-logs)
-    --top N           how many slowest jobs to list (default 5)
-    -h, --help        this help
-";
-
-const FOOTER: &str = "
-Durations (DUR, and \"timeout\" in job files): seconds, or a number with a suffix ms, s, m,
-h or d (5, 2.5s, 100ms, 3m, 1h, 1d), up to 18446744073709551615s (about 585 billion years);
-0 means no timeout, and one too long for the clock means no limit. Exponents (1e3) and larger
-values are refused: exit status 125 (run) or 255 (batch), or an invalid job line.
-
-Logging: RUST_LOG=debug (or info, warn; default warn) shows procman's own messages.
-";
-
-fn usage() -> String {
-    format!("{HEADER}\n{RUN_USAGE}\n{BATCH_USAGE}\n{STATUS_USAGE}{FOOTER}")
-}
 
 fn main() {
     // Before any thread exists, so every thread inherits the mask (see sig.rs).
@@ -84,31 +36,38 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp_millis()
         .init();
-    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let verb = if argv.is_empty() {
-        None
-    } else {
-        Some(argv.remove(0))
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    // Each verb's own exit status for a usage error (run as `timeout`, batch as parallel).
+    let verb = argv.get(1).and_then(|v| v.to_str()).map(str::to_owned);
+    let (usage_status, mut shape) = match verb.as_deref() {
+        Some("run") => (125, cli::Shape::Files),
+        Some("batch") => (255, cli::Shape::Files),
+        _ => (2, cli::Shape::Files),
     };
-    let code = match verb.as_ref().and_then(|v| v.to_str()) {
-        Some("run") => run::main(argv, blocked),
-        Some("batch") => batch::main(argv, blocked),
-        Some("status") => status::main(argv),
-        Some("-h" | "--help" | "help") => {
-            print_help(&usage());
+    if verb.as_deref() == Some("batch") {
+        let rest = argv.split_off(2);
+        let (words, s) = cli::batch_prepass(rest);
+        argv.extend(words);
+        shape = s;
+    }
+    let parsed = match cli::Cli::try_parse_from(argv) {
+        Ok(p) => p,
+        Err(e) => {
+            // Help and version go to stdout with status 0; errors to stderr.
+            let code = if e.use_stderr() { usage_status } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match parsed.verb {
+        cli::Verb::Run(a) => run::main(a, blocked),
+        cli::Verb::Batch(a) => batch::main(a, shape, blocked),
+        cli::Verb::Status(a) => status::main(a),
+        cli::Verb::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell.clap(), &mut cli::Cli::command(), "procman", &mut out);
+            print_help(&String::from_utf8_lossy(&out));
             0
-        }
-        Some("-V" | "--version") => {
-            println!("procman {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
-        Some(other) => {
-            eprintln!("procman: unknown command {other:?}\n\n{}", usage());
-            2
-        }
-        None => {
-            eprint!("{}", usage());
-            2
         }
     };
     std::process::exit(code);

@@ -1,15 +1,22 @@
 //! `procman run`: one job, its exit code as ours, a one-line account on stderr.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
-use procman::{JobSpec, ProcessManager};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+use procman::{JobId, JobRecord, JobSpec, ProcessManager};
 
-use crate::args::{Arg, Args, UsageError};
+use crate::args::{self, UsageError};
+use crate::cli::RunArgs;
+use crate::dash::{Dash, Key};
+use crate::live::{self, JobView, LiveState};
 use crate::relay;
 use crate::sig;
+
+/// How often `--watch` redraws.
+const REDRAW: Duration = Duration::from_millis(200);
 
 /// Exit status for procman's own errors (coreutils `timeout` uses 125 too).
 const OWN_ERROR: i32 = 125;
@@ -24,55 +31,27 @@ struct Options {
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     quiet: bool,
+    /// `--watch`: the dashboard while the job runs (see [`watching`]).
+    watch: bool,
     command: Vec<OsString>,
 }
 
-fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
-    let mut o = Options::default();
-    let mut a = Args::new(argv);
-    while let Some(arg) = a.next()? {
-        match arg {
-            Arg::EndOfOptions => {
-                o.command = a.rest();
-                break;
-            }
-            Arg::Word(w) => {
-                // The first word is the program: everything after it is its arguments.
-                o.command = std::iter::once(w).chain(a.rest()).collect();
-                break;
-            }
-            Arg::Opt(name) => match name.as_str() {
-                "log" => o.log = Some(a.path()?),
-                "err" => o.err = Some(a.path()?),
-                "input" => o.input = Some(a.path()?),
-                "timeout" => o.timeout = Some(a.duration()?),
-                "grace" => o.grace = Some(a.duration()?),
-                "cwd" => o.cwd = Some(a.path()?),
-                "env" => {
-                    let kv = a.value()?;
-                    let s = kv.to_string_lossy();
-                    match s.split_once('=') {
-                        Some((k, _)) if !k.is_empty() => {
-                            use std::os::unix::ffi::OsStrExt;
-                            let bytes = kv.as_bytes();
-                            let (k, v) = bytes.split_at(k.len());
-                            o.env.push((
-                                std::ffi::OsStr::from_bytes(k).to_owned(),
-                                std::ffi::OsStr::from_bytes(&v[1..]).to_owned(),
-                            ));
-                        }
-                        _ => {
-                            return Err(UsageError(format!(
-                                "option --env: expected NAME=VALUE, got {s:?}"
-                            )))
-                        }
-                    }
-                }
-                "q" | "quiet" => o.quiet = true,
-                "h" | "help" => return Err(UsageError::help()),
-                _ => return Err(a.unknown("run")),
-            },
-        }
+/// The options from clap's reading, checked (paths not empty, durations, `--env` pairs).
+fn parse(a: RunArgs) -> Result<Options, UsageError> {
+    let mut o = Options {
+        log: args::opt_path("--log", a.log)?,
+        err: args::opt_path("--err", a.err)?,
+        input: args::opt_path("--input", a.input)?,
+        timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
+        grace: args::opt_duration("--grace", a.grace.as_deref())?,
+        cwd: args::opt_path("--cwd", a.cwd)?,
+        quiet: a.quiet,
+        watch: a.watch,
+        command: a.command,
+        ..Options::default()
+    };
+    for kv in a.env {
+        o.env.push(env_pair(&kv)?);
     }
     if o.command.is_empty() {
         return Err(UsageError(
@@ -82,18 +61,82 @@ fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
     Ok(o)
 }
 
+/// `NAME=VALUE` (bytes kept; the value may hold `=`).
+fn env_pair(kv: &OsStr) -> Result<(OsString, OsString), UsageError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = kv.as_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(k) if k > 0 => Ok((
+            OsStr::from_bytes(&bytes[..k]).to_owned(),
+            OsStr::from_bytes(&bytes[k + 1..]).to_owned(),
+        )),
+        _ => Err(UsageError(format!(
+            "option --env: expected NAME=VALUE, got {:?}",
+            kv.to_string_lossy()
+        ))),
+    }
+}
+
 enum Msg {
     Done(Box<procman::JobRecord>),
     Signal(i32),
+    Key(Key),
 }
 
-pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
+/// `--watch` draws the dashboard only on a terminal (stderr) that none of the job's own output
+/// reaches (`--log` and `--err`, or procman's stdout/stderr redirected): the two would garble
+/// each other. Otherwise the option is ignored, with a note.
+fn watching(o: &Options) -> bool {
+    use std::io::IsTerminal;
+    if !o.watch || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    let clear = o.err.is_some() && (o.log.is_some() || !std::io::stdout().is_terminal());
+    if !clear {
+        let _ = writeln!(
+            std::io::stderr(),
+            "procman: --watch: the job writes to this terminal; give --log and --err to watch it"
+        );
+    }
+    clear
+}
+
+/// The one job as the dashboard shows it.
+fn live_state(manager: &ProcessManager, o: &Options, started: Instant) -> LiveState {
+    let command = procman_cli::join_words(
+        o.command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+    );
+    let jobs: Vec<JobView> = manager
+        .snapshot()
+        .running
+        .iter()
+        .map(|(_, pid, elapsed)| JobView {
+            seq: 1,
+            label: "job".into(),
+            command: command.clone(),
+            pid: *pid,
+            elapsed: elapsed.as_secs_f64(),
+            last_line: o.log.as_deref().and_then(live::last_line),
+            ..JobView::default()
+        })
+        .collect();
+    LiveState {
+        pid: std::process::id(),
+        elapsed: started.elapsed().as_secs_f64(),
+        total: 1,
+        input_done: true,
+        running: jobs.len() as u64,
+        jobs,
+        ..LiveState::default()
+    }
+}
+
+pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
-        Err(e) if e.is_help() => {
-            crate::print_help(crate::RUN_USAGE);
-            return 0;
-        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
@@ -118,6 +161,12 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     };
+    let mut dash = watching(&o).then(|| {
+        use std::io::IsTerminal;
+        let keys =
+            std::io::stdin().is_terminal() && o.input.as_deref() != Some(Path::new("/dev/stdin"));
+        Dash::start(keys.then_some((tx.clone(), Msg::Key as fn(Key) -> Msg)))
+    });
     sig::forward(blocked, tx, Msg::Signal);
     let id = match manager.start_process(spec) {
         Ok(id) => id,
@@ -126,22 +175,13 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     };
-    let mut interrupted = None;
-    let record = loop {
-        match rx.recv() {
-            Ok(Msg::Done(r)) => break r,
-            Ok(Msg::Signal(s)) => {
-                if interrupted.is_none() {
-                    log::info!("signal {s}: killing the job");
-                    interrupted = Some(s);
-                    // The job is never deleted: its id is known.
-                    let _ = manager.kill_process(id);
-                }
-            }
-            // Cannot happen: the job's handler holds a sender until it has sent the record.
-            Err(_) => return OWN_ERROR,
-        }
+    let Some((record, interrupted)) = wait(&manager, id, &rx, dash.as_mut(), &o) else {
+        // Cannot happen: the job's handler holds a sender until it has sent the record.
+        return OWN_ERROR;
     };
+    if let Some(mut d) = dash.take() {
+        d.end();
+    }
     // The job has ended: the relays copy what is left in their pipes.
     for r in relays {
         r.finish();
@@ -154,6 +194,52 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
     match interrupted {
         Some(s) => 128 + s,
         None => crate::exit_code(&record),
+    }
+}
+
+/// Waits for the job's record, killing the job on a signal (or `q`) and drawing the dashboard
+/// meanwhile; the record and the signal that interrupted it. `None`: the channel closed.
+fn wait(
+    manager: &ProcessManager,
+    id: JobId,
+    rx: &Receiver<Msg>,
+    mut dash: Option<&mut Dash>,
+    o: &Options,
+) -> Option<(Box<JobRecord>, Option<i32>)> {
+    let mut interrupted = None;
+    let started = Instant::now();
+    loop {
+        let msg = match dash.as_mut() {
+            Some(d) => match rx.recv_timeout(REDRAW) {
+                Err(RecvTimeoutError::Timeout) => {
+                    d.draw(&live_state(manager, o, started));
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Ok(m) => m,
+            },
+            None => rx.recv().ok()?,
+        };
+        match msg {
+            Msg::Done(r) => return Some((r, interrupted)),
+            Msg::Key(Key::ToggleTable) => {
+                if let Some(d) = dash.as_mut() {
+                    d.toggle_table();
+                }
+            }
+            // `q` on the dashboard: as Ctrl-C.
+            Msg::Signal(_) | Msg::Key(Key::Quit) if interrupted.is_some() => {}
+            Msg::Signal(s) => {
+                log::info!("signal {s}: killing the job");
+                interrupted = Some(s);
+                // The job is never deleted: its id is known.
+                let _ = manager.kill_process(id);
+            }
+            Msg::Key(Key::Quit) => {
+                interrupted = Some(libc::SIGINT);
+                let _ = manager.kill_process(id);
+            }
+        }
     }
 }
 

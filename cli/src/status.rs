@@ -5,7 +5,6 @@
 //! could not be read or the options are wrong.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,44 +12,43 @@ use std::time::Duration;
 
 use procman_cli::{lines, parse_joblog_line, JoblogEntry, JoblogError};
 
-use crate::args::{Arg, Args, UsageError};
+use crate::args::{self, UsageError};
 use crate::batch::DEFAULT_LOG_DIR;
+use crate::cli::StatusArgs;
 
 struct Options {
     joblog: PathBuf,
     log_dir: PathBuf,
     top: usize,
+    /// `--follow`: the live view first (see `follow.rs`).
+    follow: bool,
 }
 
-fn parse(argv: Vec<OsString>) -> Result<Options, UsageError> {
-    let mut joblog = None;
-    let mut log_dir = PathBuf::from(DEFAULT_LOG_DIR);
-    let mut top = 5;
-    let mut a = Args::new(argv);
-    while let Some(arg) = a.next()? {
-        match arg {
-            Arg::Opt(name) => match name.as_str() {
-                "joblog" => joblog = Some(a.path()?),
-                "log-dir" => log_dir = a.path()?,
-                "top" => top = a.number()?,
-                "h" | "help" => return Err(UsageError::help()),
-                _ => return Err(a.unknown("status")),
-            },
-            Arg::Word(w) if joblog.is_none() => joblog = Some(PathBuf::from(w)),
-            Arg::Word(w) => {
-                return Err(UsageError(format!(
-                    "status: unexpected argument {:?}",
-                    w.to_string_lossy()
-                )))
-            }
-            Arg::EndOfOptions => {}
+/// The options from clap's reading, checked.
+fn parse(a: StatusArgs) -> Result<Options, UsageError> {
+    let mut files = a.file.into_iter();
+    let joblog = match (a.joblog, files.next()) {
+        (Some(j), None) | (None, Some(j)) => args::path("--joblog", j)?,
+        (Some(_), Some(w)) => {
+            return Err(UsageError(format!(
+                "status: unexpected argument {:?}",
+                w.to_string_lossy()
+            )))
         }
+        (None, None) => return Err(UsageError("status: --joblog FILE is required".into())),
+    };
+    if let Some(w) = files.next() {
+        return Err(UsageError(format!(
+            "status: unexpected argument {:?}",
+            w.to_string_lossy()
+        )));
     }
-    let joblog = joblog.ok_or_else(|| UsageError("status: --joblog FILE is required".into()))?;
     Ok(Options {
         joblog,
-        log_dir,
-        top,
+        log_dir: args::opt_path("--log-dir", a.log_dir)?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR)),
+        top: a.top.map_or(Ok(5), |t| args::number("--top", &t))?,
+        follow: a.follow,
     })
 }
 
@@ -74,18 +72,17 @@ fn secs(x: f64) -> String {
     crate::fmt_duration(Duration::try_from_secs_f64(x.max(0.0)).unwrap_or_default())
 }
 
-pub fn main(argv: Vec<OsString>) -> i32 {
+pub fn main(argv: StatusArgs) -> i32 {
     let o = match parse(argv) {
         Ok(o) => o,
-        Err(e) if e.is_help() => {
-            crate::print_help(crate::STATUS_USAGE);
-            return 0;
-        }
         Err(e) => {
             eprintln!("procman: {e}");
             return 2;
         }
     };
+    if o.follow {
+        crate::follow::follow(&o.joblog);
+    }
     let (latest, runs, bad) = match read_joblog(&o.joblog) {
         Ok(read) => read,
         Err(e) => {

@@ -3,10 +3,11 @@
 //! to (`--halt`, a signal), and ends with the summary and the exit status.
 
 use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use procman::{JobStatus, ProcessManager, ShutdownMode};
 
 use super::gate::Shared;
@@ -14,7 +15,13 @@ use super::joblog::{joblog_entry, Joblog};
 use super::ui::{paths_of, Counts, Ui};
 use super::{Finished, Labels, Msg, Options, Output, Resume};
 use super::{MAX_FAILED_STATUS, OWN_ERROR, REDRAW};
+use crate::dash::{Dash, Key};
 use crate::halt::{Tally, When};
+use crate::live::{self, JobView, LiveState};
+use crate::report;
+
+/// At most this many running jobs in the live state.
+const MAX_VIEW: usize = 100;
 
 /// The main loop's state.
 pub(super) struct Batch {
@@ -25,6 +32,9 @@ pub(super) struct Batch {
     labels: Labels,
     /// `None` without `--joblog`, and once writing it failed.
     joblog: Option<Joblog>,
+    /// Where the live state is published (`JOBLOG.live.json`); `None` without `--joblog` or
+    /// once publishing failed.
+    live_file: Option<PathBuf>,
     ui: Ui,
     c: Counts,
     input_done: bool,
@@ -34,13 +44,17 @@ pub(super) struct Batch {
     failures: Vec<String>,
     /// The status of the job (or invalid line) the batch halted on.
     halt_status: Option<i32>,
+    /// `--report`: every finished job, for the page written at the end.
+    report_jobs: Vec<report::ReportJob>,
+    invalid: Vec<String>,
+    started: SystemTime,
 }
 
 impl Batch {
     pub(super) fn new(
         o: Options,
         manager: ProcessManager,
-        rx: Receiver<Msg>,
+        (tx, rx): (Sender<Msg>, Receiver<Msg>),
         gate: Arc<Shared>,
         labels: Labels,
         joblog: Option<Joblog>,
@@ -50,6 +64,15 @@ impl Batch {
             && o.progress
                 .unwrap_or_else(|| o.output == Output::Files && io::stderr().is_terminal());
         let start = Instant::now();
+        // The dashboard where the live line would be, on a terminal, when no job output is
+        // printed; keys only when stdin is a terminal that the batch does not read jobs from.
+        let dash = (live && o.output == Output::Files && io::stderr().is_terminal()).then(|| {
+            let reads_stdin = o.command.is_none() && o.file.as_deref().map_or(true, |f| f == "-");
+            let keys = (io::stdin().is_terminal() && !reads_stdin)
+                .then_some((tx, Msg::Key as fn(Key) -> Msg));
+            Dash::start(keys)
+        });
+        let live_file = o.joblog.as_deref().map(live::live_path);
         Batch {
             o,
             manager,
@@ -57,8 +80,10 @@ impl Batch {
             gate,
             labels,
             joblog,
+            live_file,
             ui: Ui {
                 live,
+                dash,
                 shown: false,
                 start,
                 last_draw: start,
@@ -70,6 +95,9 @@ impl Batch {
             stopping: false,
             failures: Vec::new(),
             halt_status: None,
+            report_jobs: Vec::new(),
+            invalid: Vec::new(),
+            started: SystemTime::now(),
         }
     }
 
@@ -81,8 +109,8 @@ impl Batch {
             if (self.input_done || self.stopping) && self.c.done == submitted {
                 break;
             }
-            // On a terminal, wake up in time to redraw the live line.
-            let msg = if self.ui.live {
+            // On a terminal or publishing, wake up in time to redraw the live state.
+            let msg = if self.ticking() {
                 let wait = REDRAW.saturating_sub(self.ui.last_draw.elapsed());
                 match self.rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
@@ -99,14 +127,85 @@ impl Batch {
             if self.stopping {
                 self.stop(halt_now);
             }
-            if self.ui.live && (self.ui.last_draw.elapsed() >= REDRAW) {
-                let running = self.manager.snapshot().count(JobStatus::Running);
-                let submitted = self.gate.lock().submitted;
-                let total = submitted + self.c.skipped + self.c.invalid;
-                self.ui.draw(&self.c, total, self.input_done, running);
+            if self.ticking() && (self.ui.last_draw.elapsed() >= REDRAW) {
+                self.tick();
             }
         }
+        if self.ticking() {
+            self.tick();
+        }
         self.finish()
+    }
+
+    /// Whether the main loop redraws or publishes the live state every [`REDRAW`].
+    fn ticking(&self) -> bool {
+        self.ui.live || self.live_file.is_some()
+    }
+
+    /// Draws the dashboard or the live line, and publishes the live state.
+    fn tick(&mut self) {
+        let state = self.live_state();
+        if let Some(path) = &self.live_file {
+            if let Err(e) = live::publish(path, &state) {
+                let msg = format!(
+                    "cannot publish the live state to {}: {e}; status --follow will not see this batch",
+                    path.display()
+                );
+                self.live_file = None;
+                self.ui.say(&msg);
+            }
+        }
+        if let Some(d) = self.ui.dash.as_mut() {
+            d.draw(&state);
+            self.ui.last_draw = Instant::now();
+        } else {
+            let total = state.total;
+            self.ui
+                .draw(&self.c, total, self.input_done, state.running as usize);
+        }
+        self.ui.last_draw = Instant::now();
+    }
+
+    /// The batch now: counts, the running jobs (at most [`MAX_VIEW`], by number, with the last
+    /// line of their log file), recent failures.
+    fn live_state(&self) -> LiveState {
+        let snap = self.manager.snapshot();
+        let c = &self.c;
+        let submitted = self.gate.lock().submitted;
+        let mut jobs: Vec<JobView> = {
+            let labels = self.labels.lock().expect("labels");
+            snap.running
+                .iter()
+                .filter_map(|(id, pid, elapsed)| {
+                    let l = labels.get(&id.0)?;
+                    Some(JobView {
+                        seq: l.seq,
+                        label: l.text.clone(),
+                        command: l.command.clone(),
+                        pid: *pid,
+                        elapsed: elapsed.as_secs_f64(),
+                        last_line: l.log.as_deref().and_then(live::last_line),
+                        ..JobView::default()
+                    })
+                })
+                .take(MAX_VIEW)
+                .collect()
+        };
+        jobs.sort_by_key(|j| j.seq);
+        let ran = c.ok + c.failed + c.not_run + c.interrupted;
+        let recent = self.failures.len().saturating_sub(live::RECENT_FAILURES);
+        LiveState {
+            pid: std::process::id(),
+            elapsed: self.ui.start.elapsed().as_secs_f64(),
+            total: submitted + c.skipped + c.invalid,
+            input_done: self.input_done,
+            done: ran + c.skipped + c.invalid,
+            succeeded: c.ok,
+            failed: c.failed + c.invalid,
+            running: snap.running.len() as u64,
+            jobs,
+            recent_failures: self.failures[recent..].to_vec(),
+        }
     }
 
     /// Takes in one message. Returns whether the batch must halt now (kill the running jobs).
@@ -118,6 +217,9 @@ impl Batch {
                 self.c.invalid += 1;
                 self.ui.say(&format!("invalid job, {m}"));
                 self.failures.push(format!("invalid job, {m}"));
+                if self.o.report.is_some() {
+                    self.invalid.push(m);
+                }
                 if let Some(when) = halts {
                     self.stopping = true;
                     self.halt_status = Some(1);
@@ -143,6 +245,15 @@ impl Batch {
             }
             // A second signal while stopping changes nothing: the kills are under way.
             Msg::Signal(_) => {}
+            // `q` on the dashboard: as Ctrl-C.
+            Msg::Key(Key::Quit) => return self.handle(Msg::Signal(libc::SIGINT)),
+            Msg::Key(Key::ToggleTable) => {
+                if let Some(d) = self.ui.dash.as_mut() {
+                    d.toggle_table();
+                }
+                // Redraw at once.
+                self.ui.last_draw = self.ui.start;
+            }
             Msg::Done(f) => return self.done(f),
         }
         false
@@ -167,6 +278,22 @@ impl Batch {
             format!("job {} (line {})", f.seq, f.line)
         };
         self.count(&f, &head);
+        if self.o.report.is_some() {
+            // The label names a JSON job's name too: `job 3 (line 3, "prep")`.
+            let label = self
+                .labels
+                .lock()
+                .expect("labels")
+                .get(&f.record.id.0)
+                .map(|l| l.text.clone());
+            self.report_jobs.push(report::ReportJob::of(
+                f.seq,
+                label.unwrap_or_else(|| head.clone()),
+                f.command.clone(),
+                &f.record,
+                self.started,
+            ));
+        }
         let Some(when) = f.halts else {
             return false;
         };
@@ -251,7 +378,7 @@ impl Batch {
             // "pending" until it has spawned); `soon` lets them run.
             let labels = self.labels.lock().expect("labels");
             for id in self.manager.pending_processes() {
-                if labels.get(&id.0).is_some_and(|l| l.1) {
+                if labels.get(&id.0).is_some_and(|l| l.may_wait) {
                     // The batch never deletes jobs, so every listed id is known.
                     let _ = self.manager.kill_process(id);
                 }
@@ -263,9 +390,11 @@ impl Batch {
     /// 255 after procman's own error, the `--halt` rule's, else the number of failures (at
     /// most 101).
     fn finish(mut self) -> i32 {
-        self.ui.clear();
+        self.ui.end();
+        if let Some(path) = self.live_file.take() {
+            let _ = std::fs::remove_file(path);
+        }
         let summary = self.summary();
-        let c = &self.c;
         if !self.o.quiet || !self.failures.is_empty() || self.interrupted.is_some() {
             self.ui.say(&summary);
         }
@@ -276,7 +405,11 @@ impl Batch {
             self.ui
                 .say(&format!("  ... and {} more", self.failures.len() - 20));
         }
+        if let Some(path) = self.o.report.clone() {
+            self.write_report(&path, summary);
+        }
         drop(self.manager);
+        let c = &self.c;
         if let Some(s) = self.interrupted {
             return 128 + s;
         }
@@ -291,6 +424,38 @@ impl Batch {
             return rule.exit_status(self.halt_status, tally, self.gate.lock().total);
         }
         (c.failed + c.invalid).min(MAX_FAILED_STATUS) as i32
+    }
+
+    /// `--report FILE`: the page; a failure to write it is procman's own error.
+    fn write_report(&mut self, path: &std::path::Path, summary: String) {
+        let mut jobs = std::mem::take(&mut self.report_jobs);
+        jobs.sort_by_key(|j| j.seq);
+        let page = report::Report {
+            title: format!("procman batch report: {}", self.input_name()),
+            wall: self.ui.start.elapsed().as_secs_f64(),
+            jobs,
+            invalid: std::mem::take(&mut self.invalid),
+            summary,
+            error_hook: self.o.report_error_hook,
+        };
+        if let Err(e) = report::write(path, &page) {
+            self.ui
+                .say(&format!("cannot write the report {}: {e}", path.display()));
+            self.own_error = true;
+        }
+    }
+
+    /// The job file or the command, for the report's title.
+    fn input_name(&self) -> String {
+        match (&self.o.command, &self.o.file) {
+            (Some(words), _) => words
+                .iter()
+                .map(|w| w.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            (None, Some(f)) => f.to_string_lossy().into_owned(),
+            (None, None) => "stdin".into(),
+        }
     }
 
     /// "N jobs: N succeeded, N failed (N timed out), ... in T".
@@ -343,6 +508,6 @@ fn name_dependency(error: &str, labels: &Labels) -> Option<String> {
     let rest = error.strip_prefix("job ")?;
     let (id, tail) = rest.split_once(',')?;
     let id: u64 = id.parse().ok()?;
-    let label = labels.lock().expect("labels").get(&id)?.0.clone();
+    let label = labels.lock().expect("labels").get(&id)?.text.clone();
     Some(format!("{label},{tail}"))
 }

@@ -38,6 +38,8 @@ use std::time::Duration;
 use crossbeam_channel::unbounded;
 use procman::{JobRecord, ProcessManager};
 
+use crate::cli::{BatchArgs, Shape};
+use crate::dash::Key;
 use crate::halt::{self, When};
 use crate::inputs::{self, Item};
 use crate::sig;
@@ -88,6 +90,10 @@ struct Options {
     output: Output,
     /// `--tag`: each line of output to the terminal starts with the job's arguments and a TAB.
     tag: bool,
+    /// `--report FILE`: the HTML run report, written at the end.
+    report: Option<PathBuf>,
+    /// Test only: the report records JavaScript errors in the page.
+    report_error_hook: bool,
 }
 
 /// Where the jobs' output goes besides the log files.
@@ -126,6 +132,8 @@ enum Msg {
     /// The input could not be read further.
     ReadError(String),
     Signal(i32),
+    /// A key pressed on the dashboard.
+    Key(Key),
 }
 
 /// Job id → how the user knows the job (`job 3 (line 5, "prep")`), for messages that name
@@ -133,16 +141,24 @@ enum Msg {
 /// With each, whether the job can sit pending after it was admitted by the tool (it waits for
 /// a dependency, or may wait to be retried): only those are cancelled when the batch halts
 /// `soon` (see the main loop).
-type Labels = Arc<Mutex<HashMap<u64, (String, bool)>>>;
+type Labels = Arc<Mutex<HashMap<u64, Label>>>;
+
+/// How the user knows a submitted job, and what the live view shows of it.
+struct Label {
+    /// `job 3 (line 5, "prep")`.
+    text: String,
+    /// Whether it can sit pending after it was admitted (see [`Labels`]).
+    may_wait: bool,
+    seq: u64,
+    command: String,
+    /// Its log file (the live view shows its last line).
+    log: Option<PathBuf>,
+}
 
 /// `procman batch ARGS...`: runs the batch and returns the tool's exit status.
-pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
-    let o = match options::parse(argv) {
+pub fn main(argv: BatchArgs, shape: Shape, blocked: sig::Blocked) -> i32 {
+    let o = match options::parse(argv, shape) {
         Ok(o) => o,
-        Err(e) if e.is_help() => {
-            crate::print_help(crate::BATCH_USAGE);
-            return 0;
-        }
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
@@ -180,6 +196,7 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     }
     let manager = builder.build().map_err(|e| format!("cannot start: {e}"))?;
     let (tx, rx) = unbounded();
+    let tx_keys = tx.clone();
     sig::forward(blocked, tx.clone(), Msg::Signal);
     let gate = Arc::new(Shared::default());
     if o.halt.is_some() {
@@ -199,7 +216,7 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
         .name("procman-reader".into())
         .spawn(move || reader.run(input))
         .map_err(|e| format!("cannot start the reader thread: {e}"))?;
-    Ok(Batch::new(o, manager, rx, gate, labels, joblog))
+    Ok(Batch::new(o, manager, (tx_keys, rx), gate, labels, joblog))
 }
 
 /// A log directory that cannot be one is reported once here, not once per job.

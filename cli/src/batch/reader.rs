@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crossbeam_channel::Sender;
 use procman::{Handle, JobId, JobSpec, JobStatus, RetryOn, StartError, Stream, OBSERVER_LINE_CAP};
 
 use super::gate::Shared;
-use super::{Finished, Labels, Msg, Options, Output};
+use super::{Finished, Label, Labels, Msg, Options, Output};
 use crate::halt::{self, Threshold};
 use crate::inputs::{self, Item};
 
@@ -204,13 +205,18 @@ impl Reader {
         };
         let retries = job.retries.unwrap_or(self.options.retries);
         let spec = self.settings(spec, seq, &job, retries);
-        let spec = self.on_finish(spec, seq, line_no, command, print);
-        let label = match &job.name {
-            Some(name) => format!("job {seq} (line {line_no}, {name:?})"),
-            None => format!("job {seq} (line {line_no})"),
+        let spec = self.on_finish(spec, seq, line_no, command.clone(), print);
+        let label = Label {
+            text: match &job.name {
+                Some(name) => format!("job {seq} (line {line_no}, {name:?})"),
+                None => format!("job {seq} (line {line_no})"),
+            },
+            may_wait: !job.after.is_empty() || retries > 0,
+            seq,
+            command,
+            log: self.log_of(seq, &job),
         };
-        let may_wait = !job.after.is_empty() || retries > 0;
-        match self.submit(spec, label, may_wait) {
+        match self.submit(spec, label) {
             None | Some(Err(StartError::ShutDown)) => return ControlFlow::Break(()),
             Some(Ok(id)) => register(names, Named::Job(id)),
             Some(Err(e)) => {
@@ -222,13 +228,18 @@ impl Reader {
     }
 
     /// The job's files, environment and limits: its own, else the batch's options.
-    fn settings(&self, mut spec: JobSpec, seq: u64, job: &inputs::Job, retries: u32) -> JobSpec {
-        let log = job.log.clone().or_else(|| {
+    /// Where job `seq` writes its output: its own `log`, else `DIR/N.log` (none with `--no-logs`).
+    fn log_of(&self, seq: u64, job: &inputs::Job) -> Option<PathBuf> {
+        job.log.clone().or_else(|| {
             self.options
                 .log_dir
                 .as_ref()
                 .map(|d| d.join(format!("{seq}.log")))
-        });
+        })
+    }
+
+    fn settings(&self, mut spec: JobSpec, seq: u64, job: &inputs::Job, retries: u32) -> JobSpec {
+        let log = self.log_of(seq, job);
         if let Some(log) = &log {
             spec = spec.log_file(log);
         }
@@ -298,12 +309,7 @@ impl Reader {
 
     /// Submits `spec` once the gate lets it (with `--halt`, a permit: see `Gate::permits`) and
     /// labels it. `None`: the batch stopped first.
-    fn submit(
-        &self,
-        spec: JobSpec,
-        label: String,
-        may_wait: bool,
-    ) -> Option<Result<JobId, StartError>> {
+    fn submit(&self, spec: JobSpec, label: Label) -> Option<Result<JobId, StartError>> {
         let mut gate = self.gate.lock();
         while !gate.stopped && gate.permits == Some(0) {
             gate = self.gate.freed.wait(gate).expect("gate");
@@ -313,10 +319,7 @@ impl Reader {
         }
         let started = self.manager.start_process(spec);
         if let Ok(id) = started {
-            self.labels
-                .lock()
-                .expect("labels")
-                .insert(id.0, (label, may_wait));
+            self.labels.lock().expect("labels").insert(id.0, label);
             gate.submitted += 1;
             if let Some(p) = gate.permits.as_mut() {
                 *p -= 1;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use procman::JobRecord;
 
+use crate::dash::Dash;
+
 /// What the main thread counts.
 #[derive(Default)]
 pub(super) struct Counts {
@@ -22,9 +24,11 @@ pub(super) struct Counts {
     pub(super) done: u64,
 }
 
-/// The display: a live line on a terminal, plain lines otherwise.
+/// The display: the dashboard or a live line on a terminal, plain lines otherwise.
 pub(super) struct Ui {
     pub(super) live: bool,
+    /// The dashboard (on a terminal, job output to files only); `None`: the progress line.
+    pub(super) dash: Option<Dash>,
     pub(super) shown: bool,
     pub(super) start: Instant,
     pub(super) last_draw: Instant,
@@ -32,6 +36,10 @@ pub(super) struct Ui {
 
 impl Ui {
     pub(super) fn say(&mut self, text: &str) {
+        if let Some(d) = self.dash.as_mut() {
+            d.say(text);
+            return;
+        }
         let mut err = io::stderr().lock();
         if self.shown {
             let _ = write!(err, "\r\x1b[K");
@@ -75,6 +83,14 @@ impl Ui {
         );
         let _ = err.flush();
         self.shown = true;
+    }
+
+    /// Ends the dashboard (its last picture stays) or clears the live line.
+    pub(super) fn end(&mut self) {
+        if let Some(mut d) = self.dash.take() {
+            d.end();
+        }
+        self.clear();
     }
 
     pub(super) fn clear(&mut self) {
