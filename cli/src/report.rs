@@ -241,7 +241,7 @@ fn timeline(h: &mut String, r: &Report) {
                 "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\"/>",
                 x(s),
                 y + 1.0,
-                (x(f) - x(s)).max(1.0)
+                (x(f) - x(s)).max(3.0)
             );
         }
         h.push_str("</g>");
