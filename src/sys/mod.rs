@@ -1,6 +1,10 @@
 //! Platform code. procman supports Unix; Linux gets the handler-free pidfd wait path.
 
 #[cfg(unix)]
+pub(crate) mod cgroup;
+#[cfg(unix)]
+pub(crate) mod subreaper;
+#[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::*;
