@@ -127,8 +127,9 @@ fn contained(
     before_kill: impl Fn(&JobCgroup),
 ) {
     let Some(root) = root() else { return };
-    let mut m = Marked::new(tag);
+    // Dropped after `m` (which kills the marked processes), so it can be removed.
     let mut cg = root.job().expect("job cgroup");
+    let mut m = Marked::new(tag);
     let argv = argv(&m.marker);
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let pid = PlainSpawn::new(&args, [None, None, None])
@@ -263,8 +264,9 @@ fn a_tree_200_wide_dies_with_its_cgroup() {
 #[test]
 fn the_kill_fallback_without_cgroup_kill_leaves_no_survivor() {
     let Some(root) = root() else { return };
-    let mut m = Marked::new("fallback");
+    // Dropped after `m` (which kills the marked processes), so it can be removed.
     let mut cg = root.job().unwrap();
+    let mut m = Marked::new("fallback");
     let pid = PlainSpawn::new(
         &[kid(), "tree", "2", "8", "300", &m.marker],
         [None, None, None],
@@ -296,8 +298,9 @@ fn the_kill_fallback_without_cgroup_kill_leaves_no_survivor() {
 #[test]
 fn cpu_accounting_covers_the_whole_tree() {
     let Some(root) = root() else { return };
-    let mut m = Marked::new("cpu");
+    // Dropped after `m` (which kills the marked processes), so it can be removed.
     let mut cg = root.job().unwrap();
+    let mut m = Marked::new("cpu");
     let script = format!(
         "for i in 1 2 3 4; do {} spin-cpu 0.5 {} & done; wait",
         kid(),
@@ -344,8 +347,9 @@ fn cpu_accounting_covers_the_whole_tree() {
 #[test]
 fn the_fork_entry_and_exec_errors() {
     let Some(root) = root() else { return };
-    let mut m = Marked::new("fork");
+    // Dropped after `m` (which kills the marked processes), so it can be removed.
     let mut cg = root.job().unwrap();
+    let mut m = Marked::new("fork");
     let pid = PlainSpawn::new(&[kid(), "sleep", "300", &m.marker], [None, None, None])
         .unwrap()
         .spawn_via(&cg, Entry::Fork)
