@@ -598,3 +598,114 @@ fn every_entry_starts_the_child_as_posix_spawn_does() {
         assert_eq!(run(how), want, "{how}");
     }
 }
+
+/// Limits: without the controller (this hybrid host delegates none), a clear `Unsupported`
+/// error; with the memory controller (a pure v2 host as root), a job past its `memory.max` is
+/// OOM-killed and the kill is counted.
+#[test]
+fn limits_fail_clearly_without_their_controller_and_oom_kills_are_counted() {
+    let Some(root) = root() else { return };
+    let mut cg = root.job().unwrap();
+    let e = cg.set_cpu_weight(0).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    let has = |c: &str| root.controllers().iter().any(|x| x == c);
+    if !has("cpu") {
+        let e = cg.set_cpu_weight(200).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+        assert!(
+            e.to_string().contains("cpu controller is not enabled"),
+            "{e}"
+        );
+    } else {
+        cg.set_cpu_weight(200).unwrap();
+    }
+    if !has("memory") {
+        let e = cg.set_memory_max(16 << 20).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+        assert!(
+            e.to_string().contains("memory controller is not enabled"),
+            "{e}"
+        );
+        assert_eq!(cg.usage().unwrap().oom_kills, None);
+        cg.remove().unwrap();
+        return;
+    }
+    cg.set_memory_max(16 << 20).unwrap();
+    let mut m = Marked::new("oom");
+    let pid = PlainSpawn::new(&[kid(), "alloc", "256", &m.marker], [None, None, None])
+        .unwrap()
+        .spawn_in(&cg)
+        .unwrap();
+    m.leaders.push(pid);
+    let mut status = 0;
+    // SAFETY: our own child.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    m.leaders.clear();
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{status:#x}"
+    );
+    let usage = cg.usage().unwrap();
+    assert!(usage.oom_kills >= Some(1), "{usage:?}");
+    assert!(
+        usage.memory_peak.is_some_and(|p| p <= 16 << 20),
+        "{usage:?}"
+    );
+    cg.remove().unwrap();
+}
+
+/// The vfork entry from many threads at once, while other threads allocate (the child shares
+/// the parent's memory until it execs): every child runs, in the cgroup, and exits 0; a long
+/// argument vector and environment reach it whole.
+#[test]
+fn vfork_spawns_from_many_threads_at_once() {
+    let Some(root) = root() else { return };
+    let cg = root.job().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Stops the allocating thread however the workers end (a failed assertion included).
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let long: Vec<String> = (0..2000).map(|i| format!("arg-{i}")).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 4096]).collect();
+                std::hint::black_box(v);
+            }
+        });
+        let _stop = Stop(&stop);
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let mut argv = vec!["/bin/sh", "-c", "[ $# = 2000 ] && [ \"${2000}\" = arg-1999 ] && [ \"$PROCMAN_BIG\" = \"${PROCMAN_BIG#x}x\" ]", "sh"];
+                        argv.extend(long.iter().map(String::as_str).skip(1));
+                        argv.push("arg-1999");
+                        let pid = PlainSpawn::new(&argv, [None, None, None])
+                            .unwrap()
+                            .env(&format!("PROCMAN_BIG={}", "x".repeat(100_000)))
+                            .unwrap()
+                            .spawn_via(&cg, Entry::Vfork)
+                            .unwrap();
+                        let mut status = 0;
+                        // SAFETY: our own child.
+                        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+                        assert_eq!(status, 0);
+                    }
+                })
+            })
+            .collect();
+        let ended: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        drop(_stop);
+        for e in ended {
+            e.unwrap();
+        }
+    });
+    assert!(!cg.populated().unwrap());
+    let usage = cg.usage().unwrap();
+    assert!(usage.cpu.is_some_and(|c| !c.is_zero()), "{usage:?}");
+}
