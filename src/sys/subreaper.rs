@@ -21,6 +21,9 @@
 //! stays a zombie until the host reaps it; [`Adopted::scan`] called often keeps that window
 //! short.
 
+// Off Linux only the "unsupported" answer is compiled.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
