@@ -144,7 +144,7 @@ impl Drop for CgroupRoot {
     }
 }
 
-/// One job's leaf cgroup. The child enters it before it execs ([`super::spawn_in_cgroup`], or
+/// One job's leaf cgroup. The child enters it before it execs (`sys::spawn_in_cgroup`, or
 /// [`enter_from_child`] on a fork path); every process it starts stays in it, `setsid` or not.
 /// Dropped without [`JobCgroup::remove`] having succeeded, it kills what is left in it and
 /// removes it (bounded: at most about a second).
