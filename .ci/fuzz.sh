@@ -6,8 +6,9 @@
 # or a hang (the state_machine target runs with -timeout=60).
 #
 # The checks live in fuzz/checks/<target>.rs; `cargo test` replays the committed corpora through
-# them without cargo-fuzz (tests/fuzz_corpora.rs for the parsers, tests/fuzz_state_machine.rs for
-# state_machine), so an input minimised into fuzz/corpus/<target> becomes a regression test.
+# them without cargo-fuzz (cli/tests/fuzz_corpora.rs for the parsers,
+# tests/fuzz_state_machine.rs for state_machine), so an input minimised into
+# fuzz/corpus/<target> becomes a regression test.
 #
 #   PROCMAN_FUZZ_SECS=30      seconds per target
 #   PROCMAN_FUZZ_TARGETS="…"  which targets (default: all of them)

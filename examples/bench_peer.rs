@@ -28,7 +28,9 @@
 //! * `PROCMAN_HOST_FD=1`: first open a descriptor a child would inherit (no `FD_CLOEXEC`), as
 //!   servers and GUIs hold them;
 //! * `PROCMAN_HOST_BLOCK=1`: first block SIGINT, SIGTERM and SIGHUP in the thread that builds
-//!   the manager (so in its threads), as the `procman` tool does.
+//!   the manager (so in its threads), as the `procman` tool does;
+//! * `PROCMAN_SAMPLE=MS`: sample every running job's process group every MS milliseconds
+//!   (`Builder::sample_interval`), to measure what live sampling costs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -142,6 +144,12 @@ fn main() {
     }
     if env_is("PROCMAN_WAIT", "portable") {
         builder = builder.wait_mode(WaitMode::Portable);
+    }
+    if let Some(ms) = std::env::var("PROCMAN_SAMPLE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        builder = builder.sample_interval(Duration::from_millis(ms));
     }
     let manager = builder.build().expect("manager");
     let stats = Arc::new(Stats::default());

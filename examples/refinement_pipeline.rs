@@ -8,17 +8,23 @@
 //!
 //! `--fail STEP` (prosmart, scan, waters, refine, validate) makes that step's program fail
 //! (for `scan`, one of the four runs): the pipeline then ends FAILED and the later steps are
-//! never created. The work directory defaults to a new temporary one. Prints one line per step
-//! (job number, status, time, parsed statistics) and exits with 1 if the pipeline failed.
+//! never created. The work directory defaults to a new temporary one. While it runs, prints the
+//! refmac runs' progress as the manager reports it (their "Refinement cycle N of M" lines, read
+//! by a progress parser, [`refmac_progress`]); then one line per step (job number, status,
+//! time, peak memory of its process tree from live sampling, parsed statistics), and exits
+//! with 1 if the pipeline failed. `REFMAC_PACE` (seconds, default 0.1 here) spaces the
+//! stand-in refmac's cycles so that the progress can be seen.
 //!
 //! tests/plugin.rs includes this file as a module and runs [`run_refinement`] itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use procman::{
-    FinishStatus, JobRecord, Pipeline, Plugin, PluginInfo, PluginStatus, ProcessManager,
-    ProgramTask, Task,
+    Event, FinishStatus, JobRecord, Pipeline, Plugin, PluginInfo, PluginStatus, ProcessManager,
+    ProgramTask, Progress, Task,
 };
 
 /// The steps, in order, as `--fail` names them.
@@ -49,7 +55,12 @@ impl Task for Step {
     }
 
     fn make_command_and_script(&mut self, info: &PluginInfo) -> Result<procman::JobSpec, String> {
-        self.program.make_command_and_script(info)
+        let spec = self.program.make_command_and_script(info)?;
+        Ok(if self.label.starts_with("refmac") {
+            spec.progress(refmac_progress)
+        } else {
+            spec
+        })
     }
 
     fn process_output_files(
@@ -85,6 +96,17 @@ impl Task for Step {
     }
 }
 
+/// refmac's progress: ` Refinement cycle 3 of 5` → 3 of 5 (60 %). No regex: words.
+pub fn refmac_progress(line: &[u8]) -> Option<Progress> {
+    let text = std::str::from_utf8(line).ok()?;
+    let rest = &text[text.find("cycle ")? + "cycle ".len()..];
+    let mut words = rest.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    (words.next()? == "of").then_some(())?;
+    let m: u64 = words.next()?.parse().ok()?;
+    Some(Progress::steps(n, m, format!("cycle {n} of {m}")))
+}
+
 /// `Cycle  3  Rfact 0.2310  Rfree 0.2720` → (0.2310, 0.2720).
 fn parse_cycle(line: &str) -> Option<(f64, f64)> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -107,6 +129,8 @@ pub struct StepReport {
     pub status: PluginStatus,
     /// Wall-clock seconds, when a program ran.
     pub seconds: Option<f64>,
+    /// The peak resident memory of its process tree in bytes, when it was sampled.
+    pub peak_memory: Option<u64>,
     /// Parsed statistics, or why it failed (with the last line of its error file).
     pub detail: String,
 }
@@ -201,6 +225,7 @@ impl Ctx {
                 .record()
                 .and_then(|r| r.usage)
                 .map(|u| u.wall.as_secs_f64()),
+            peak_memory: child.record().and_then(|r| r.sampled).map(|s| s.peak_rss),
             detail,
         };
         self.reports
@@ -381,17 +406,20 @@ END
 pub fn print_report(report: &Report) {
     println!("prosmart_refmac (job 1) in {}", report.work_dir.display());
     println!(
-        "  {:<5} {:<14} {:<14} {:>7}  statistics",
-        "job", "step", "status", "time"
+        "  {:<5} {:<14} {:<14} {:>7} {:>7}  statistics",
+        "job", "step", "status", "time", "memory"
     );
     for s in &report.steps {
         let time = s
             .seconds
             .map_or("-".into(), |t| format!("{:.0}ms", t * 1000.0));
+        let memory = s
+            .peak_memory
+            .map_or("-".into(), |m| format!("{:.1}M", m as f64 / 1048576.0));
         let status = s.status.to_string();
         println!(
-            "  {:<5} {:<14} {:<14} {:>7}  {}",
-            s.job, s.label, status, time, s.detail
+            "  {:<5} {:<14} {:<14} {:>7} {:>7}  {}",
+            s.job, s.label, status, time, memory, s.detail
         );
     }
     for step in &report.skipped {
@@ -424,11 +452,29 @@ fn main() {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("procman-refinement-{}", std::process::id()))
     });
+    if std::env::var_os("REFMAC_PACE").is_none() {
+        // Still one thread: the manager is not built yet.
+        std::env::set_var("REFMAC_PACE", "0.1");
+    }
     let manager = ProcessManager::builder()
         .limit(4)
+        .sample_interval(Duration::from_millis(100))
         .build()
         .expect("a limit of 4 is valid");
+    // The progress as the manager reports it, until the manager is gone.
+    let events = manager.subscribe(1024);
+    let printer = std::thread::spawn(move || {
+        for event in events {
+            if let Event::Progress { id, progress, .. } = event {
+                let percent = progress.fraction.map_or(0.0, |f| f * 100.0);
+                let message = progress.message.unwrap_or_default();
+                println!("  job {id}: {message} ({percent:.0}%)");
+            }
+        }
+    });
     let report = run_refinement(&manager, &dir, fail.as_deref());
+    drop(manager);
+    let _ = printer.join();
     print_report(&report);
     if !report.end.finish_status.is_success() {
         std::process::exit(1);

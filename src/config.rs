@@ -19,7 +19,7 @@ pub enum WaitMode {
 
 impl Default for WaitMode {
     fn default() -> WaitMode {
-        if cfg!(target_os = "linux") {
+        if crate::sys::HANDLER_FREE_WAIT {
             WaitMode::Pidfd
         } else {
             WaitMode::Portable
@@ -49,7 +49,7 @@ pub enum ObserveMode {
 
 impl Default for ObserveMode {
     fn default() -> ObserveMode {
-        if cfg!(target_os = "linux") {
+        if crate::sys::FOLLOW_FILES {
             ObserveMode::Files
         } else {
             ObserveMode::Pipes
@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) close_inherited_fds: bool,
     /// How many threads call handlers.
     pub(crate) handler_threads: usize,
+    /// How often running jobs are sampled (`/proc`); `None`: never (no thread, no reads).
+    pub(crate) sample_interval: Option<std::time::Duration>,
 }
 
 /// How [`Handle::shutdown`](crate::Handle::shutdown) treats the work still there.

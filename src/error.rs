@@ -185,3 +185,16 @@ impl fmt::Display for WaitTimeoutError {
 }
 
 impl std::error::Error for WaitTimeoutError {}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder saying it is not a
+/// string. Used wherever a caught panic is reported (workers, readers, handlers, the Slurm
+/// poller, the retry timer, plugins, signal slots).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<panic payload is not a string>".to_owned()
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::record::{JobId, JobRecord, JobStatus};
+use crate::watch::{Progress, Usage};
 
 /// Something that happened to a job.
 #[derive(Clone, Debug)]
@@ -40,6 +41,25 @@ pub enum Event {
         /// How it ended.
         status: JobStatus,
     },
+    /// A sample of a running job's processes (with
+    /// [`Builder::sample_interval`](crate::Builder::sample_interval)), one per interval.
+    Usage {
+        /// The job.
+        id: JobId,
+        /// The attempt sampled.
+        attempt: u32,
+        /// The figures.
+        usage: Usage,
+    },
+    /// A running job's progress changed (see [`JobSpec::progress`](crate::JobSpec::progress)).
+    Progress {
+        /// The job.
+        id: JobId,
+        /// The attempt whose output told it.
+        attempt: u32,
+        /// The latest progress.
+        progress: Progress,
+    },
     /// The job reached a final status; the record is final. Sent before its handler runs.
     Finished(Box<JobRecord>),
     /// This many events were dropped because the subscriber's channel was full.
@@ -54,11 +74,23 @@ pub(crate) struct Subscriber {
 #[derive(Default)]
 pub(crate) struct Subscribers {
     list: Vec<Subscriber>,
+    /// The manager was shut down: no event can come any more.
+    ended: bool,
 }
 
 impl Subscribers {
+    /// A new subscriber; once ended, `tx` is dropped at once (its receiver is disconnected).
     pub(crate) fn add(&mut self, tx: Sender<Event>) {
-        self.list.push(Subscriber { tx, lost: 0 });
+        if !self.ended {
+            self.list.push(Subscriber { tx, lost: 0 });
+        }
+    }
+
+    /// Shutdown finished: every subscriber's channel is disconnected (after the events still
+    /// in it), so a receiver's iteration ends.
+    pub(crate) fn end(&mut self) {
+        self.ended = true;
+        self.list.clear();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -107,6 +139,9 @@ pub struct Snapshot {
     pub evicted: Vec<(JobStatus, usize)>,
     /// The running jobs: id, OS pid, time since the current attempt was spawned.
     pub running: Vec<(JobId, u32, Duration)>,
+    /// The running jobs again (the same, in the same order), with their latest sample and
+    /// progress.
+    pub live: Vec<LiveJob>,
     /// Whether starting new jobs is paused.
     pub paused: bool,
     /// The current limit on running jobs.
@@ -135,4 +170,20 @@ impl Snapshot {
     pub fn total(&self, status: JobStatus) -> usize {
         self.count(status) + self.evicted(status)
     }
+}
+
+/// A running job as [`Snapshot::live`](Snapshot::live) shows it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LiveJob {
+    /// The job.
+    pub id: JobId,
+    /// Its attempt now running (1 for the first).
+    pub attempt: u32,
+    /// Its latest sample, `None` before the first (or when sampling is off).
+    pub usage: Option<Usage>,
+    /// Its latest progress, `None` before its parser found any (or when it has none). Kept
+    /// across retries: a retried job shows where the previous attempt got until the new one
+    /// tells more.
+    pub progress: Option<Progress>,
 }

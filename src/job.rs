@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::record::{JobId, ResourceUsage};
 use crate::spec::{EnvEdit, Input, Observer};
 use crate::sys::Exit;
+use crate::watch::ProgressParser;
 
 /// What a worker needs to run a job: fixed when the job is submitted.
 pub(crate) struct JobCore {
@@ -28,6 +29,8 @@ pub(crate) struct JobCore {
     pub(crate) timeout: Option<Duration>,
     pub(crate) grace: Duration,
     pub(crate) observer: Option<Observer>,
+    /// `JobSpec::progress`: makes the job observed (`output::with_progress`).
+    pub(crate) progress: Option<ProgressParser>,
     pub(crate) kill_leftovers: bool,
     /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
     pub(crate) cpus: u32,

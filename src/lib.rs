@@ -133,7 +133,6 @@
 //! test that pins it.
 
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 // `Instant - Duration` panics like `Instant + Duration`; additions are kept out by
 // tests/no_raw_deadlines.rs (clippy cannot see the `+` operator), subtractions by this lint.
 #![deny(clippy::unchecked_time_subtraction)]
@@ -147,14 +146,13 @@ mod events;
 #[cfg(test)]
 mod fault;
 mod job;
-#[cfg(feature = "cli")]
-pub mod jobfile;
 mod manager;
 mod output;
 mod plugin;
 mod record;
 mod signal;
 mod spec;
+mod watch;
 
 /// Running jobs on a Slurm cluster behind the same API: see [`Builder::slurm`] and
 /// DESIGN.md, "Running jobs on Slurm" (submission, state mapping, the poller, timeouts and kills).
@@ -196,7 +194,7 @@ pub mod __contain {
 pub use config::{ObserveMode, ShutdownMode, WaitMode};
 pub use engine::sched::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
-pub use events::{Event, Snapshot};
+pub use events::{Event, LiveJob, Snapshot};
 pub use manager::{Builder, Handle, ProcessManager, RecordHold};
 pub use plugin::{
     AlreadyStarted, FinishStatus, Pipeline, PipelineFinished, Plugin, PluginInfo, PluginStatus,
@@ -207,3 +205,50 @@ pub use record::{
 };
 pub use signal::{ConnectionId, EmitReport, Signal, SlotPanic};
 pub use spec::{Handler, JobSpec, Observer, RetryOn, Stream, OBSERVER_LINE_CAP};
+pub use watch::{Progress, ProgressParser, Usage, UsageSummary};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{JobSpec, ProcessManager};
+
+    fn sampler_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "procman-sample")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Sampling off: no sampling thread, no read of /proc; on: both.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sampling_costs_nothing_when_off() {
+        let _one = crate::sys::SCAN_TEST_LOCK.lock();
+        let before = crate::sys::proc_scans();
+        let m = ProcessManager::new();
+        let r = m.run(JobSpec::new("sleep").arg("0.3")).unwrap();
+        assert!(r.status.is_success() && r.sampled.is_none());
+        assert_eq!(sampler_threads(), 0);
+        assert_eq!(crate::sys::proc_scans(), before, "sampling off read /proc");
+        drop(m);
+
+        let m = ProcessManager::builder()
+            .sample_interval(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let r = m.run(JobSpec::new("sleep").arg("0.3")).unwrap();
+        assert!(
+            r.sampled.as_ref().is_some_and(|s| s.samples >= 3),
+            "{:?}",
+            r.sampled
+        );
+        assert_eq!(sampler_threads(), 1);
+        assert!(crate::sys::proc_scans() > before + 2);
+        drop(m);
+        assert_eq!(sampler_threads(), 0, "shutdown joins the sampling thread");
+    }
+}

@@ -160,6 +160,11 @@ pub struct JobRecord {
     pub attempts: u32,
     /// What the last attempt cost; `None` until it ended or when it never started.
     pub usage: Option<ResourceUsage>,
+    /// The summary of the last attempt's live samples of its whole process group (peaks and
+    /// means; with [`Builder::sample_interval`](crate::Builder::sample_interval)): so far while
+    /// it runs, final with the record. `None` when sampling is off or no sample was taken.
+    /// Boxed: a pending job's record stays small.
+    pub sampled: Option<Box<crate::watch::UsageSummary>>,
     /// The panic message of the job's handler, if it panicked, or a message starting with
     /// `internal error:` if the dispatcher thread itself panicked while delivering the job's
     /// completion (the handler still ran exactly once). Filled in after the handler returns, so
@@ -177,6 +182,45 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A pending record of job `id` running `program`, queued now, every other field empty:
+    /// for code outside procman that needs a record of its own (a test of a handler or of a
+    /// plugin's `process_output_files`, say). Set the public fields as needed. Records of real
+    /// jobs come from the manager.
+    ///
+    /// ```
+    /// use procman::{JobId, JobRecord, JobStatus};
+    ///
+    /// let mut record = JobRecord::new(JobId(7), "refmac5");
+    /// record.status = JobStatus::Failed;
+    /// record.exit_code = Some(2);
+    /// assert_eq!(record.ccp4i2_exit_status(), 1);
+    /// ```
+    pub fn new(id: JobId, program: impl Into<OsString>) -> JobRecord {
+        JobRecord {
+            id,
+            program: program.into(),
+            args: Vec::new(),
+            interpreter: None,
+            status: JobStatus::Pending,
+            exit_code: None,
+            signal: None,
+            pid: None,
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            log_file: None,
+            error_file: None,
+            error: None,
+            attempts: 0,
+            usage: None,
+            sampled: None,
+            handler_error: None,
+            priority: 0,
+            after: Vec::new(),
+            backend_state: None,
+        }
+    }
+
     /// CCP4i2's success flag (its `getJobData(pid, 'exitStatus')`): 0 when the job finished
     /// successfully ([`JobStatus::Finished`]), 1 otherwise, also while it is still pending or
     /// running. Not the program's exit code: that is [`exit_code`](Self::exit_code).
@@ -223,28 +267,10 @@ pub fn describe_signal(signal: i32) -> String {
     }
 }
 
-/// The conventional name of a Unix signal number, such as `SIGTERM` for 15.
+/// The conventional name of a signal number on this system, such as `SIGTERM` for 15
+/// (numbered as this system numbers them: `SIGUSR1` is 10 on Linux, 30 on macOS).
 pub fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        _ => return None,
-    })
+    crate::sys::signal_name(signal)
 }
 
 /// What [`kill_process`](crate::Handle::kill_process) did.

@@ -1,7 +1,6 @@
 //! A thread-safe, re-entrant callback list: [`Signal<T>`] (layer 6, beside the plugin layer,
 //! which uses it for `finished`). Private: its items are re-exported at the crate root.
 
-use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -400,7 +399,7 @@ impl<T> Signal<T> {
                 Some(Ok(())) => report.called += 1,
                 Some(Err(payload)) => {
                     report.called += 1;
-                    let message = panic_message(payload);
+                    let message = crate::error::panic_message(&*payload);
                     log::error!("signal slot {} panicked: {message}", slot.id);
                     report.panicked.push(SlotPanic {
                         id: slot.id,
@@ -467,15 +466,5 @@ impl<T> fmt::Debug for Signal<T> {
         f.debug_struct("Signal")
             .field("connections", &live)
             .finish_non_exhaustive()
-    }
-}
-
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "<panic payload is not a string>".to_owned()
     }
 }

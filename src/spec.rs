@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::record::{JobId, JobRecord};
+use crate::watch::{Progress, ProgressParser};
 
 /// A completion handler: called exactly once, on the dispatcher thread, with the final record.
 pub type Handler = Box<dyn FnOnce(&JobRecord) + Send + 'static>;
@@ -134,6 +135,7 @@ pub struct JobSpec {
     pub(crate) grace: Option<Duration>,
     pub(crate) handler: Option<Handler>,
     pub(crate) observer: Option<Observer>,
+    pub(crate) progress: Option<ProgressParser>,
     pub(crate) priority: i32,
     pub(crate) after: Vec<JobId>,
     pub(crate) retry: Retry,
@@ -159,6 +161,7 @@ impl JobSpec {
             grace: None,
             handler: None,
             observer: None,
+            progress: None,
             priority: 0,
             after: Vec::new(),
             retry: Retry::default(),
@@ -341,6 +344,44 @@ impl JobSpec {
         observer: impl Fn(JobId, Stream, &[u8]) + Send + Sync + 'static,
     ) -> JobSpec {
         self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Reads the job's progress from its output: `parser(line)` is called with each line of
+    /// both streams (without `\n`, as an [`observe`](Self::observe)r gets them) on the job's
+    /// reader thread, and a line that tells the progress returns it. The latest progress is in
+    /// [`Snapshot::live`](crate::Snapshot::live) and reaches subscribers as
+    /// [`Event::Progress`](crate::Event::Progress) (lines that come faster than the engine
+    /// takes them are coalesced: the latest wins). The job's output is observed as with
+    /// `observe` (same threads, same modes); an observer set too gets every line after the
+    /// parser. A panicking parser is logged and not called again. Local backend only (Slurm
+    /// jobs are not observed).
+    ///
+    /// ```
+    /// use procman::{JobSpec, Progress};
+    ///
+    /// // refmac prints "... cycle 3 of 10 ..."
+    /// let spec = JobSpec::new("refmac5").progress(|line| {
+    ///     let text = std::str::from_utf8(line).ok()?;
+    ///     let rest = &text[text.find("cycle ")? + 6..];
+    ///     let mut words = rest.split_whitespace();
+    ///     let n: u64 = words.next()?.parse().ok()?;
+    ///     (words.next()? == "of").then_some(())?;
+    ///     let m: u64 = words.next()?.parse().ok()?;
+    ///     Some(Progress::steps(n, m, format!("cycle {n} of {m}")))
+    /// });
+    /// ```
+    pub fn progress(
+        mut self,
+        parser: impl Fn(&[u8]) -> Option<Progress> + Send + Sync + 'static,
+    ) -> JobSpec {
+        self.progress = Some(Arc::new(parser));
+        self
+    }
+
+    /// Like [`progress`](Self::progress) with a parser shared between jobs.
+    pub fn progress_parser(mut self, parser: ProgressParser) -> JobSpec {
+        self.progress = Some(parser);
         self
     }
 

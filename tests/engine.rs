@@ -79,9 +79,14 @@ fn the_global_instance_is_one_instance_whichever_thread_touches_it_first() {
             let here = ProcessManager::global() as *const _ as usize;
             assert!(from_threads.iter().all(|&p| p == here), "{from_threads:?}");
             // One manager was built: one dispatcher and its first worker ("procman-worker-N"
-            // cut to 15 bytes; more are created as jobs need them).
-            assert_eq!(threads_named("procman-dispatc"), 1);
-            assert_eq!(threads_named("procman-worker-"), 1);
+            // cut to 15 bytes; more are created as jobs need them). A new thread names itself
+            // once it runs: under load, its name may show a moment after `global()` returned.
+            let named = |prefix: &str| {
+                eventually(LONG, || threads_named(prefix) >= 1);
+                threads_named(prefix)
+            };
+            assert_eq!(named("procman-dispatc"), 1);
+            assert_eq!(named("procman-worker-"), 1);
             assert_eq!(ProcessManager::global().limit(), 10);
             let r = ProcessManager::global().run(JobSpec::new("true")).unwrap();
             assert_eq!(r.status, JobStatus::Finished);
@@ -470,6 +475,71 @@ fn dropping_a_handle_leaves_the_manager_running_and_dropping_the_owner_ends_its_
     assert_eq!(
         h.start_process(JobSpec::new("true")),
         Err(StartError::ShutDown)
+    );
+}
+
+#[test]
+fn subscriptions_end_when_the_manager_stops_even_while_handles_live() {
+    let m = manager(2);
+    let h = m.handle();
+    let before = h.subscribe(64);
+    let id = h.run(JobSpec::new("true")).unwrap().id;
+    drop(m);
+    // Every event sent before the stop is delivered, then the channel ends (a `for ev in rx`
+    // loop returns) although `h` still lives.
+    let mut events = vec![];
+    loop {
+        match before.recv_timeout(LONG) {
+            Ok(e) => events.push(e),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the channel did not end: {e:?}; got {events:?}"),
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, procman::Event::Finished(r) if r.id == id)),
+        "{events:?}"
+    );
+    let after = h.subscribe(8);
+    assert!(matches!(
+        after.recv_timeout(LONG),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+    ));
+}
+
+#[test]
+fn concurrent_shutdowns_both_return_only_once_the_threads_are_gone() {
+    // In a process of its own: the thread counts are process-wide.
+    isolate::isolated(
+        "concurrent_shutdowns_both_return_only_once_the_threads_are_gone",
+        Duration::from_secs(120),
+        || {
+            for _ in 0..20 {
+                let m = manager(4);
+                for _ in 0..4 {
+                    m.start_process(JobSpec::new("sleep").arg("30")).unwrap();
+                }
+                let h = m.handle();
+                // A thread that has exited can stay listed in /proc for a moment after its
+                // join returned: allow 100 ms for that, far less than a job's grace.
+                let gone = || {
+                    eventually(Duration::from_millis(100), || {
+                        threads_named("procman-") == 0
+                    })
+                };
+                let other = std::thread::spawn(move || {
+                    h.shutdown(ShutdownMode::Cancel, None);
+                    gone()
+                });
+                drop(m);
+                assert!(gone(), "threads left after the owner's drop");
+                assert!(
+                    other.join().unwrap(),
+                    "threads left after the handle's shutdown"
+                );
+            }
+        },
     );
 }
 

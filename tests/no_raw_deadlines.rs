@@ -5,7 +5,7 @@
 //! `Duration * n` on overflow. Every deadline goes through `src/deadline.rs` (`None`: no
 //! deadline) and `Duration` sums and products saturate. clippy's `disallowed_methods` cannot
 //! see the `+` operator (and `unchecked_time_subtraction`, denied in lib.rs, covers only `-`),
-//! so this test reads the library's and the Python binding's sources: it strips comments and
+//! so this test reads the library's, the tool's and the Python binding's sources: it strips comments and
 //! literals, learns which names are declared as `Instant` or `Duration` (variables, fields,
 //! parameters, constants, `let x = Instant::now()`), and flags
 //! - `+`, `+=`, `*`, `*=` with such a name, `Instant::now()`, a `Duration` constructor or a
@@ -493,6 +493,7 @@ fn no_raw_instant_or_duration_arithmetic_in_the_sources() {
     let mut paths = vec![];
     rust_files(&root.join("src"), &mut paths);
     rust_files(&root.join("python/src"), &mut paths);
+    rust_files(&root.join("cli/src"), &mut paths);
     paths.sort();
     let files: Vec<(String, String)> = paths
         .iter()

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -100,43 +99,4 @@ fn a_raised_limit_gets_its_workers_while_all_are_busy() {
     }));
     m.set_limit(2).unwrap();
     all_met(&m, &dir, &ids);
-}
-
-#[test]
-fn the_tool_runs_one_job_at_j_100000_with_few_threads() {
-    let _t = turn();
-    let dir = TempDir::new("workers-cli");
-    let out_file = dir.join("threads.txt");
-    let jobs = dir.join("jobs.txt");
-    // The job reads the tool's thread count (its parent's status).
-    std::fs::write(
-        &jobs,
-        format!(
-            "sh -c 'grep ^Threads: /proc/$PPID/status > {}'\n",
-            out_file.display()
-        ),
-    )
-    .unwrap();
-    let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_procman"))
-        .args(["batch", "-j", "100000", "--no-logs"])
-        .arg(&jobs)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    let line = std::fs::read_to_string(&out_file).unwrap();
-    let threads: usize = line
-        .trim()
-        .strip_prefix("Threads:")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(threads <= 10, "{threads} threads in the tool");
 }

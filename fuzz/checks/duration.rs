@@ -1,8 +1,8 @@
-//! The `duration` fuzz target's check, shared with `tests/fuzz_corpora.rs` (which replays the
+//! The `duration` fuzz target's check, shared with `cli/tests/fuzz_corpora.rs` (which replays the
 //! committed corpus through it): `parse_duration` never panics, and an accepted duration written
 //! back as seconds with nine decimals parses to the same value.
 
-use procman::jobfile::parse_duration;
+use procman_cli::parse_duration;
 
 /// Panics if `data` breaks the invariant.
 pub fn check(data: &[u8]) {

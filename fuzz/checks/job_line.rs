@@ -1,8 +1,8 @@
-//! The `job_line` fuzz target's check, shared with `tests/fuzz_corpora.rs` (which replays the
+//! The `job_line` fuzz target's check, shared with `cli/tests/fuzz_corpora.rs` (which replays the
 //! committed corpus through it): `parse_job_line` never panics; accepted jobs satisfy the
 //! documented invariants, and a shell-words job re-quoted parses to the same job.
 
-use procman::jobfile::{join_words, parse_job_line};
+use procman_cli::{join_words, parse_job_line};
 
 /// Panics if `data` breaks an invariant.
 pub fn check(data: &[u8]) {

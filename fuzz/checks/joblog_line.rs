@@ -1,8 +1,9 @@
-//! The `joblog_line` fuzz target's check, shared with `tests/fuzz_corpora.rs` (which replays the
-//! committed corpus through it): `parse_joblog_line` never panics; an accepted line formatted
-//! again with `to_line` parses to the same entry, and formatting is then a fixed point.
+//! The `joblog_line` fuzz target's check, shared with `cli/tests/fuzz_corpora.rs` (which
+//! replays the committed corpus through it): `parse_joblog_line` never panics; an accepted line
+//! formatted again with `to_line` parses to the same entry, and formatting is then a fixed
+//! point.
 
-use procman::jobfile::parse_joblog_line;
+use procman_cli::parse_joblog_line;
 
 /// Panics if `data` breaks an invariant.
 pub fn check(data: &[u8]) {

@@ -1,8 +1,8 @@
-//! The `words` fuzz target's check, shared with `tests/fuzz_corpora.rs` (which replays the
+//! The `words` fuzz target's check, shared with `cli/tests/fuzz_corpora.rs` (which replays the
 //! committed corpus through it): `split_words` never panics; whatever it accepts, quoting the
 //! words and splitting again gives the same words back.
 
-use procman::jobfile::{join_words, quote_word, split_words};
+use procman_cli::{join_words, quote_word, split_words};
 
 /// Panics if `data` breaks the invariant.
 pub fn check(data: &[u8]) {
@@ -27,7 +27,7 @@ pub fn check_all(data: &[u8]) {
 /// input without quoting, escapes, comments or operators it splits at ASCII blanks and keeps
 /// every byte.
 pub fn check_bytes(data: &[u8]) {
-    use procman::jobfile::split_words_bytes;
+    use procman_cli::split_words_bytes;
     use std::os::unix::ffi::OsStrExt;
     let got = split_words_bytes(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// The check itself, shared with `tests/fuzz_corpora.rs`, which replays the committed corpus.
+/// The check itself, shared with `cli/tests/fuzz_corpora.rs`, which replays the committed
+/// corpus.
 #[path = "../checks/duration.rs"]
 mod check;
 

@@ -21,10 +21,15 @@ from __future__ import annotations
 
 from ._procman import (  # noqa: F401
     __version__,
+    Event,
+    Events,
     JobSpec,
     Manager,
+    Progress,
     Record,
     StartError,
+    Usage,
+    UsageSummary,
     statuses,
 )
 from ._runtime import global_manager  # noqa: F401
@@ -54,10 +59,15 @@ __all__ = [
     "__version__",
     "ASYNC_PROCESSMANAGER",
     "AsyncProcessManager",
+    "Event",
+    "Events",
     "JobSpec",
     "Manager",
+    "Progress",
     "Record",
     "STATUSES",
     "StartError",
+    "Usage",
+    "UsageSummary",
     "global_manager",
 ]

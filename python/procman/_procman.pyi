@@ -25,6 +25,41 @@ _Seconds = Union[float, datetime.timedelta]
 class StartError(ValueError): ...
 
 @final
+class Usage:
+    elapsed: float
+    cpu: float
+    cpu_percent: float
+    rss: int
+    peak_rss: int
+    processes: int
+    threads: int
+    read_bytes: Optional[int]
+    written_bytes: Optional[int]
+
+@final
+class UsageSummary:
+    samples: int
+    peak_rss: int
+    mean_rss: int
+    peak_cpu_percent: float
+    mean_cpu_percent: float
+    peak_processes: int
+    peak_threads: int
+    cpu: float
+    read_bytes: Optional[int]
+    written_bytes: Optional[int]
+
+@final
+class Progress:
+    fraction: Optional[float]
+    message: Optional[str]
+    def __new__(
+        cls, fraction: Optional[float] = None, message: Optional[str] = None
+    ) -> "Progress": ...
+
+_ProgressResult = Union[None, float, str, Tuple[Optional[float], Optional[str]], Progress]
+
+@final
 class Record:
     id: int
     program: str
@@ -49,9 +84,28 @@ class Record:
     user_cpu: Optional[float]
     system_cpu: Optional[float]
     peak_memory: Optional[int]
+    sampled: Optional[UsageSummary]
     is_final: bool
     is_success: bool
     def describe(self) -> str: ...
+
+@final
+class Event:
+    kind: Literal["queued", "started", "retrying", "usage", "progress", "finished", "lost", "other"]
+    id: Optional[int]
+    attempt: Optional[int]
+    pid: Optional[int]
+    status: Optional[str]
+    record: Optional[Record]
+    usage: Optional[Usage]
+    progress: Optional[Progress]
+    lost: Optional[int]
+
+@final
+class Events:
+    def __iter__(self) -> "Events": ...
+    def __next__(self) -> Event: ...
+    def pending(self) -> List[Event]: ...
 
 @final
 class JobSpec:
@@ -70,6 +124,7 @@ class JobSpec:
     grace: Optional[_Seconds]
     on_finish: Optional[Callable[[Record], Any]]
     observe: Optional[Callable[[int, str, bytes], Any]]
+    progress: Optional[Callable[[bytes], _ProgressResult]]
     priority: int
     after: List[int]
     kill_leftovers: Optional[bool]
@@ -91,6 +146,7 @@ class JobSpec:
         grace: Optional[_Seconds] = None,
         on_finish: Optional[Callable[[Record], Any]] = None,
         observe: Optional[Callable[[int, str, bytes], Any]] = None,
+        progress: Optional[Callable[[bytes], _ProgressResult]] = None,
         priority: int = 0,
         after: Optional[Sequence[int]] = None,
         kill_leftovers: Optional[bool] = None,
@@ -107,6 +163,7 @@ class Manager:
         max_records: Optional[int] = 10000,
         max_age: Optional[_Seconds] = None,
         handler_threads: int = 1,
+        sample_interval: Optional[_Seconds] = None,
     ) -> "Manager": ...
     def set_retention(
         self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None
@@ -118,6 +175,9 @@ class Manager:
     def run(self, spec: JobSpec) -> Record: ...
     def wait(self, id: int, timeout: Optional[float] = None) -> Record: ...
     def wait_all(self) -> None: ...
+    def events(self, capacity: int = 1024) -> Events: ...
+    def usage(self, id: int) -> Optional[Usage]: ...
+    def progress(self, id: int) -> Optional[Progress]: ...
     def job(self, id: int) -> Optional[Record]: ...
     def running(self) -> List[int]: ...
     def pending(self) -> List[int]: ...
@@ -132,4 +192,17 @@ class Manager:
 def global_manager() -> Manager: ...
 def statuses() -> List[str]: ...
 
-__all__ = ["Manager", "JobSpec", "Record", "global_manager", "statuses", "StartError", "__version__"]
+__all__ = [
+    "Manager",
+    "JobSpec",
+    "Record",
+    "Usage",
+    "UsageSummary",
+    "Progress",
+    "Event",
+    "Events",
+    "global_manager",
+    "statuses",
+    "StartError",
+    "__version__",
+]

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import asyncio
     from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._procman import JobSpec, Manager, Record
+from ._procman import JobSpec, Manager, Progress, Record, Usage
 from ._runtime import global_manager
 
 #: The logger everything here logs to: CCP4i2's own module's, so the host's configuration of
@@ -65,6 +65,11 @@ JOB_ATTRIBUTES = (
     "error", "errorReport", "process", "stdout_file", "stderr_file",
     # procman's extras
     "errFile", "osPid", "signal", "attempts", "queueTime", "handlerError", "description",
+    # procman's live figures (README.md, "Live figures"): while the job runs, from the latest
+    # sample of its whole process group and its progress parser; once it ended, the summary of
+    # its samples where there is one.
+    "cpuPercent", "cpuTime", "memory", "peakMemory", "threads", "processes", "readBytes",
+    "writtenBytes", "progress", "progressMessage",
 )
 
 _MAX_ID = 2**64 - 1
@@ -212,7 +217,8 @@ class AsyncProcessManager:
         with no time cap (Ctrl-C interrupts the wait and kills the job; inside a handler, see
         the module's documentation). Unknown keyword arguments are logged and ignored.
         procman's extra keyword errorFile puts stderr there instead (the logFile itself: stderr
-        merged into the log). Raises TypeError for a missing command or a malformed handler,
+        merged into the log); its extra keyword progress takes a progress parser (see JobSpec),
+        whose latest result getJobData's 'progress' and 'progressMessage' give. Raises TypeError for a missing command or a malformed handler,
         procman.StartError (a ValueError) for a job procman refuses."""
         pid = self._start(command, args, inputFile, logFile, interpreter, cwd, env, handler,
                           timeout, ifAsync, errorFile, kwargs, _running_loop())
@@ -244,6 +250,8 @@ class AsyncProcessManager:
                interpreter: Any, cwd: Any, env: Optional[Mapping[str, str]], handler: _Handler,
                timeout: Optional[float], ifAsync: bool, errorFile: Any, extra: Dict[str, Any],
                loop: Optional[asyncio.AbstractEventLoop]) -> int:
+        # procman's extra keyword: a progress parser (JobSpec's), for getJobData's 'progress'.
+        progress = extra.pop("progress", None)
         if extra:
             logger.warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
                            command, ", ".join(sorted(extra)))
@@ -274,6 +282,7 @@ class AsyncProcessManager:
             env=dict(env) if env else None,
             timeout=timeout / 1000.0 if timeout is not None and timeout > 0 else None,
             on_finish=self._on_finish(job, callback, cb_kwargs, loop),
+            progress=progress,
         )
         # Held across start and insertion so a handler that runs at once finds its job.
         with self._lock:
@@ -510,6 +519,50 @@ def _handler_error(record: Record, job: Optional[_Job]) -> Optional[str]:
     return record.handler_error or (job.handler_error if job is not None else None)
 
 
+def _usage(record: Record) -> Optional[Usage]:
+    return None if record.is_final else global_manager().usage(record.id)
+
+
+def _progress(record: Record) -> Optional[Progress]:
+    return None if record.is_final else global_manager().progress(record.id)
+
+
+def _cpu_time(record: Record) -> Optional[float]:
+    usage = _usage(record)
+    if usage is not None:
+        return usage.cpu
+    if record.sampled is not None:
+        return record.sampled.cpu
+    if record.user_cpu is not None and record.system_cpu is not None:
+        return record.user_cpu + record.system_cpu
+    return None
+
+
+def _peak_memory(record: Record) -> Optional[int]:
+    usage = _usage(record)
+    if usage is not None:
+        return usage.peak_rss
+    if record.sampled is not None:
+        return record.sampled.peak_rss
+    return record.peak_memory
+
+
+def _io(record: Record, written: bool) -> Optional[int]:
+    usage = _usage(record)
+    if usage is not None:
+        return usage.written_bytes if written else usage.read_bytes
+    if record.sampled is not None:
+        return record.sampled.written_bytes if written else record.sampled.read_bytes
+    return None
+
+
+def _progress_field(record: Record, message: bool) -> Any:
+    p = _progress(record)
+    if p is None:
+        return None
+    return p.message if message else p.fraction
+
+
 #: attribute -> how to read it from (record, job); each is computed only when asked for.
 _GETTERS: Dict[str, Callable[[Record, Optional[_Job]], Any]] = {
     "pid": lambda r, j: r.id,
@@ -540,6 +593,16 @@ _GETTERS: Dict[str, Callable[[Record, Optional[_Job]], Any]] = {
     "queueTime": lambda r, j: r.queued_at,
     "handlerError": _handler_error,
     "description": lambda r, j: r.describe(),
+    "cpuPercent": lambda r, j: getattr(_usage(r), "cpu_percent", None),
+    "cpuTime": lambda r, j: _cpu_time(r),
+    "memory": lambda r, j: getattr(_usage(r), "rss", None),
+    "peakMemory": lambda r, j: _peak_memory(r),
+    "threads": lambda r, j: getattr(_usage(r), "threads", None),
+    "processes": lambda r, j: getattr(_usage(r), "processes", None),
+    "readBytes": lambda r, j: _io(r, False),
+    "writtenBytes": lambda r, j: _io(r, True),
+    "progress": lambda r, j: _progress_field(r, False),
+    "progressMessage": lambda r, j: _progress_field(r, True),
 }
 assert tuple(_GETTERS) == JOB_ATTRIBUTES
 

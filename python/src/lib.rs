@@ -22,6 +22,8 @@ use procman::{
     ProcessManager, RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream,
     WaitTimeoutError,
 };
+mod watch;
+
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -99,6 +101,10 @@ pub struct Record {
     system_cpu: Option<f64>,
     #[pyo3(get)]
     peak_memory: Option<u64>,
+    /// The summary of the job's live samples (peaks and means of its whole process group), when
+    /// its manager samples (`Manager(sample_interval=...)`); so far while it runs.
+    #[pyo3(get)]
+    sampled: Option<watch::UsageSummary>,
     /// CCP4i2's success flag (`JobRecord::ccp4i2_exit_status`): 0 when the job finished
     /// successfully, else 1. The Python name stays `exit_status` (what CCP4i2 reads).
     #[pyo3(get)]
@@ -135,6 +141,7 @@ impl From<&JobRecord> for Record {
             user_cpu: r.usage.and_then(|u| u.user_cpu).map(|d| d.as_secs_f64()),
             system_cpu: r.usage.and_then(|u| u.system_cpu).map(|d| d.as_secs_f64()),
             peak_memory: r.usage.and_then(|u| u.peak_memory),
+            sampled: r.sampled.as_deref().map(watch::UsageSummary::from),
             exit_status: r.ccp4i2_exit_status(),
             is_final: r.status.is_final(),
             is_success: r.status.is_success(),
@@ -209,6 +216,11 @@ pub struct JobSpec {
     /// Called as `observe(job_id, 'stdout' | 'stderr', line: bytes)` on a reader thread.
     #[pyo3(get, set)]
     observe: Py<PyAny>,
+    /// Called as `progress(line: bytes)` on a reader thread for each output line; returns None,
+    /// a fraction (0.0 to 1.0), a message, `(fraction, message)` or a `Progress`. The latest
+    /// is in `Manager.progress(id)` and the events.
+    #[pyo3(get, set)]
+    progress: Py<PyAny>,
     #[pyo3(get, set)]
     priority: i32,
     /// Job ids this job runs after (it starts only if they all finished successfully).
@@ -224,8 +236,8 @@ impl JobSpec {
     #[new]
     #[pyo3(signature = (program, args=None, *, interpreter=None, input_file=None, input_bytes=None,
         log_file=None, error_file=None, merge_stderr=false, cwd=None, env=None, env_update=None,
-        timeout=None, grace=None, on_finish=None, observe=None, priority=0, after=None,
-        kill_leftovers=None))]
+        timeout=None, grace=None, on_finish=None, observe=None, progress=None, priority=0,
+        after=None, kill_leftovers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -244,6 +256,7 @@ impl JobSpec {
         grace: Option<Py<PyAny>>,
         on_finish: Option<Py<PyAny>>,
         observe: Option<Py<PyAny>>,
+        progress: Option<Py<PyAny>>,
         priority: i32,
         after: Option<Vec<u64>>,
         kill_leftovers: Option<bool>,
@@ -265,6 +278,7 @@ impl JobSpec {
             grace: grace.unwrap_or_else(none),
             on_finish: on_finish.unwrap_or_else(none),
             observe: observe.unwrap_or_else(none),
+            progress: progress.unwrap_or_else(none),
             priority,
             after: after.unwrap_or_default(),
             kill_leftovers,
@@ -481,6 +495,13 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
         }
         spec = spec.observe(python_observer(observe.clone().unbind()));
     }
+    let progress = s.progress.bind(py);
+    if !progress.is_none() {
+        if !progress.is_callable() {
+            return Err(PyTypeError::new_err("progress must be callable"));
+        }
+        spec = spec.progress(watch::python_progress(progress.clone().unbind()));
+    }
     spec = spec.priority(s.priority);
     for &a in &s.after {
         spec = spec.after(JobId(a));
@@ -588,8 +609,9 @@ impl Drop for Manager {
 impl Manager {
     #[new]
     // text_signature: PyO3 would show the constant default as `...` (stubtest, python/README.md).
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1),
-        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1)")]
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1, sample_interval=None),
+        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1, sample_interval=None)")]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         limit: usize,
@@ -598,15 +620,22 @@ impl Manager {
         max_records: Option<usize>,
         max_age: Option<Py<PyAny>>,
         handler_threads: usize,
+        sample_interval: Option<Py<PyAny>>,
     ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
-        let pm = ProcessManager::builder()
+        let mut builder = ProcessManager::builder()
             .limit(limit)
             .grace(grace)
             .kill_leftovers(kill_leftovers)
             .retention(retention(py, max_records, max_age)?)
-            .handler_threads(handler_threads)
+            .handler_threads(handler_threads);
+        if let Some(i) = sample_interval {
+            if let Some(i) = seconds(&i, py, "sample_interval")? {
+                builder = builder.sample_interval(i);
+            }
+        }
+        let pm = builder
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Manager {
@@ -694,6 +723,34 @@ impl Manager {
         }
         py.detach(|| self.pm.wait_all());
         Ok(())
+    }
+
+    /// The manager's events, in order, as an iterator (see `Events`): at most `capacity` wait
+    /// undelivered (more are dropped and counted). Ends once the manager has shut down.
+    #[pyo3(signature = (capacity=1024))]
+    fn events(&self, capacity: usize) -> watch::Events {
+        let rx = self.pm.subscribe(capacity.max(1));
+        watch::Events::new(Box::new(move |d| match rx.recv_timeout(d) {
+            Ok(e) => watch::Next::Event(e),
+            Err(e) if e.is_timeout() => watch::Next::Timeout,
+            Err(_) => watch::Next::Closed,
+        }))
+    }
+
+    /// The latest sample of a running job's processes; None when it is not running, has not
+    /// been sampled yet, or the manager does not sample (`sample_interval`). Never blocks.
+    fn usage(&self, id: u64) -> Option<watch::Usage> {
+        let snap = self.pm.snapshot();
+        let job = snap.live.iter().find(|j| j.id.0 == id)?;
+        job.usage.as_ref().map(watch::Usage::from)
+    }
+
+    /// The latest progress of a running job (from its `progress` parser); None when it is not
+    /// running or told none yet. Never blocks.
+    fn progress(&self, id: u64) -> Option<watch::Progress> {
+        let snap = self.pm.snapshot();
+        let job = snap.live.iter().find(|j| j.id.0 == id)?;
+        job.progress.as_ref().map(watch::Progress::from)
     }
 
     /// A snapshot of the job's record; None for an unknown, deleted or forgotten (evicted) id.
@@ -821,8 +878,11 @@ fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
     let pm = match GLOBAL_PM.get() {
         Some(pm) => pm,
         None => {
-            let built = ProcessManager::builder()
-                .handler_threads(GLOBAL_HANDLER_THREADS)
+            let mut builder = ProcessManager::builder().handler_threads(GLOBAL_HANDLER_THREADS);
+            if let Some(i) = global_sample_interval()? {
+                builder = builder.sample_interval(i);
+            }
+            let built = builder
                 .build()
                 .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
             // Two threads racing here build two managers; the loser's is dropped (shut down).
@@ -838,6 +898,28 @@ fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
     )?;
     // A race between threads creates two wrappers of the same manager; one is kept.
     Ok(GLOBAL.get_or_init(|| created).clone_ref(py))
+}
+
+/// How often the process-wide manager samples its running jobs: `PROCMAN_SAMPLE_INTERVAL`
+/// seconds (0 or `off`: never), else every second (CCP4i2's `getJobData` then answers live
+/// figures; one thread reads /proc once a second while jobs run).
+/// ValueError for a value that is not a number of seconds.
+fn global_sample_interval() -> PyResult<Option<Duration>> {
+    match std::env::var("PROCMAN_SAMPLE_INTERVAL") {
+        Err(_) => Ok(Some(Duration::from_secs(1))),
+        Ok(v) if v.trim() == "off" => Ok(None),
+        Ok(v) => match v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(Duration::try_from_secs_f64)
+        {
+            Some(Ok(d)) => Ok((!d.is_zero()).then_some(d)),
+            _ => Err(PyValueError::new_err(format!(
+                "PROCMAN_SAMPLE_INTERVAL={v:?} is not a number of seconds (or 'off')"
+            ))),
+        },
+    }
 }
 
 /// The lower-case status names, in the order of procman's JobStatus.
@@ -866,6 +948,11 @@ fn _procman(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Manager>()?;
     m.add_class::<JobSpec>()?;
     m.add_class::<Record>()?;
+    m.add_class::<watch::Usage>()?;
+    m.add_class::<watch::UsageSummary>()?;
+    m.add_class::<watch::Progress>()?;
+    m.add_class::<watch::Event>()?;
+    m.add_class::<watch::Events>()?;
     m.add_function(wrap_pyfunction!(global_manager, m)?)?;
     m.add_function(wrap_pyfunction!(statuses, m)?)?;
     m.add("StartError", m.py().get_type::<StartError>())?;

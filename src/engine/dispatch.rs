@@ -8,7 +8,6 @@
 //! exactly once, the completion is still reported, and `JobRecord::handler_error` says
 //! "internal error: ...".
 
-use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -18,6 +17,10 @@ use crossbeam_channel::Receiver;
 use crate::engine::sched::DispatchMsg;
 use crate::engine::Inner;
 use crate::record::JobId;
+
+/// Lives in `error`; re-exported here for the callers that still import it from here
+/// (`engine/mod.rs`, `plugin/mod.rs`) until they import it from `error` (issue 18).
+use crate::error::panic_message;
 
 thread_local! {
     /// On a handler thread: its manager's key (`Inner::key`, never 0) and the job whose handler
@@ -94,15 +97,4 @@ fn call(
         .map(|p| panic_message(&*p))?;
     log::error!("job {id}: the completion handler panicked: {msg}");
     Some(msg)
-}
-
-/// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-text payload".to_owned()
-    }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod sched;
+mod workers;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,12 +16,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::backend::local::worker_loop;
 use crate::backend::Backend;
 use crate::config::{Config, ShutdownMode};
 use crate::deadline;
 use crate::engine::dispatch::dispatcher_loop;
 use crate::engine::sched::{DispatchMsg, Settings, State, TimerStep, WorkMsg};
+use crate::engine::workers::worker_loop;
 use crate::job::AttemptEnd;
 use crate::record::JobId;
 use crate::sys;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     /// A refused worker thread was reported (once per manager).
     worker_refused: AtomicBool,
     handler_waits: Mutex<HandlerWaits>,
+    /// Held by the shutdown in progress (see [`Inner::shutdown`]); never with the state lock.
+    shutdown_gate: Mutex<()>,
     stopped: AtomicBool,
     /// Tells this manager from every other one in the process (reader threads are marked with
     /// it and the job they observe: `output::observing`).
@@ -107,6 +110,7 @@ impl Inner {
             idle_workers: AtomicUsize::new(0),
             worker_refused: AtomicBool::new(false),
             handler_waits: Mutex::new(HandlerWaits::default()),
+            shutdown_gate: Mutex::new(()),
             stopped: AtomicBool::new(false),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         });
@@ -211,16 +215,9 @@ impl Inner {
         pid: u32,
         attempt: u32,
         spawned: Instant,
-        #[cfg(target_os = "linux")] waker: Option<Arc<sys::Waker>>,
+        waker: sys::Waker,
     ) {
-        self.lock().started(
-            id,
-            pid,
-            attempt,
-            spawned,
-            #[cfg(target_os = "linux")]
-            waker,
-        );
+        self.lock().started(id, pid, attempt, spawned, waker);
     }
 
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
@@ -346,7 +343,7 @@ impl Inner {
         while let Err(p) = catch_unwind(AssertUnwindSafe(|| self.timer_rounds())) {
             log::error!(
                 "internal error: the retry timer thread panicked: {}; it goes on",
-                crate::engine::dispatch::panic_message(&*p)
+                crate::error::panic_message(&*p)
             );
             self.update(|s| s.requeue_orphaned_retries());
         }
@@ -393,17 +390,34 @@ impl Inner {
     pub(crate) fn shutdown(&self, mode: ShutdownMode, timeout: Option<Duration>) {
         if let Some(id) = self.observed_here() {
             log::warn!("shutdown called from the output observer of job {id}: not waiting");
-            self.update(|s| match mode {
-                ShutdownMode::Cancel => s.close_and_cancel(),
-                ShutdownMode::Drain => s.close_for_drain(),
-            });
+            self.update(|s| s.close_from_observer(mode == ShutdownMode::Cancel));
             return;
         }
+        let in_handler = self.on_dispatcher();
+        if mode == ShutdownMode::Cancel {
+            // At once, even while another shutdown (a drain, say) holds the gate below.
+            self.update(State::close_and_cancel);
+        }
+        // One shutdown at a time: a second caller returns only once the first has joined the
+        // threads. A handler never blocks on the gate (the shutdown holding it may be waiting
+        // for that very handler): it waits for the jobs to end, as a shutdown inside a handler
+        // does, and leaves the rest to the holder.
+        let _gate = if in_handler {
+            match self.shutdown_gate.try_lock() {
+                Some(gate) => gate,
+                None => {
+                    self.update(State::close);
+                    self.wait_for(&self.idle, None, |s| s.settled(true));
+                    return;
+                }
+            }
+        } else {
+            self.shutdown_gate.lock()
+        };
         if self.stopped.load(Ordering::SeqCst) {
             self.finish_earlier_shutdown();
             return;
         }
-        let in_handler = self.on_dispatcher();
         let settled = |s: &State| s.settled(in_handler);
         self.update(State::close);
         if mode == ShutdownMode::Drain {
@@ -444,7 +458,9 @@ impl Inner {
             let _ = self.done_tx.send(DispatchMsg::Stop);
         }
         {
-            let _guard = self.lock();
+            let mut state = self.lock();
+            // Every job ended: no event can come any more; receivers' iterations end.
+            state.end_events();
             self.timer_cv.notify_all();
         }
         self.backend.shutdown();

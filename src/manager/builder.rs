@@ -39,6 +39,7 @@ pub struct Builder {
     close_inherited_fds: bool,
     retention: Retention,
     handler_threads: usize,
+    sample_interval: Option<Duration>,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::backend::slurm::SlurmOptions>,
@@ -58,6 +59,7 @@ impl std::fmt::Debug for Builder {
             .field("close_inherited_fds", &self.close_inherited_fds)
             .field("retention", &self.retention)
             .field("handler_threads", &self.handler_threads)
+            .field("sample_interval", &self.sample_interval)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +78,7 @@ impl Default for Builder {
             close_inherited_fds: true,
             retention: Retention::default(),
             handler_threads: 1,
+            sample_interval: None,
             backend: None,
             slurm: None,
         }
@@ -98,6 +101,22 @@ impl Builder {
     /// this cannot deadlock (see [`Handle::wait`](crate::Handle::wait)).
     pub fn handler_threads(mut self, threads: usize) -> Builder {
         self.handler_threads = threads;
+        self
+    }
+
+    /// Samples every running job's resource use this often (default: never; zero is an error
+    /// at `build`): CPU time and CPU %, current and peak resident memory, processes, threads,
+    /// bytes read and written, of every process of the job's process group. Samples reach
+    /// [`Handle::snapshot`](crate::Handle::snapshot) ([`Snapshot::live`](crate::Snapshot::live)),
+    /// subscribers as [`Event::Usage`](crate::Event::Usage), and the final record as
+    /// [`JobRecord::sampled`](crate::JobRecord::sampled) (peaks and means).
+    ///
+    /// One thread (`procman-sample`, started with the first job) reads `/proc` once per
+    /// interval for all running jobs together and wakes each job's worker, which reports the
+    /// sample. Never set, sampling costs nothing: no thread, no read of `/proc`. Linux only
+    /// (elsewhere, and for jobs run by the Slurm backend, jobs are not sampled).
+    pub fn sample_interval(mut self, interval: Duration) -> Builder {
+        self.sample_interval = Some(interval);
         self
     }
 
@@ -210,6 +229,9 @@ impl Builder {
         if self.handler_threads == 0 {
             return Err(BuildError::ZeroLimit("the number of handler threads"));
         }
+        if self.sample_interval == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroLimit("the sample interval"));
+        }
         let cpu_capacity = self
             .cpu_capacity
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -226,7 +248,7 @@ impl Builder {
         let backend: Arc<dyn Backend> = match (self.backend, self.slurm) {
             (Some(b), _) => b,
             (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
-            (None, None) => Arc::new(Local),
+            (None, None) => Arc::new(Local::default()),
         };
         let settings = Settings {
             limit: self.limit,
@@ -242,6 +264,7 @@ impl Builder {
             drain_bound: self.drain_bound,
             close_inherited_fds: self.close_inherited_fds,
             handler_threads: self.handler_threads,
+            sample_interval: self.sample_interval,
         };
         let inner = Inner::start(settings, config, backend).map_err(BuildError::Thread)?;
         Ok(ProcessManager {

@@ -22,7 +22,7 @@ use crate::engine::sched::retain::Retention;
 use crate::engine::Inner;
 use crate::error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 use crate::events::{Event, Snapshot};
-use crate::record::{JobId, JobRecord, JobStatus, KillOutcome};
+use crate::record::{JobId, JobRecord, KillOutcome};
 use crate::spec::JobSpec;
 /// Owns a manager: a pool of worker threads (created as jobs need them) and handler threads
 /// (one by default). Every call on jobs is a method of [`Handle`], reached through `Deref`:
@@ -36,9 +36,20 @@ pub struct ProcessManager {
 }
 
 /// A reference to a manager, cheap to clone, that does not own it: every call on jobs lives
-/// here ([`ProcessManager`] derefs to it). Dropping a handle does nothing; once the owner is
-/// shut down (dropped, or [`shutdown`](Self::shutdown)), a handle's calls fail with
-/// [`StartError::ShutDown`] or find no jobs to act on.
+/// here ([`ProcessManager`] derefs to it). Dropping a handle does nothing.
+///
+/// # After the shutdown
+/// Once the owner is shut down (dropped, or [`shutdown`](Self::shutdown)), no job runs and no
+/// manager thread is left. Through a handle, [`start_process`](Self::start_process) and
+/// [`run`](Self::run) fail with [`StartError::ShutDown`], [`set_limit`](Self::set_limit),
+/// [`set_capacities`](Self::set_capacities), [`pause`](Self::pause) and
+/// [`resume`](Self::resume) fail too, [`subscribe`](Self::subscribe) gives a channel that is
+/// already ended, and [`shutdown`](Self::shutdown) returns at once. The records still held
+/// (see [`Retention`]) still answer [`job_data`](Self::job_data), [`wait`](Self::wait),
+/// [`records`](Self::records) and [`snapshot`](Self::snapshot), and
+/// [`kill_process`](Self::kill_process) reports them finished. That state (records, at most
+/// the retention policy's worth) stays in memory until the last handle is dropped, including
+/// handles held by plugins, pipelines and handlers.
 ///
 /// Every method may be called from any thread, including from inside a handler or an observer.
 /// Methods that block say so; the others take the manager's lock for microseconds only.
@@ -136,7 +147,7 @@ impl Handle {
     /// dependency, a job that can never fit, an input file whose path is also the log's or the
     /// error file's, or a manager that is shut down. Problems found when spawning (a missing
     /// program or input file, an unwritable log, an input that is an output through a link) do
-    /// not fail here: the job ends as [`JobStatus::SpawnFailed`] and its handler runs.
+    /// not fail here: the job ends as [`JobStatus::SpawnFailed`](crate::JobStatus::SpawnFailed) and its handler runs.
     pub fn start_process(&self, spec: JobSpec) -> Result<JobId, StartError> {
         validate(&spec)?;
         self.inner.update(|s| s.submit(spec))
@@ -363,7 +374,9 @@ impl Handle {
     /// Follows the manager without polling: a channel of [`Event`]s holding at most `capacity`
     /// undelivered events. A full channel never blocks the manager: events are dropped and
     /// counted, and an [`Event::Lost`] tells how many before the next one. Dropping the receiver
-    /// unsubscribes.
+    /// unsubscribes. The channel ends (receivers see it disconnected, a `for` loop over it
+    /// returns) once the manager is shut down, after its last event; subscribed after that,
+    /// it is ended from the start. Never blocks.
     pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
         let (tx, rx) = bounded(capacity.max(1));
         self.inner.lock().subscribe(tx);
@@ -388,16 +401,18 @@ impl Handle {
     }
 
     /// Every known record (pending, running and final; not deleted or evicted, see
-    /// [`Retention`]) in id order: a snapshot taken under the manager's lock, O(jobs). Never
-    /// blocks on jobs. Use [`finished_records`](Self::finished_records) for final ones only.
+    /// [`Retention`]) in id order: a copy of each, taken under the manager's lock (O(jobs):
+    /// with many records held, this stalls the manager's threads for that long), sorted after.
+    /// Never blocks on jobs.
     pub fn records(&self) -> Vec<JobRecord> {
-        self.inner.lock().records(|_| true)
+        sorted(self.inner.lock().records(false))
     }
 
-    /// The final records still known (not deleted or evicted, see [`Retention`]) in id
-    /// order: a snapshot, O(jobs). Never blocks on jobs.
+    /// The records of the jobs that ended and whose handler returned (so `handler_error` is
+    /// final), still known (not deleted or evicted, see [`Retention`]), in id order. Costs as
+    /// [`records`](Self::records). Never blocks on jobs.
     pub fn finished_records(&self) -> Vec<JobRecord> {
-        self.inner.lock().records(JobStatus::is_final)
+        sorted(self.inner.lock().records(true))
     }
 
     /// Stops the manager. `Drain` resumes a paused queue and lets queued and running jobs
@@ -447,4 +462,10 @@ impl std::fmt::Debug for Handle {
             .field("running", &running)
             .finish()
     }
+}
+
+/// Records in id order.
+fn sorted(mut records: Vec<JobRecord>) -> Vec<JobRecord> {
+    records.sort_unstable_by_key(|r| r.id);
+    records
 }

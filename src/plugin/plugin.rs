@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::wait::wait_for_end;
 use super::{FinishStatus, Pipeline, PluginInfo, PluginStatus, PluginWaitError, Task};
 use crate::deadline;
-use crate::engine::dispatch::panic_message;
+use crate::error::panic_message;
 use crate::record::{JobId, JobRecord, KillOutcome};
 use crate::signal::Signal;
 use crate::spec::JobSpec;

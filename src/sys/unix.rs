@@ -1,15 +1,14 @@
-//! The operating-system layer: process groups, signals, waiting and reaping, rusage.
+//! Any Unix: process groups, signals, pipes, polling, waiting and reaping, rusage, descriptors,
+//! the child's set-up between fork and exec, signal names.
 //!
-//! Everything `unsafe` in procman lives here, each call wrapped in a function that returns
-//! `io::Result`. Nothing here installs a signal handler; the only one procman can cause is the
+//! Like the rest of `sys`, each `unsafe` call is wrapped in a function that returns
+//! `io::Result` (or cannot fail). Nothing here installs a signal handler; the only one procman can cause is the
 //! `wait-timeout` crate's SIGCHLD handler on the portable wait path (see DESIGN.md).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Duration;
-
-use crate::record::ResourceUsage;
 
 /// How a reaped process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +26,9 @@ impl Exit {
         }
     }
 
-    fn from_wait_status(status: libc::c_int) -> Exit {
+    /// Decodes a wait status (`waitpid`'s, or one a Slurm node reported: the same encoding).
+    /// A status that is neither an exit nor a signal (stopped, continued) gives neither.
+    pub(crate) fn from_wait_status(status: libc::c_int) -> Exit {
         if libc::WIFEXITED(status) {
             Exit {
                 code: Some(libc::WEXITSTATUS(status)),
@@ -47,7 +48,7 @@ impl Exit {
     }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -195,155 +196,10 @@ pub(crate) fn poll_readable<const N: usize>(
     }
 }
 
-/// Linux: a pidfd for a child, readable once the child has exited (before it is reaped).
-#[cfg(target_os = "linux")]
-pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a fresh descriptor (pidfds are always close-on-exec).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Linux: an eventfd used to wake a worker blocked in `poll` (kill requests, shutdown).
-#[cfg(target_os = "linux")]
-pub(crate) struct Waker {
-    fd: OwnedFd,
-}
-
-#[cfg(target_os = "linux")]
-impl Waker {
-    pub(crate) fn new() -> io::Result<Waker> {
-        // SAFETY: eventfd returns a fresh descriptor that we own.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        Ok(Waker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    pub(crate) fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN) still wakes.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    pub(crate) fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; EAGAIN when there was nothing.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// Linux: an inotify instance told of every write to the files it watches (`IN_MODIFY`), so a
-/// reader can follow a log file the program writes directly. Readable while events are queued.
-#[cfg(target_os = "linux")]
-pub(crate) struct Inotify {
-    fd: OwnedFd,
-}
-
-#[cfg(target_os = "linux")]
-impl Inotify {
-    /// Fails with EMFILE once the user's `max_user_instances` (often 128) are in use.
-    pub(crate) fn new() -> io::Result<Inotify> {
-        // SAFETY: inotify_init1 returns a fresh descriptor that we own.
-        let fd = cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
-        Ok(Inotify {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    /// Watches the file behind `file` (through `/proc/self/fd`, so a rename or an unlink of
-    /// its path changes nothing) for its next write only (`IN_ONESHOT`): while no watch is
-    /// armed, the program's writes cost it nothing. Arming an armed watch changes nothing.
-    pub(crate) fn watch_once(&self, file: &File) -> io::Result<()> {
-        let path = proc_fd_path(file)?;
-        let mask = libc::IN_MODIFY | libc::IN_ONESHOT;
-        // SAFETY: a valid descriptor and a NUL-terminated path.
-        cvt(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), mask) })?;
-        Ok(())
-    }
-
-    /// Discards the queued events; never blocks.
-    pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: reads into a valid buffer of its length; EAGAIN once the queue is empty.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return;
-            }
-        }
-    }
-
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn proc_fd_path(file: &File) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(io::Error::other)
-}
-
-/// Linux: a second, read-only open of the regular file behind `file` (its own offset, at 0), or
-/// an error when `file` is not a regular file or `/proc` is not mounted.
-#[cfg(target_os = "linux")]
-pub(crate) fn reopen_regular_for_reading(file: &File) -> io::Result<File> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "not a regular file",
-        ));
-    }
-    let path = proc_fd_path(file)?;
-    // SAFETY: a NUL-terminated path; the result is a fresh descriptor that we own.
-    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
-    let reader = unsafe { File::from_raw_fd(fd) };
-    let again = reader.metadata()?;
-    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
-        return Err(io::Error::other("/proc/self/fd led to another file"));
-    }
-    Ok(reader)
-}
-
-/// Linux: true once the child `pid` has exited, leaving it unreaped (`WNOWAIT`), so its
-/// process group id stays ours. Never blocks.
-#[cfg(target_os = "linux")]
-pub(crate) fn has_exited(pid: u32) -> io::Result<bool> {
-    loop {
-        // SAFETY: info points to valid, writable memory; WNOHANG | WNOWAIT only reports.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            // SAFETY: waitid filled in a child-state siginfo (si_pid 0: not exited yet).
-            return Ok(unsafe { info.si_pid() } != 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Reaps `pid` (which must have exited, or this blocks until it does) and returns how it ended
 /// with the kernel's resource figures for it. Only the worker that spawned `pid` calls this,
 /// exactly once.
-pub(crate) fn wait4(pid: u32) -> io::Result<(Exit, ResourceUsage)> {
+pub(crate) fn wait4(pid: u32) -> io::Result<(Exit, Rusage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: status and rusage point to valid, writable memory.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -365,13 +221,21 @@ pub(crate) fn wait4(pid: u32) -> io::Result<(Exit, ResourceUsage)> {
     let peak = ru.ru_maxrss as u64 * 1024;
     Ok((
         Exit::from_wait_status(status),
-        ResourceUsage {
-            wall: Duration::ZERO,
-            user_cpu: Some(tv(ru.ru_utime)),
-            system_cpu: Some(tv(ru.ru_stime)),
-            peak_memory: Some(peak),
+        Rusage {
+            user_cpu: tv(ru.ru_utime),
+            system_cpu: tv(ru.ru_stime),
+            peak_memory: peak,
         },
     ))
+}
+
+/// The kernel's resource figures for a reaped child ([`wait4`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rusage {
+    pub(crate) user_cpu: Duration,
+    pub(crate) system_cpu: Duration,
+    /// Peak resident memory in bytes.
+    pub(crate) peak_memory: u64,
 }
 
 /// Physical memory of the machine in bytes, if the platform tells.
@@ -547,356 +411,83 @@ pub(crate) fn unblock_all_signals() {
     }
 }
 
-/// One spawn on the `posix_spawn` path (Linux with glibc), prepared in the parent: no hook runs
-/// in the child, so glibc starts it with `clone(CLONE_VM | CLONE_VFORK)` whatever the host's
-/// signal mask or descriptors (DESIGN.md, "Descriptors").
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) struct SpawnPlan {
-    /// The file to run: a path when it holds a '/', else a name looked up as `lookup` says.
-    pub(crate) program: std::ffi::CString,
-    /// The argument vector, `argv[0]` included.
-    pub(crate) argv: Vec<std::ffi::CString>,
-    /// The child's whole environment, `NAME=value` each.
-    pub(crate) envp: Vec<std::ffi::CString>,
-    pub(crate) lookup: Lookup,
-    /// The working directory to change to before the program runs.
-    pub(crate) cwd: Option<std::ffi::CString>,
-    /// The descriptors (all >= 3) for the child's stdin, stdout, stderr; `None`: `/dev/null`.
-    pub(crate) stdio: [Option<RawFd>; 3],
-    /// Close every descriptor from 3 up in the child.
-    pub(crate) close_from_3: bool,
+/// Clears the file status flags of `file` (`F_SETFL` 0), for a file opened with `O_NONBLOCK`
+/// only so that `open` would not block: afterwards reads and writes block as usual.
+pub(crate) fn clear_status_flags(file: &File) -> io::Result<()> {
+    // SAFETY: F_SETFL on a descriptor the caller owns.
+    cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) }).map(drop)
 }
 
-/// How [`SpawnPlan::program`] is found.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) enum Lookup {
-    /// It holds a '/': run it as it is.
-    Direct,
-    /// Search this process's PATH (`posix_spawnp`), as std does when the job's environment
-    /// leaves PATH alone.
-    HostPath,
-    /// Try these paths in turn, as `execvp` in the child would with the child's PATH (std's
-    /// behaviour when the job's environment sets, removes or clears PATH).
-    Candidates(Vec<std::ffi::CString>),
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-type AddClosefrom =
-    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-type AddChdir =
-    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
-
-/// The glibc extensions the path needs, when this glibc has them.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-struct SpawnFns {
-    /// glibc 2.34+.
-    closefrom: Option<AddClosefrom>,
-    /// glibc 2.29+.
-    chdir: Option<AddChdir>,
-}
-
-/// Looked up once, at run time (a dynamically linked program must still load where glibc is
-/// older than 2.34; it then takes std's path); a static build links them from its own glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn spawn_fns() -> &'static SpawnFns {
-    static FNS: std::sync::OnceLock<SpawnFns> = std::sync::OnceLock::new();
-    FNS.get_or_init(|| {
-        #[cfg(target_feature = "crt-static")]
-        {
-            SpawnFns {
-                closefrom: Some(libc::posix_spawn_file_actions_addclosefrom_np as AddClosefrom),
-                chdir: Some(libc::posix_spawn_file_actions_addchdir_np as AddChdir),
-            }
-        }
-        #[cfg(not(target_feature = "crt-static"))]
-        {
-            // SAFETY: dlsym with RTLD_DEFAULT (null) and a NUL-terminated name only looks up;
-            // a non-null answer is the glibc function of that name, whose C signature the
-            // types above spell.
-            unsafe {
-                let closefrom = libc::dlsym(
-                    std::ptr::null_mut(),
-                    c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
-                );
-                let chdir = libc::dlsym(
-                    std::ptr::null_mut(),
-                    c"posix_spawn_file_actions_addchdir_np".as_ptr(),
-                );
-                SpawnFns {
-                    closefrom: (!closefrom.is_null())
-                        .then(|| std::mem::transmute::<*mut libc::c_void, AddClosefrom>(closefrom)),
-                    chdir: (!chdir.is_null())
-                        .then(|| std::mem::transmute::<*mut libc::c_void, AddChdir>(chdir)),
-                }
-            }
-        }
-    })
-}
-
-/// Whether [`posix_spawn`] can do a spawn that needs a working directory (`chdir`) and closing
-/// the inherited descriptors (`closefrom`) with this glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn posix_spawn_can(chdir: bool, closefrom: bool) -> bool {
-    let f = spawn_fns();
-    (!chdir || f.chdir.is_some()) && (!closefrom || f.closefrom.is_some())
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn check_spawn(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
-}
-
-/// Owns initialised file actions; destroys them when dropped. Never moved after `init`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-struct FileActions(libc::posix_spawn_file_actions_t);
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-impl Drop for FileActions {
-    fn drop(&mut self) {
-        // SAFETY: only built by `posix_spawn` after a successful init.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-/// Owns initialised spawn attributes; destroys them when dropped.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-struct SpawnAttr(libc::posix_spawnattr_t);
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-impl Drop for SpawnAttr {
-    fn drop(&mut self) {
-        // SAFETY: only built by `posix_spawn` after a successful init.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
-}
-
-/// Starts `plan` with glibc's `posix_spawn`: the child leads a new process group, has an empty
-/// signal mask, SIGPIPE and SIGXFSZ at their default action (runtimes such as Rust's and
-/// Python's ignore them for themselves; other dispositions are inherited as with std), its
-/// stdio as planned, and (when asked) no other descriptor. The caller has checked
-/// [`posix_spawn_can`]; without the functions it needs this fails with `ENOSYS`. Returns the
-/// child's pid; the errors are the kernel's for the `chdir` or `exec` that failed, as std's.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
-    let fns = spawn_fns();
-    let nosys = || io::Error::from_raw_os_error(libc::ENOSYS);
-    let ptrs = |v: &[std::ffi::CString]| -> Vec<*mut libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr() as *mut libc::c_char)
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect()
-    };
-    let argv = ptrs(&plan.argv);
-    let envp = ptrs(&plan.envp);
-    // SAFETY: every pointer handed to the posix_spawn family points to initialised memory
-    // that outlives the call (the plan's C strings, the local vectors and structures); the
-    // file actions and attributes are initialised before use and destroyed once (Drop).
+/// Makes reads of `file` non-blocking (`O_NONBLOCK` added to its status flags). A failure is
+/// ignored: the caller's reads then block, which its `poll` makes harmless.
+pub(crate) fn set_nonblocking(file: &File) {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the caller owns.
     unsafe {
-        let mut fa = FileActions(std::mem::zeroed());
-        check_spawn(libc::posix_spawn_file_actions_init(&mut fa.0))?;
-        let mut attr = SpawnAttr(std::mem::zeroed());
-        check_spawn(libc::posix_spawnattr_init(&mut attr.0))?;
-
-        if let Some(dir) = &plan.cwd {
-            let chdir = fns.chdir.ok_or_else(nosys)?;
-            check_spawn(chdir(&mut fa.0, dir.as_ptr()))?;
-        }
-        for (target, fd) in plan.stdio.iter().enumerate() {
-            let target = target as libc::c_int;
-            match fd {
-                Some(fd) => check_spawn(libc::posix_spawn_file_actions_adddup2(
-                    &mut fa.0, *fd, target,
-                ))?,
-                None => check_spawn(libc::posix_spawn_file_actions_addopen(
-                    &mut fa.0,
-                    target,
-                    c"/dev/null".as_ptr(),
-                    if target == 0 {
-                        libc::O_RDONLY
-                    } else {
-                        libc::O_WRONLY
-                    },
-                    0,
-                ))?,
-            }
-        }
-        if plan.close_from_3 {
-            let closefrom = fns.closefrom.ok_or_else(nosys)?;
-            check_spawn(closefrom(&mut fa.0, 3))?;
-        }
-
-        let flags = libc::POSIX_SPAWN_SETPGROUP
-            | libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF;
-        check_spawn(libc::posix_spawnattr_setflags(&mut attr.0, flags as _))?;
-        check_spawn(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        check_spawn(libc::posix_spawnattr_setsigmask(&mut attr.0, &set))?;
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::sigaddset(&mut set, libc::SIGXFSZ);
-        check_spawn(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
-
-        let mut pid: libc::pid_t = 0;
-        let spawn_with = |pid: &mut libc::pid_t,
-                          path: &std::ffi::CStr,
-                          search: bool,
-                          argv: &[*mut libc::c_char]| {
-            let f = if search {
-                libc::posix_spawnp
-            } else {
-                libc::posix_spawn
-            };
-            check_spawn(f(
-                pid,
-                path.as_ptr(),
-                &fa.0,
-                &attr.0,
-                argv.as_ptr(),
-                envp.as_ptr(),
-            ))
-        };
-        // As execvp (and std's fork path): a file the kernel will not execute (ENOEXEC: a
-        // script without a `#!` line) runs as `/bin/sh FILE ARGS...`. glibc's posix_spawn no
-        // longer does this itself.
-        let spawn_at = |pid: &mut libc::pid_t, path: &std::ffi::CStr, search: bool| match spawn_with(
-            pid, path, search, &argv,
-        ) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
-                let found = if search {
-                    search_host_path(path)
-                } else {
-                    Some(path.to_owned())
-                };
-                let Some(found) = found else { return Err(e) };
-                let sh: Vec<*mut libc::c_char> = [c"/bin/sh".as_ptr(), found.as_ptr()]
-                    .into_iter()
-                    .chain(plan.argv.iter().skip(1).map(|a| a.as_ptr()))
-                    .map(|p| p as *mut libc::c_char)
-                    .chain(std::iter::once(std::ptr::null_mut()))
-                    .collect();
-                spawn_with(pid, c"/bin/sh", false, &sh)
-            }
-            r => r,
-        };
-        match &plan.lookup {
-            Lookup::Direct => spawn_at(&mut pid, &plan.program, false)?,
-            Lookup::HostPath => spawn_at(&mut pid, &plan.program, true)?,
-            Lookup::Candidates(paths) => {
-                // As execvp: a name not found, or not a directory on the way, goes on to the
-                // next entry; EACCES too, but it is what is reported when nothing ran.
-                let mut denied = false;
-                let mut started = false;
-                for path in paths {
-                    match spawn_at(&mut pid, path, false) {
-                        Ok(()) => {
-                            started = true;
-                            break;
-                        }
-                        Err(e) => match e.raw_os_error() {
-                            Some(libc::EACCES) => denied = true,
-                            Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
-                            _ => return Err(e),
-                        },
-                    }
-                }
-                if !started {
-                    return Err(io::Error::from_raw_os_error(if denied {
-                        libc::EACCES
-                    } else {
-                        libc::ENOENT
-                    }));
-                }
-            }
-        }
-        Ok(pid as u32)
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
     }
 }
 
-/// The paths `execvp` tries for `name` in `path` (a PATH value), in order: an empty entry is
-/// the current directory.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn path_candidates<'a>(
-    path: &'a [u8],
-    name: &'a [u8],
-) -> impl Iterator<Item = Vec<u8>> + 'a {
-    path.split(|&b| b == b':').map(move |dir| {
-        let mut full = if dir.is_empty() {
-            b".".to_vec()
-        } else {
-            dir.to_vec()
-        };
-        full.push(b'/');
-        full.extend_from_slice(name);
-        full
-    })
+/// The first `byte` in `data`: libc's `memchr` (vectorised), not a byte-at-a-time loop, which
+/// cost ~0.4 s of CPU per GiB of observed output (docs/performance.md).
+pub(crate) fn find_byte(data: &[u8], byte: u8) -> Option<usize> {
+    // SAFETY: memchr reads at most data.len() bytes from data's start; a non-null result
+    // points into data.
+    let p = unsafe { libc::memchr(data.as_ptr().cast(), libc::c_int::from(byte), data.len()) };
+    (!p.is_null()).then(|| p as usize - data.as_ptr() as usize)
 }
 
-/// glibc's search path when PATH is unset.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
-
-/// The first executable regular file named `name` in this process's PATH (glibc's default
-/// when there is none), as `posix_spawnp` found it: only for the rare ENOEXEC retry.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn search_host_path(name: &std::ffi::CStr) -> Option<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    let host = std::env::var_os("PATH");
-    let path = host.as_ref().map_or(DEFAULT_PATH, |p| p.as_bytes());
-    let found = path_candidates(path, name.to_bytes()).find(|full| {
-        std::fs::metadata(std::ffi::OsStr::from_bytes(full))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    });
-    found.and_then(|full| std::ffi::CString::new(full).ok())
-}
-
-/// About how many more threads this process can create before the system refuses one, when
-/// it tells (Linux): each of procman's threads takes about four memory mappings (stack and
-/// guard page, alternate signal stack and guard page) out of `vm.max_map_count`, with room
-/// left for the rest of the process (a fifth of what is free is counted), and one task out of
-/// `kernel.threads-max`. A thread std cannot give its alternate signal stack aborts the
-/// process, so the pool stops short of these limits rather than finding them. `RLIMIT_NPROC`
-/// is not counted (the user's other processes are unknown here; root is exempt).
-#[cfg(target_os = "linux")]
-pub(crate) fn thread_room() -> Option<usize> {
-    let read_num =
-        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    let maps_room = (|| {
-        let max = read_num("/proc/sys/vm/max_map_count")?;
-        let used = std::fs::read("/proc/self/maps")
-            .ok()?
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        Some(max.saturating_sub(used) / 5)
-    })();
-    let tasks_room = (|| {
-        let max = read_num("/proc/sys/kernel/threads-max")?;
-        // /proc/loadavg: "1.0 2.0 3.0 running/total last_pid"
-        let load = std::fs::read_to_string("/proc/loadavg").ok()?;
-        let total: usize = load
-            .split_whitespace()
-            .nth(3)?
-            .split('/')
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(max.saturating_sub(total) * 9 / 10)
-    })();
-    match (maps_room, tasks_room) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// Has `cmd`'s child, between fork and exec, mark the inherited descriptors from 3 up
+/// close-on-exec (`close_inherited_fds`) and unblock every signal (`unblock`). With neither,
+/// nothing is added (a `pre_exec` hook makes std fork instead of using `posix_spawn`).
+pub(crate) fn child_setup(
+    cmd: &mut std::process::Command,
+    close_inherited_fds: bool,
+    unblock: bool,
+) {
+    use std::os::unix::process::CommandExt;
+    if !close_inherited_fds && !unblock {
+        return;
+    }
+    // SAFETY: the closure only calls async-signal-safe functions (see `cloexec_from` and
+    // `unblock_all_signals`).
+    unsafe {
+        cmd.pre_exec(move || {
+            if close_inherited_fds {
+                cloexec_from(3);
+            }
+            if unblock {
+                unblock_all_signals();
+            }
+            Ok(())
+        });
     }
 }
 
-/// Elsewhere: not known.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn thread_room() -> Option<usize> {
-    None
+/// The conventional name of a signal number on this system (libc's numbering, so SIGUSR1 is
+/// 10 on Linux and 30 on macOS), for the signals a job is commonly ended by.
+pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
+    const NAMES: [(libc::c_int, &str); 17] = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == signal)
+        .map(|&(_, name)| name)
 }

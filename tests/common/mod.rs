@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The hostile helper program (tests/support/testkid.rs).
+/// The hostile helper program (tests/support/testkid.rs), a binary of the library package, so
+/// only the library's tests have it; the CLI crate's tests include this module too but never
+/// call this.
 pub fn kid() -> &'static str {
-    env!("CARGO_BIN_EXE_procman-testkid")
+    match option_env!("CARGO_BIN_EXE_procman-testkid") {
+        Some(path) => path,
+        None => panic!("procman-testkid is built for the library package's tests only"),
+    }
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.
@@ -142,12 +147,17 @@ pub fn live_with_argv(argv: &[&str]) -> Vec<u32> {
         .collect()
 }
 
-/// The committed fuzz corpus of `target` (`fuzz/corpus/<target>/*`), sorted; fails the test if
-/// it is missing or empty.
+/// The committed fuzz corpus of `target` (`fuzz/corpus/<target>/*` at the repository root:
+/// the library package's folder, the CLI crate's parent), sorted; fails the test if it is
+/// missing or empty.
 pub fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = if crate_dir.join("fuzz").is_dir() {
+        crate_dir
+    } else {
+        crate_dir.parent().expect("the CLI crate's parent folder")
+    };
+    let dir = root.join("fuzz/corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("read the corpus directory").path())

@@ -31,6 +31,13 @@
 //! - `meet DIR NAME N SECS`: create the file DIR/NAME, then wait until DIR holds N entries
 //!   (N jobs running at once met there); exit 0 once they do, 3 if SECS pass first.
 //! - `ready-sleep SECS`: print `ready`, then sleep (a job that is surely running).
+//! - `orphan-burn CPU MIB`: a known load in a process the job never waits for: fork a child
+//!   that forks the burner and exits at once (the burner is re-parented outside the job, in
+//!   its process group still); the burner touches MIB mebibytes, writes 1 MiB to /dev/null,
+//!   burns CPU seconds of CPU time, and exits. The job's own process prints the burner's pid,
+//!   waits for its end (its pipe's EOF) without using CPU, and exits 0.
+//! - `cycles M SECS`: print `refinement cycle N of M` for N in 1..=M, SECS apart, each
+//!   followed by a line of noise.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -67,6 +74,64 @@ extern "C" fn log_signal(sig: libc::c_int) {
     };
     // SAFETY: writes from a valid static buffer to fd 1.
     unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+}
+
+/// This process's CPU time so far.
+fn cpu_used() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is valid, writable memory.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `orphan-burn`: see the header.
+fn orphan_burn(cpu: f64, mib: usize) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is valid for two ints.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        std::process::exit(2);
+    }
+    let [read_end, write_end] = fds;
+    let middle = fork();
+    if middle == 0 {
+        if fork() == 0 {
+            // The burner: holds the pipe's write end until it exits.
+            // SAFETY: closes this process's copy of the read end.
+            unsafe { libc::close(read_end) };
+            println!("{}", std::process::id());
+            let _ = std::io::stdout().flush();
+            let n = mib * 1024 * 1024;
+            let mut v = vec![0u8; n];
+            for i in (0..n).step_by(4096) {
+                v[i] = 1;
+            }
+            if let Ok(mut null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = null.write_all(&vec![0u8; 1024 * 1024]);
+            }
+            let want = Duration::from_secs_f64(cpu);
+            let mut x = 0u64;
+            while cpu_used() < want {
+                for _ in 0..10_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            std::hint::black_box(&v);
+            // SAFETY: ends the burner without running the parent's exit handlers twice.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: the middle process ends at once: the burner is re-parented.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: closes this process's write end; reaps the middle process, which exits at once.
+    unsafe {
+        libc::close(write_end);
+        libc::waitpid(middle, std::ptr::null_mut(), 0);
+    }
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(read_end) };
+    let _ = f.read_to_end(&mut Vec::new());
 }
 
 fn tree(depth: u32, width: u32, secs: f64) {
@@ -288,6 +353,16 @@ fn main() {
             println!("ready");
             let _ = out.flush();
             sleep(num(&args, 2));
+        }
+        "orphan-burn" => orphan_burn(num(&args, 2), num(&args, 3) as usize),
+        "cycles" => {
+            let m = num(&args, 2) as u32;
+            for n in 1..=m {
+                sleep(num(&args, 3));
+                println!("refinement cycle {n} of {m}");
+                println!("R factor 0.{n}");
+                let _ = out.flush();
+            }
         }
         other => {
             eprintln!("procman-testkid: unknown mode {other}");

@@ -124,9 +124,21 @@ impl State {
     /// die; no job is retried from here on.
     pub(crate) fn close_and_cancel(&mut self) {
         self.closed = true;
-        self.paused = false;
         self.cancelling = true;
         self.cancel_all();
+    }
+
+    /// A shutdown called from an output observer, which cannot wait: closes and resumes a
+    /// paused queue; with `cancel`, cancels and kills every job, else admits what fits.
+    pub(crate) fn close_from_observer(&mut self, cancel: bool) {
+        self.closed = true;
+        self.paused = false;
+        if cancel {
+            self.cancelling = true;
+            self.cancel_all();
+        } else {
+            self.pump();
+        }
     }
 
     /// The retry timer's step: queues the earliest retry if it is due at `now`.
@@ -156,6 +168,11 @@ impl State {
     /// A new event subscriber.
     pub(crate) fn subscribe(&mut self, tx: Sender<Event>) {
         self.events.add(tx);
+    }
+
+    /// Shutdown finished: subscribers' channels are disconnected (see `Subscribers::end`).
+    pub(crate) fn end_events(&mut self) {
+        self.events.end();
     }
 
     /// Which finished records are kept.

@@ -38,6 +38,7 @@ use crate::spec::{Handler, JobSpec, Retry};
 use crate::sys::Exit;
 
 mod control;
+mod live;
 mod queries;
 pub(crate) mod retain;
 #[cfg(test)]
@@ -58,8 +59,7 @@ enum Phase {
     /// Spawned. Holds a slot.
     Running {
         spawned: Instant,
-        #[cfg(target_os = "linux")]
-        waker: Option<Arc<crate::sys::Waker>>,
+        waker: crate::sys::Waker,
     },
     /// Ended; the record is final.
     Final,
@@ -84,12 +84,22 @@ struct Entry {
     deleted: bool,
     dependents: Vec<JobId>,
     seq: u64,
-    cpus: u32,
-    memory: u64,
     retry: Retry,
+    /// The latest sample and progress (`live.rs`), once a worker reported one.
+    live: Option<Box<live::Live>>,
 }
 
 impl Entry {
+    /// The CPUs the job declares (kept once, in its core; a final job holds none).
+    fn cpus(&self) -> u32 {
+        self.core.as_ref().map_or(0, |c| c.cpus)
+    }
+
+    /// The memory (bytes) the job declares (kept once, in its core).
+    fn memory(&self) -> u64 {
+        self.core.as_ref().map_or(0, |c| c.memory)
+    }
+
     /// The job's record as users see it: while the job is live, its program, arguments and
     /// paths are copied in from its core (they are stored once per pending job, not twice).
     pub(crate) fn record(&self) -> JobRecord {
@@ -324,30 +334,11 @@ impl State {
     fn new_entry(&self, id: JobId, seq: u64, phase: Phase, spec: JobSpec) -> Entry {
         let error_file = spec.resolved_error_file();
         let merge_error = spec.merges_error();
-        let record = JobRecord {
-            id,
-            // The job's identity (program, arguments, paths) lives in its core while the job is
-            // live, and moves here when it ends: one copy per pending job (`Entry::record`).
-            program: std::ffi::OsString::new(),
-            args: Vec::new(),
-            interpreter: None,
-            status: JobStatus::Pending,
-            exit_code: None,
-            signal: None,
-            pid: None,
-            queued_at: SystemTime::now(),
-            started_at: None,
-            finished_at: None,
-            log_file: None,
-            error_file: None,
-            error: None,
-            attempts: 0,
-            usage: None,
-            handler_error: None,
-            priority: spec.priority,
-            after: spec.after.clone(),
-            backend_state: None,
-        };
+        // The job's identity (program, arguments, paths) lives in its core while the job is
+        // live, and moves to the record when it ends: one copy per pending job (`Entry::record`).
+        let mut record = JobRecord::new(id, std::ffi::OsString::new());
+        record.priority = spec.priority;
+        record.after = spec.after.clone();
         let core = Arc::new(JobCore {
             id,
             program: spec.program,
@@ -362,6 +353,7 @@ impl State {
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
+            progress: spec.progress,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
             cpus: spec.cpus,
             memory: spec.memory,
@@ -377,9 +369,8 @@ impl State {
             deleted: false,
             dependents: Vec::new(),
             seq,
-            cpus: spec.cpus,
-            memory: spec.memory,
             retry: spec.retry,
+            live: None,
         }
     }
 
@@ -448,8 +439,8 @@ impl State {
             };
             // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
             let fits = self.running < self.limit
-                && e.cpus <= self.cpu_capacity.saturating_sub(self.used_cpus)
-                && e.memory <= self.memory_capacity.saturating_sub(self.used_memory);
+                && e.cpus() <= self.cpu_capacity.saturating_sub(self.used_cpus)
+                && e.memory() <= self.memory_capacity.saturating_sub(self.used_memory);
             if !fits {
                 return;
             }
@@ -457,8 +448,8 @@ impl State {
             let e = self.jobs.get_mut(&id).expect("checked above");
             e.phase = Phase::Admitted;
             self.running += 1;
-            self.used_cpus += e.cpus;
-            self.used_memory += e.memory;
+            self.used_cpus += e.cpus();
+            self.used_memory += e.memory();
             let work = Work {
                 core: e.core.clone().expect("a live job has its core"),
                 attempt: e.record.attempts + 1,
@@ -476,18 +467,18 @@ impl State {
         pid: u32,
         attempt: u32,
         spawned: Instant,
-        #[cfg(target_os = "linux")] waker: Option<Arc<crate::sys::Waker>>,
+        waker: crate::sys::Waker,
     ) {
         if let Some(e) = self.jobs.get_mut(&id) {
-            e.phase = Phase::Running {
-                spawned,
-                #[cfg(target_os = "linux")]
-                waker,
-            };
+            e.phase = Phase::Running { spawned, waker };
             e.record.status = JobStatus::Running;
             e.record.pid = Some(pid);
             e.record.started_at = Some(SystemTime::now());
             e.record.attempts = attempt;
+            e.record.sampled = None;
+            if let Some(live) = &mut e.live {
+                live.restart();
+            }
             self.events.emit(|| Event::Started { id, pid, attempt });
         }
     }
@@ -514,8 +505,8 @@ impl State {
             return None;
         }
         self.running -= 1;
-        self.used_cpus -= e.cpus;
-        self.used_memory -= e.memory;
+        self.used_cpus -= e.cpus();
+        self.used_memory -= e.memory();
         // Holds no slot from here on (the phase is set again below); should this panic before
         // then, `abandon` does not release the slot twice.
         e.phase = Phase::RetryWait;
@@ -574,8 +565,8 @@ impl State {
         };
         if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
             self.running -= 1;
-            self.used_cpus -= e.cpus;
-            self.used_memory -= e.memory;
+            self.used_cpus -= e.cpus();
+            self.used_memory -= e.memory();
         } else if matches!(e.phase, Phase::Final) {
             return;
         }
@@ -655,6 +646,7 @@ impl State {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
         debug_assert!(e.record.status.is_final());
         e.phase = Phase::Final;
+        e.live = None;
         // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
         if let Some(core) = e.core.take() {
             match Arc::try_unwrap(core) {
@@ -722,9 +714,8 @@ impl State {
                 if let Some(core) = &e.core {
                     core.kill_requested.store(true, AtomicOrdering::SeqCst);
                 }
-                #[cfg(target_os = "linux")]
-                if let Phase::Running { waker: Some(w), .. } = &e.phase {
-                    w.wake();
+                if let Phase::Running { waker, .. } = &e.phase {
+                    waker.wake();
                 }
                 log::info!("job {id}: kill requested ({reason:?})");
                 Some(KillOutcome::Killing)
@@ -755,7 +746,7 @@ impl State {
             .iter()
             .filter(|(_, e)| {
                 matches!(e.phase, Phase::Waiting(_) | Phase::Ready | Phase::RetryWait)
-                    && (e.cpus > cpu || e.memory > mem)
+                    && (e.cpus() > cpu || e.memory() > mem)
             })
             .map(|(&id, _)| id)
             .collect();

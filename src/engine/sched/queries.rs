@@ -82,16 +82,16 @@ impl State {
         v
     }
 
-    /// Every known record (not deleted, not evicted) whose status passes `keep`, in id order.
-    pub(crate) fn records(&self, keep: impl Fn(JobStatus) -> bool) -> Vec<JobRecord> {
-        let mut v: Vec<JobRecord> = self
-            .jobs
+    /// Every known record (not deleted, not evicted), or with `finished_only` those that are
+    /// final and whose handler returned; in no particular order (the caller sorts, outside
+    /// the lock).
+    pub(crate) fn records(&self, finished_only: bool) -> Vec<JobRecord> {
+        self.jobs
             .values()
-            .filter(|e| !e.deleted && keep(e.record.status))
+            .filter(|e| !e.deleted)
+            .filter(|e| !finished_only || (e.record.status.is_final() && e.handler_done))
             .map(|e| e.record())
-            .collect();
-        v.sort_by_key(|r| r.id);
-        v
+            .collect()
     }
 
     /// Counts by status, evicted counts, the running jobs, pause and limit.
@@ -107,6 +107,7 @@ impl State {
             counts,
             evicted: self.retain.evicted_counts(),
             running: self.running_since(),
+            live: self.live_jobs(),
             paused: self.paused,
             limit: self.limit,
         }

@@ -89,14 +89,8 @@ impl Rig {
 
     /// The worker spawned attempt `attempt` of `id`.
     fn spawned(&mut self, id: JobId, attempt: u32) {
-        self.s.started(
-            id,
-            4242,
-            attempt,
-            Instant::now(),
-            #[cfg(target_os = "linux")]
-            None,
-        );
+        self.s
+            .started(id, 4242, attempt, Instant::now(), crate::sys::Waker::none());
     }
 
     fn status(&self, id: JobId) -> JobStatus {
@@ -140,22 +134,23 @@ fn the_limit_holds_and_each_end_admits_the_next_in_order() {
 #[test]
 fn higher_priority_goes_first_and_the_head_of_the_queue_blocks_smaller_jobs() {
     let mut r = rig_with(10, 4, 1 << 30);
-    let big_running = r.submit(job().cpus(3));
-    assert_eq!(r.admitted(), vec![(big_running, 1)]);
-    let low = r.submit(job().cpus(1).priority(-1));
-    // `low` fits and starts: the queue's head was free.
-    assert_eq!(r.admitted(), vec![(low, 1)]);
+    let wide = r.submit(job().cpus(3));
+    assert_eq!(r.admitted(), vec![(wide, 1)]);
+    // One CPU is free. The head of the queue (`big`, 2 CPUs) does not fit; `small` (1 CPU)
+    // behind it would, but must wait: no backfill.
     let big = r.submit(job().cpus(2));
     let small = r.submit(job().cpus(1));
-    // The head (`big`) does not fit in the 0 CPUs left; `small` behind it waits too.
-    assert!(r.admitted().is_empty());
+    assert!(
+        r.admitted().is_empty(),
+        "nothing passes the head of the queue"
+    );
+    // A higher priority goes to the head and fits the free CPU.
     let urgent = r.submit(job().cpus(1).priority(5));
-    assert!(r.admitted().is_empty(), "no CPU is free");
-    r.run_to_exit(low, 1, 0);
-    // One CPU free: the urgent job is now the head of the queue and fits.
     assert_eq!(r.admitted(), vec![(urgent, 1)]);
-    r.run_to_exit(big_running, 1, 0);
-    // Three CPUs free: `big` (2), then `small` (1), in submission order.
+    r.run_to_exit(urgent, 1, 0);
+    assert!(r.admitted().is_empty(), "`big` still heads the queue");
+    r.run_to_exit(wide, 1, 0);
+    // Four CPUs free: `big` (2), then `small` (1), in submission order.
     assert_eq!(r.admitted(), vec![(big, 1), (small, 1)]);
 }
 
@@ -294,10 +289,12 @@ fn raising_the_limit_admits_at_once_and_lower_capacities_fail_what_cannot_fit() 
 #[test]
 fn closing_refuses_new_work_and_cancelling_ends_every_job() {
     let mut r = rig(1);
-    let running = r.submit(job());
-    let queued = r.submit(job().retries(5, Duration::ZERO, RetryOn::default()));
+    let retries = |spec: JobSpec| spec.retries(5, Duration::ZERO, RetryOn::default());
+    let running = r.submit(retries(job()));
+    let queued = r.submit(retries(job()));
     assert_eq!(r.admitted(), vec![(running, 1)]);
     r.spawned(running, 1);
+    r.s.pause().unwrap();
     r.s.close();
     assert_eq!(r.s.submit(job()), Err(StartError::ShutDown));
     assert!(matches!(r.s.set_limit(4), Err(BuildError::ShutDown)));
@@ -305,9 +302,12 @@ fn closing_refuses_new_work_and_cancelling_ends_every_job() {
     assert!(!r.s.no_live_jobs());
     r.s.close_and_cancel();
     assert_eq!(r.completed(), vec![(queued, JobStatus::Cancelled)]);
-    // The running job is asked to die; its worker's report ends it, never retried.
-    r.s.end_attempt(running, 1, exited(1));
+    // The running job is asked to die; its worker's report ends it, never retried (the kill
+    // stops the retry; a cancelling shutdown would too).
+    assert_eq!(r.s.end_attempt(running, 1, exited(1)), None);
     assert_eq!(r.completed(), vec![(running, JobStatus::Killed)]);
+    assert!(r.admitted().is_empty());
+    assert!(r.s.snapshot().paused, "cancelling does not unpause");
     assert!(r.s.no_live_jobs());
     assert!(!r.s.settled(false), "two handlers have not returned");
     assert!(r.s.settled(true));
@@ -345,7 +345,7 @@ fn deleting_hides_a_job_at_once_and_a_wait_then_finds_it_unknown() {
     r.s.handler_returned(done, None);
     // A final record whose handler returned is removed at once.
     r.s.delete(done).unwrap();
-    assert!(r.s.records(|_| true).is_empty());
+    assert!(r.s.records(false).is_empty());
 }
 
 #[test]
@@ -361,10 +361,11 @@ fn a_wait_ends_on_the_final_record_only_once_the_handler_returned() {
     );
     let inside_a_handler = r.s.wait_result(id, true).unwrap().unwrap();
     assert_eq!(inside_a_handler.status, JobStatus::Finished);
+    assert!(r.s.records(true).is_empty(), "the handler has not returned");
     r.s.handler_returned(id, Some("boom".into()));
     let record = r.s.wait_result(id, false).unwrap().unwrap();
     assert_eq!(record.handler_error.as_deref(), Some("boom"));
-    let finals = r.s.records(JobStatus::is_final);
+    let finals = r.s.records(true);
     assert_eq!(finals.len(), 1);
     assert_eq!(
         (finals[0].id, finals[0].handler_error.clone()),
@@ -410,7 +411,7 @@ fn a_final_job_deleted_before_its_handler_returned_goes_when_the_handler_returns
     r.run_to_exit(id, 1, 0);
     assert_eq!(r.completed(), vec![(id, JobStatus::Finished)]);
     r.s.delete(id).unwrap();
-    assert!(r.s.record(id).is_none() && r.s.records(|_| true).is_empty());
+    assert!(r.s.record(id).is_none() && r.s.records(false).is_empty());
     assert!(!r.s.settled(false), "its handler still runs");
     r.s.handler_returned(id, None);
     assert!(r.s.settled(false));
@@ -419,5 +420,5 @@ fn a_final_job_deleted_before_its_handler_returned_goes_when_the_handler_returns
     r.admitted();
     r.run_to_exit(next, 1, 0);
     r.s.handler_returned(next, None);
-    assert_eq!(r.s.records(|_| true).len(), 1);
+    assert_eq!(r.s.records(false).len(), 1);
 }

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use procman::jobfile::parse_duration;
+use procman_cli::parse_duration;
 
 /// A usage error: the message names the option and what was wrong.
 #[derive(Debug)]

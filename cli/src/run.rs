@@ -99,62 +99,13 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     };
-    let mut spec = JobSpec::new(&o.command[0]).args(&o.command[1..]);
-    match &o.input {
-        Some(p) => spec = spec.input_file(p),
-        None => spec = spec.stdin_null(),
-    }
-    if let Some(p) = &o.log {
-        spec = spec.log_file(p);
-    }
-    match &o.err {
-        Some(p) => spec = spec.error_file(p),
-        None => spec = spec.error_null(),
-    }
-    // A stream without a file goes where procman's own goes: handed to the job directly where
-    // it can be reopened (see `relay.rs`), else copied through a pipe byte for byte.
-    let mut relays = Vec::new();
-    if o.log.is_none() {
-        match relay::Dest::of(libc::STDOUT_FILENO) {
-            Ok(dest) => {
-                if let Some(path) = dest.path() {
-                    spec = spec.log_file(path);
-                }
-                relays.extend(dest.into_relay());
-            }
-            Err(e) => {
-                eprintln!("procman: cannot relay the job's output: {e}");
-                return OWN_ERROR;
-            }
+    let (mut spec, relays) = match job_spec(&o) {
+        Ok(spec_and_relays) => spec_and_relays,
+        Err(message) => {
+            eprintln!("procman: {message}");
+            return OWN_ERROR;
         }
-    }
-    if o.err.is_none() {
-        match relay::Dest::of(libc::STDERR_FILENO) {
-            Ok(dest) => {
-                if let Some(path) = dest.path() {
-                    spec = spec.error_file(path);
-                }
-                relays.extend(dest.into_relay());
-            }
-            Err(e) => {
-                eprintln!("procman: cannot relay the job's errors: {e}");
-                return OWN_ERROR;
-            }
-        }
-    }
-    if let Some(d) = &o.cwd {
-        spec = spec.cwd(d);
-    }
-    for (k, v) in &o.env {
-        spec = spec.env(k, v);
-    }
-    // 0 means no timeout, as for coreutils `timeout`.
-    if let Some(t) = o.timeout.filter(|t| !t.is_zero()) {
-        spec = spec.timeout(t);
-    }
-    if let Some(g) = o.grace {
-        spec = spec.grace(g);
-    }
+    };
     let (tx, rx) = unbounded();
     let done = tx.clone();
     spec = spec.on_finish(move |r| {
@@ -204,4 +155,60 @@ pub fn main(argv: Vec<OsString>, blocked: sig::Blocked) -> i32 {
         Some(s) => 128 + s,
         None => crate::exit_code(&record),
     }
+}
+
+/// The job as the options give it, and the relays that copy its output where procman's own
+/// goes (see `relay.rs`). `Err`: why a stream cannot be relayed.
+fn job_spec(o: &Options) -> Result<(JobSpec, Vec<relay::Relay>), String> {
+    let mut spec = JobSpec::new(&o.command[0]).args(&o.command[1..]);
+    match &o.input {
+        Some(p) => spec = spec.input_file(p),
+        None => spec = spec.stdin_null(),
+    }
+    if let Some(p) = &o.log {
+        spec = spec.log_file(p);
+    }
+    match &o.err {
+        Some(p) => spec = spec.error_file(p),
+        None => spec = spec.error_null(),
+    }
+    // A stream without a file goes where procman's own goes: handed to the job directly where
+    // it can be reopened (see `relay.rs`), else copied through a pipe byte for byte.
+    let mut relays = Vec::new();
+    if o.log.is_none() {
+        match relay::Dest::of(libc::STDOUT_FILENO) {
+            Ok(dest) => {
+                if let Some(path) = dest.path() {
+                    spec = spec.log_file(path);
+                }
+                relays.extend(dest.into_relay());
+            }
+            Err(e) => return Err(format!("cannot relay the job's output: {e}")),
+        }
+    }
+    if o.err.is_none() {
+        match relay::Dest::of(libc::STDERR_FILENO) {
+            Ok(dest) => {
+                if let Some(path) = dest.path() {
+                    spec = spec.error_file(path);
+                }
+                relays.extend(dest.into_relay());
+            }
+            Err(e) => return Err(format!("cannot relay the job's errors: {e}")),
+        }
+    }
+    if let Some(d) = &o.cwd {
+        spec = spec.cwd(d);
+    }
+    for (k, v) in &o.env {
+        spec = spec.env(k, v);
+    }
+    // 0 means no timeout, as for coreutils `timeout`.
+    if let Some(t) = o.timeout.filter(|t| !t.is_zero()) {
+        spec = spec.timeout(t);
+    }
+    if let Some(g) = o.grace {
+        spec = spec.grace(g);
+    }
+    Ok((spec, relays))
 }

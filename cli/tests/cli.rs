@@ -1,6 +1,7 @@
 //! End-to-end tests of the `procman` tool: the built binary on real job files.
-#![cfg(feature = "cli")]
 
+// The library's test helpers, shared rather than copied.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{eventually, TempDir};
-use procman::jobfile::{parse_joblog_line, JoblogEntry, JoblogError};
+use procman_cli::{parse_joblog_line, JoblogEntry, JoblogError};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -28,7 +29,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn examples(name: &str) -> String {
-    format!("{}/examples/batch/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../examples/batch/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Every entry of a joblog, which must start with the header and hold only complete, valid

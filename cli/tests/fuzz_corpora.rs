@@ -4,19 +4,20 @@
 //! The state_machine target's corpus is replayed by `tests/fuzz_state_machine.rs` instead: its
 //! check runs real processes and counts the process's children and threads, so it needs a binary
 //! of its own.
-#![cfg(feature = "cli")]
 
+// The library's test helpers, shared rather than copied.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::panic::{self, AssertUnwindSafe};
 
-#[path = "../fuzz/checks/duration.rs"]
+#[path = "../../fuzz/checks/duration.rs"]
 mod duration;
-#[path = "../fuzz/checks/job_line.rs"]
+#[path = "../../fuzz/checks/job_line.rs"]
 mod job_line;
-#[path = "../fuzz/checks/joblog_line.rs"]
+#[path = "../../fuzz/checks/joblog_line.rs"]
 mod joblog_line;
-#[path = "../fuzz/checks/words.rs"]
+#[path = "../../fuzz/checks/words.rs"]
 mod words;
 
 /// Runs `check` on every file of `fuzz/corpus/<target>` and fails naming every input that broke

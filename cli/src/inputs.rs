@@ -11,7 +11,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use procman::jobfile::{join_words, parse_job_line, split_words_bytes, BatchJob};
+use procman_cli::{join_words, parse_job_line, split_words_bytes, BatchJob};
 
 /// One job to run, from a job line or from the template and its arguments.
 #[derive(Debug, Default)]

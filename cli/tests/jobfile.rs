@@ -1,10 +1,9 @@
-//! Tests of the CLI parsers in `procman::jobfile`.
-#![cfg(feature = "cli")]
+//! Tests of the CLI parsers (the `procman_cli` library: job lines, words, durations, joblog).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use procman::jobfile::*;
+use procman_cli::*;
 use proptest::prelude::*;
 
 fn words(s: &str) -> Vec<String> {
@@ -830,7 +829,7 @@ proptest! {
 
 #[test]
 fn split_words_bytes_keeps_the_bytes_of_a_line_that_is_not_utf8() {
-    use procman::jobfile::{split_words_bytes, SplitError};
+    use procman_cli::{split_words_bytes, SplitError};
     use std::os::unix::ffi::OsStrExt;
     let words = split_words_bytes(b"cp 'caf\xe9 au lait.mtz' out\\ \xff \"q\xfe\"").unwrap();
     let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use procman::jobfile::{lines, parse_joblog_line, JoblogEntry, JoblogError};
+use procman_cli::{lines, parse_joblog_line, JoblogEntry, JoblogError};
 
 use crate::args::{Arg, Args, UsageError};
 use crate::batch::DEFAULT_LOG_DIR;
@@ -86,36 +86,13 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             return 2;
         }
     };
-    let file = match File::open(&o.joblog) {
-        Ok(f) => f,
+    let (latest, runs, bad) = match read_joblog(&o.joblog) {
+        Ok(read) => read,
         Err(e) => {
             eprintln!("procman: cannot open joblog {}: {e}", o.joblog.display());
             return 2;
         }
     };
-    let mut latest: BTreeMap<u64, JoblogEntry> = BTreeMap::new();
-    let mut runs = 0usize;
-    let mut bad = 0usize;
-    for item in lines(BufReader::new(file)) {
-        match item {
-            Ok((n, text)) => match parse_joblog_line(&text) {
-                Ok(e) => {
-                    runs += 1;
-                    latest.insert(e.seq, e);
-                }
-                Err(JoblogError::Header) => {}
-                Err(_) if text.is_empty() => {}
-                Err(e) => {
-                    bad += 1;
-                    eprintln!("procman: {}: line {n}: {e}", o.joblog.display());
-                }
-            },
-            Err(e) => {
-                bad += 1;
-                eprintln!("procman: {}: {e}", o.joblog.display());
-            }
-        }
-    }
     let ok = latest.values().filter(|e| succeeded(e)).count();
     let failed: Vec<&JoblogEntry> = latest.values().filter(|e| !succeeded(e)).collect();
     let mut out = format!(
@@ -152,28 +129,68 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         );
     }
     if !failed.is_empty() {
-        println!("failed:");
-        for e in &failed {
-            println!("  job {}: {}: {}", e.seq, describe(e), e.command);
-            let mut logs = Vec::new();
-            for name in [format!("{}.log", e.seq), format!("{}_err.txt", e.seq)] {
-                let p = o.log_dir.join(name);
-                if Path::new(&p).exists() {
-                    logs.push(p.display().to_string());
-                }
-            }
-            if !logs.is_empty() {
-                println!("      {}", logs.join(", "));
-            }
-        }
+        print_failed(&failed, &o.log_dir);
     }
     if o.top > 0 && !latest.is_empty() {
-        let mut by_time: Vec<&JoblogEntry> = latest.values().collect();
-        by_time.sort_by(|a, b| b.runtime.total_cmp(&a.runtime).then(a.seq.cmp(&b.seq)));
-        println!("slowest:");
-        for e in by_time.iter().take(o.top) {
-            println!("  job {:<5} {:>10}  {}", e.seq, secs(e.runtime), e.command);
-        }
+        print_slowest(&latest, o.top);
     }
     i32::from(!failed.is_empty())
+}
+
+/// The latest entry of each job in the joblog at `path`, the number of entries (runs) and of
+/// unreadable lines (each reported on stderr). `Err`: the joblog cannot be opened.
+fn read_joblog(path: &Path) -> io::Result<(BTreeMap<u64, JoblogEntry>, usize, usize)> {
+    let file = File::open(path)?;
+    let mut latest: BTreeMap<u64, JoblogEntry> = BTreeMap::new();
+    let mut runs = 0usize;
+    let mut bad = 0usize;
+    for item in lines(BufReader::new(file)) {
+        match item {
+            Ok((n, text)) => match parse_joblog_line(&text) {
+                Ok(e) => {
+                    runs += 1;
+                    latest.insert(e.seq, e);
+                }
+                Err(JoblogError::Header) => {}
+                Err(_) if text.is_empty() => {}
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("procman: {}: line {n}: {e}", path.display());
+                }
+            },
+            Err(e) => {
+                bad += 1;
+                eprintln!("procman: {}: {e}", path.display());
+            }
+        }
+    }
+    Ok((latest, runs, bad))
+}
+
+/// The failed jobs, each with its log files that exist in `log_dir`.
+fn print_failed(failed: &[&JoblogEntry], log_dir: &Path) {
+    println!("failed:");
+    for e in failed {
+        println!("  job {}: {}: {}", e.seq, describe(e), e.command);
+        let mut logs = Vec::new();
+        for name in [format!("{}.log", e.seq), format!("{}_err.txt", e.seq)] {
+            let p = log_dir.join(name);
+            if Path::new(&p).exists() {
+                logs.push(p.display().to_string());
+            }
+        }
+        if !logs.is_empty() {
+            println!("      {}", logs.join(", "));
+        }
+    }
+}
+
+/// The `top` slowest jobs, slowest first.
+fn print_slowest(latest: &BTreeMap<u64, JoblogEntry>, top: usize) {
+    let mut by_time: Vec<&JoblogEntry> = latest.values().collect();
+    by_time.sort_by(|a, b| b.runtime.total_cmp(&a.runtime).then(a.seq.cmp(&b.seq)));
+    println!("slowest:");
+    for e in by_time.iter().take(top) {
+        println!("  job {:<5} {:>10}  {}", e.seq, secs(e.runtime), e.command);
+    }
 }

@@ -1,0 +1,149 @@
+//! [`SlurmOptions`]: how procman submits to and follows a Slurm cluster.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How procman submits to and follows a Slurm cluster (see
+/// [`Builder::slurm`](crate::Builder::slurm)).
+///
+/// ```
+/// use procman::slurm::SlurmOptions;
+/// use std::time::Duration;
+///
+/// let options = SlurmOptions::new()
+///     .partition("short")
+///     .account("ccp4")
+///     .sbatch_arg("--qos=normal")
+///     .poll_interval(Duration::from_millis(100), Duration::from_secs(2));
+/// # drop(options);
+/// ```
+#[derive(Clone, Debug)]
+pub struct SlurmOptions {
+    pub(super) partition: Option<OsString>,
+    pub(super) account: Option<OsString>,
+    pub(super) extra: Vec<OsString>,
+    pub(super) poll_min: Duration,
+    pub(super) poll_max: Duration,
+    pub(super) confirm: Duration,
+    pub(super) sbatch: PathBuf,
+    pub(super) squeue: PathBuf,
+    pub(super) scancel: PathBuf,
+    pub(super) scontrol: PathBuf,
+    pub(super) sacct: PathBuf,
+}
+
+impl Default for SlurmOptions {
+    fn default() -> SlurmOptions {
+        SlurmOptions {
+            partition: None,
+            account: None,
+            extra: Vec::new(),
+            poll_min: Duration::from_millis(100),
+            poll_max: Duration::from_secs(2),
+            confirm: Duration::from_secs(60),
+            sbatch: "sbatch".into(),
+            squeue: "squeue".into(),
+            scancel: "scancel".into(),
+            scontrol: "scontrol".into(),
+            sacct: "sacct".into(),
+        }
+    }
+}
+
+impl SlurmOptions {
+    /// The defaults: Slurm's default partition and account, no extra `sbatch` arguments, a poll
+    /// interval between 100 ms and 2 s, and the Slurm commands found in `PATH`.
+    pub fn new() -> SlurmOptions {
+        SlurmOptions::default()
+    }
+
+    /// Submits to this partition (`--partition`).
+    pub fn partition(mut self, partition: impl AsRef<OsStr>) -> SlurmOptions {
+        self.partition = Some(partition.as_ref().to_owned());
+        self
+    }
+
+    /// Charges this account (`--account`).
+    pub fn account(mut self, account: impl AsRef<OsStr>) -> SlurmOptions {
+        self.account = Some(account.as_ref().to_owned());
+        self
+    }
+
+    /// Appends one argument to every `sbatch` command line (for example `--qos=low`,
+    /// `--constraint=avx2`, `--begin=now+60`). They come after procman's own options, so they
+    /// override them.
+    pub fn sbatch_arg(mut self, arg: impl AsRef<OsStr>) -> SlurmOptions {
+        self.extra.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// The bounds of the poller's adaptive interval (default 100 ms to 2 s): after any change
+    /// it polls at `min`, and the interval doubles up to `max` while nothing changes. A job's
+    /// timeout starts when the poller sees it running, so it can start up to `max` late.
+    /// Both are kept between 10 ms and one hour: a longer interval would leave a
+    /// job's end (and so its handler, and the manager's shutdown) unseen for that long.
+    pub fn poll_interval(mut self, min: Duration, max: Duration) -> SlurmOptions {
+        self.poll_min = min.clamp(Duration::from_millis(10), POLL_CAP);
+        self.poll_max = max.clamp(self.poll_min, POLL_CAP);
+        self
+    }
+
+    /// How long a worker waits for Slurm to report the end of a job it cancelled before it
+    /// gives up and ends the attempt with an error (default 60 s; the job may then linger in
+    /// Slurm). A time too long for the clock (`Duration::MAX`) never gives up.
+    pub fn cancel_confirm_timeout(mut self, timeout: Duration) -> SlurmOptions {
+        self.confirm = timeout;
+        self
+    }
+
+    /// The `sbatch` program (default `sbatch`, looked up in `PATH`).
+    pub fn sbatch_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.sbatch = path.as_ref().to_owned();
+        self
+    }
+
+    /// The `squeue` program (default `squeue`).
+    pub fn squeue_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.squeue = path.as_ref().to_owned();
+        self
+    }
+
+    /// The `scancel` program (default `scancel`).
+    pub fn scancel_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.scancel = path.as_ref().to_owned();
+        self
+    }
+
+    /// The `scontrol` program (default `scontrol`; used only when `squeue` cannot print exit
+    /// codes, before Slurm 20.11).
+    pub fn scontrol_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.scontrol = path.as_ref().to_owned();
+        self
+    }
+
+    /// The `sacct` program (default `sacct`; asked about jobs that `squeue` no longer knows).
+    pub fn sacct_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.sacct = path.as_ref().to_owned();
+        self
+    }
+}
+
+/// The longest poll interval [`SlurmOptions::poll_interval`] accepts.
+const POLL_CAP: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_intervals_stay_between_10_ms_and_an_hour() {
+        let o = SlurmOptions::new().poll_interval(Duration::MAX, Duration::MAX);
+        assert_eq!((o.poll_min, o.poll_max), (POLL_CAP, POLL_CAP));
+        let o = SlurmOptions::new().poll_interval(Duration::ZERO, Duration::ZERO);
+        let ten = Duration::from_millis(10);
+        assert_eq!((o.poll_min, o.poll_max), (ten, ten));
+        let o = SlurmOptions::new().poll_interval(Duration::from_secs(1), Duration::MAX);
+        assert_eq!((o.poll_min, o.poll_max), (Duration::from_secs(1), POLL_CAP));
+    }
+}
