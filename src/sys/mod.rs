@@ -16,9 +16,9 @@
 #[cfg(not(unix))]
 compile_error!("procman supports Unix (Linux, macOS, the BSDs) only");
 
+pub(crate) mod cgroup;
 #[cfg(not(target_os = "linux"))]
 mod elsewhere;
-pub(crate) mod cgroup;
 #[cfg(target_os = "linux")]
 mod linux;
 mod proc;
