@@ -175,6 +175,22 @@ pub mod slurm {
 }
 mod sys;
 
+/// Containment internals (issue 15, phase 1) for `tests/containment.rs` and
+/// `examples/spawn_cost.rs`, until the builder's containment modes expose them. Not part of
+/// the API: no stability promise.
+#[doc(hidden)]
+#[cfg(target_os = "linux")]
+pub mod __contain {
+    pub use crate::sys::cgroup::{
+        enter_from_child, CgroupRoot, CgroupUsage, JobCgroup, Unavailable,
+    };
+    #[cfg(target_env = "gnu")]
+    pub use crate::sys::cgroup::{Entry, PlainSpawn};
+    pub use crate::sys::subreaper::{
+        is_child_subreaper, marker_entry, set_child_subreaper, Adopted, MARKER_VAR,
+    };
+}
+
 pub use config::{ObserveMode, ShutdownMode, WaitMode};
 pub use engine::sched::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};

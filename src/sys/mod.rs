@@ -10,16 +10,20 @@
 //! - `linux.rs` (Linux) or `elsewhere.rs` (the rest): pidfds, eventfds, inotify, `/proc`.
 //! - `proc.rs`: reading processes' figures from `/proc` (Linux; unavailable elsewhere).
 //! - `spawn/`: the `posix_spawn` plan, and glibc's `posix_spawn` (`spawn/glibc.rs`).
+//! - `cgroup.rs`, `cgroup/`: a cgroup v2 per job and the spawn into it (issue 15; Linux).
+//! - `subreaper.rs`, `subreaper/`: the child-subreaper fallback (issue 15; Linux).
 
 #[cfg(not(unix))]
 compile_error!("procman supports Unix (Linux, macOS, the BSDs) only");
 
+pub(crate) mod cgroup;
 #[cfg(not(target_os = "linux"))]
 mod elsewhere;
 #[cfg(target_os = "linux")]
 mod linux;
 mod proc;
 mod spawn;
+pub(crate) mod subreaper;
 mod unix;
 
 #[cfg(not(target_os = "linux"))]
