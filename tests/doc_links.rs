@@ -352,3 +352,38 @@ fn the_checker_sees_what_it_is_meant_to_see() {
     assert_eq!(slug(" A `code` heading, again!"), "a-code-heading-again");
     assert_eq!(anchors("# A\n## A\n```\n# not\n```\n"), ["a", "a-1"]);
 }
+
+/// Source files under `root/dir`, relative to `root`.
+fn sources(root: &Path, dir: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = format!("{dir}/{}", e.file_name().to_string_lossy());
+        if e.path().is_dir() {
+            sources(root, &name, out);
+        } else if name.ends_with(".rs") {
+            out.push(name);
+        }
+    }
+}
+
+#[test]
+fn designs_layout_names_every_source_file() {
+    // DESIGN.md's layout is one line per file: each file of the library and the tool is named
+    // in it (in backticks), or its folder is (`cli/src/batch/`, whose files the line lists).
+    let root = root();
+    let design = std::fs::read_to_string(root.join("DESIGN.md")).unwrap();
+    let mut files = vec![];
+    sources(&root, "src", &mut files);
+    sources(&root, "cli/src", &mut files);
+    assert!(files.len() > 40, "found only {files:?}");
+    let missing: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            let folder = format!("{}/", Path::new(f).parent().unwrap().display());
+            !design.contains(&format!("`{f}`")) && !design.contains(&format!("`{folder}`"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in DESIGN.md's layout: {missing:?}");
+}
