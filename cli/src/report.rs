@@ -512,4 +512,41 @@ mod tests {
         // The only scripts are the page's own filter.
         assert_eq!(page.matches("<script>").count(), 1, "{page}");
     }
+
+    #[test]
+    fn samples_are_drawn_as_lines_broken_at_gaps() {
+        let sample = |t: f64, gap: bool| Sample {
+            t,
+            cpu_percent: Some(50.0 + t),
+            rss: Some(1 << 20),
+            gap,
+        };
+        let mut job = ReportJob {
+            seq: 1,
+            label: "job 1".into(),
+            command: "burn".into(),
+            status: JobStatus::Finished,
+            ended: "exited with code 0".into(),
+            queued: 0.0,
+            started: Some(0.0),
+            finished: Some(4.0),
+            cpu_seconds: None,
+            peak_rss: None,
+            log_file: None,
+            error_file: None,
+            samples: vec![],
+            sampled: None,
+        };
+        assert_eq!(sparkline(&job), "–");
+        job.samples = vec![sample(1.0, false), sample(2.0, false), sample(3.0, false)];
+        let svg = sparkline(&job);
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        // Placed over the job's run: t=1 of 0..4 is a quarter of the width, the peak on top.
+        assert!(svg.contains("points=\"40.0,"), "{svg}");
+        assert!(svg.contains("160.0,1.0") || svg.contains("120.0,1.0"), "{svg}");
+        // A gap: each of the two lines in two pieces.
+        job.samples[2].gap = true;
+        let svg = sparkline(&job);
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+    }
 }

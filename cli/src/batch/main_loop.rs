@@ -218,6 +218,7 @@ impl Batch {
             succeeded: c.ok,
             failed: c.failed + c.invalid,
             running: snap.running.len() as u64,
+            sample_interval: self.o.sample_interval.map(|d| d.as_secs_f64()),
             jobs,
             recent_failures: self.failures[recent..].to_vec(),
         }
