@@ -202,10 +202,7 @@ fn match_at(pieces: &[Piece], line: &[u8], start: usize, nums: &mut Numbers) -> 
                 at += n;
             }
             Piece::Number(slot) => {
-                let digits = line[at..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
+                let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
                 if digits == 0 || digits > MAX_DIGITS {
                     return None;
                 }
@@ -236,10 +233,7 @@ fn percent(whole: u64, rest: &[u8]) -> Option<(f64, usize)> {
     let mut value = whole as f64;
     let mut used = 0;
     if rest.first() == Some(&b'.') {
-        let decimals = rest[1..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
+        let decimals = rest[1..].iter().take_while(|b| b.is_ascii_digit()).count();
         if decimals > 0 && decimals <= MAX_DIGITS {
             value += number(&rest[1..1 + decimals])? as f64 / 10f64.powi(decimals as i32);
             used = 1 + decimals;
@@ -258,7 +252,8 @@ fn is_number_byte(b: u8) -> bool {
 /// ASCII digits as a number (at most [`MAX_DIGITS`] of them, so it fits).
 fn number(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d.checked_sub(b'0')?))
+        acc.checked_mul(10)?
+            .checked_add(u64::from(d.checked_sub(b'0')?))
     })
 }
 
@@ -295,16 +290,28 @@ mod tests {
             find("Cycle {n} OF {m}", "CYCLE  3\tof 12 done"),
             Some((0.25, "CYCLE  3 of 12".into()))
         );
-        assert_eq!(find("{n}/{m}", "[ 7/28] building"), Some((0.25, "7/28".into())));
-        assert_eq!(find("{p}%", "downloaded 42.5% of it"), Some((0.425, "42.5%".into())));
+        assert_eq!(
+            find("{n}/{m}", "[ 7/28] building"),
+            Some((0.25, "7/28".into()))
+        );
+        assert_eq!(
+            find("{p}%", "downloaded 42.5% of it"),
+            Some((0.425, "42.5%".into()))
+        );
         assert_eq!(find("{p}%", "100%"), Some((1.0, "100%".into())));
         assert_eq!(find("{n} of {m}", "0 of 4"), Some((0.0, "0 of 4".into())));
         // auto: the three forms in order.
-        assert_eq!(find("auto", "step 2 of 8, 50% of the way"), Some((0.25, "2 of 8".into())));
+        assert_eq!(
+            find("auto", "step 2 of 8, 50% of the way"),
+            Some((0.25, "2 of 8".into()))
+        );
         assert_eq!(find("auto", "item 3/4"), Some((0.75, "3/4".into())));
         assert_eq!(find("auto", "loading 10%"), Some((0.1, "10%".into())));
         // The first sensible match wins: "12/2024" is not (12 of 2024 would be, but 13/12 no).
-        assert_eq!(find("{n}/{m}", "on 13/12 did 1/2"), Some((0.5, "1/2".into())));
+        assert_eq!(
+            find("{n}/{m}", "on 13/12 did 1/2"),
+            Some((0.5, "1/2".into()))
+        );
     }
 
     #[test]

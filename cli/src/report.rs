@@ -543,7 +543,10 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
         // Placed over the job's run: t=1 of 0..4 is a quarter of the width, the peak on top.
         assert!(svg.contains("points=\"40.0,"), "{svg}");
-        assert!(svg.contains("160.0,1.0") || svg.contains("120.0,1.0"), "{svg}");
+        assert!(
+            svg.contains("160.0,1.0") || svg.contains("120.0,1.0"),
+            "{svg}"
+        );
         // A gap: each of the two lines in two pieces.
         job.samples[2].gap = true;
         let svg = sparkline(&job);

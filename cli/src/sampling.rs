@@ -225,6 +225,9 @@ mod tests {
             .collect();
         thin(&mut points);
         let kept: Vec<(f64, bool)> = points.iter().map(|p| (p.elapsed, p.gap)).collect();
-        assert_eq!(kept, [(0.0, false), (2.0, false), (4.0, true), (5.0, false)]);
+        assert_eq!(
+            kept,
+            [(0.0, false), (2.0, false), (4.0, true), (5.0, false)]
+        );
     }
 }

@@ -229,8 +229,8 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     }
     let labels: Labels = Arc::default();
     // The report's usage over time: subscribed before the first job is submitted.
-    let series = (o.report.is_some() && o.sample_interval.is_some())
-        .then(|| Series::subscribe(&manager));
+    let series =
+        (o.report.is_some() && o.sample_interval.is_some()).then(|| Series::subscribe(&manager));
     let reader = Reader {
         labels: labels.clone(),
         manager: manager.handle(),
