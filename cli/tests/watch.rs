@@ -355,14 +355,15 @@ fn the_dashboard_and_status_follow_show_live_cpu_memory_and_progress() {
     let marker = format!("figures-{}-577215", std::process::id());
     let _cleanup = Cleanup(marker.clone());
     // A CPU burner, and refmac-style progress as the test helper's `cycles` mode prints it
-    // (one cycle a second, each followed by a line of noise).
+    // (one cycle a second, each followed by a line of noise; the CLI's tests have no test
+    // helper binary: `procman-testkid` is built for the library's tests only).
     let jobs = dir.join("jobs.txt");
     std::fs::write(
         &jobs,
         format!(
             "sh -c 'while :; do :; done' {marker}\n\
-             sh -c 'for n in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
-             sleep 1; echo refinement cycle $n of 20; echo R factor 0.$n; done' {marker}\n"
+             sh -c 'n=0; while [ $n -lt 60 ]; do n=$((n+1)); \
+             sleep 1; echo refinement cycle $n of 60; echo R factor 0.$n; done' {marker}\n"
         ),
     )
     .unwrap();
@@ -388,7 +389,7 @@ fn the_dashboard_and_status_follow_show_live_cpu_memory_and_progress() {
         ),
     );
     // The burner's CPU % is a number (at least 10: it is busy, on however loaded a machine),
-    // its RSS is shown; the cycles job shows its progress (after cycle 1: 5%, 10%, ...).
+    // its RSS is shown; the cycles job shows its progress (after cycle 1: 2%, 3%, ...).
     let ready = |s: &str| {
         row_of(s, 1).is_some_and(|r| shows_figures(&r, 10.0, None))
             && row_of(s, 2).is_some_and(|r| {
@@ -425,7 +426,7 @@ fn the_dashboard_and_status_follow_show_live_cpu_memory_and_progress() {
     assert!(
         cycles["progress_message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("cycle ") && m.ends_with(" of 20")),
+            .is_some_and(|m| m.starts_with("cycle ") && m.ends_with(" of 60")),
         "{v}"
     );
     tmux.keys(0, "q");
