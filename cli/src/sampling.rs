@@ -73,7 +73,8 @@ pub fn fill(view: &mut JobView, live: &LiveJob) {
 /// One point of a job's usage over time, relative to its attempt's spawn.
 #[derive(Clone, Debug, PartialEq)]
 struct Point {
-    elapsed: f64,
+    /// Seconds since the attempt's spawn.
+    at: f64,
     cpu_percent: f64,
     rss: u64,
     /// Samples may be missing before this one (the subscription lost events).
@@ -122,7 +123,7 @@ impl Series {
                         s.attempt = attempt;
                     }
                     s.points.push(Point {
-                        elapsed: usage.elapsed.as_secs_f64(),
+                        at: usage.elapsed.as_secs_f64(),
                         cpu_percent: usage.cpu_percent,
                         rss: usage.rss,
                         gap: std::mem::take(&mut s.gap),
@@ -160,7 +161,7 @@ impl Series {
         s.points
             .into_iter()
             .map(|p| Sample {
-                t: base + p.elapsed,
+                t: base + p.at,
                 cpu_percent: Some(p.cpu_percent),
                 rss: Some(p.rss),
                 gap: p.gap,
@@ -217,14 +218,14 @@ mod tests {
     fn thinning_keeps_the_span_and_the_gaps() {
         let mut points: Vec<Point> = (0..6)
             .map(|i| Point {
-                elapsed: f64::from(i),
+                at: f64::from(i),
                 cpu_percent: 0.0,
                 rss: 0,
                 gap: i == 3,
             })
             .collect();
         thin(&mut points);
-        let kept: Vec<(f64, bool)> = points.iter().map(|p| (p.elapsed, p.gap)).collect();
+        let kept: Vec<(f64, bool)> = points.iter().map(|p| (p.at, p.gap)).collect();
         assert_eq!(
             kept,
             [(0.0, false), (2.0, false), (4.0, true), (5.0, false)]
