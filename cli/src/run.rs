@@ -220,17 +220,7 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
         // Not eprintln!, which panics when stderr is gone (`2>&1 | head -1`).
         let _ = writeln!(std::io::stderr(), "procman: {}", crate::account(&record));
     }
-    let mut own_error = false;
-    if let Some(path) = &o.report {
-        if let Err(e) = write_report(path, &o, &record, started, series.as_mut()) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "procman: cannot write the report {}: {e}",
-                path.display()
-            );
-            own_error = true;
-        }
-    }
+    let own_error = !report_if_asked(&o, &record, started, series.as_mut());
     drop(manager);
     if own_error && interrupted.is_none() {
         return OWN_ERROR;
@@ -294,6 +284,27 @@ fn wait(
             }
         }
     }
+}
+
+/// Writes the report when `--report` asks for one; false when it could not (said on stderr).
+fn report_if_asked(
+    o: &Options,
+    record: &JobRecord,
+    started: SystemTime,
+    series: Option<&mut Series>,
+) -> bool {
+    let Some(path) = &o.report else {
+        return true;
+    };
+    let written = write_report(path, o, record, started, series);
+    if let Err(e) = &written {
+        let _ = writeln!(
+            std::io::stderr(),
+            "procman: cannot write the report {}: {e}",
+            path.display()
+        );
+    }
+    written.is_ok()
 }
 
 /// `--report FILE`: the page of the one job, with its usage over time.
