@@ -110,6 +110,18 @@ pub struct RunArgs {
     /// one-line account at the end
     #[arg(long)]
     pub watch: bool,
+    /// How often the running job's CPU and memory are sampled, for --watch and --report
+    /// (default 500ms when either is used, else never; 0: never)
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    pub sample_interval: Option<String>,
+    /// Read the job's progress from its output lines: PATTERN is text with {n} and {m} (steps
+    /// done, in all) or {p} (a percentage), e.g. 'cycle {n} of {m}', '{n}/{m}', '{p}%', or
+    /// auto (those three)
+    #[arg(long, value_name = "PATTERN", allow_hyphen_values = true)]
+    pub progress_pattern: Option<String>,
+    /// Write a self-contained HTML report of the job (timeline, usage over time) to FILE
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    pub report: Option<OsString>,
     /// No one-line account on stderr
     #[arg(short, long)]
     pub quiet: bool,
@@ -201,6 +213,15 @@ pub struct BatchArgs {
     /// Test only: the report also records JavaScript errors in the page (for headless checks)
     #[arg(long, hide = true)]
     pub report_error_hook: bool,
+    /// How often running jobs' CPU and memory are sampled, for the dashboard, FILE.live.json
+    /// and --report (default 500ms when one of them is used, else never; 0: never)
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    pub sample_interval: Option<String>,
+    /// Read each job's progress from its output lines: PATTERN is text with {n} and {m} (steps
+    /// done, in all) or {p} (a percentage), e.g. 'cycle {n} of {m}', '{n}/{m}', '{p}%', or
+    /// auto (those three)
+    #[arg(long, value_name = "PATTERN", allow_hyphen_values = true)]
+    pub progress_pattern: Option<String>,
     /// No progress, no line per finished job, no summary unless a job failed
     #[arg(short, long)]
     pub quiet: bool,
@@ -259,6 +280,10 @@ const BATCH_VALUED: [&str; 7] = [
     "jobs", "timeout", "grace", "retries", "log-dir", "joblog", "report",
 ];
 
+/// More of `batch`'s valued options (kept apart from [`BATCH_VALUED`] so that options added
+/// at the same time by different changes do not touch the same line).
+const BATCH_VALUED_WATCH: [&str; 2] = ["sample-interval", "progress-pattern"];
+
 /// Rewrites `batch`'s arguments (after the verb) into options, `--`, then the job file(s) or
 /// the command template, and says which: clap then reads the options and takes the words
 /// after `--` as they are. Options may follow a job file; a word followed by `:::`/`::::` or
@@ -288,7 +313,7 @@ pub fn batch_prepass(argv: Vec<OsString>) -> (Vec<OsString>, Shape) {
                         opts.push(format!("{s}={v}").into());
                         i += 1;
                     }
-                    _ if BATCH_VALUED.contains(&name) => {
+                    _ if BATCH_VALUED.contains(&name) || BATCH_VALUED_WATCH.contains(&name) => {
                         opts.push(w.clone());
                         opts.extend(rest.first().cloned());
                         i += 1;

@@ -11,6 +11,7 @@
 //! | `json_job.rs` | the JSON form of a job line (private) |
 //! | `lines.rs` | [`lines`]: numbered UTF-8 lines of a reader |
 //! | `joblog.rs` | [`JoblogEntry`], [`parse_joblog_line`] |
+//! | `progress.rs` | [`ProgressPattern`]: `--progress-pattern`'s matcher |
 //!
 //! The tool's own modules (`main.rs`, `args.rs`, `batch.rs`, …) sit beside these files but
 //! belong to the binary, which uses this library like any other crate.
@@ -54,6 +55,7 @@ mod job_line;
 mod joblog;
 mod json_job;
 mod lines;
+mod progress;
 mod words;
 
 pub use duration::{parse_duration, DurationError};
@@ -62,4 +64,5 @@ pub use job_line::{
 };
 pub use joblog::{parse_joblog_line, JoblogEntry, JoblogError};
 pub use lines::{lines, LineError, LineErrorKind, Lines};
+pub use progress::{Found, PatternError, ProgressPattern};
 pub use words::{join_words, quote_word, split_words, split_words_bytes, SplitError};

@@ -6,18 +6,22 @@
 //!
 //! ```json
 //! {"version": 1, "pid": 4242, "elapsed": 12.5, "total": 40, "input_done": true,
-//!  "done": 12, "succeeded": 10, "failed": 2, "running": 3,
-//!  "jobs": [{"seq": 13, "label": "job 13 (line 13)", "command": "sleep 3", "pid": 4250,
-//!            "elapsed": 1.2, "cpu_percent": null, "rss": null, "progress": null,
-//!            "progress_message": null, "last_line": "cycle 3 of 10"}],
+//!  "done": 12, "succeeded": 10, "failed": 2, "running": 3, "sample_interval": 0.5,
+//!  "jobs": [{"seq": 13, "label": "job 13 (line 13)", "command": "refmac5 ...", "pid": 4250,
+//!            "elapsed": 1.2, "cpu_percent": 98.5, "rss": 52428800, "progress": 0.3,
+//!            "progress_message": "cycle 3 of 10", "last_line": "R factor 0.3"}],
 //!  "recent_failures": ["job 2 (line 2) exited with code 3"]}
 //! ```
 //!
 //! `elapsed` in seconds since the batch (or the job's current attempt) started; `total` counts
-//! the jobs known so far (`input_done` false: more may come). `cpu_percent`, `rss` (bytes),
-//! `progress` (0 to 1) and `progress_message` are `null` until the library samples running
-//! jobs and parses progress; readers must accept `null` for them and ignore fields they do
-//! not know.
+//! the jobs known so far (`input_done` false: more may come). `sample_interval`: seconds
+//! between samples, `null` when sampling is off. `cpu_percent` (of one CPU over the last
+//! interval: 250 is two and a half CPUs) and `rss` (bytes, the job's whole process tree) are
+//! `null` before a job's first sample and when sampling is off; `progress` (0 to 1) and
+//! `progress_message` are `null` until the job's output told its progress
+//! (`--progress-pattern`). Readers must accept `null` for them and ignore fields they do not
+//! know; a change that breaks them bumps the version (filling these fields and adding
+//! `sample_interval` did not: version 1 always allowed both).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,8 @@ pub struct LiveState {
     pub succeeded: u64,
     pub failed: u64,
     pub running: u64,
+    /// Seconds between samples of the running jobs; `None`: not sampled.
+    pub sample_interval: Option<f64>,
     pub jobs: Vec<JobView>,
     pub recent_failures: Vec<String>,
 }
@@ -97,7 +103,8 @@ impl LiveState {
         json!({
             "version": VERSION, "pid": self.pid, "elapsed": self.elapsed, "total": self.total,
             "input_done": self.input_done, "done": self.done, "succeeded": self.succeeded,
-            "failed": self.failed, "running": self.running, "jobs": jobs,
+            "failed": self.failed, "running": self.running,
+            "sample_interval": self.sample_interval, "jobs": jobs,
             "recent_failures": self.recent_failures,
         })
     }
@@ -140,6 +147,7 @@ impl LiveState {
             succeeded: u("succeeded"),
             failed: u("failed"),
             running: u("running"),
+            sample_interval: v.get("sample_interval").and_then(Value::as_f64),
             jobs,
             recent_failures: v
                 .get("recent_failures")
@@ -283,6 +291,7 @@ mod tests {
             succeeded: 4,
             failed: 1,
             running: 1,
+            sample_interval: None,
             jobs: vec![JobView {
                 seq: 6,
                 label: "job 6 (line 6)".into(),
@@ -300,6 +309,35 @@ mod tests {
     fn the_published_form_reads_back_the_same() {
         let s = state();
         assert_eq!(LiveState::from_json(&s.to_json()), Some(s));
+        let s = sampled();
+        assert_eq!(LiveState::from_json(&s.to_json()), Some(s));
+    }
+
+    /// The state with a sampled job reporting its progress.
+    fn sampled() -> LiveState {
+        let mut s = state();
+        s.sample_interval = Some(0.5);
+        let j = &mut s.jobs[0];
+        j.cpu_percent = Some(98.6);
+        j.rss = Some(50 << 20);
+        j.progress = Some(0.3);
+        j.progress_message = Some("cycle 3 of 10".into());
+        s
+    }
+
+    #[test]
+    fn a_sampled_job_shows_its_cpu_memory_and_progress() {
+        let lines = render(&sampled(), 120, 40, true);
+        let row = &lines[2];
+        assert!(
+            row.contains(" 99 ") && row.contains("50.0 MiB") && row.contains("30%"),
+            "{row}"
+        );
+        assert!(!row.contains('–'), "{row}");
+        let v = sampled().to_json();
+        assert_eq!(v["sample_interval"], 0.5);
+        assert_eq!(v["jobs"][0]["rss"], 50u64 << 20);
+        assert_eq!(v["jobs"][0]["progress_message"], "cycle 3 of 10");
     }
 
     #[test]

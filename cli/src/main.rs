@@ -20,6 +20,7 @@ mod live;
 mod relay;
 mod report;
 mod run;
+mod sampling;
 mod sig;
 mod status;
 

@@ -4,16 +4,17 @@
 //! each failure with the tail of its error file.
 //!
 //! Everything taken from jobs (names, commands, paths, output) goes through [`esc`].
-//! CPU and memory come from each job's final usage (`wait4`); [`ReportJob::samples`] is where
-//! usage over time goes once the library samples running jobs (drawn as a line per job when
-//! present, absent today).
+//! CPU and memory come from each job's final usage (`wait4`), from the summary of its samples
+//! ([`JobRecord::sampled`]: peak and mean CPU % and resident memory of its whole process
+//! tree), and over time from the samples themselves ([`ReportJob::samples`], drawn as two small
+//! lines per job; a break in a line where samples were lost).
 
 use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use procman::{JobRecord, JobStatus};
+use procman::{JobRecord, JobStatus, UsageSummary};
 
 /// How much of a failed job's error file the report shows (its end).
 const ERR_TAIL_BYTES: u64 = 2048;
@@ -26,6 +27,8 @@ pub struct Sample {
     pub t: f64,
     pub cpu_percent: Option<f64>,
     pub rss: Option<u64>,
+    /// Samples before this one may be missing: the line breaks here.
+    pub gap: bool,
 }
 
 /// One job as the report shows it.
@@ -46,8 +49,10 @@ pub struct ReportJob {
     pub peak_rss: Option<u64>,
     pub log_file: Option<PathBuf>,
     pub error_file: Option<PathBuf>,
-    /// Usage over time (empty until the library samples running jobs).
+    /// Usage over time (empty when sampling was off or the job ran too briefly).
     pub samples: Vec<Sample>,
+    /// What its samples came to (peaks and means); `None` when it was not sampled.
+    pub sampled: Option<UsageSummary>,
 }
 
 impl ReportJob {
@@ -71,6 +76,7 @@ impl ReportJob {
             log_file: r.log_file.clone(),
             error_file: r.error_file.clone(),
             samples: Vec::new(),
+            sampled: r.sampled.as_deref().cloned(),
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct Report {
     pub summary: String,
     /// Test only: a script that records JavaScript errors in the page's title and body.
     pub error_hook: bool,
+    /// Usage samples lost (the tool's subscription was full): the lines have gaps.
+    pub lost_samples: u64,
 }
 
 /// HTML-escapes text for element content and quoted attributes.
@@ -154,6 +162,20 @@ pub fn render(r: &Report) -> String {
     h.push_str("<h2>Timeline</h2>");
     timeline(&mut h, r);
     h.push_str("<h2>CPU and memory</h2>");
+    h.push_str(
+        "<p>CPU time and peak memory from the end of each job (its largest process); \
+         sampled: CPU % (of one CPU) and resident memory of its whole process tree while it \
+         ran, peak and mean; over time: <span style=\"color:#2e9d4c\">CPU %</span> and \
+         <span style=\"color:#7a4fb0\">memory</span>, each scaled to its own peak.</p>",
+    );
+    if r.lost_samples > 0 {
+        let _ = write!(
+            h,
+            "<p>{} usage samples were lost while the batch ran (the report's reader fell \
+             behind): the lines over time have gaps.</p>",
+            r.lost_samples
+        );
+    }
     usage_table(&mut h, r);
     failures(&mut h, r);
     h.push_str(SCRIPT);
@@ -269,7 +291,9 @@ fn usage_table(h: &mut String, r: &Report) {
         .max(1e-9);
     h.push_str(
         "<table id=\"usage\"><tr><th>job</th><th>command</th><th>ended</th><th>wall</th>\
-                <th>CPU time</th><th>mean CPU</th><th>peak memory</th><th>over time</th></tr>",
+                <th>CPU time</th><th>mean CPU</th><th>peak memory</th>\
+                <th>sampled CPU peak / mean</th><th>sampled memory peak / mean</th>\
+                <th>over time</th></tr>",
     );
     for j in r.jobs.iter().take(MAX_ROWS) {
         let wall = match (j.started, j.finished) {
@@ -290,7 +314,8 @@ fn usage_table(h: &mut String, r: &Report) {
         let _ = write!(
             h,
             "<tr data-ok=\"{}\"><td>{}</td><td class=\"cmd\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{} {}</td><td class=\"num\">{pct}</td><td class=\"num\">{} {}</td><td>{}</td></tr>",
+             <td class=\"num\">{} {}</td><td class=\"num\">{pct}</td><td class=\"num\">{} {}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             u8::from(class_of(j.status) == "ok"),
             esc(&j.label),
             esc(&j.command),
@@ -300,43 +325,85 @@ fn usage_table(h: &mut String, r: &Report) {
             bar(j.cpu_seconds.unwrap_or(0.0) / max_cpu, "ok"),
             j.peak_rss.map_or("–".into(), crate::fmt_bytes),
             bar(j.peak_rss.unwrap_or(0) as f64 / max_rss as f64, "killed"),
-            sparkline(&j.samples),
+            j.sampled.as_ref().map_or("–".into(), |s| format!(
+                "{:.0}% / {:.0}%",
+                s.peak_cpu_percent, s.mean_cpu_percent
+            )),
+            j.sampled.as_ref().map_or("–".into(), |s| format!(
+                "{} / {}",
+                crate::fmt_bytes(s.peak_rss),
+                crate::fmt_bytes(s.mean_rss)
+            )),
+            sparkline(j),
         );
     }
     h.push_str("</table>");
 }
 
-/// CPU % (green) and RSS (purple) over time as small lines ("–" without samples).
-fn sparkline(samples: &[Sample]) -> String {
-    let cpu = line_of(samples, |s| s.cpu_percent, "#2e9d4c");
-    let rss = line_of(samples, |s| s.rss.map(|r| r as f64), "#7a4fb0");
+/// Size of the lines over time.
+const SPARK_W: f64 = 160.0;
+const SPARK_H: f64 = 24.0;
+
+/// CPU % (green) and RSS (purple) over the job's run as small lines ("–" without samples).
+fn sparkline(j: &ReportJob) -> String {
+    let (t0, t1) = match (j.started, j.finished, j.samples.first(), j.samples.last()) {
+        (Some(s), Some(f), _, _) if f > s => (s, f),
+        (_, _, Some(a), Some(b)) => (a.t, b.t),
+        _ => return "–".into(),
+    };
+    let cpu = line_of(&j.samples, (t0, t1), |s| s.cpu_percent, "#2e9d4c");
+    let rss = line_of(&j.samples, (t0, t1), |s| s.rss.map(|r| r as f64), "#7a4fb0");
     if cpu.is_empty() && rss.is_empty() {
         return "–".into();
     }
-    format!("<svg width=\"100\" height=\"20\">{cpu}{rss}</svg>")
+    format!(
+        "<svg class=\"spark\" width=\"{SPARK_W}\" height=\"{SPARK_H}\">\
+         <rect width=\"{SPARK_W}\" height=\"{SPARK_H}\" fill=\"#f4f4f4\"/>{cpu}{rss}</svg>"
+    )
 }
 
-/// One polyline of a sampled value, scaled to 100×20; empty with fewer than two points.
-fn line_of(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>, colour: &str) -> String {
-    let pts: Vec<(f64, f64)> = samples
+/// Polylines of a sampled value over `span` (seconds), scaled to the sparkline's box with the
+/// value's peak at the top; a new polyline after each gap. Empty with fewer than two points.
+fn line_of(
+    samples: &[Sample],
+    (t0, t1): (f64, f64),
+    value: impl Fn(&Sample) -> Option<f64>,
+    colour: &str,
+) -> String {
+    let pts: Vec<(f64, f64, bool)> = samples
         .iter()
-        .filter_map(|s| Some((s.t, value(s)?)))
+        .filter_map(|s| Some((s.t, value(s)?, s.gap)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
         .collect();
     if pts.len() < 2 {
         return String::new();
     }
-    let (t0, t1) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1e-9));
-    let top = pts.iter().map(|p| p.1).fold(1.0, f64::max);
-    let mut line = String::new();
-    for (t, v) in pts {
-        let _ = write!(
-            line,
-            "{:.1},{:.1} ",
-            100.0 * (t - t0) / (t1 - t0),
-            20.0 - 20.0 * v / top
-        );
+    let span = (t1 - t0).max(1e-9);
+    let top = pts.iter().map(|p| p.1).fold(1e-9, f64::max);
+    let mut segments: Vec<String> = vec![String::new()];
+    for (t, v, gap) in pts {
+        if gap && !segments.last().is_some_and(String::is_empty) {
+            segments.push(String::new());
+        }
+        if let Some(seg) = segments.last_mut() {
+            let _ = write!(
+                seg,
+                "{:.1},{:.1} ",
+                SPARK_W * ((t - t0) / span).clamp(0.0, 1.0),
+                SPARK_H - 1.0 - (SPARK_H - 2.0) * (v / top).clamp(0.0, 1.0)
+            );
+        }
     }
-    format!("<polyline fill=\"none\" stroke=\"{colour}\" points=\"{line}\"/>")
+    segments
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+                s.trim_end()
+            )
+        })
+        .collect()
 }
 
 fn failures(h: &mut String, r: &Report) {
@@ -427,6 +494,7 @@ mod tests {
             log_file: Some("</pre><script>x()</script>".into()),
             error_file: None,
             samples: vec![],
+            sampled: None,
         };
         let page = render(&Report {
             title: "t".into(),
@@ -435,6 +503,7 @@ mod tests {
             invalid: vec!["line 2: <b>bad</b>".into()],
             summary: "s".into(),
             error_hook: false,
+            lost_samples: 0,
         });
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(!page.contains("<img"), "{page}");
@@ -442,5 +511,45 @@ mod tests {
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         // The only scripts are the page's own filter.
         assert_eq!(page.matches("<script>").count(), 1, "{page}");
+    }
+
+    #[test]
+    fn samples_are_drawn_as_lines_broken_at_gaps() {
+        let sample = |t: f64, gap: bool| Sample {
+            t,
+            cpu_percent: Some(50.0 + t),
+            rss: Some(1 << 20),
+            gap,
+        };
+        let mut job = ReportJob {
+            seq: 1,
+            label: "job 1".into(),
+            command: "burn".into(),
+            status: JobStatus::Finished,
+            ended: "exited with code 0".into(),
+            queued: 0.0,
+            started: Some(0.0),
+            finished: Some(4.0),
+            cpu_seconds: None,
+            peak_rss: None,
+            log_file: None,
+            error_file: None,
+            samples: vec![],
+            sampled: None,
+        };
+        assert_eq!(sparkline(&job), "–");
+        job.samples = vec![sample(1.0, false), sample(2.0, false), sample(3.0, false)];
+        let svg = sparkline(&job);
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        // Placed over the job's run: t=1 of 0..4 is a quarter of the width, the peak on top.
+        assert!(svg.contains("points=\"40.0,"), "{svg}");
+        assert!(
+            svg.contains("160.0,1.0") || svg.contains("120.0,1.0"),
+            "{svg}"
+        );
+        // A gap: each of the two lines in two pieces.
+        job.samples[2].gap = true;
+        let svg = sparkline(&job);
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
     }
 }

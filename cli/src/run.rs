@@ -3,7 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use procman::{JobId, JobRecord, JobSpec, ProcessManager};
@@ -13,6 +13,8 @@ use crate::cli::RunArgs;
 use crate::dash::{Dash, Key};
 use crate::live::{self, JobView, LiveState};
 use crate::relay;
+use crate::report;
+use crate::sampling::{self, Series};
 use crate::sig;
 
 /// How often `--watch` redraws.
@@ -33,6 +35,11 @@ struct Options {
     quiet: bool,
     /// `--watch`: the dashboard while the job runs (see [`watching`]).
     watch: bool,
+    /// `--sample-interval`, as given (resolved once `--watch` is known to apply).
+    sample_interval: Option<String>,
+    progress_parser: Option<procman::ProgressParser>,
+    /// `--report FILE`: the HTML report of the job.
+    report: Option<PathBuf>,
     command: Vec<OsString>,
 }
 
@@ -47,9 +54,14 @@ fn parse(a: RunArgs) -> Result<Options, UsageError> {
         cwd: args::opt_path("--cwd", a.cwd)?,
         quiet: a.quiet,
         watch: a.watch,
+        sample_interval: a.sample_interval,
+        progress_parser: sampling::parser(a.progress_pattern.as_deref())?,
+        report: args::opt_path("--report", a.report)?,
         command: a.command,
         ..Options::default()
     };
+    // Checked here, so that a bad value is a usage error whether or not it is used.
+    sampling::interval(o.sample_interval.as_deref(), false)?;
     for kv in a.env {
         o.env.push(env_pair(&kv)?);
     }
@@ -109,18 +121,25 @@ fn live_state(manager: &ProcessManager, o: &Options, started: Instant) -> LiveSt
             .map(|w| w.to_string_lossy().into_owned())
             .collect::<Vec<_>>(),
     );
-    let jobs: Vec<JobView> = manager
-        .snapshot()
+    let snap = manager.snapshot();
+    let jobs: Vec<JobView> = snap
         .running
         .iter()
-        .map(|(_, pid, elapsed)| JobView {
-            seq: 1,
-            label: "job".into(),
-            command: command.clone(),
-            pid: *pid,
-            elapsed: elapsed.as_secs_f64(),
-            last_line: o.log.as_deref().and_then(live::last_line),
-            ..JobView::default()
+        .zip(snap.live.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|((id, pid, elapsed), figures)| {
+            let mut view = JobView {
+                seq: 1,
+                label: "job".into(),
+                command: command.clone(),
+                pid: *pid,
+                elapsed: elapsed.as_secs_f64(),
+                last_line: o.log.as_deref().and_then(live::last_line),
+                ..JobView::default()
+            };
+            if let Some(f) = figures.filter(|f| f.id == *id) {
+                sampling::fill(&mut view, f);
+            }
+            view
         })
         .collect();
     LiveState {
@@ -154,14 +173,24 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     spec = spec.on_finish(move |r| {
         let _ = done.send(Msg::Done(Box::new(r.clone())));
     });
-    let manager = match ProcessManager::builder().limit(1).build() {
+    let watch = watching(&o);
+    // Parsed before: cannot fail.
+    let every = sampling::interval(o.sample_interval.as_deref(), watch || o.report.is_some())
+        .unwrap_or(None);
+    let mut builder = ProcessManager::builder().limit(1);
+    if let Some(every) = every {
+        builder = builder.sample_interval(every);
+    }
+    let manager = match builder.build() {
         Ok(m) => m,
         Err(e) => {
             eprintln!("procman: cannot start: {e}");
             return OWN_ERROR;
         }
     };
-    let mut dash = watching(&o).then(|| {
+    let mut series = (o.report.is_some() && every.is_some()).then(|| Series::subscribe(&manager));
+    let started = SystemTime::now();
+    let mut dash = watch.then(|| {
         use std::io::IsTerminal;
         let keys =
             std::io::stdin().is_terminal() && o.input.as_deref() != Some(Path::new("/dev/stdin"));
@@ -175,7 +204,8 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     };
-    let Some((record, interrupted)) = wait(&manager, id, &rx, dash.as_mut(), &o) else {
+    let Some((record, interrupted)) = wait(&manager, id, &rx, dash.as_mut(), &o, series.as_mut())
+    else {
         // Cannot happen: the job's handler holds a sender until it has sent the record.
         return OWN_ERROR;
     };
@@ -190,7 +220,11 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
         // Not eprintln!, which panics when stderr is gone (`2>&1 | head -1`).
         let _ = writeln!(std::io::stderr(), "procman: {}", crate::account(&record));
     }
+    let own_error = !report_if_asked(&o, &record, started, series.as_mut());
     drop(manager);
+    if own_error && interrupted.is_none() {
+        return OWN_ERROR;
+    }
     match interrupted {
         Some(s) => 128 + s,
         None => crate::exit_code(&record),
@@ -205,20 +239,29 @@ fn wait(
     rx: &Receiver<Msg>,
     mut dash: Option<&mut Dash>,
     o: &Options,
+    mut series: Option<&mut Series>,
 ) -> Option<(Box<JobRecord>, Option<i32>)> {
     let mut interrupted = None;
     let started = Instant::now();
     loop {
-        let msg = match dash.as_mut() {
-            Some(d) => match rx.recv_timeout(REDRAW) {
+        if let Some(s) = series.as_mut() {
+            s.drain();
+        }
+        // Woken at each redraw, or (for the report's subscription) as often.
+        let ticking = dash.is_some() || series.is_some();
+        let msg = if ticking {
+            match rx.recv_timeout(REDRAW) {
                 Err(RecvTimeoutError::Timeout) => {
-                    d.draw(&live_state(manager, o, started));
+                    if let Some(d) = dash.as_mut() {
+                        d.draw(&live_state(manager, o, started));
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
                 Ok(m) => m,
-            },
-            None => rx.recv().ok()?,
+            }
+        } else {
+            rx.recv().ok()?
         };
         match msg {
             Msg::Done(r) => return Some((r, interrupted)),
@@ -241,6 +284,66 @@ fn wait(
             }
         }
     }
+}
+
+/// Writes the report when `--report` asks for one; false when it could not (said on stderr).
+fn report_if_asked(
+    o: &Options,
+    record: &JobRecord,
+    started: SystemTime,
+    series: Option<&mut Series>,
+) -> bool {
+    let Some(path) = &o.report else {
+        return true;
+    };
+    let written = write_report(path, o, record, started, series);
+    if let Err(e) = &written {
+        let _ = writeln!(
+            std::io::stderr(),
+            "procman: cannot write the report {}: {e}",
+            path.display()
+        );
+    }
+    written.is_ok()
+}
+
+/// `--report FILE`: the page of the one job, with its usage over time.
+fn write_report(
+    path: &Path,
+    o: &Options,
+    record: &JobRecord,
+    started: SystemTime,
+    series: Option<&mut Series>,
+) -> std::io::Result<()> {
+    let command = procman_cli::join_words(
+        o.command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+    );
+    let mut job = report::ReportJob::of(1, "job".into(), command.clone(), record, started);
+    let mut lost = 0;
+    if let Some(s) = series {
+        // The job's usage events came before its end.
+        s.drain();
+        job.samples = s.take(record, started);
+        lost = s.lost;
+    }
+    let wall = SystemTime::now()
+        .duration_since(started)
+        .map_or(0.0, |d| d.as_secs_f64());
+    report::write(
+        path,
+        &report::Report {
+            title: format!("procman run report: {command}"),
+            wall,
+            jobs: vec![job],
+            invalid: Vec::new(),
+            summary: crate::account(record),
+            error_hook: false,
+            lost_samples: lost,
+        },
+    )
 }
 
 /// The job as the options give it, and the relays that copy its output where procman's own
@@ -295,6 +398,9 @@ fn job_spec(o: &Options) -> Result<(JobSpec, Vec<relay::Relay>), String> {
     }
     if let Some(g) = o.grace {
         spec = spec.grace(g);
+    }
+    if let Some(p) = &o.progress_parser {
+        spec = spec.progress_parser(p.clone());
     }
     Ok((spec, relays))
 }

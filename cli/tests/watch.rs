@@ -313,6 +313,196 @@ fn status_follow_shows_a_batch_running_in_another_window_until_it_ends() {
     assert!(leftovers(&marker).is_empty());
 }
 
+/// The dashboard row of job `seq` (`#1 ...`) in a captured screen.
+fn row_of(screen: &str, seq: u32) -> Option<String> {
+    let head = format!("#{seq} ");
+    screen
+        .lines()
+        .find(|l| l.starts_with(&head))
+        .map(str::to_owned)
+}
+
+/// A row's CPU %, RSS and progress columns (the table's fixed widths: job 8, elapsed 8,
+/// CPU % 5, RSS 9, progress 5, one space between).
+fn figures(row: &str) -> (String, String, String) {
+    let chars: Vec<char> = row.chars().collect();
+    let col = |from: usize, to: usize| {
+        chars
+            .get(from..to.min(chars.len()))
+            .map_or(String::new(), |c| {
+                c.iter().collect::<String>().trim().to_owned()
+            })
+    };
+    (col(18, 23), col(24, 33), col(34, 39))
+}
+
+/// Whether a row shows a sampled job: a CPU % that is a number of at least `min_cpu`, an RSS
+/// in KiB or MiB, and (when `progress`) a progress percentage.
+fn shows_figures(row: &str, min_cpu: f64, progress: Option<&str>) -> bool {
+    let (cpu, rss, prog) = figures(row);
+    cpu.parse::<f64>().is_ok_and(|c| c >= min_cpu)
+        && (rss.ends_with("KiB") || rss.ends_with("MiB"))
+        && progress.map_or(true, |p| prog == p)
+}
+
+#[test]
+fn the_dashboard_and_status_follow_show_live_cpu_memory_and_progress() {
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let dir = TempDir::new("watch-figures");
+    let marker = format!("figures-{}-577215", std::process::id());
+    let _cleanup = Cleanup(marker.clone());
+    // A CPU burner, and refmac-style progress as the test helper's `cycles` mode prints it
+    // (one cycle a second, each followed by a line of noise; the CLI's tests have no test
+    // helper binary: `procman-testkid` is built for the library's tests only).
+    let jobs = dir.join("jobs.txt");
+    std::fs::write(
+        &jobs,
+        format!(
+            "sh -c 'while :; do :; done' {marker}\n\
+             sh -c 'n=0; while [ $n -lt 60 ]; do n=$((n+1)); \
+             sleep 1; echo refinement cycle $n of 60; echo R factor 0.$n; done' {marker}\n"
+        ),
+    )
+    .unwrap();
+    let joblog = dir.join("joblog");
+    let status = dir.join("status");
+    let tmux = Tmux::new("figures");
+    tmux.window(
+        true,
+        &format!(
+            "{BIN} batch -j 2 --log-dir {} --joblog {} --progress-pattern 'cycle {{n}} of {{m}}' {}; \
+             echo $? > {}; sleep 60",
+            quoted(&dir.join("logs")),
+            quoted(&joblog),
+            quoted(&jobs),
+            quoted(&status)
+        ),
+    );
+    tmux.window(
+        false,
+        &format!(
+            "{BIN} status --follow --joblog {}; sleep 60",
+            quoted(&joblog)
+        ),
+    );
+    // The burner's CPU % is a number (at least 10: it is busy, on however loaded a machine),
+    // its RSS is shown; the cycles job shows its progress (after cycle 1: 2%, 3%, ...).
+    let ready = |s: &str| {
+        row_of(s, 1).is_some_and(|r| shows_figures(&r, 10.0, None))
+            && row_of(s, 2).is_some_and(|r| {
+                let (_, _, prog) = figures(&r);
+                shows_figures(&r, 0.0, None) && prog.ends_with('%') && prog != "0%"
+            })
+    };
+    for window in [0, 1] {
+        let (ok, screen) = tmux.wait_for(window, ready);
+        assert!(ok, "window {window}: {screen}");
+        let row = row_of(&screen, 2).unwrap();
+        assert!(row.contains("R factor 0."), "{row}");
+    }
+    // The live file has the figures too.
+    let mut live = joblog.clone().into_os_string();
+    live.push(".live.json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(PathBuf::from(&live)).unwrap()).unwrap();
+    assert_eq!(v["version"], 1, "{v}");
+    assert_eq!(v["sample_interval"], 0.5, "{v}");
+    let burner = &v["jobs"][0];
+    assert!(
+        burner["cpu_percent"].as_f64().is_some_and(|c| c > 0.0),
+        "{v}"
+    );
+    assert!(burner["rss"].as_u64().is_some_and(|r| r > 0), "{v}");
+    let cycles = &v["jobs"][1];
+    assert!(
+        cycles["progress"]
+            .as_f64()
+            .is_some_and(|p| p > 0.0 && p < 1.0),
+        "{v}"
+    );
+    assert!(
+        cycles["progress_message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cycle ") && m.ends_with(" of 60")),
+        "{v}"
+    );
+    tmux.keys(0, "q");
+    assert!(
+        eventually(Duration::from_secs(20), || status.exists()),
+        "{}",
+        tmux.screen(0)
+    );
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "130");
+    let left = leftovers(&marker);
+    assert!(left.is_empty(), "jobs left running after q: {left:?}");
+}
+
+#[test]
+fn sample_interval_0_turns_sampling_off_and_a_bad_pattern_is_a_usage_error() {
+    let dir = TempDir::new("watch-nosample");
+    let page = dir.join("report.html");
+    let out = run(procman()
+        .args(["batch", "--no-logs", "--sample-interval", "0", "--report"])
+        .arg(&page)
+        .args(["--", "sh", "-c", "sleep 1.2", ":::", "x"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<polyline"), "{html}");
+    for (verb, status) in [("batch", 255), ("run", 125)] {
+        let out = run(procman().args([verb, "--progress-pattern", "{n} done", "--", "true"]));
+        assert_eq!(out.status.code(), Some(status), "{verb}");
+        assert!(
+            text(&out.stderr).contains("option --progress-pattern: {n} and {m} go together"),
+            "{verb}: {}",
+            text(&out.stderr)
+        );
+        let out = run(procman().args([verb, "--sample-interval", "often", "--", "true"]));
+        assert_eq!(out.status.code(), Some(status), "{verb}");
+        assert!(text(&out.stderr).contains("option --sample-interval: "));
+    }
+}
+
+#[test]
+fn run_report_has_the_jobs_usage_over_time() {
+    let dir = TempDir::new("watch-run-report");
+    let page = dir.join("report.html");
+    let out = run(procman()
+        .args(["run", "-q", "--report"])
+        .arg(&page)
+        .args(["--", "sh", "-c", BURN]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_polylines(&html, 1);
+}
+
+/// A job that burns CPU for 2 to 3 seconds (the shell, and the `date`s it runs): at the
+/// default interval, 4 samples or more.
+const BURN: &str = "end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do :; done";
+
+/// The report draws at least `jobs` jobs' CPU and memory lines over time, each of 3 points
+/// or more, and a sampled peak CPU % for the burner.
+fn assert_polylines(html: &str, jobs: usize) {
+    let lines: Vec<&str> = html
+        .split("<polyline")
+        .skip(1)
+        .filter_map(|l| l.split("points=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(lines.len() >= 2 * jobs, "{html}");
+    assert!(
+        lines.iter().all(|pts| pts.split(' ').count() >= 3),
+        "{lines:?}"
+    );
+    assert!(html.contains("sampled CPU peak / mean"), "{html}");
+    let peak = html
+        .split("<td class=\"num\">")
+        .filter_map(|c| c.split_once("% / ")?.0.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(peak >= 10.0, "no busy sampled peak: {html}");
+}
+
 /// Runs headless Chromium on `page` with `args`; its output, or `None` when it hung.
 fn chromium(dir: &TempDir, page: &Path, args: &[&str]) -> Output {
     let out = Command::new("timeout")
@@ -351,6 +541,12 @@ fn the_report_renders_in_headless_chromium_without_errors_and_escapes_job_text()
         ),
     )
     .unwrap();
+    // And a CPU burner, whose usage over time the report draws.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&jobs)
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("sh -c '{BURN}'\n").as_bytes()).unwrap();
     let page = dir.join("report.html");
     let out = run(procman()
         .args(["batch", "-j", "2", "--log-dir"])
@@ -373,6 +569,7 @@ fn the_report_renders_in_headless_chromium_without_errors_and_escapes_job_text()
     for fetch in ["https://", "src=\"", "<link", "@import", "url("] {
         assert!(!html.contains(fetch), "{fetch}: {html}");
     }
+    assert_polylines(&html, 1);
     if !have("chromium") {
         eprintln!(
             "SKIPPED (the Chromium part): chromium is not installed (apt-get install chromium)"
@@ -450,7 +647,8 @@ fn run_watch_shows_the_job_and_q_kills_it_as_ctrl_c() {
     tmux.window(
         true,
         &format!(
-            "{BIN} run --watch --log {} --err {} -- sh {}; echo $? > {}; sleep 60",
+            "{BIN} run --watch --progress-pattern '{{n}} of {{m}}' --log {} --err {} -- sh {}; \
+             echo $? > {}; sleep 60",
             quoted(&dir.join("log")),
             quoted(&dir.join("err")),
             quoted(&script),
@@ -458,6 +656,11 @@ fn run_watch_shows_the_job_and_q_kills_it_as_ctrl_c() {
         ),
     );
     let (ok, screen) = tmux.wait_for(0, |s| s.contains("1 running") && s.contains("step 2 of 5"));
+    assert!(ok, "{screen}");
+    // Sampled (CPU % and RSS) and its progress read from its output: 2 of 5.
+    let (ok, screen) = tmux.wait_for(0, |s| {
+        row_of(s, 1).is_some_and(|r| shows_figures(&r, 0.0, Some("40%")))
+    });
     assert!(ok, "{screen}");
     tmux.keys(0, "q");
     assert!(

@@ -13,12 +13,13 @@ use procman::{JobStatus, ProcessManager, ShutdownMode};
 use super::gate::Shared;
 use super::joblog::{joblog_entry, Joblog};
 use super::ui::{paths_of, Counts, Ui};
-use super::{Finished, Labels, Msg, Options, Output, Resume};
+use super::{Finished, Labels, Msg, Options, Resume};
 use super::{MAX_FAILED_STATUS, OWN_ERROR, REDRAW};
 use crate::dash::{Dash, Key};
 use crate::halt::{Tally, When};
 use crate::live::{self, JobView, LiveState};
 use crate::report;
+use crate::sampling::{self, Series};
 
 /// At most this many running jobs in the live state.
 const MAX_VIEW: usize = 100;
@@ -46,6 +47,8 @@ pub(super) struct Batch {
     halt_status: Option<i32>,
     /// `--report`: every finished job, for the page written at the end.
     report_jobs: Vec<report::ReportJob>,
+    /// `--report` with sampling: usage over time of the jobs, from the manager's events.
+    series: Option<Series>,
     invalid: Vec<String>,
     started: SystemTime,
 }
@@ -57,16 +60,13 @@ impl Batch {
         (tx, rx): (Sender<Msg>, Receiver<Msg>),
         gate: Arc<Shared>,
         labels: Labels,
-        joblog: Option<Joblog>,
+        (joblog, series): (Option<Joblog>, Option<Series>),
     ) -> Batch {
-        // Job output on the terminal and a live line would garble each other: only when asked.
-        let live = !o.quiet
-            && o.progress
-                .unwrap_or_else(|| o.output == Output::Files && io::stderr().is_terminal());
+        let live = o.live();
         let start = Instant::now();
-        // The dashboard where the live line would be, on a terminal, when no job output is
-        // printed; keys only when stdin is a terminal that the batch does not read jobs from.
-        let dash = (live && o.output == Output::Files && io::stderr().is_terminal()).then(|| {
+        // The dashboard where the live line would be; keys only when stdin is a terminal that
+        // the batch does not read jobs from.
+        let dash = o.dashboard().then(|| {
             let reads_stdin = o.command.is_none() && o.file.as_deref().map_or(true, |f| f == "-");
             let keys = (io::stdin().is_terminal() && !reads_stdin)
                 .then_some((tx, Msg::Key as fn(Key) -> Msg));
@@ -96,6 +96,7 @@ impl Batch {
             failures: Vec::new(),
             halt_status: None,
             report_jobs: Vec::new(),
+            series,
             invalid: Vec::new(),
             started: SystemTime::now(),
         }
@@ -137,13 +138,21 @@ impl Batch {
         self.finish()
     }
 
-    /// Whether the main loop redraws or publishes the live state every [`REDRAW`].
+    /// Whether the main loop redraws or publishes the live state, or takes in the usage
+    /// events, every [`REDRAW`].
     fn ticking(&self) -> bool {
-        self.ui.live || self.live_file.is_some()
+        self.ui.live || self.live_file.is_some() || self.series.is_some()
     }
 
-    /// Draws the dashboard or the live line, and publishes the live state.
+    /// Draws the dashboard or the live line, publishes the live state, takes in the events.
     fn tick(&mut self) {
+        if let Some(s) = self.series.as_mut() {
+            s.drain();
+        }
+        if !self.ui.live && self.live_file.is_none() {
+            self.ui.last_draw = Instant::now();
+            return;
+        }
         let state = self.live_state();
         if let Some(path) = &self.live_file {
             if let Err(e) = live::publish(path, &state) {
@@ -174,11 +183,13 @@ impl Batch {
         let submitted = self.gate.lock().submitted;
         let mut jobs: Vec<JobView> = {
             let labels = self.labels.lock().expect("labels");
+            // `live` lists the same jobs in the same order as `running`.
             snap.running
                 .iter()
-                .filter_map(|(id, pid, elapsed)| {
+                .zip(snap.live.iter().map(Some).chain(std::iter::repeat(None)))
+                .filter_map(|((id, pid, elapsed), figures)| {
                     let l = labels.get(&id.0)?;
-                    Some(JobView {
+                    let mut view = JobView {
                         seq: l.seq,
                         label: l.text.clone(),
                         command: l.command.clone(),
@@ -186,7 +197,11 @@ impl Batch {
                         elapsed: elapsed.as_secs_f64(),
                         last_line: l.log.as_deref().and_then(live::last_line),
                         ..JobView::default()
-                    })
+                    };
+                    if let Some(f) = figures.filter(|f| f.id == *id) {
+                        sampling::fill(&mut view, f);
+                    }
+                    Some(view)
                 })
                 .take(MAX_VIEW)
                 .collect()
@@ -203,6 +218,7 @@ impl Batch {
             succeeded: c.ok,
             failed: c.failed + c.invalid,
             running: snap.running.len() as u64,
+            sample_interval: self.o.sample_interval.map(|d| d.as_secs_f64()),
             jobs,
             recent_failures: self.failures[recent..].to_vec(),
         }
@@ -286,13 +302,19 @@ impl Batch {
                 .expect("labels")
                 .get(&f.record.id.0)
                 .map(|l| l.text.clone());
-            self.report_jobs.push(report::ReportJob::of(
+            let mut job = report::ReportJob::of(
                 f.seq,
                 label.unwrap_or_else(|| head.clone()),
                 f.command.clone(),
                 &f.record,
                 self.started,
-            ));
+            );
+            // The job's usage events came before its end (its handler sent this message).
+            if let Some(s) = self.series.as_mut() {
+                s.drain();
+                job.samples = s.take(&f.record, self.started);
+            }
+            self.report_jobs.push(job);
         }
         let Some(when) = f.halts else {
             return false;
@@ -437,6 +459,7 @@ impl Batch {
             invalid: std::mem::take(&mut self.invalid),
             summary,
             error_hook: self.o.report_error_hook,
+            lost_samples: self.series.as_ref().map_or(0, |s| s.lost),
         };
         if let Err(e) = report::write(path, &page) {
             self.ui

@@ -42,6 +42,7 @@ use crate::cli::{BatchArgs, Shape};
 use crate::dash::Key;
 use crate::halt::{self, When};
 use crate::inputs::{self, Item};
+use crate::sampling::Series;
 use crate::sig;
 use gate::Shared;
 use joblog::{recorded_in, Joblog};
@@ -94,6 +95,27 @@ struct Options {
     report: Option<PathBuf>,
     /// Test only: the report records JavaScript errors in the page.
     report_error_hook: bool,
+    /// How often running jobs are sampled (`--sample-interval`, see `sampling.rs`); `None`:
+    /// never.
+    sample_interval: Option<Duration>,
+    /// `--progress-pattern`: each job's progress parser.
+    progress_parser: Option<procman::ProgressParser>,
+}
+
+impl Options {
+    /// Whether the live display is on: the progress line or the dashboard. Job output on the
+    /// terminal and a live line would garble each other: only when asked, then.
+    fn live(&self) -> bool {
+        !self.quiet
+            && self
+                .progress
+                .unwrap_or_else(|| self.output == Output::Files && io::stderr().is_terminal())
+    }
+
+    /// Whether the live display is the dashboard: on a terminal, when no job output is printed.
+    fn dashboard(&self) -> bool {
+        self.live() && self.output == Output::Files && io::stderr().is_terminal()
+    }
 }
 
 /// Where the jobs' output goes besides the log files.
@@ -194,6 +216,9 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     if let Some(g) = o.grace {
         builder = builder.grace(g);
     }
+    if let Some(every) = o.sample_interval {
+        builder = builder.sample_interval(every);
+    }
     let manager = builder.build().map_err(|e| format!("cannot start: {e}"))?;
     let (tx, rx) = unbounded();
     let tx_keys = tx.clone();
@@ -203,6 +228,9 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
         gate.lock().permits = Some(o.jobs);
     }
     let labels: Labels = Arc::default();
+    // The report's usage over time: subscribed before the first job is submitted.
+    let series =
+        (o.report.is_some() && o.sample_interval.is_some()).then(|| Series::subscribe(&manager));
     let reader = Reader {
         labels: labels.clone(),
         manager: manager.handle(),
@@ -216,7 +244,14 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
         .name("procman-reader".into())
         .spawn(move || reader.run(input))
         .map_err(|e| format!("cannot start the reader thread: {e}"))?;
-    Ok(Batch::new(o, manager, (tx_keys, rx), gate, labels, joblog))
+    Ok(Batch::new(
+        o,
+        manager,
+        (tx_keys, rx),
+        gate,
+        labels,
+        (joblog, series),
+    ))
 }
 
 /// A log directory that cannot be one is reported once here, not once per job.

@@ -7,6 +7,7 @@ use super::{Options, Output, Resume, DEFAULT_LOG_DIR};
 use crate::args::{self, UsageError};
 use crate::cli::{BatchArgs, Shape};
 use crate::halt;
+use crate::sampling;
 
 /// Checks `procman batch`'s arguments; `shape` says whether the words are a command template.
 pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
@@ -49,7 +50,7 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         }
         Shape::Files => (None, a.words.into_iter().next()),
     };
-    let o = Options {
+    let mut o = Options {
         jobs,
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
@@ -75,7 +76,12 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         tag: a.tag,
         report: args::opt_path("--report", a.report)?,
         report_error_hook: a.report_error_hook,
+        sample_interval: None,
+        progress_parser: sampling::parser(a.progress_pattern.as_deref())?,
     };
+    // Sampled where the figures are shown: the dashboard, the live file, the report.
+    let shown = o.dashboard() || o.joblog.is_some() || o.report.is_some();
+    o.sample_interval = sampling::interval(a.sample_interval.as_deref(), shown)?;
     if o.tag && o.output == Output::Files {
         return Err(UsageError(
             "option --tag: the output goes to log files only; add --group or --line-buffer".into(),

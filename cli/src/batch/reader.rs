@@ -274,6 +274,9 @@ impl Reader {
         if retries > 0 {
             spec = spec.retries(retries, Duration::ZERO, RetryOn::default());
         }
+        if let Some(p) = &self.options.progress_parser {
+            spec = spec.progress_parser(p.clone());
+        }
         spec
     }
 
