@@ -191,7 +191,7 @@ pub mod __contain {
     };
 }
 
-pub use config::{ObserveMode, ShutdownMode, WaitMode};
+pub use config::{Containment, ObserveMode, ShutdownMode, WaitMode};
 pub use engine::sched::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, LiveJob, Snapshot};

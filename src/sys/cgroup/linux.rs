@@ -340,6 +340,14 @@ impl JobCgroup {
     }
 }
 
+impl JobCgroup {
+    /// Gives the cgroup up without killing or removing it (the job's leftovers were to be left
+    /// running, `kill_leftovers(false)`): its directory stays, and the procman parent with it.
+    pub fn abandon(mut self) {
+        self.removed = true;
+    }
+}
+
 impl Drop for JobCgroup {
     fn drop(&mut self) {
         if self.removed {
@@ -350,6 +358,18 @@ impl Drop for JobCgroup {
         if let Err(e) = self.remove() {
             log::warn!("cannot remove cgroup {}: {e}", self.dir.display());
         }
+    }
+}
+
+/// Makes std's spawn of `cmd` put the child in `cgroup` before it execs (a `pre_exec` hook that
+/// writes `0` into its `cgroup.procs`; std then forks). The spawn fails with the write's error.
+pub(crate) fn enter_on_spawn(cmd: &mut std::process::Command, cgroup: &JobCgroup) {
+    use std::os::unix::process::CommandExt;
+    let fd = cgroup.procs_fd();
+    // SAFETY: the hook makes one write(2), which is async-signal-safe; `fd` stays open until
+    // the spawn returns (the caller holds the cgroup).
+    unsafe {
+        cmd.pre_exec(move || enter_from_child(fd));
     }
 }
 
