@@ -70,6 +70,8 @@ struct Options {
     jobs: usize,
     timeout: Option<Duration>,
     grace: Option<Duration>,
+    contain: Option<procman::Containment>,
+    memory_limit: Option<u64>,
     retries: u32,
     /// `None` with `--no-logs`.
     log_dir: Option<PathBuf>,
@@ -193,6 +195,9 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     let mut builder = ProcessManager::builder().limit(o.jobs);
     if let Some(g) = o.grace {
         builder = builder.grace(g);
+    }
+    if let Some(c) = o.contain {
+        builder = builder.containment(c);
     }
     let manager = builder.build().map_err(|e| format!("cannot start: {e}"))?;
     let (tx, rx) = unbounded();
