@@ -198,6 +198,11 @@ mod stub {
         pub fn job(&self) -> io::Result<JobCgroup> {
             match *self {}
         }
+
+        /// Unreachable: no root exists.
+        pub fn recycle(&self, _cg: JobCgroup, _last: CgroupUsage) -> Result<(), JobCgroup> {
+            match *self {}
+        }
     }
 
     /// Not Linux: no value of this type can exist (see [`CgroupRoot`]).

@@ -299,7 +299,7 @@ impl Signals for Group<'_> {
 
     fn what(&self) -> String {
         match self.scope {
-            Scope::Cgroup(_) => "its process group, then its cgroup".into(),
+            Scope::Cgroup(..) => "its process group, then its cgroup".into(),
             _ => "its process group".into(),
         }
     }

@@ -2,12 +2,13 @@
 //! cgroup per attempt (`Containment::Cgroup`), or a marker in its environment by which its
 //! orphans adopted by the host are recognised (`Containment::Subreaper`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Containment};
 use crate::job::JobCore;
 use crate::record::ResourceUsage;
-use crate::sys::cgroup::{CgroupUsage, JobCgroup};
+use crate::sys::cgroup::{CgroupRoot, CgroupUsage, JobCgroup};
 use crate::sys::subreaper::{marker_entry, Adopted};
 
 /// How long the end of a job waits for its killed cgroup to empty, or for its adopted orphans
@@ -19,7 +20,8 @@ const END_BOUND: Duration = Duration::from_secs(2);
 /// the subreaper's orphans are killed and reaped.
 pub(super) enum Scope {
     Group,
-    Cgroup(JobCgroup),
+    /// The attempt's cgroup, and the root it goes back to when it can be reused.
+    Cgroup(JobCgroup, Arc<CgroupRoot>),
     Subreaper(Orphans),
 }
 
@@ -38,9 +40,10 @@ impl Drop for Orphans {
 }
 
 impl Scope {
-    /// A fresh cgroup for this attempt (never one that was killed before: the kernel kills a
-    /// child cloned into such a cgroup at birth) with the job's limits set, or the marker
-    /// token. Fails with a message for the record (the attempt then fails to spawn).
+    /// An empty cgroup for this attempt (never one that was killed before: the kernel kills a
+    /// child cloned into such a cgroup at birth; see `CgroupRoot::recycle` for which are
+    /// reused) with the job's limits set, or the marker token. Fails with a message for the
+    /// record (the attempt then fails to spawn).
     pub(super) fn new(config: &Config, core: &JobCore, attempt: u32) -> Result<Scope, String> {
         match (config.containment, &config.cgroups) {
             (Containment::Cgroup, Some(root)) => {
@@ -55,7 +58,7 @@ impl Scope {
                     cg.set_cpu_weight(w)
                         .map_err(|e| format!("cannot set the CPU weight: {e}"))?;
                 }
-                Ok(Scope::Cgroup(cg))
+                Ok(Scope::Cgroup(cg, root.clone()))
             }
             (Containment::Subreaper, _) => Ok(Scope::Subreaper(Orphans {
                 token: format!("{}-{}-{attempt}", std::process::id(), core.id),
@@ -68,7 +71,7 @@ impl Scope {
     /// The cgroup the program must start in.
     pub(super) fn cgroup(&self) -> Option<&JobCgroup> {
         match self {
-            Scope::Cgroup(cg) => Some(cg),
+            Scope::Cgroup(cg, _) => Some(cg),
             _ => None,
         }
     }
@@ -87,7 +90,7 @@ impl Scope {
     pub(super) fn kill(&self, id: crate::record::JobId, leader: u32) {
         match self {
             Scope::Group => {}
-            Scope::Cgroup(cg) => {
+            Scope::Cgroup(cg, _) => {
                 if let Err(e) = cg.kill() {
                     log::warn!("job {id}: cannot kill its cgroup {}: {e}", cg_path(cg));
                 }
@@ -115,7 +118,7 @@ impl Scope {
                 o.armed = false;
                 None
             }
-            Scope::Cgroup(cg) => end_cgroup(core, cg, usage),
+            Scope::Cgroup(cg, root) => end_cgroup(core, (cg, &root), usage),
         }
     }
 }
@@ -134,7 +137,11 @@ fn kill_adopted(id: crate::record::JobId, token: &str, leader: u32) {
 }
 
 /// [`Scope::end`] for a cgroup.
-fn end_cgroup(core: &JobCore, mut cg: JobCgroup, usage: &mut ResourceUsage) -> Option<String> {
+fn end_cgroup(
+    core: &JobCore,
+    (cg, root): (JobCgroup, &CgroupRoot),
+    usage: &mut ResourceUsage,
+) -> Option<String> {
     let id = core.id;
     if !core.kill_leftovers {
         // Its leftovers keep running in it: account for what is known, leave it in place.
@@ -144,17 +151,22 @@ fn end_cgroup(core: &JobCore, mut cg: JobCgroup, usage: &mut ResourceUsage) -> O
         cg.abandon();
         return None;
     }
-    if let Err(e) = cg.kill() {
-        log::warn!("job {id}: cannot kill its cgroup: {e}");
-    }
-    match cg.wait_empty(END_BOUND) {
-        Ok(true) => {}
-        Ok(false) => log::warn!("job {id}: its cgroup did not empty within {END_BOUND:?}"),
-        Err(e) => log::warn!("job {id}: cannot read its cgroup's state: {e}"),
+    // Most jobs leave nothing: one read of cgroup.events, no kill, no wait.
+    if cg.populated().unwrap_or(true) {
+        if let Err(e) = cg.kill() {
+            log::warn!("job {id}: cannot kill its cgroup: {e}");
+        }
+        match cg.wait_empty(END_BOUND) {
+            Ok(true) => {}
+            Ok(false) => log::warn!("job {id}: its cgroup did not empty within {END_BOUND:?}"),
+            Err(e) => log::warn!("job {id}: cannot read its cgroup's state: {e}"),
+        }
     }
     let mut why = None;
+    let mut last = None;
     match cg.usage() {
         Ok(u) => {
+            last = Some(u);
             if let Some(n @ 1..) = u.oom_kills {
                 why = Some(format!(
                     "the out-of-memory killer ended {n} process(es) of the job (memory limit \
@@ -167,6 +179,15 @@ fn end_cgroup(core: &JobCore, mut cg: JobCgroup, usage: &mut ResourceUsage) -> O
         }
         Err(e) => log::warn!("job {id}: cannot read its cgroup's accounting: {e}"),
     }
+    // Kept for another attempt where that is safe (it never was killed, has no limit, is
+    // empty), else removed.
+    let mut cg = match last {
+        Some(u) => match root.recycle(cg, u) {
+            Ok(()) => return why,
+            Err(cg) => cg,
+        },
+        None => cg,
+    };
     if let Err(e) = cg.remove() {
         log::warn!("job {id}: cannot remove its cgroup: {e}");
     }
