@@ -200,7 +200,7 @@ mod stub {
         }
 
         /// Unreachable: no root exists.
-        pub fn recycle(&self, _cg: JobCgroup, _last: CgroupUsage) -> Result<(), JobCgroup> {
+        pub fn recycle(&self, _cg: JobCgroup, _last: CgroupUsage) -> Option<JobCgroup> {
             match *self {}
         }
     }

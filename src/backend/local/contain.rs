@@ -183,8 +183,8 @@ fn end_cgroup(
     // empty), else removed.
     let mut cg = match last {
         Some(u) => match root.recycle(cg, u) {
-            Ok(()) => return why,
-            Err(cg) => cg,
+            None => return why,
+            Some(cg) => cg,
         },
         None => cg,
     };

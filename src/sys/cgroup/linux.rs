@@ -155,21 +155,21 @@ impl CgroupRoot {
     /// killed (the kernel kills a child cloned into a once-killed cgroup at birth), has no
     /// limit set, and no memory controller is enabled (`memory.peak` cannot be reset). `last`
     /// is its final [`JobCgroup::usage`]: the next job's figures are counted from there. Gives
-    /// `cg` back when it cannot be kept (the caller removes it).
-    pub fn recycle(&self, mut cg: JobCgroup, last: CgroupUsage) -> Result<(), JobCgroup> {
+    /// `cg` back when it cannot be kept (the caller removes it); `None`: kept.
+    pub fn recycle(&self, mut cg: JobCgroup, last: CgroupUsage) -> Option<JobCgroup> {
         let fit = !cg.killed.load(Ordering::Relaxed)
             && !cg.limited.load(Ordering::Relaxed)
             && !self.controllers.iter().any(|c| c == "memory")
             && cg.populated().is_ok_and(|p| !p);
         let Ok(mut spare) = self.spare.lock() else {
-            return Err(cg);
+            return Some(cg);
         };
         if !fit || spare.len() >= SPARE_MAX {
-            return Err(cg);
+            return Some(cg);
         }
         cg.base = add(cg.base, last);
         spare.push(cg);
-        Ok(())
+        None
     }
 }
 
