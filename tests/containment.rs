@@ -195,14 +195,23 @@ fn a_daemon_left_by_an_exited_leader_is_killed() {
 
 /// Four burners of 0.5 s of CPU each in processes the job's shell never waits for
 /// (`orphan-burn`): the record's CPU time covers them all in cgroup mode (from `cpu.stat`),
-/// where the leader's `wait4` would count only the shell. Twice, one job after the other: the
-/// second reuses the first's cgroup (it ended empty, never killed) and counts only its own.
+/// where the leader's `wait4` would count only the shell. After a job of 1 s of CPU whose
+/// cgroup it reuses (that job ended with its cgroup empty, never killed): it counts only its own.
 #[test]
 fn the_record_counts_the_cpu_of_the_whole_tree() {
     let Some(pm) = manager(Containment::Cgroup) else {
         return;
     };
     let m = Marked::new("cpu");
+    let first = pm
+        .run(JobSpec::new(kid()).args(["spin-cpu", "1.0", &m.marker]))
+        .unwrap();
+    let u = first.usage.expect("usage");
+    let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
+    assert!(
+        (1000..1300).contains(&cpu.as_millis()),
+        "the first job: {cpu:?}"
+    );
     let one = format!("{} orphan-burn 0.5 0 {} >/dev/null", kid(), m.marker);
     let script = format!("{one} & {one} & {one} & {one} & wait");
     for run in 0..2 {
