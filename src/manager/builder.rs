@@ -166,7 +166,9 @@ impl Builder {
     }
 
     /// Whether processes left in a job's process group when its program exits are killed
-    /// (default true; see DESIGN.md, "Leftover processes").
+    /// (default true; see DESIGN.md, "Leftover processes"). In cgroup containment this means
+    /// every process left in the job's cgroup; with `false` the cgroup is left in place with
+    /// them (and the manager's parent cgroup with it).
     pub fn kill_leftovers(mut self, yes: bool) -> Builder {
         self.kill_leftovers = yes;
         self

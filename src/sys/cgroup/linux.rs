@@ -175,7 +175,8 @@ impl CgroupRoot {
 
 /// `a + b`, field by field (a field missing on either side stays missing).
 fn add(a: CgroupUsage, b: CgroupUsage) -> CgroupUsage {
-    let d = |x: Option<Duration>, y: Option<Duration>| Some(x.unwrap_or_default() + y?);
+    let d =
+        |x: Option<Duration>, y: Option<Duration>| Some(x.unwrap_or_default().saturating_add(y?));
     CgroupUsage {
         cpu: d(a.cpu, b.cpu),
         user_cpu: d(a.user_cpu, b.user_cpu),
