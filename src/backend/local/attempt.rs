@@ -27,7 +27,9 @@ use crate::sys::{self, Exit, Waker};
 /// Owns a spawned job's process group until its leader is reaped. Dropped while still armed
 /// (the worker unwinding from a panic, or a wait that failed without reaping), it SIGKILLs the
 /// group and reaps the leader: no process of the group survives, no zombie is left. The group
-/// is signalled only while its leader is unreaped, so its id cannot have been reused.
+/// is signalled only while its leader is unreaped, so its id cannot have been reused. The
+/// attempt's `Scope`, dropped right after it, then kills the rest: its cgroup (every process,
+/// `setsid` or not; then removed) or its adopted orphans.
 struct Reaper {
     pid: u32,
     armed: bool,
