@@ -200,9 +200,10 @@ pub mod slurm {
 }
 mod sys;
 
-/// Containment internals (issue 15, phase 1) for `tests/containment.rs` and
-/// `examples/spawn_cost.rs`, until the builder's containment modes expose them. Not part of
-/// the API: no stability promise.
+/// Containment internals (issue 15) for the sys-level tests (`tests/containment.rs`: the kill
+/// fallback, the spawn entries, the limits' errors; `tests/contain_subreaper.rs`) and
+/// `examples/spawn_cost.rs`; jobs use [`Builder::containment`]. Not part of the API: no
+/// stability promise.
 #[doc(hidden)]
 #[cfg(target_os = "linux")]
 pub mod __contain {
