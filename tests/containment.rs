@@ -264,6 +264,33 @@ fn limits_are_refused_where_they_cannot_apply() {
     assert!(matches!(e, StartError::LimitUnavailable(_)), "{e}");
 }
 
+/// The cgroups a process left when it exited without dropping its manager (`exit()`, a
+/// process-wide manager) are removed by the next manager made under the same cgroup; a live
+/// process's are not.
+#[test]
+fn a_new_manager_removes_the_cgroups_of_gone_processes() {
+    if !is_root() {
+        return;
+    }
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let real = CgroupRoot::discover().unwrap();
+    let own = real.path().parent().unwrap().to_path_buf();
+    drop(real);
+    let stale = own.join(format!("procman-{gone}-7"));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::create_dir(stale.join("job-3")).unwrap();
+    // This process's own (pid 1 is alive): left alone, then removed here.
+    let live = own.join("procman-1-999999");
+    std::fs::create_dir(&live).unwrap();
+    let pm = manager(Containment::Cgroup).unwrap();
+    let left = (stale.exists(), live.exists());
+    std::fs::remove_dir(&live).unwrap();
+    assert_eq!(left, (false, true), "stale removed, live kept");
+    drop(pm);
+}
+
 /// Auto falls back to the process group when the cgroup root is missing or not a cgroup file
 /// system (and as root, read-only); Cgroup then fails at build with the reason.
 #[test]

@@ -66,6 +66,7 @@ impl CgroupRoot {
         // old and new cgroups: `base` itself.
         access_w(&procs)
             .map_err(|e| io_reason("cannot move processes: no write access to", &procs, &e))?;
+        sweep_stale(base);
         let n = PARENTS.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("procman-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| io_reason("cannot create", &dir, &e))?;
@@ -470,6 +471,31 @@ pub fn enter_from_child(procs_fd: RawFd) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes the `procman-<pid>-<n>` parents (and their job cgroups) that processes which are gone
+/// left under `base`: a process that exits without dropping its manager (a process-wide
+/// manager, `exit()`) cannot remove them itself. Only empty cgroups can be removed, so one that
+/// still holds processes stays. (A manager in another pid namespace sharing `base` would look
+/// gone: its empty spare job cgroups could be removed, and its next job fail to spawn.)
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("procman-"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Err(e) = remove_tree(&entry.path()) {
+                log::debug!("cannot remove stale cgroup {}: {e}", entry.path().display());
+            }
+        }
     }
 }
 
