@@ -30,7 +30,9 @@
 //! * `PROCMAN_HOST_BLOCK=1`: first block SIGINT, SIGTERM and SIGHUP in the thread that builds
 //!   the manager (so in its threads), as the `procman` tool does;
 //! * `PROCMAN_SAMPLE=MS`: sample every running job's process group every MS milliseconds
-//!   (`Builder::sample_interval`), to measure what live sampling costs.
+//!   (`Builder::sample_interval`), to measure what live sampling costs;
+//! * `PROCMAN_CONTAINMENT=cgroup|group|subreaper`: `Builder::containment` (unset: `Auto`, a
+//!   cgroup per job where the host allows), to measure what a cgroup per job costs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -134,6 +136,12 @@ fn main() {
 
     let t0 = Instant::now();
     let mut builder = ProcessManager::builder().limit(conc.max(1));
+    match std::env::var("PROCMAN_CONTAINMENT").as_deref() {
+        Ok("cgroup") => builder = builder.containment(procman::Containment::Cgroup),
+        Ok("group") => builder = builder.containment(procman::Containment::ProcessGroup),
+        Ok("subreaper") => builder = builder.containment(procman::Containment::Subreaper),
+        _ => {}
+    }
     match std::env::var("PROCMAN_CLOSE_FDS").as_deref() {
         Ok("0") => builder = builder.close_inherited_fds(false),
         Ok("1") => builder = builder.close_inherited_fds(true),

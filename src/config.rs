@@ -57,6 +57,37 @@ impl Default for ObserveMode {
     }
 }
 
+/// How a manager keeps each local job's processes together, to end them all and account for
+/// them (chosen with [`Builder::containment`](crate::Builder::containment), resolved once when
+/// the manager is built; [`Handle::containment`](crate::Handle::containment) tells which).
+/// See DESIGN.md, "Containment", for what each mode catches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Containment {
+    /// [`Cgroup`](Containment::Cgroup) where this process may create cgroups (Linux, cgroup v2
+    /// mounted, root or a delegated subtree), else [`ProcessGroup`](Containment::ProcessGroup)
+    /// (the reason is logged at info level). Never [`Subreaper`](Containment::Subreaper): that
+    /// changes the host process and is opt-in.
+    #[default]
+    Auto,
+    /// One cgroup v2 per attempt: the program is placed in it before it execs, every process
+    /// it starts stays in it (`setsid` or not), timeouts and kills end with `cgroup.kill`, and
+    /// the record's CPU time (and peak memory, with the memory controller) covers the whole
+    /// tree. Where cgroups are not available, `build` fails
+    /// ([`BuildError::Containment`](crate::BuildError::Containment)).
+    Cgroup,
+    /// The job's program leads a new process group; timeouts and kills signal the group. A
+    /// process that leaves the group (`setsid`, a double-forking daemon) escapes: it survives
+    /// the job's end and is not in its accounting.
+    ProcessGroup,
+    /// The process group, plus `PR_SET_CHILD_SUBREAPER` on the host process (Linux): a job's
+    /// descendant orphaned by its parent is re-parented to the host, recognised by a marker in
+    /// its environment (`PROCMAN_CONTAIN`), and killed and reaped when its job ends. Changes
+    /// the host: every orphaned descendant of the host process is re-parented to it (see
+    /// DESIGN.md, "Containment"). `build` fails where the attribute cannot be set.
+    Subreaper,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) wait_mode: WaitMode,
@@ -69,6 +100,11 @@ pub(crate) struct Config {
     pub(crate) handler_threads: usize,
     /// How often running jobs are sampled (`/proc`); `None`: never (no thread, no reads).
     pub(crate) sample_interval: Option<std::time::Duration>,
+    /// The resolved containment: never `Auto`.
+    pub(crate) containment: Containment,
+    /// The procman parent cgroup, in `Containment::Cgroup` (removed when the last clone of the
+    /// configuration is dropped).
+    pub(crate) cgroups: Option<std::sync::Arc<crate::sys::cgroup::CgroupRoot>>,
 }
 
 /// How [`Handle::shutdown`](crate::Handle::shutdown) treats the work still there.

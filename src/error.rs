@@ -36,6 +36,12 @@ pub enum StartError {
         /// Which output it is: `"log file"` or `"error file"`.
         output: &'static str,
     },
+    /// The job asks for a memory limit or CPU weight
+    /// ([`JobSpec::memory_limit`](crate::JobSpec::memory_limit),
+    /// [`JobSpec::cpu_weight`](crate::JobSpec::cpu_weight)) that this manager can never apply:
+    /// its containment is not [`Containment::Cgroup`](crate::Containment::Cgroup), or the
+    /// host does not delegate the controller needed. Says which and why.
+    LimitUnavailable(String),
     /// The manager is shutting down or was shut down.
     ShutDown,
     /// [`run`](crate::Handle::run) only: another thread deleted the job (with
@@ -60,6 +66,9 @@ impl fmt::Display for StartError {
                     f,
                     "the job runs after job {id}, which this manager does not know"
                 )
+            }
+            StartError::LimitUnavailable(why) => {
+                write!(f, "the job's resource limit cannot be applied: {why}")
             }
             StartError::NeverFits { asked, capacity } => write!(
                 f,
@@ -89,6 +98,10 @@ pub enum BuildError {
     ZeroLimit(&'static str),
     /// A thread could not be created.
     Thread(std::io::Error),
+    /// The containment asked for ([`Containment::Cgroup`](crate::Containment::Cgroup) or
+    /// [`Containment::Subreaper`](crate::Containment::Subreaper)) is not available here; the
+    /// text says why.
+    Containment(String),
     /// A limit change after [`shutdown`](crate::Handle::shutdown) began: nothing was
     /// changed and no thread was started.
     ShutDown,
@@ -99,6 +112,7 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::ZeroLimit(what) => write!(f, "{what} must be at least 1"),
             BuildError::Thread(e) => write!(f, "cannot create a manager thread: {e}"),
+            BuildError::Containment(why) => write!(f, "containment not available: {why}"),
             BuildError::ShutDown => f.write_str("the process manager is shut down"),
         }
     }

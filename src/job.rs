@@ -35,6 +35,9 @@ pub(crate) struct JobCore {
     /// Declared CPUs and memory (bytes), for backends that pass them on (Slurm).
     pub(crate) cpus: u32,
     pub(crate) memory: u64,
+    /// `memory.max` and `cpu.weight` of the job's cgroup (checked at submission).
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) cpu_weight: Option<u32>,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
 }

@@ -77,6 +77,31 @@
 //! assert!(orphan.start_process(JobSpec::new("true")).is_err());
 //! ```
 //!
+//! # Containment: where a job's processes are
+//!
+//! By default ([`Containment::Auto`]) each local job runs in a cgroup v2 of its own where this
+//! process may create cgroups (Linux as root, or in a delegated subtree such as a systemd user
+//! session; hybrid hosts too): every process the job starts stays in it, `setsid` or
+//! double-forked or not, a timeout or kill ends them all (`cgroup.kill` after SIGTERM and the
+//! grace), and the record's CPU time covers the whole tree. Elsewhere a job is its process group,
+//! which a `setsid` child leaves and outlives. [`Builder::containment`] asks for a mode (the
+//! opt-in [`Containment::Subreaper`] makes the host process adopt and end a job's orphans), and
+//! [`Handle::containment`] tells the resolved one. Limits ([`JobSpec::memory_limit`],
+//! [`JobSpec::cpu_weight`]) need a cgroup with the controller; see DESIGN.md and
+//! docs/design-details.md, "Containment".
+//!
+//! ```
+//! use procman::{Containment, ProcessManager};
+//!
+//! let manager = ProcessManager::builder()
+//!     .containment(Containment::ProcessGroup)
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(manager.containment(), Containment::ProcessGroup);
+//! let auto = ProcessManager::new();
+//! assert!(matches!(auto.containment(), Containment::Cgroup | Containment::ProcessGroup));
+//! ```
+//!
 //! # Bad input never panics
 //!
 //! ```
@@ -175,9 +200,10 @@ pub mod slurm {
 }
 mod sys;
 
-/// Containment internals (issue 15, phase 1) for `tests/containment.rs` and
-/// `examples/spawn_cost.rs`, until the builder's containment modes expose them. Not part of
-/// the API: no stability promise.
+/// Containment internals (issue 15) for the sys-level tests (`tests/containment.rs`: the kill
+/// fallback, the spawn entries, the limits' errors; `tests/contain_subreaper.rs`) and
+/// `examples/spawn_cost.rs`; jobs use [`Builder::containment`]. Not part of the API: no
+/// stability promise.
 #[doc(hidden)]
 #[cfg(target_os = "linux")]
 pub mod __contain {
@@ -191,7 +217,7 @@ pub mod __contain {
     };
 }
 
-pub use config::{ObserveMode, ShutdownMode, WaitMode};
+pub use config::{Containment, ObserveMode, ShutdownMode, WaitMode};
 pub use engine::sched::retain::Retention;
 pub use error::{BuildError, ShutDown, StartError, UnknownJob, WaitError, WaitTimeoutError};
 pub use events::{Event, LiveJob, Snapshot};

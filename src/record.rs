@@ -111,11 +111,15 @@ impl fmt::Display for JobStatus {
 pub struct ResourceUsage {
     /// Wall-clock time from spawn to reaping.
     pub wall: Duration,
-    /// User CPU time, `None` where the platform path cannot tell.
+    /// User CPU time, `None` where the platform path cannot tell. In cgroup containment, of
+    /// every process of the job's cgroup (`cpu.stat`); else of the program and the children it
+    /// waited for (`wait4`).
     pub user_cpu: Option<Duration>,
-    /// System CPU time, `None` where the platform path cannot tell.
+    /// System CPU time, `None` where the platform path cannot tell (counted as `user_cpu`).
     pub system_cpu: Option<Duration>,
-    /// Peak resident set size in bytes (`ru_maxrss`), `None` where unknown.
+    /// Peak resident set size in bytes (`ru_maxrss`, of the largest process), `None` where
+    /// unknown; in cgroup containment with the memory controller, the cgroup's `memory.peak`
+    /// (the whole tree together).
     pub peak_memory: Option<u64>,
 }
 

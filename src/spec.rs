@@ -142,6 +142,10 @@ pub struct JobSpec {
     pub(crate) cpus: u32,
     pub(crate) memory: u64,
     pub(crate) kill_leftovers: Option<bool>,
+    /// `memory.max` of the job's cgroup (issue 15).
+    pub(crate) memory_limit: Option<u64>,
+    /// `cpu.weight` of the job's cgroup.
+    pub(crate) cpu_weight: Option<u32>,
 }
 
 impl JobSpec {
@@ -168,6 +172,8 @@ impl JobSpec {
             cpus: 0,
             memory: 0,
             kill_leftovers: None,
+            memory_limit: None,
+            cpu_weight: None,
         }
     }
 
@@ -429,6 +435,37 @@ impl JobSpec {
     pub fn memory(mut self, bytes: u64) -> JobSpec {
         self.memory = bytes;
         self
+    }
+
+    /// Limits the memory of the job's whole process tree to `bytes` (its cgroup's
+    /// `memory.max`, set before the program starts): past it the kernel reclaims, then its
+    /// out-of-memory killer ends a process of the job, which the record then says
+    /// ([`JobRecord::error`](crate::JobRecord::error)). A job with a limit and no
+    /// [`memory`](Self::memory) declaration is admitted as declaring its limit.
+    /// Needs [`Containment::Cgroup`](crate::Containment::Cgroup) and a host that delegates the
+    /// memory controller; otherwise [`start_process`](crate::Handle::start_process) refuses
+    /// the job ([`StartError::LimitUnavailable`](crate::StartError::LimitUnavailable)).
+    pub fn memory_limit(mut self, bytes: u64) -> JobSpec {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// The job's CPU weight (its cgroup's `cpu.weight`, 1 to 10000; 100 is every job's share
+    /// by default). Needs [`Containment::Cgroup`](crate::Containment::Cgroup) and the cpu
+    /// controller, like [`memory_limit`](Self::memory_limit); a weight outside 1..=10000, or
+    /// no such controller, is refused at submission
+    /// ([`StartError::LimitUnavailable`](crate::StartError::LimitUnavailable)).
+    pub fn cpu_weight(mut self, weight: u32) -> JobSpec {
+        self.cpu_weight = Some(weight);
+        self
+    }
+
+    /// The memory the scheduler counts for the job: its declaration, else its limit.
+    pub(crate) fn declared_memory(&self) -> u64 {
+        match (self.memory, self.memory_limit) {
+            (0, Some(limit)) => limit,
+            (m, _) => m,
+        }
     }
 
     /// Whether processes left in the job's process group when its program exits are killed

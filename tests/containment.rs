@@ -1,110 +1,31 @@
-//! Containment (issue 15, phase 1): a job's cgroup holds every process the job starts, `setsid`
-//! or double-forked or not, and `kill()` ends them all; its CPU accounting covers the whole
-//! tree; a fake or read-only cgroup root makes discovery answer "not available" with a reason;
-//! the child-subreaper fallback finds and ends an orphaned grandchild.
+//! Containment (issue 15): through `ProcessManager`, a job in cgroup mode leaves no survivor
+//! after its timeout or a kill (`setsid`, double-forked, TERM-ignoring, 200 wide), where the
+//! process-group mode lets a `setsid` child escape; the record's CPU time covers the whole
+//! tree; limits are refused where they cannot apply; `Auto` falls back from a missing, fake or
+//! read-only cgroup root. Below the API (`procman::__contain`): the kill fallback without
+//! `cgroup.kill`, the spawn entries, the limits' errors. The subreaper mode, which changes the
+//! whole test process, is in tests/contain_subreaper.rs.
 //!
 //! Real processes, as root (CI runs as root). Every process a test starts carries a unique
 //! marker argument and is killed by pid when the test ends, whichever way it ends ([`Marked`]).
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 mod common;
+#[path = "common/marked.rs"]
+mod marked;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{eventually, kid, proc_stat};
-use procman::__contain::{Adopted, CgroupRoot, Entry, JobCgroup, PlainSpawn};
+use common::{eventually, kid};
+use marked::{exited, pidfd, Marked};
+use procman::__contain::{CgroupRoot, Entry, PlainSpawn};
+use procman::{BuildError, Containment, JobSpec, JobStatus, ProcessManager, StartError};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// A marker argument no other process uses, and the processes carrying it: killed (SIGKILL, by
-/// pid) and the leaders reaped when dropped.
-struct Marked {
-    marker: String,
-    leaders: Vec<u32>,
-}
-
-impl Marked {
-    fn new(tag: &str) -> Marked {
-        static N: AtomicU64 = AtomicU64::new(0);
-        Marked {
-            marker: format!(
-                "procman-contain-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-            leaders: Vec::new(),
-        }
-    }
-
-    /// Live (not zombie) processes with the marker among their arguments.
-    fn live(&self) -> Vec<u32> {
-        let want = self.marker.as_bytes();
-        all_pids()
-            .into_iter()
-            .filter(|&p| matches!(proc_stat(p), Some((s, _, _)) if s != 'Z' && s != 'X'))
-            .filter(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == want))
-            })
-            .collect()
-    }
-
-    fn reap(&mut self, pid: u32) -> libc::rusage {
-        self.leaders.retain(|&p| p != pid);
-        let mut status = 0;
-        // SAFETY: valid pointers; waits for our own child only.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        assert_eq!(r, pid as libc::pid_t, "wait4({pid})");
-        ru
-    }
-}
-
-impl Drop for Marked {
-    fn drop(&mut self) {
-        for pid in self.live() {
-            // SAFETY: kill has no memory preconditions; the pid was just seen with our marker.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-        for &pid in &self.leaders {
-            // SAFETY: as above; then reap our own child.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
-            }
-        }
-    }
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pidfd(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open returns a fresh descriptor we own, or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Whether the process behind `fd` has exited (pidfd readable).
-fn exited(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }
 
 /// The test's procman parent cgroup, or `None` (the test is skipped) when not root.
@@ -116,148 +37,293 @@ fn root() -> Option<CgroupRoot> {
     Some(CgroupRoot::discover().expect("as root, cgroup v2 must be usable"))
 }
 
-/// Starts `argv` (marked) in a new job cgroup, waits until `want` processes are in it, reaps
-/// the leader once it has exited (when `leader_exits`), then checks `kill()` leaves 0
-/// survivors, by pid (pidfds taken before the kill) and by marker, and that the cgroup can be
-/// removed.
-fn contained(
-    tag: &str,
-    argv: impl Fn(&str) -> Vec<String>,
-    want: usize,
-    before_kill: impl Fn(&JobCgroup),
-) {
-    let Some(root) = root() else { return };
-    // Dropped after `m` (which kills the marked processes), so it can be removed.
-    let mut cg = root.job().expect("job cgroup");
-    let mut m = Marked::new(tag);
-    let argv = argv(&m.marker);
-    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let pid = PlainSpawn::new(&args, [None, None, None])
-        .unwrap()
-        .spawn_in(&cg)
-        .expect("spawn in cgroup");
-    m.leaders.push(pid);
+/// A manager in `mode` with a short grace, or `None` (skipped) for cgroups when not root.
+fn manager(mode: Containment) -> Option<ProcessManager> {
+    if mode == Containment::Cgroup && !is_root() {
+        eprintln!("not root: cgroup containment not tested");
+        return None;
+    }
+    let pm = ProcessManager::builder()
+        .containment(mode)
+        .grace(Duration::from_millis(300))
+        .build()
+        .expect("as root, cgroup v2 must be usable");
+    assert_eq!(pm.containment(), mode);
+    Some(pm)
+}
+
+/// How the test ends the job.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Timeout,
+    Kill,
+}
+
+/// Runs `sh -c script` (its `{k}` replaced by the test kid, `{m}` by the marker) as a job in
+/// `pm`, waits until `want` marked processes are up, ends the job (its timeout, or
+/// `kill_process`), and returns the marked processes that are still alive once the record is
+/// final (pidfds taken before the end must all have exited when this is empty). The job's
+/// leader ignores SIGTERM in every script, so the end goes through the grace and SIGKILL.
+fn survivors(pm: &ProcessManager, m: &Marked, script: &str, want: usize, end: End) -> Vec<u32> {
+    let script = script.replace("{k}", kid()).replace("{m}", &m.marker);
+    let mut spec = JobSpec::new("/bin/sh").args(["-c", &script]);
+    if let End::Timeout = end {
+        spec = spec.timeout(Duration::from_secs(8));
+    }
+    let id = pm.start_process(spec).unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || cg.pids().unwrap().len() >= want
-            && m.live().len() >= want),
-        "{tag}: {} processes in the cgroup, {} marked, want {want}",
-        cg.pids().unwrap().len(),
+        eventually(Duration::from_secs(8), || m.live().len() >= want),
+        "{}: {} marked processes up, want {want}",
+        m.marker,
         m.live().len()
     );
-    let before: Vec<(u32, OwnedFd)> = cg
-        .pids()
-        .unwrap()
+    let before: Vec<(u32, OwnedFd)> = m
+        .live()
         .into_iter()
         .filter_map(|p| pidfd(p).map(|fd| (p, fd)))
         .collect();
-    assert!(before.len() >= want);
-    // Nothing marked is outside the cgroup: the setsid/daemon processes did not escape it.
-    let inside = cg.pids().unwrap();
-    for p in m.live() {
-        assert!(
-            inside.contains(&p),
-            "{tag}: marked process {p} is outside the job's cgroup"
-        );
+    let cgroup = (pm.containment() == Containment::Cgroup)
+        .then(|| cgroup_of(before[0].0).expect("the job's cgroup"));
+    if let End::Kill = end {
+        pm.kill_process(id).unwrap();
     }
-    before_kill(&cg);
-    cg.kill().expect("kill");
+    let rec = pm.wait(id).unwrap();
+    let want_status = match end {
+        End::Timeout => JobStatus::TimedOut,
+        End::Kill => JobStatus::Killed,
+    };
+    assert_eq!(rec.status, want_status, "{}: {rec:?}", m.marker);
+    let live = m.live();
+    if live.is_empty() {
+        for (p, fd) in &before {
+            assert!(exited(fd), "{}: process {p} survived", m.marker);
+        }
+    }
+    if let Some(dir) = cgroup {
+        assert!(dir.starts_with("/sys/fs/cgroup"), "{dir:?}");
+        assert!(dir.to_string_lossy().contains("/job-"), "{dir:?}");
+        assert!(!dir.exists(), "the job's cgroup {dir:?} was not removed");
+    }
+    live
+}
+
+/// In cgroup mode: 0 survivors after the timeout and after a kill.
+fn no_survivors(tag: &str, script: &str, want: usize) {
+    let Some(pm) = manager(Containment::Cgroup) else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for end in [End::Timeout, End::Kill] {
+            let pm = &pm;
+            s.spawn(move || {
+                let m = Marked::new(&format!("{tag}-{end:?}"));
+                let left = survivors(pm, &m, script, want, end);
+                assert_eq!(left, Vec::<u32>::new(), "{tag}, {end:?}: survivors");
+            });
+        }
+    });
+}
+
+/// The directory of the cgroup v2 that process `pid` is in.
+fn cgroup_of(pid: u32) -> Option<std::path::PathBuf> {
+    let v2 = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::").map(String::from))
+    };
+    let theirs = v2(std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
+    let mine = v2(std::fs::read_to_string("/proc/self/cgroup").ok()?)?;
+    let real = CgroupRoot::discover().ok()?;
+    let own_dir = real.path().parent()?.to_str()?.to_owned();
+    let mount = own_dir.strip_suffix(mine.trim_end_matches('/'))?.to_owned();
+    Some(std::path::PathBuf::from(format!("{mount}{theirs}")))
+}
+
+const SETSID: &str = "{k} setsid-grandchild 300 {m} >/dev/null; exec {k} ignore-term 300 {m}";
+const DAEMON: &str = "( setsid {k} sleep 300 {m} & ) ; exec {k} ignore-term 300 {m}";
+const IGNORING: &str = "( setsid {k} ignore-term 300 {m} & ) ; exec {k} ignore-term 300 {m}";
+const TREE: &str = "{k} tree 1 200 300 {m} >/dev/null & exec {k} ignore-term 300 {m}";
+
+#[test]
+fn a_setsid_child_does_not_survive_its_job() {
+    no_survivors("setsid", SETSID, 2);
+}
+
+#[test]
+fn a_double_forking_daemon_does_not_survive_its_job() {
+    no_survivors("daemon", DAEMON, 2);
+}
+
+#[test]
+fn a_daemon_ignoring_sigterm_does_not_survive_its_job() {
+    no_survivors("ignore-term", IGNORING, 2);
+}
+
+#[test]
+fn a_tree_200_wide_does_not_survive_its_job() {
+    no_survivors("tree", TREE, 201);
+}
+
+/// The documented limit of the process-group mode: a `setsid` child leaves the group and
+/// survives the kill (then killed here by pid).
+#[test]
+fn in_process_group_mode_a_setsid_child_escapes() {
+    let pm = manager(Containment::ProcessGroup).unwrap();
+    let m = Marked::new("group-escape");
+    let left = survivors(&pm, &m, SETSID, 2, End::Kill);
+    assert_eq!(
+        left.len(),
+        1,
+        "the setsid grandchild should have escaped: {left:?}"
+    );
+}
+
+/// When the leader exits, what it left in its cgroup (a setsid daemon) is killed before the
+/// record is final, and the cgroup is removed.
+#[test]
+fn a_daemon_left_by_an_exited_leader_is_killed() {
+    let Some(pm) = manager(Containment::Cgroup) else {
+        return;
+    };
+    let m = Marked::new("left");
+    let script = format!("( setsid {} sleep 300 {} & ) ; sleep 0.5", kid(), m.marker);
+    let rec = pm
+        .run(JobSpec::new("/bin/sh").args(["-c", &script]))
+        .unwrap();
+    assert_eq!(rec.status, JobStatus::Finished, "{rec:?}");
+    assert_eq!(m.live(), Vec::<u32>::new());
+}
+
+/// Four burners of 0.5 s of CPU each in processes the job's shell never waits for
+/// (`orphan-burn`): the record's CPU time covers them all in cgroup mode (from `cpu.stat`),
+/// where the leader's `wait4` would count only the shell. After a job of 1 s of CPU whose
+/// cgroup it reuses (that job ended with its cgroup empty, never killed): it counts only its own.
+#[test]
+fn the_record_counts_the_cpu_of_the_whole_tree() {
+    let Some(pm) = manager(Containment::Cgroup) else {
+        return;
+    };
+    let m = Marked::new("cpu");
+    let first = pm
+        .run(JobSpec::new(kid()).args(["spin-cpu", "1.0", &m.marker]))
+        .unwrap();
+    let u = first.usage.expect("usage");
+    let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
     assert!(
-        cg.wait_empty(Duration::from_secs(10)).unwrap(),
-        "{tag}: cgroup still populated"
+        (1000..1300).contains(&cpu.as_millis()),
+        "the first job: {cpu:?}"
     );
-    m.reap(pid);
-    for (p, fd) in &before {
-        assert!(exited(fd), "{tag}: process {p} survived the kill");
+    let one = format!("{} orphan-burn 0.5 0 {} >/dev/null", kid(), m.marker);
+    let script = format!("{one} & {one} & {one} & {one} & wait");
+    for run in 0..2 {
+        let rec = pm
+            .run(JobSpec::new("/bin/sh").args(["-c", &script]))
+            .unwrap();
+        assert_eq!(rec.status, JobStatus::Finished, "{rec:?}");
+        let u = rec.usage.expect("usage");
+        let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
+        eprintln!("run {run}: record cpu {cpu:?} ({u:?})");
+        assert!(cpu >= Duration::from_millis(2000), "{run}: {cpu:?} < 2 s");
+        assert!(cpu <= Duration::from_millis(2600), "{run}: {cpu:?} > 2.6 s");
     }
-    assert_eq!(m.live(), Vec::<u32>::new(), "{tag}: marked survivors");
-    let dir = cg.path().to_path_buf();
-    cg.remove().expect("remove");
-    assert!(!dir.exists(), "{tag}: {} still exists", dir.display());
 }
 
+/// Limits need cgroup containment and their controller: refused at submission otherwise, with
+/// the reason (this hybrid host delegates neither memory nor cpu).
 #[test]
-fn a_setsid_child_dies_with_its_cgroup() {
-    contained(
-        "setsid",
-        |mark| {
-            vec![
-                kid().into(),
-                "setsid-grandchild".into(),
-                "300".into(),
-                mark.into(),
-            ]
-        },
-        1,
-        |_| {},
+fn limits_are_refused_where_they_cannot_apply() {
+    let pm = manager(Containment::ProcessGroup).unwrap();
+    let e = pm
+        .start_process(JobSpec::new("true").memory_limit(1 << 20))
+        .unwrap_err();
+    assert!(
+        matches!(&e, StartError::LimitUnavailable(w) if w.contains("cgroup containment")),
+        "{e}"
     );
+    let Some(pm) = manager(Containment::Cgroup) else {
+        return;
+    };
+    let root = CgroupRoot::discover().unwrap();
+    for (spec, controller) in [
+        (JobSpec::new("true").memory_limit(1 << 20), "memory"),
+        (JobSpec::new("true").cpu_weight(200), "cpu"),
+    ] {
+        if root.controllers().iter().any(|c| c == controller) {
+            let rec = pm.run(spec).unwrap();
+            assert_eq!(rec.status, JobStatus::Finished, "{rec:?}");
+        } else {
+            let e = pm.start_process(spec).unwrap_err();
+            assert!(
+                matches!(&e, StartError::LimitUnavailable(w) if w.contains(controller)),
+                "{e}"
+            );
+        }
+    }
+    let e = pm
+        .start_process(JobSpec::new("true").cpu_weight(0))
+        .unwrap_err();
+    assert!(matches!(e, StartError::LimitUnavailable(_)), "{e}");
 }
 
+/// The cgroups a process left when it exited without dropping its manager (`exit()`, a
+/// process-wide manager) are removed by the next manager made under the same cgroup; a live
+/// process's are not.
 #[test]
-fn a_double_forking_daemon_dies_with_its_cgroup() {
-    contained(
-        "daemon",
-        |mark| {
-            let script = format!("( setsid {} sleep 300 {mark} & ) ; exit 0", kid());
-            vec!["/bin/sh".into(), "-c".into(), script]
-        },
-        1,
-        |_| {},
-    );
+fn a_new_manager_removes_the_cgroups_of_gone_processes() {
+    if !is_root() {
+        return;
+    }
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let real = CgroupRoot::discover().unwrap();
+    let own = real.path().parent().unwrap().to_path_buf();
+    drop(real);
+    let stale = own.join(format!("procman-{gone}-7"));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::create_dir(stale.join("job-3")).unwrap();
+    // This process's own (pid 1 is alive): left alone, then removed here.
+    let live = own.join("procman-1-999999");
+    std::fs::create_dir(&live).unwrap();
+    let pm = manager(Containment::Cgroup).unwrap();
+    let left = (stale.exists(), live.exists());
+    std::fs::remove_dir(&live).unwrap();
+    assert_eq!(left, (false, true), "stale removed, live kept");
+    drop(pm);
 }
 
+/// Auto falls back to the process group when the cgroup root is missing or not a cgroup file
+/// system (and as root, read-only); Cgroup then fails at build with the reason.
 #[test]
-fn a_daemon_ignoring_sigterm_dies_with_its_cgroup() {
-    contained(
-        "ignore-term",
-        |mark| {
-            let script = format!("( setsid {} ignore-term 300 {mark} & ) ; exit 0", kid());
-            vec!["/bin/sh".into(), "-c".into(), script]
-        },
-        1,
-        |cg| {
-            // TERM first, as the job path does: it is ignored, the daemon is still there.
-            // Wait until the daemon ignores it (SigIgn in /proc/PID/status has SIGTERM's bit).
-            let ignores_term = |p: u32| {
-                std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("SigIgn:"))
-                        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-                        .is_some_and(|m| m & (1 << (libc::SIGTERM - 1)) != 0)
-                })
-            };
-            assert!(eventually(Duration::from_secs(20), || cg
-                .pids()
-                .unwrap()
-                .into_iter()
-                .any(ignores_term)));
-            let pids = cg.pids().unwrap();
-            for &p in &pids {
-                // SAFETY: p is in the job's cgroup (frozen state is not needed: it only sleeps).
-                unsafe { libc::kill(p as libc::pid_t, libc::SIGTERM) };
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            assert!(cg.populated().unwrap(), "the daemon should ignore SIGTERM");
-        },
-    );
-}
-
-#[test]
-fn a_tree_200_wide_dies_with_its_cgroup() {
-    contained(
-        "tree",
-        |mark| {
-            vec![
-                kid().into(),
-                "tree".into(),
-                "1".into(),
-                "200".into(),
-                "300".into(),
-                mark.into(),
-            ]
-        },
-        200,
-        |_| {},
-    );
+fn auto_falls_back_without_a_usable_cgroup_root() {
+    let tmp = common::TempDir::new("contain-auto");
+    let fake = tmp.join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(fake.join("cgroup.procs"), "").unwrap();
+    std::fs::write(fake.join("cgroup.controllers"), "cpu memory").unwrap();
+    let mut roots = vec![tmp.join("missing"), fake];
+    let _ro = is_root().then(|| ReadOnly::mount(tmp.path()));
+    if let Some(ro) = &_ro {
+        roots.push(ro.at.clone());
+    }
+    for base in roots {
+        let pm = ProcessManager::builder()
+            .cgroup_base_for_tests(&base)
+            .build()
+            .unwrap();
+        assert_eq!(pm.containment(), Containment::ProcessGroup, "{base:?}");
+        let rec = pm.run(JobSpec::new("true")).unwrap();
+        assert_eq!(rec.status, JobStatus::Finished);
+        let e = ProcessManager::builder()
+            .cgroup_base_for_tests(&base)
+            .containment(Containment::Cgroup)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&e, BuildError::Containment(w) if !w.is_empty()),
+            "{e}"
+        );
+        eprintln!("{}: {e}", base.display());
+    }
 }
 
 /// The fallback for kernels without `cgroup.kill` (freeze, then SIGKILL by pid until empty).
@@ -402,110 +468,69 @@ fn a_fake_or_read_only_root_is_not_available() {
 
 /// A read-only bind mount of this process's own cgroup2 directory.
 fn read_only_mount_is_not_available() {
-    let Ok(real) = CgroupRoot::discover() else {
-        panic!("as root, cgroups must be usable")
-    };
-    let own = real.path().parent().unwrap().to_path_buf();
-    drop(real);
     let tmp = common::TempDir::new("contain-ro");
-    let at = tmp.join("mnt");
-    std::fs::create_dir(&at).unwrap();
-    let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    let (src, dst) = (c(&own), c(&at));
-    struct Unmount(std::ffi::CString);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            // SAFETY: a NUL-terminated path.
-            unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-    // SAFETY: NUL-terminated paths, no data.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "bind mount: {}", std::io::Error::last_os_error());
-    let _unmount = Unmount(dst.clone());
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            dst.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "read-only remount: {}",
-        std::io::Error::last_os_error()
-    );
-    let e = CgroupRoot::under(&at).unwrap_err();
+    let ro = ReadOnly::mount(tmp.path());
+    let e = CgroupRoot::under(&ro.at).unwrap_err();
     assert!(e.reason.contains("no write access"), "{e}");
     assert!(e.reason.contains("Read-only"), "{e}");
 }
 
-/// A job's grandchild that its parent left (setsid, then the parent exits) is re-parented to
-/// this process while it is a child subreaper; `Adopted` finds it by the job's marker and ends
-/// and reaps it by its pid, and leaves alone a child of the host's own that has no marker.
-#[test]
-fn the_subreaper_ends_an_orphaned_grandchild() {
-    use procman::__contain::{is_child_subreaper, marker_entry, set_child_subreaper, MARKER_VAR};
-    use std::io::BufRead;
-    let mut m = Marked::new("subreaper");
-    let token = m.marker.clone();
-    set_child_subreaper(true).unwrap();
-    assert!(is_child_subreaper().unwrap());
-    assert_eq!(marker_entry("x"), format!("{MARKER_VAR}=x"));
-    let mut job = std::process::Command::new(kid())
-        .args(["setsid-grandchild", "300", &m.marker])
-        .env(MARKER_VAR, &token)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    m.leaders.push(job.id());
-    let mut line = String::new();
-    std::io::BufReader::new(job.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let orphan: u32 = line.trim().parse().unwrap();
-    job.wait().unwrap();
-    m.leaders.clear();
-    // The host's own child, unmarked: never touched.
-    let mut own = std::process::Command::new(kid())
-        .args(["sleep", "300", &m.marker])
-        .spawn()
-        .unwrap();
-    let me = std::process::id();
-    assert!(
-        eventually(
-            Duration::from_secs(10),
-            || matches!(proc_stat(orphan), Some((_, pp, _)) if pp == me)
-        ),
-        "the orphan was not re-parented to the subreaper"
-    );
-    let fd = pidfd(orphan).unwrap();
-    let mut adopted = Adopted::new(&token);
-    assert_eq!(adopted.scan(&|_| false).unwrap(), 1);
-    assert_eq!(adopted.pids(), vec![orphan]);
-    let ended = adopted
-        .kill_all(&|_| false, Duration::from_secs(10))
-        .unwrap();
-    assert_eq!(ended, 1);
-    assert!(exited(&fd));
-    assert!(proc_stat(orphan).is_none(), "the orphan was not reaped");
-    assert!(common::alive(own.id()), "the host's own child was touched");
-    set_child_subreaper(false).unwrap();
-    own.kill().unwrap();
-    own.wait().unwrap();
+/// A read-only bind mount of this process's own cgroup2 directory at `<dir>/mnt`, unmounted
+/// when dropped.
+struct ReadOnly {
+    at: std::path::PathBuf,
+    dst: std::ffi::CString,
+}
+
+impl ReadOnly {
+    fn mount(dir: &std::path::Path) -> ReadOnly {
+        let Ok(real) = CgroupRoot::discover() else {
+            panic!("as root, cgroups must be usable")
+        };
+        let own = real.path().parent().unwrap().to_path_buf();
+        drop(real);
+        let at = dir.join("mnt");
+        std::fs::create_dir(&at).unwrap();
+        let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        let (src, dst) = (c(&own), c(&at));
+        // SAFETY: NUL-terminated paths, no data.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "bind mount: {}", std::io::Error::last_os_error());
+        let ro = ReadOnly { at, dst };
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                ro.dst.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "read-only remount: {}",
+            std::io::Error::last_os_error()
+        );
+        ro
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(self.dst.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 /// Every entry starts the child as the `posix_spawn` path does: stdin, stdout, stderr as given,

@@ -131,8 +131,10 @@ fn a_grandchild_in_a_new_session_escapes_the_group_kill_and_procman_does_not_wai
     let dir = TempDir::new("setsid");
     let bound = Duration::from_millis(300);
     for observed in [false, true] {
+        // The process-group mode's limit (a cgroup per job ends it: tests/containment.rs).
         let m = ProcessManager::builder()
             .output_drain_bound(bound)
+            .containment(procman::Containment::ProcessGroup)
             .build()
             .unwrap();
         let log = dir.join(&format!("setsid{observed}.log"));

@@ -99,10 +99,18 @@ fn sampling_sees_the_whole_process_tree() {
         s.written_bytes.is_some_and(|w| w >= MIB),
         "the burner wrote 1 MiB: {s:?}"
     );
-    // The kernel's figures (wait4) see the leader only: the burner was never waited for.
+    // The kernel's figures: wait4 (process-group mode) sees the leader only, the burner was
+    // never waited for; a job's cgroup (cpu.stat) sees the whole tree.
     let u = r.usage.unwrap();
     let waited = u.user_cpu.unwrap() + u.system_cpu.unwrap();
-    assert!(waited < Duration::from_millis(400), "wait4 saw {waited:?}");
+    if m.containment() == procman::Containment::Cgroup {
+        assert!(
+            waited >= Duration::from_millis(1000),
+            "cpu.stat saw {waited:?}"
+        );
+    } else {
+        assert!(waited < Duration::from_millis(400), "wait4 saw {waited:?}");
+    }
 
     // Usage events: between Started and Finished, CPU never falling, peak never falling.
     let events = events_until_finished(&rx, id);

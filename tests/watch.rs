@@ -107,7 +107,9 @@ fn a_sleeping_job_uses_almost_no_cpu() {
 
 #[test]
 fn the_portable_wait_reports_wall_time_and_none_for_what_it_cannot_tell() {
+    // Without a cgroup, whose cpu.stat would give the figures.
     let m = ProcessManager::builder()
+        .containment(procman::Containment::ProcessGroup)
         .wait_mode(WaitMode::Portable)
         .build()
         .unwrap();
@@ -432,8 +434,10 @@ fn an_unobserved_log_is_readable_while_the_job_runs() {
 #[test]
 fn a_setsid_grandchild_holding_the_pipes_delays_completion_by_at_most_the_drain_bound() {
     let bound = Duration::from_millis(300);
+    // The process-group mode's limit (a cgroup per job ends the grandchild with its job).
     let m = ProcessManager::builder()
         .output_drain_bound(bound)
+        .containment(procman::Containment::ProcessGroup)
         .build()
         .unwrap();
     let seen = Seen::default();

@@ -42,6 +42,50 @@ pub fn opt_path(opt: &str, v: Option<OsString>) -> Result<Option<PathBuf>, Usage
     v.map(|v| path(opt, v)).transpose()
 }
 
+/// `--contain MODE`: auto, cgroup, group or subreaper.
+pub fn opt_containment(v: Option<&str>) -> Result<Option<procman::Containment>, UsageError> {
+    use procman::Containment;
+    v.map(|v| match v {
+        "auto" => Ok(Containment::Auto),
+        "cgroup" => Ok(Containment::Cgroup),
+        "group" => Ok(Containment::ProcessGroup),
+        "subreaper" => Ok(Containment::Subreaper),
+        _ => Err(UsageError(format!(
+            "option --contain: {v:?} is not one of auto, cgroup, group, subreaper"
+        ))),
+    })
+    .transpose()
+}
+
+/// A size option in bytes: a whole number with an optional K, M, G or T suffix (powers of
+/// 1024; `KiB`, `k`, `MB`... alike), e.g. `512M`.
+pub fn opt_size(opt: &str, v: Option<&str>) -> Result<Option<u64>, UsageError> {
+    let Some(v) = v else { return Ok(None) };
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => u32::MAX,
+    };
+    let bytes = n
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(shift)?))
+        .filter(|&b| b > 0);
+    match bytes {
+        Some(b) => Ok(Some(b)),
+        None => Err(UsageError(format!(
+            "option {opt}: {v:?} is not a size (a number of bytes above 0, with K, M, G or T)"
+        ))),
+    }
+}
+
 /// An optional duration option.
 pub fn opt_duration(opt: &str, v: Option<&str>) -> Result<Option<Duration>, UsageError> {
     v.map(|v| duration(opt, v)).transpose()
@@ -59,6 +103,23 @@ mod tests {
             .0
             .starts_with("option --timeout: "));
         assert_eq!(number::<usize>("--jobs", " 4 ").unwrap(), 4);
+        assert_eq!(
+            opt_size("--memory-limit", Some("512M")).unwrap(),
+            Some(512 << 20)
+        );
+        assert_eq!(
+            opt_size("--memory-limit", Some("4096")).unwrap(),
+            Some(4096)
+        );
+        assert_eq!(
+            opt_size("--memory-limit", Some("2GiB")).unwrap(),
+            Some(2 << 30)
+        );
+        for bad in ["", "0", "-1", "1.5G", "12X", "99999999999T"] {
+            assert!(opt_size("--memory-limit", Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(opt_containment(Some("group")).unwrap().is_some());
+        assert!(opt_containment(Some("pgroup")).is_err());
         assert!(number::<usize>("--jobs", "x")
             .unwrap_err()
             .0

@@ -100,6 +100,14 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL (default 2s)
     #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
     pub grace: Option<String>,
+    /// How the job's processes are kept together: auto (a cgroup per job where the host
+    /// allows, else the process group), cgroup, group or subreaper
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
+    pub contain: Option<String>,
+    /// Limit the memory of the job's whole process tree (512M, 2G; needs a cgroup with the
+    /// memory controller)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_limit: Option<String>,
     /// The job's working directory
     #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
     pub cwd: Option<OsString>,
@@ -149,6 +157,14 @@ pub struct BatchArgs {
     /// Time between SIGTERM and SIGKILL (default 2s)
     #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
     pub grace: Option<String>,
+    /// How each job's processes are kept together: auto (a cgroup per job where the host
+    /// allows, else the process group), cgroup, group or subreaper
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
+    pub contain: Option<String>,
+    /// Limit the memory of each job's whole process tree (512M, 2G; needs a cgroup with the
+    /// memory controller)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_limit: Option<String>,
     /// Default number of retries of a failed job (default 0)
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub retries: Option<String>,
@@ -276,8 +292,16 @@ fn is_command(rest: &[OsString]) -> bool {
 }
 
 /// `batch`'s long options that take a value (written after a space unless after `=`).
-const BATCH_VALUED: [&str; 7] = [
-    "jobs", "timeout", "grace", "retries", "log-dir", "joblog", "report",
+const BATCH_VALUED: [&str; 9] = [
+    "jobs",
+    "timeout",
+    "grace",
+    "retries",
+    "log-dir",
+    "joblog",
+    "report",
+    "contain",
+    "memory-limit",
 ];
 
 /// More of `batch`'s valued options (kept apart from [`BATCH_VALUED`] so that options added

@@ -86,7 +86,7 @@ impl ProgressPattern {
         })
     }
 
-    /// The first match in `line` (its first [`MAX_LINE`] bytes) of the first form that has
+    /// The first match in `line` (its first `MAX_LINE` (4096) bytes) of the first form that has
     /// one, when its numbers are sensible; `None` otherwise.
     pub fn find(&self, line: &[u8]) -> Option<Found> {
         let line = &line[..line.len().min(MAX_LINE)];

@@ -30,6 +30,8 @@ struct Options {
     input: Option<PathBuf>,
     timeout: Option<std::time::Duration>,
     grace: Option<std::time::Duration>,
+    contain: Option<procman::Containment>,
+    memory_limit: Option<u64>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     quiet: bool,
@@ -51,6 +53,8 @@ fn parse(a: RunArgs) -> Result<Options, UsageError> {
         input: args::opt_path("--input", a.input)?,
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
+        contain: args::opt_containment(a.contain.as_deref())?,
+        memory_limit: args::opt_size("--memory-limit", a.memory_limit.as_deref())?,
         cwd: args::opt_path("--cwd", a.cwd)?,
         quiet: a.quiet,
         watch: a.watch,
@@ -180,6 +184,9 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     let mut builder = ProcessManager::builder().limit(1);
     if let Some(every) = every {
         builder = builder.sample_interval(every);
+    }
+    if let Some(c) = o.contain {
+        builder = builder.containment(c);
     }
     let manager = match builder.build() {
         Ok(m) => m,
@@ -395,6 +402,9 @@ fn job_spec(o: &Options) -> Result<(JobSpec, Vec<relay::Relay>), String> {
     // 0 means no timeout, as for coreutils `timeout`.
     if let Some(t) = o.timeout.filter(|t| !t.is_zero()) {
         spec = spec.timeout(t);
+    }
+    if let Some(bytes) = o.memory_limit {
+        spec = spec.memory_limit(bytes);
     }
     if let Some(g) = o.grace {
         spec = spec.grace(g);

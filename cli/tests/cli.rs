@@ -1334,3 +1334,59 @@ fn job_lines_with_impossible_durations_are_invalid_and_huge_ones_have_no_limit()
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--contain` and `--memory-limit` (issue 15): the mode reaches the manager (in cgroup mode,
+/// as root, the job runs in a `job-` cgroup; in group mode in the tool's own), a bad value is a
+/// usage error, and a memory limit the mode cannot apply is refused with the reason.
+#[test]
+fn contain_and_memory_limit_reach_the_manager() {
+    let cgroup_of_job = |mode: &str| {
+        let out = run(procman().args([
+            "run",
+            "--quiet",
+            "--contain",
+            mode,
+            "--",
+            "sh",
+            "-c",
+            "grep ^0:: /proc/self/cgroup",
+        ]));
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, err) = cgroup_of_job("group");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!stdout.contains("/job-"), "{stdout}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let (code, stdout, err) = cgroup_of_job("cgroup");
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            stdout.contains("/procman-") && stdout.contains("/job-"),
+            "{stdout}"
+        );
+    }
+    let out = run(procman().args(["run", "--contain", "pgroup", "--", "true"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("option --contain"),
+        "{}",
+        text(&out.stderr)
+    );
+    for verb in [&["run"][..], &["batch", "--no-progress", "--no-logs"][..]] {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(["--contain", "group", "--memory-limit", "1M", "--", "true"]);
+        if verb[0] == "batch" {
+            args.extend([":::", "x"]);
+        }
+        let out = run(procman().args(&args));
+        let err = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("memory limit needs cgroup containment"),
+            "{verb:?}: {err}"
+        );
+    }
+    let out = run(procman().args(["run", "--memory-limit", "lots", "--", "true"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("option --memory-limit"));
+}

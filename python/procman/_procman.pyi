@@ -128,6 +128,7 @@ class JobSpec:
     priority: int
     after: List[int]
     kill_leftovers: Optional[bool]
+    memory_limit: Optional[int]
     def __new__(
         cls,
         program: _Path,
@@ -150,6 +151,7 @@ class JobSpec:
         priority: int = 0,
         after: Optional[Sequence[int]] = None,
         kill_leftovers: Optional[bool] = None,
+        memory_limit: Optional[int] = None,
     ) -> "JobSpec": ...
 
 @final
@@ -164,7 +166,10 @@ class Manager:
         max_age: Optional[_Seconds] = None,
         handler_threads: int = 1,
         sample_interval: Optional[_Seconds] = None,
+        containment: Literal["auto", "cgroup", "group", "subreaper"] = "auto",
     ) -> "Manager": ...
+    @property
+    def containment(self) -> Literal["cgroup", "group", "subreaper"]: ...
     def set_retention(
         self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None
     ) -> None: ...

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use procman::{
-    BuildError, Handle, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome,
+    BuildError, Containment, Handle, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome,
     ProcessManager, RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream,
     WaitTimeoutError,
 };
@@ -229,6 +229,10 @@ pub struct JobSpec {
     /// Whether processes left in the job's group when it exits are killed (None: manager's).
     #[pyo3(get, set)]
     kill_leftovers: Option<bool>,
+    /// Memory limit of the job's whole process tree in bytes (its cgroup's memory.max; needs
+    /// cgroup containment with the memory controller, else `start` raises StartError).
+    #[pyo3(get, set)]
+    memory_limit: Option<u64>,
 }
 
 #[pymethods]
@@ -237,7 +241,7 @@ impl JobSpec {
     #[pyo3(signature = (program, args=None, *, interpreter=None, input_file=None, input_bytes=None,
         log_file=None, error_file=None, merge_stderr=false, cwd=None, env=None, env_update=None,
         timeout=None, grace=None, on_finish=None, observe=None, progress=None, priority=0,
-        after=None, kill_leftovers=None))]
+        after=None, kill_leftovers=None, memory_limit=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -260,6 +264,7 @@ impl JobSpec {
         priority: i32,
         after: Option<Vec<u64>>,
         kill_leftovers: Option<bool>,
+        memory_limit: Option<u64>,
     ) -> JobSpec {
         let none = || py.None();
         JobSpec {
@@ -282,6 +287,7 @@ impl JobSpec {
             priority,
             after: after.unwrap_or_default(),
             kill_leftovers,
+            memory_limit,
         }
     }
 
@@ -509,7 +515,25 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
     if let Some(k) = s.kill_leftovers {
         spec = spec.kill_leftovers(k);
     }
+    if let Some(bytes) = s.memory_limit {
+        spec = spec.memory_limit(bytes);
+    }
     Ok(spec)
+}
+
+/// `containment=`: "auto", "cgroup", "group" or "subreaper".
+fn containment_of(name: &str) -> PyResult<Containment> {
+    Ok(match name {
+        "auto" => Containment::Auto,
+        "cgroup" => Containment::Cgroup,
+        "group" => Containment::ProcessGroup,
+        "subreaper" => Containment::Subreaper,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "containment must be 'auto', 'cgroup', 'group' or 'subreaper', not {name:?}"
+            )))
+        }
+    })
 }
 
 /// The core's retention policy from Python's `max_records` and `max_age` (seconds or timedelta).
@@ -570,7 +594,7 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
 /// Runs jobs: a pool of worker threads, and handler threads (one by default).
 ///
 /// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None,
-/// handler_threads=1)` creates a manager of its own, shut down (jobs cancelled and killed) by
+/// handler_threads=1, sample_interval=None, containment="auto")` creates a manager of its own, shut down (jobs cancelled and killed) by
 /// `shutdown()`, by leaving a `with` block, or when it is garbage collected. `global_manager()`
 /// gives the process-wide one (4 handler threads; CCP4i2's singleton uses it).
 ///
@@ -609,8 +633,8 @@ impl Drop for Manager {
 impl Manager {
     #[new]
     // text_signature: PyO3 would show the constant default as `...` (stubtest, python/README.md).
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1, sample_interval=None),
-        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1, sample_interval=None)")]
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1, sample_interval=None, containment="auto"),
+        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1, sample_interval=None, containment='auto')")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -621,6 +645,7 @@ impl Manager {
         max_age: Option<Py<PyAny>>,
         handler_threads: usize,
         sample_interval: Option<Py<PyAny>>,
+        containment: &str,
     ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
@@ -629,7 +654,8 @@ impl Manager {
             .grace(grace)
             .kill_leftovers(kill_leftovers)
             .retention(retention(py, max_records, max_age)?)
-            .handler_threads(handler_threads);
+            .handler_threads(handler_threads)
+            .containment(containment_of(containment)?);
         if let Some(i) = sample_interval {
             if let Some(i) = seconds(&i, py, "sample_interval")? {
                 builder = builder.sample_interval(i);
@@ -642,6 +668,17 @@ impl Manager {
             pm: pm.handle(),
             owner: Some(pm),
         })
+    }
+
+    /// How this manager contains its jobs, as resolved when it was made: "cgroup", "group"
+    /// or "subreaper" ("auto" resolves to "cgroup" where the host allows, else "group").
+    #[getter]
+    fn containment(&self) -> &'static str {
+        match self.pm.containment() {
+            Containment::Cgroup => "cgroup",
+            Containment::Subreaper => "subreaper",
+            _ => "group",
+        }
     }
 
     /// Changes which finished records are kept (see the class documentation); records the new

@@ -165,6 +165,8 @@ mod tests {
             kill_leftovers: true,
             cpus: 0,
             memory: 0,
+            memory_limit: None,
+            cpu_weight: None,
             kill_requested: AtomicBool::new(false),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backend::local::Local;
 use crate::backend::Backend;
-use crate::config::{Config, ObserveMode, WaitMode};
+use crate::config::{Config, Containment, ObserveMode, WaitMode};
 use crate::engine::sched::retain::Retention;
 use crate::engine::sched::Settings;
 use crate::engine::Inner;
@@ -40,6 +40,9 @@ pub struct Builder {
     retention: Retention,
     handler_threads: usize,
     sample_interval: Option<Duration>,
+    containment: Containment,
+    /// Test hook: the cgroup directory to create procman's cgroups under instead of the own one.
+    cgroup_base: Option<std::path::PathBuf>,
     backend: Option<Arc<dyn Backend>>,
     /// Set by [`Builder::slurm`]: each manager built gets a Slurm backend (and poller) of its own.
     slurm: Option<crate::backend::slurm::SlurmOptions>,
@@ -60,6 +63,7 @@ impl std::fmt::Debug for Builder {
             .field("retention", &self.retention)
             .field("handler_threads", &self.handler_threads)
             .field("sample_interval", &self.sample_interval)
+            .field("containment", &self.containment)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +83,8 @@ impl Default for Builder {
             retention: Retention::default(),
             handler_threads: 1,
             sample_interval: None,
+            containment: Containment::Auto,
+            cgroup_base: None,
             backend: None,
             slurm: None,
         }
@@ -120,6 +126,25 @@ impl Builder {
         self
     }
 
+    /// How local jobs' processes are kept together (default [`Containment::Auto`]: a cgroup
+    /// per job where this process may create cgroups, else the process group). Resolved once
+    /// by `build`, which fails ([`BuildError::Containment`]) when `Cgroup` or `Subreaper` is
+    /// not available; [`Handle::containment`](crate::Handle::containment) tells the result.
+    /// Never blocks.
+    pub fn containment(mut self, mode: Containment) -> Builder {
+        self.containment = mode;
+        self
+    }
+
+    /// Tests only, no stability promise: look for cgroups under `dir` (as if it were this
+    /// process's own cgroup) instead of discovering them, to see the fallback from a missing
+    /// or read-only cgroup root.
+    #[doc(hidden)]
+    pub fn cgroup_base_for_tests(mut self, dir: impl Into<std::path::PathBuf>) -> Builder {
+        self.cgroup_base = Some(dir.into());
+        self
+    }
+
     /// CPUs available to jobs that declare [`JobSpec::cpus`](crate::JobSpec::cpus) (default: the machine's).
     pub fn cpu_capacity(mut self, cpus: u32) -> Builder {
         self.cpu_capacity = Some(cpus);
@@ -141,7 +166,9 @@ impl Builder {
     }
 
     /// Whether processes left in a job's process group when its program exits are killed
-    /// (default true; see DESIGN.md, "Leftover processes").
+    /// (default true; see DESIGN.md, "Leftover processes"). In cgroup containment this means
+    /// every process left in the job's cgroup; with `false` the cgroup is left in place with
+    /// them (and the manager's parent cgroup with it).
     pub fn kill_leftovers(mut self, yes: bool) -> Builder {
         self.kill_leftovers = yes;
         self
@@ -219,6 +246,7 @@ impl Builder {
     ///
     /// # Errors
     /// [`BuildError::ZeroLimit`] for a zero limit, capacity or number of handler threads;
+    /// [`BuildError::Containment`] when the containment asked for is not available;
     /// [`BuildError::Thread`] when the OS refuses a handler thread or the first worker. A worker
     /// refused later is not an error: it caps how many jobs run at once, with a warning
     /// (DESIGN.md, "Thread model").
@@ -245,6 +273,9 @@ impl Builder {
         if memory_capacity == 0 {
             return Err(BuildError::ZeroLimit("the memory capacity"));
         }
+        let remote = self.backend.is_some() || self.slurm.is_some();
+        let (containment, cgroups) =
+            super::contain::resolve(self.containment, self.cgroup_base.as_deref(), remote)?;
         let backend: Arc<dyn Backend> = match (self.backend, self.slurm) {
             (Some(b), _) => b,
             (None, Some(o)) => Arc::new(crate::backend::slurm::SlurmBackend::new(o)),
@@ -265,6 +296,8 @@ impl Builder {
             close_inherited_fds: self.close_inherited_fds,
             handler_threads: self.handler_threads,
             sample_interval: self.sample_interval,
+            containment,
+            cgroups,
         };
         let inner = Inner::start(settings, config, backend).map_err(BuildError::Thread)?;
         Ok(ProcessManager {

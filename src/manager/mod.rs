@@ -4,6 +4,7 @@
 //! Below this layer, the engine (`crate::engine`) owns the lock, the threads and the scheduler.
 
 mod builder;
+mod contain;
 mod hold;
 mod validate;
 
@@ -149,8 +150,24 @@ impl Handle {
     /// program or input file, an unwritable log, an input that is an output through a link) do
     /// not fail here: the job ends as [`JobStatus::SpawnFailed`](crate::JobStatus::SpawnFailed) and its handler runs.
     pub fn start_process(&self, spec: JobSpec) -> Result<JobId, StartError> {
-        validate(&spec)?;
+        self.validate(&spec)?;
         self.inner.update(|s| s.submit(spec))
+    }
+
+    /// The checks made at submission: the spec's own, and whether this manager can apply its
+    /// limits.
+    fn validate(&self, spec: &JobSpec) -> Result<(), StartError> {
+        validate(spec)?;
+        let config = &self.inner.config;
+        contain::check_limits(spec, config.containment, config.cgroups.as_deref())
+    }
+
+    /// How this manager contains its local jobs: the mode chosen with
+    /// [`Builder::containment`](crate::Builder::containment) as resolved at `build` (never
+    /// [`Containment::Auto`](crate::Containment::Auto): `Cgroup` or `ProcessGroup` in its place).
+    /// Never blocks.
+    pub fn containment(&self) -> crate::config::Containment {
+        self.inner.config.containment
     }
 
     /// Runs a job and blocks until it has ended and its handler has returned; no time cap of
@@ -177,7 +194,7 @@ impl Handle {
     /// # Errors
     /// As [`start_process`](Self::start_process).
     pub fn start_held(&self, spec: JobSpec) -> Result<RecordHold, StartError> {
-        validate(&spec)?;
+        self.validate(&spec)?;
         let id = self.inner.update(|s| {
             let id = s.submit(spec)?;
             s.hold(id);

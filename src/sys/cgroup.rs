@@ -31,6 +31,16 @@ mod spawn;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub use spawn::*;
 
+/// Without glibc the `posix_spawn` plan is never made (`sys::posix_spawn_can` says no), so
+/// this is never called: `ENOSYS`.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn spawn_in_cgroup(
+    _plan: &crate::sys::SpawnPlan,
+    _cgroup: &JobCgroup,
+) -> io::Result<u32> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
 /// Why procman cannot use cgroups here; the caller falls back to another containment mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable {
@@ -178,6 +188,58 @@ mod stub {
         pub fn under(_base: &Path) -> Result<CgroupRoot, Unavailable> {
             Self::discover()
         }
+
+        /// Unreachable: no root exists.
+        pub fn controllers(&self) -> &[String] {
+            match *self {}
+        }
+
+        /// Unreachable: no root exists.
+        pub fn job(&self) -> io::Result<JobCgroup> {
+            match *self {}
+        }
+
+        /// Unreachable: no root exists.
+        pub fn recycle(&self, _cg: JobCgroup, _last: CgroupUsage) -> Option<JobCgroup> {
+            match *self {}
+        }
+    }
+
+    /// Not Linux: no value of this type can exist (see [`CgroupRoot`]).
+    #[derive(Debug)]
+    pub enum JobCgroup {}
+
+    #[allow(missing_docs)]
+    impl JobCgroup {
+        pub fn path(&self) -> &Path {
+            match *self {}
+        }
+        pub fn kill(&self) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn wait_empty(&self, _t: std::time::Duration) -> io::Result<bool> {
+            match *self {}
+        }
+        pub fn usage(&self) -> io::Result<CgroupUsage> {
+            match *self {}
+        }
+        pub fn set_memory_max(&self, _b: u64) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn set_cpu_weight(&self, _w: u32) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn remove(&mut self) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn abandon(self) {
+            match self {}
+        }
+    }
+
+    /// Unreachable: no cgroup exists.
+    pub(crate) fn enter_on_spawn(_cmd: &mut std::process::Command, cgroup: &JobCgroup) {
+        match *cgroup {}
     }
 }
 #[cfg(not(target_os = "linux"))]

@@ -42,6 +42,27 @@ pub fn marker_entry(token: &str) -> String {
 mod stub {
     use std::io;
 
+    /// Not Linux: never made (the subreaper mode cannot be chosen, `set_child_subreaper`
+    /// fails); finds nothing.
+    #[derive(Debug)]
+    pub struct Adopted;
+
+    impl Adopted {
+        /// A scanner that finds nothing.
+        pub fn new(_token: &str) -> Adopted {
+            Adopted
+        }
+
+        /// Nothing to kill: `Ok(0)`.
+        pub fn kill_all(
+            &mut self,
+            _is_leader: &dyn Fn(u32) -> bool,
+            _timeout: std::time::Duration,
+        ) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
     /// Not Linux: there is no child subreaper; always fails with `Unsupported`.
     pub fn set_child_subreaper(_on: bool) -> io::Result<()> {
         Err(io::Error::new(

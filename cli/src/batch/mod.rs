@@ -71,6 +71,8 @@ struct Options {
     jobs: usize,
     timeout: Option<Duration>,
     grace: Option<Duration>,
+    contain: Option<procman::Containment>,
+    memory_limit: Option<u64>,
     retries: u32,
     /// `None` with `--no-logs`.
     log_dir: Option<PathBuf>,
@@ -218,6 +220,9 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     }
     if let Some(every) = o.sample_interval {
         builder = builder.sample_interval(every);
+    }
+    if let Some(c) = o.contain {
+        builder = builder.containment(c);
     }
     let manager = builder.build().map_err(|e| format!("cannot start: {e}"))?;
     let (tx, rx) = unbounded();

@@ -54,6 +54,8 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         jobs,
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
+        contain: args::opt_containment(a.contain.as_deref())?,
+        memory_limit: args::opt_size("--memory-limit", a.memory_limit.as_deref())?,
         retries: a.retries.map_or(Ok(0), |r| args::number("--retries", &r))?,
         log_dir,
         joblog: args::opt_path("--joblog", a.joblog)?,

@@ -268,6 +268,9 @@ impl Reader {
         if let Some(g) = self.options.grace {
             spec = spec.grace(g);
         }
+        if let Some(bytes) = self.options.memory_limit {
+            spec = spec.memory_limit(bytes);
+        }
         if let Some(p) = job.priority {
             spec = spec.priority(p);
         }

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::contain::Scope;
 use super::sample::Sampler;
 use super::spawn::{spawn, spawn_error_text, Spawned};
 use super::watch::Watch;
@@ -26,7 +27,9 @@ use crate::sys::{self, Exit, Waker};
 /// Owns a spawned job's process group until its leader is reaped. Dropped while still armed
 /// (the worker unwinding from a panic, or a wait that failed without reaping), it SIGKILLs the
 /// group and reaps the leader: no process of the group survives, no zombie is left. The group
-/// is signalled only while its leader is unreaped, so its id cannot have been reused.
+/// is signalled only while its leader is unreaped, so its id cannot have been reused. The
+/// attempt's `Scope`, dropped right after it, then kills the rest: its cgroup (every process,
+/// `setsid` or not; then removed) or its adopted orphans.
 struct Reaper {
     pid: u32,
     armed: bool,
@@ -85,9 +88,15 @@ pub(super) fn run_attempt(
         Ok(s) => s,
         Err((msg, file)) => return spawn_failed(core, file, msg),
     };
+    // Before the reaper, so dropped after it (a panic): its cgroup, or its adopted orphans,
+    // are killed once the leader is reaped.
+    let scope = match Scope::new(config, core, work.attempt) {
+        Ok(s) => s,
+        Err(msg) => return spawn_failed(core, None, msg),
+    };
     let spawned = Instant::now();
     let stdio = (streams.stdin, streams.stdout, streams.stderr);
-    let mut child = match spawn(config, core, stdio) {
+    let mut child = match spawn(config, core, stdio, &scope) {
         Ok(c) => c,
         Err(e) => return spawn_failed(core, None, spawn_error_text(core, &e)),
     };
@@ -115,7 +124,14 @@ pub(super) fn run_attempt(
             None
         }
     };
-    let waited = wait(config.wait_mode, core, &mut child, spawned, &waker, &watch);
+    let waited = wait(
+        config.wait_mode,
+        (core, &scope),
+        &mut child,
+        spawned,
+        &waker,
+        &watch,
+    );
     // Reaped; or ECHILD: the kernel reaped it (SIGCHLD ignored), so its group must not be
     // signalled. Any other failure left it unreaped: kill and reap it now, before the readers
     // wait for its output to end.
@@ -124,6 +140,13 @@ pub(super) fn run_attempt(
         Err(e) if e.raw_os_error() != Some(libc::ECHILD) => reaper.kill_and_reap(),
         _ => reaper.disarm(),
     }
+    // Before the readers wait for EOF: a leftover holding the output is gone by then.
+    let waited = waited.map(|(exit, mut usage, timed_out)| {
+        if let Some(why) = scope.end(core, pid, &mut usage) {
+            error.get_or_insert(why);
+        }
+        (exit, usage, timed_out)
+    });
     let end = finish(report, core, waited, readers, error, spawned);
     // The progress in the output read after the exit.
     watch.deliver();
@@ -147,7 +170,7 @@ fn observer_of(core: &JobCore, waker: &Waker) -> (Option<Observer>, Option<Arc<P
 /// Waits for the child as the wait mode and the platform allow.
 fn wait(
     mode: WaitMode,
-    core: &JobCore,
+    (core, scope): (&JobCore, &Scope),
     child: &mut Spawned,
     spawned: Instant,
     waker: &Waker,
@@ -156,7 +179,7 @@ fn wait(
     match child {
         // Portable mode, or no handler-free wait on this system.
         Spawned::Std(child) if mode == WaitMode::Portable || !sys::HANDLER_FREE_WAIT => {
-            wait_portable(core, child, spawned, watch)
+            wait_portable((core, scope), child, spawned, watch)
         }
         // Not made without the handler-free wait (the posix_spawn path is glibc's): a plain
         // blocking reap.
@@ -169,8 +192,10 @@ fn wait(
         child => {
             let pid = child.pid();
             match (waker.fd(), sys::pidfd_open(pid)) {
-                (Some(w), Ok(pidfd)) => wait_pidfd(core, pid, spawned, (&pidfd, w, waker), watch),
-                _ => wait_sliced(core, pid, spawned, watch),
+                (Some(w), Ok(pidfd)) => {
+                    wait_pidfd((core, scope), pid, spawned, (&pidfd, w, waker), watch)
+                }
+                _ => wait_sliced((core, scope), pid, spawned, watch),
             }
         }
     }
@@ -244,10 +269,12 @@ fn usage(u: sys::Rusage) -> ResourceUsage {
     }
 }
 
-/// TERM and KILL for a local job: to its process group, whose leader is not reaped yet.
+/// TERM and KILL for a local job: to its process group, whose leader is not reaped yet; KILL
+/// also to its scope (`cgroup.kill`: every descendant, `setsid` or not; or its adopted orphans).
 struct Group<'a> {
     core: &'a JobCore,
     pgid: u32,
+    scope: &'a Scope,
 }
 
 impl Group<'_> {
@@ -269,10 +296,14 @@ impl Signals for Group<'_> {
 
     fn kill(&mut self) {
         self.send(libc::SIGKILL);
+        self.scope.kill(self.core.id, self.pgid);
     }
 
     fn what(&self) -> String {
-        "its process group".into()
+        match self.scope {
+            Scope::Cgroup(..) => "its process group, then its cgroup".into(),
+            _ => "its process group".into(),
+        }
     }
 }
 
@@ -280,7 +311,7 @@ impl Signals for Group<'_> {
 /// with `wait4` (for its resource usage) only after it has exited and its leftover group
 /// members were killed.
 fn wait_pidfd(
-    core: &JobCore,
+    (core, scope): (&JobCore, &Scope),
     pid: u32,
     spawned: Instant,
     (pidfd, waker_fd, waker): (&std::os::fd::OwnedFd, std::os::fd::RawFd, &Waker),
@@ -288,7 +319,11 @@ fn wait_pidfd(
 ) -> Waited {
     use std::os::fd::AsRawFd;
     let mut term = Termination::running_since(core, spawned);
-    let mut group = Group { core, pgid: pid };
+    let mut group = Group {
+        core,
+        pgid: pid,
+        scope,
+    };
     loop {
         let wait = term.step(core, &mut group);
         let ready = sys::poll_readable(&[pidfd.as_raw_fd(), waker_fd], wait)?;
@@ -319,10 +354,19 @@ fn reap_exited(core: &JobCore, pid: u32, term: &Termination, watch: &Watch) -> W
 /// Linux, Pidfd mode without a pidfd or an eventfd: `waitid(WNOWAIT)` every 10 ms. The child
 /// stays unreaped until its leftovers are killed, as in `wait_pidfd`; no descriptor, no signal
 /// handler. Kill requests are noticed within one slice.
-fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant, watch: &Watch) -> Waited {
+fn wait_sliced(
+    (core, scope): (&JobCore, &Scope),
+    pid: u32,
+    spawned: Instant,
+    watch: &Watch,
+) -> Waited {
     const SLICE: Duration = Duration::from_millis(10);
     let mut term = Termination::running_since(core, spawned);
-    let mut group = Group { core, pgid: pid };
+    let mut group = Group {
+        core,
+        pgid: pid,
+        scope,
+    };
     loop {
         let wait = term.step(core, &mut group).map_or(SLICE, |w| w.min(SLICE));
         if sys::has_exited(pid)? {
@@ -340,13 +384,19 @@ fn wait_sliced(core: &JobCore, pid: u32, spawned: Instant, watch: &Watch) -> Wai
 /// panics if that fails; Pidfd mode never comes here. Kill requests are noticed within one
 /// slice. Leftover group members are not killed here: after the leader is reaped its group id
 /// may be reused.
-fn wait_portable(core: &JobCore, child: &mut Child, spawned: Instant, watch: &Watch) -> Waited {
+fn wait_portable(
+    (core, scope): (&JobCore, &Scope),
+    child: &mut Child,
+    spawned: Instant,
+    watch: &Watch,
+) -> Waited {
     use wait_timeout::ChildExt;
     const SLICE: Duration = Duration::from_millis(10);
     let mut term = Termination::running_since(core, spawned);
     let mut group = Group {
         core,
         pgid: child.id(),
+        scope,
     };
     loop {
         let wait = term.step(core, &mut group).map_or(SLICE, |w| w.min(SLICE));

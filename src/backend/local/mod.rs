@@ -3,10 +3,12 @@
 //!
 //! - `spawn.rs`: the spawn (glibc's `posix_spawn` plan, else std's `Command`).
 //! - `attempt.rs`: one attempt from spawn to reaping (the waits, the `Reaper`).
+//! - `contain.rs`: the attempt's cgroup or subreaper marker (issue 15), ended with the job.
 //! - `sample.rs`: live usage sampling, one thread for all jobs (`Builder::sample_interval`).
 //! - `watch.rs`: what a worker reports while its job runs (samples, progress).
 
 mod attempt;
+mod contain;
 mod sample;
 mod spawn;
 mod watch;

@@ -6,6 +6,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::process::{Child, Command, Stdio};
 
+use super::contain::Scope;
 use crate::config::{Config, WaitMode};
 use crate::job::JobCore;
 use crate::spec::EnvEdit;
@@ -57,6 +58,7 @@ fn spawn_plan(
     core: &JobCore,
     stdio: [Option<std::os::fd::RawFd>; 3],
     close_inherited_fds: bool,
+    marker: Option<&str>,
 ) -> Option<std::io::Result<sys::SpawnPlan>> {
     if !sys::posix_spawn_can(core.cwd.is_some(), close_inherited_fds)
         || stdio.iter().flatten().any(|&fd| fd < 3)
@@ -66,7 +68,10 @@ fn spawn_plan(
     let plan = || -> std::io::Result<sys::SpawnPlan> {
         let file = core.interpreter.as_ref().unwrap_or(&core.program);
         let argv = argv(core, file.as_bytes())?;
-        let (envp, lookup) = environment(core, file.as_bytes())?;
+        let (mut envp, lookup) = environment(core, file.as_bytes(), marker.is_some())?;
+        if let Some(m) = marker {
+            envp.push(cstr(m.as_bytes().to_vec())?);
+        }
         Ok(sys::SpawnPlan {
             program: cstr(file.as_bytes().to_vec())?,
             argv,
@@ -118,14 +123,20 @@ fn env_pair(k: OsString, v: &OsStr) -> std::io::Result<CString> {
 
 /// The child's environment as std builds it (the host's unless cleared, then the edits in
 /// order), and how `file` is found: as it is when it holds a '/', else in the host's PATH, or
-/// in the child's when the edits touch PATH (as `execvp` in the child would).
-fn environment(core: &JobCore, file: &[u8]) -> std::io::Result<(Vec<CString>, sys::Lookup)> {
+/// in the child's when the edits touch PATH (as `execvp` in the child would). `no_marker`:
+/// leave out the host's own containment marker (the caller adds the job's).
+fn environment(
+    core: &JobCore,
+    file: &[u8],
+    no_marker: bool,
+) -> std::io::Result<(Vec<CString>, sys::Lookup)> {
     let direct = file.contains(&b'/');
+    let keep = |k: &OsStr| !(no_marker && k == sys::subreaper::MARKER_VAR);
     if core.env.is_empty() {
         // The common case, in the host's order, without a map (~20 µs less per spawn with
         // 40 variables): one C string per variable.
         let mut envp = Vec::with_capacity(64);
-        for (k, v) in std::env::vars_os() {
+        for (k, v) in std::env::vars_os().filter(|(k, _)| keep(k)) {
             envp.push(env_pair(k, &v)?);
         }
         let lookup = if direct {
@@ -138,7 +149,7 @@ fn environment(core: &JobCore, file: &[u8]) -> std::io::Result<(Vec<CString>, sy
     let mut env = std::collections::BTreeMap::<OsString, OsString>::new();
     let mut path_changed = false;
     if !core.env.iter().any(|e| matches!(e, EnvEdit::Clear)) {
-        env.extend(std::env::vars_os());
+        env.extend(std::env::vars_os().filter(|(k, _)| keep(k)));
     }
     for edit in &core.env {
         match edit {
@@ -192,23 +203,37 @@ impl Spawned {
     }
 }
 
-/// Starts the job's program with its stdio; the parent's copies of the stdio are dropped when
-/// this returns (readers must see EOF when the job's processes close their ends).
+/// Starts the job's program with its stdio, inside the scope's cgroup from its first
+/// instruction and with its marker (`Scope`); the parent's copies of the stdio are dropped
+/// when this returns (readers must see EOF when the job's processes close their ends).
 pub(super) fn spawn(
     config: &Config,
     core: &JobCore,
     streams: StdioFiles,
+    scope: &Scope,
 ) -> std::io::Result<Spawned> {
     let close = config.close_inherited_fds;
+    let marker = scope.marker();
     if config.wait_mode == WaitMode::Pidfd {
         use std::os::fd::AsRawFd;
         let fds = [&streams.0, &streams.1, &streams.2].map(|f| f.as_ref().map(|f| f.as_raw_fd()));
-        if let Some(plan) = spawn_plan(core, fds, close) {
-            return sys::posix_spawn(&plan?).map(Spawned::Pid);
+        if let Some(plan) = spawn_plan(core, fds, close, marker.as_deref()) {
+            let plan = plan?;
+            return match scope.cgroup() {
+                Some(cg) => sys::cgroup::spawn_in_cgroup(&plan, cg),
+                None => sys::posix_spawn(&plan),
+            }
+            .map(Spawned::Pid);
         }
     }
     let null_or = |f: Option<std::fs::File>| f.map_or_else(Stdio::null, Stdio::from);
     let mut cmd = build_command(core, close);
+    if let Some((k, v)) = marker.as_deref().and_then(|m| m.split_once('=')) {
+        cmd.env(k, v);
+    }
+    if let Some(cg) = scope.cgroup() {
+        sys::cgroup::enter_on_spawn(&mut cmd, cg);
+    }
     cmd.stdin(null_or(streams.0))
         .stdout(null_or(streams.1))
         .stderr(null_or(streams.2));

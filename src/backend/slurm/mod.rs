@@ -182,6 +182,8 @@ pub(super) fn test_core(
         kill_leftovers: true,
         cpus: 0,
         memory: 0,
+        memory_limit: None,
+        cpu_weight: None,
         kill_requested: std::sync::atomic::AtomicBool::new(false),
     }
 }

@@ -280,9 +280,13 @@ impl State {
         if self.closed {
             return Err(StartError::ShutDown);
         }
-        if spec.cpus > self.cpu_capacity || spec.memory > self.memory_capacity {
+        if spec.cpus > self.cpu_capacity || spec.declared_memory() > self.memory_capacity {
             return Err(StartError::NeverFits {
-                asked: format!("{} CPUs and {} bytes of memory", spec.cpus, spec.memory),
+                asked: format!(
+                    "{} CPUs and {} bytes of memory",
+                    spec.cpus,
+                    spec.declared_memory()
+                ),
                 capacity: format!(
                     "{} CPUs and {} bytes of memory",
                     self.cpu_capacity, self.memory_capacity
@@ -334,6 +338,7 @@ impl State {
     fn new_entry(&self, id: JobId, seq: u64, phase: Phase, spec: JobSpec) -> Entry {
         let error_file = spec.resolved_error_file();
         let merge_error = spec.merges_error();
+        let memory = spec.declared_memory();
         // The job's identity (program, arguments, paths) lives in its core while the job is
         // live, and moves to the record when it ends: one copy per pending job (`Entry::record`).
         let mut record = JobRecord::new(id, std::ffi::OsString::new());
@@ -356,7 +361,9 @@ impl State {
             progress: spec.progress,
             kill_leftovers: spec.kill_leftovers.unwrap_or(self.default_kill_leftovers),
             cpus: spec.cpus,
-            memory: spec.memory,
+            memory,
+            memory_limit: spec.memory_limit,
+            cpu_weight: spec.cpu_weight,
             kill_requested: AtomicBool::new(false),
         });
         Entry {

@@ -4,7 +4,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{io_reason, own_cgroup_dir, CgroupUsage, Unavailable};
@@ -16,6 +17,9 @@ const WANTED: &[&str] = &["cpu", "memory", "pids"];
 /// (the kernel empties a killed cgroup asynchronously, within milliseconds).
 const REMOVE_RETRY: Duration = Duration::from_millis(500);
 
+/// How many emptied job cgroups a root keeps for reuse ([`CgroupRoot::recycle`]).
+const SPARE_MAX: usize = 64;
+
 /// Numbers the `procman-<pid>-<n>` parents of the managers of this process.
 static PARENTS: AtomicU64 = AtomicU64::new(0);
 
@@ -26,6 +30,8 @@ pub struct CgroupRoot {
     dir: PathBuf,
     controllers: Vec<String>,
     jobs: AtomicU64,
+    /// Job cgroups that ended empty, never killed, without limits: reused by [`CgroupRoot::job`].
+    spare: Mutex<Vec<JobCgroup>>,
 }
 
 impl CgroupRoot {
@@ -60,6 +66,7 @@ impl CgroupRoot {
         // old and new cgroups: `base` itself.
         access_w(&procs)
             .map_err(|e| io_reason("cannot move processes: no write access to", &procs, &e))?;
+        sweep_stale(base);
         let n = PARENTS.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("procman-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| io_reason("cannot create", &dir, &e))?;
@@ -67,6 +74,7 @@ impl CgroupRoot {
             dir,
             controllers: Vec::new(),
             jobs: AtomicU64::new(0),
+            spare: Mutex::new(Vec::new()),
         };
         if !root.dir.join("cgroup.procs").is_file() {
             // A plain directory (a fake root): not a cgroup file system.
@@ -106,9 +114,13 @@ impl CgroupRoot {
         &self.controllers
     }
 
-    /// Creates an empty leaf cgroup `job-<n>` for one job (one `mkdir`, two `open`s). Fails with
-    /// the kernel's error (EACCES, ENOSPC at `cgroup.max.descendants`, EMFILE).
+    /// An empty leaf cgroup for one job: a spare one ([`CgroupRoot::recycle`]), else a new
+    /// `job-<n>` (one `mkdir`, two `open`s). Fails with the kernel's error (EACCES, ENOSPC at
+    /// `cgroup.max.descendants`, EMFILE).
     pub fn job(&self) -> io::Result<JobCgroup> {
+        if let Some(cg) = self.spare.lock().ok().and_then(|mut s| s.pop()) {
+            return Ok(cg);
+        }
         let n = self.jobs.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(format!("job-{n}"));
         std::fs::create_dir(&dir)?;
@@ -126,6 +138,9 @@ impl CgroupRoot {
                 procs,
                 controllers: self.controllers.clone(),
                 removed: false,
+                killed: AtomicBool::new(false),
+                limited: AtomicBool::new(false),
+                base: CgroupUsage::default(),
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -135,9 +150,50 @@ impl CgroupRoot {
     }
 }
 
+impl CgroupRoot {
+    /// Keeps `cg` for a later [`CgroupRoot::job`] instead of removing it (saving an `rmdir` and
+    /// a `mkdir`, most of a job cgroup's cost), when that is safe: it is empty, was never
+    /// killed (the kernel kills a child cloned into a once-killed cgroup at birth), has no
+    /// limit set, and no memory controller is enabled (`memory.peak` cannot be reset). `last`
+    /// is its final [`JobCgroup::usage`]: the next job's figures are counted from there. Gives
+    /// `cg` back when it cannot be kept (the caller removes it); `None`: kept.
+    pub fn recycle(&self, mut cg: JobCgroup, last: CgroupUsage) -> Option<JobCgroup> {
+        let fit = !cg.killed.load(Ordering::Relaxed)
+            && !cg.limited.load(Ordering::Relaxed)
+            && !self.controllers.iter().any(|c| c == "memory")
+            && cg.populated().is_ok_and(|p| !p);
+        let Ok(mut spare) = self.spare.lock() else {
+            return Some(cg);
+        };
+        if !fit || spare.len() >= SPARE_MAX {
+            return Some(cg);
+        }
+        cg.base = add(cg.base, last);
+        spare.push(cg);
+        None
+    }
+}
+
+/// `a + b`, field by field (a field missing on either side stays missing).
+fn add(a: CgroupUsage, b: CgroupUsage) -> CgroupUsage {
+    let d =
+        |x: Option<Duration>, y: Option<Duration>| Some(x.unwrap_or_default().saturating_add(y?));
+    CgroupUsage {
+        cpu: d(a.cpu, b.cpu),
+        user_cpu: d(a.user_cpu, b.user_cpu),
+        system_cpu: d(a.system_cpu, b.system_cpu),
+        memory_peak: b.memory_peak,
+        oom_kills: b.oom_kills.map(|n| n + a.oom_kills.unwrap_or(0)),
+    }
+}
+
 impl Drop for CgroupRoot {
-    /// Removes the procman parent; it stays when a job cgroup under it was not removed.
+    /// Removes the spare job cgroups and the procman parent; the parent stays when a job
+    /// cgroup under it was not removed.
     fn drop(&mut self) {
+        if let Ok(spare) = self.spare.get_mut() {
+            spare.clear();
+        }
         if let Err(e) = std::fs::remove_dir(&self.dir) {
             log::warn!("cannot remove cgroup {}: {e}", self.dir.display());
         }
@@ -155,6 +211,13 @@ pub struct JobCgroup {
     procs: OwnedFd,
     controllers: Vec<String>,
     removed: bool,
+    /// `cgroup.kill` was written: never reused.
+    killed: AtomicBool,
+    /// A limit was set: never reused.
+    limited: AtomicBool,
+    /// The cgroup's figures when this job got it (non-zero when reused): [`JobCgroup::usage`]
+    /// counts from there.
+    base: CgroupUsage,
 }
 
 impl JobCgroup {
@@ -182,6 +245,7 @@ impl JobCgroup {
     /// (on Linux 6.18, a child `clone3`d into a cgroup that was once killed is SIGKILLed at
     /// birth, seen in this crate's tests).
     pub fn kill(&self) -> io::Result<()> {
+        self.killed.store(true, Ordering::Relaxed);
         match write_file(&self.dir.join("cgroup.kill"), b"1") {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.kill_by_pids(Duration::from_secs(1)).map(|_| ())
@@ -262,13 +326,37 @@ impl JobCgroup {
         }
     }
 
-    /// The cgroup's accounting so far: `cpu.stat` (present in every non-root v2 cgroup, the
-    /// cpu controller or not), `memory.peak` and `memory.events` where the memory controller is
-    /// enabled. Final once the cgroup is empty. Fails only when `cpu.stat` cannot be read.
+    /// The cgroup's accounting for this job so far (since [`CgroupRoot::job`] gave it out):
+    /// `cpu.stat` (present in every non-root v2 cgroup, the cpu controller or not),
+    /// `memory.peak` and `memory.events` where the memory controller is enabled. Final once
+    /// the cgroup is empty. Fails only when `cpu.stat` cannot be read.
     pub fn usage(&self) -> io::Result<CgroupUsage> {
+        let total = self.usage_total()?;
+        let d = |t: Option<Duration>, b: Option<Duration>| {
+            t.map(|t| t.saturating_sub(b.unwrap_or_default()))
+        };
+        Ok(CgroupUsage {
+            cpu: d(total.cpu, self.base.cpu),
+            user_cpu: d(total.user_cpu, self.base.user_cpu),
+            system_cpu: d(total.system_cpu, self.base.system_cpu),
+            memory_peak: total.memory_peak,
+            oom_kills: total
+                .oom_kills
+                .map(|n| n.saturating_sub(self.base.oom_kills.unwrap_or(0))),
+        })
+    }
+
+    /// The cgroup's own cumulative figures (since it was made).
+    fn usage_total(&self) -> io::Result<CgroupUsage> {
         let cpu = std::fs::read_to_string(self.dir.join("cpu.stat"))?;
         let usec = |k| field(&cpu, k).map(Duration::from_micros);
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).ok();
+        // Without the memory controller the files are absent: no failed opens.
+        let memory = self.controllers.iter().any(|c| c == "memory");
+        let read = |f: &str| {
+            memory
+                .then(|| std::fs::read_to_string(self.dir.join(f)).ok())
+                .flatten()
+        };
         Ok(CgroupUsage {
             cpu: usec("usage_usec"),
             user_cpu: usec("user_usec"),
@@ -299,6 +387,7 @@ impl JobCgroup {
     }
 
     fn write_limit(&self, controller: &str, file: &str, value: String) -> io::Result<()> {
+        self.limited.store(true, Ordering::Relaxed);
         let path = self.dir.join(file);
         if !self.controllers.iter().any(|c| c == controller) || !path.exists() {
             return Err(io::Error::new(
@@ -340,6 +429,14 @@ impl JobCgroup {
     }
 }
 
+impl JobCgroup {
+    /// Gives the cgroup up without killing or removing it (the job's leftovers were to be left
+    /// running, `kill_leftovers(false)`): its directory stays, and the procman parent with it.
+    pub fn abandon(mut self) {
+        self.removed = true;
+    }
+}
+
 impl Drop for JobCgroup {
     fn drop(&mut self) {
         if self.removed {
@@ -353,6 +450,18 @@ impl Drop for JobCgroup {
     }
 }
 
+/// Makes std's spawn of `cmd` put the child in `cgroup` before it execs (a `pre_exec` hook that
+/// writes `0` into its `cgroup.procs`; std then forks). The spawn fails with the write's error.
+pub(crate) fn enter_on_spawn(cmd: &mut std::process::Command, cgroup: &JobCgroup) {
+    use std::os::unix::process::CommandExt;
+    let fd = cgroup.procs_fd();
+    // SAFETY: the hook makes one write(2), which is async-signal-safe; `fd` stays open until
+    // the spawn returns (the caller holds the cgroup).
+    unsafe {
+        cmd.pre_exec(move || enter_from_child(fd));
+    }
+}
+
 /// Moves the calling process into the cgroup whose `cgroup.procs` is open as `procs_fd` (a
 /// write of `0`). Async-signal-safe: made for a forked child before it execs.
 pub fn enter_from_child(procs_fd: RawFd) -> io::Result<()> {
@@ -362,6 +471,31 @@ pub fn enter_from_child(procs_fd: RawFd) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes the `procman-<pid>-<n>` parents (and their job cgroups) that processes which are gone
+/// left under `base`: a process that exits without dropping its manager (a process-wide
+/// manager, `exit()`) cannot remove them itself. Only empty cgroups can be removed, so one that
+/// still holds processes stays. (A manager in another pid namespace sharing `base` would look
+/// gone: its empty spare job cgroups could be removed, and its next job fail to spawn.)
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("procman-"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Err(e) = remove_tree(&entry.path()) {
+                log::debug!("cannot remove stale cgroup {}: {e}", entry.path().display());
+            }
+        }
     }
 }
 
@@ -383,6 +517,12 @@ fn collect_pids(dir: &Path, out: &mut Vec<u32>) -> io::Result<()> {
 }
 
 fn remove_tree(dir: &Path) -> io::Result<()> {
+    // The usual case, a leaf: one rmdir, no listing.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for entry in entries {
