@@ -787,3 +787,121 @@ fn overhead_50_jobs_plain_sbatch_vs_procman() {
         );
     }
 }
+
+/// Issue 13: a job waiting in Slurm's queue reads `Queued` (record, events, lists) until Slurm
+/// runs it. `--begin=now+3` keeps it pending for a few seconds whatever the cluster's load.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn queued_is_not_running() {
+    let _s = serial();
+    slurm_up("queued");
+    let m = manager(SlurmOptions::new().sbatch_arg("--begin=now+3"), 4);
+    let events = m.subscribe(100);
+    let id = m
+        .start_process(JobSpec::new("sleep").arg("2.13579"))
+        .unwrap();
+    wait_until(&m, id, Duration::from_secs(30), |r| {
+        r.status != JobStatus::Pending
+    });
+    let r = m.job_data(id).unwrap();
+    assert_eq!(r.status, JobStatus::Queued, "{r:?}");
+    assert!(!r.status.is_final());
+    assert_eq!(r.backend_state.as_deref(), Some("PENDING"));
+    assert!(r.pid.is_some() && r.started_at.is_none(), "{r:?}");
+    assert!(m.running_processes().is_empty());
+    assert_eq!(m.snapshot().count(JobStatus::Queued), 1);
+    wait_until(&m, id, Duration::from_secs(60), |r| {
+        r.status == JobStatus::Running
+    });
+    assert_eq!(m.running_processes(), vec![id]);
+    let r = m.wait(id).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert!(r.started_at.is_some());
+    let seen: Vec<String> = events
+        .try_iter()
+        .map(|e| match e {
+            procman::Event::Queued { .. } => "queued".to_owned(),
+            procman::Event::Submitted { cluster_id, .. } => {
+                assert_eq!(Some(cluster_id), r.pid);
+                "submitted".to_owned()
+            }
+            procman::Event::Started { .. } => "started".to_owned(),
+            procman::Event::Finished(_) => "finished".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["queued", "submitted", "started", "finished"]);
+}
+
+/// The threads of this process now.
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Issue 13: 200 jobs in flight at limit 200 (2 running, the rest queued in Slurm) hold no
+/// thread each: the manager's threads stay a handful (submitters, the poller, the handler
+/// thread). A cancelling shutdown then cancels all of them in Slurm.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn two_hundred_jobs_in_flight_hold_a_bounded_number_of_threads() {
+    let _s = serial();
+    slurm_up("threads");
+    let before = threads_now();
+    let m = manager(SlurmOptions::new(), 200);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..200)
+        .map(|_| {
+            m.start_process(h.on(JobSpec::new("sleep").arg("600.2718")))
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most = 0;
+    loop {
+        most = most.max(threads_now());
+        let waiting = m.snapshot().count(JobStatus::Pending);
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} jobs still not submitted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = m.snapshot();
+    assert_eq!(
+        s.count(JobStatus::Queued) + s.count(JobStatus::Running),
+        200,
+        "{s:?}"
+    );
+    most = most.max(threads_now());
+    // Submitters (4) + the poller + the handler thread + spare: far from 200.
+    assert!(
+        most - before <= 12,
+        "{} threads for 200 jobs in flight",
+        most - before
+    );
+    let slurm_ids: Vec<String> = ids
+        .iter()
+        .map(|&id| m.job_data(id).unwrap().pid.unwrap().to_string())
+        .collect();
+    m.shutdown(ShutdownMode::Cancel, None);
+    let calls = h.calls();
+    for id in &ids {
+        let c = &calls[id];
+        assert!(
+            c.len() == 1 && matches!(c[0], JobStatus::Cancelled | JobStatus::Killed),
+            "{id}: {c:?}"
+        );
+    }
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "PD,R,CG", "-j", &slurm_ids.join(",")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "left in Slurm"
+    );
+}

@@ -855,6 +855,7 @@ fn statuses() -> Vec<&'static str> {
         JobStatus::SpawnFailed,
         JobStatus::DependencyFailed,
         JobStatus::InternalError,
+        JobStatus::Queued,
     ]
     .iter()
     .map(|s| s.as_str())

@@ -26,6 +26,7 @@ pub struct SlurmOptions {
     pub(super) poll_min: Duration,
     pub(super) poll_max: Duration,
     pub(super) confirm: Duration,
+    pub(super) submitters: usize,
     pub(super) sbatch: PathBuf,
     pub(super) squeue: PathBuf,
     pub(super) scancel: PathBuf,
@@ -42,6 +43,7 @@ impl Default for SlurmOptions {
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(2),
             confirm: Duration::from_secs(60),
+            submitters: 4,
             sbatch: "sbatch".into(),
             squeue: "squeue".into(),
             scancel: "scancel".into(),
@@ -94,6 +96,15 @@ impl SlurmOptions {
     /// Slurm). A time too long for the clock (`Duration::MAX`) never gives up.
     pub fn cancel_confirm_timeout(mut self, timeout: Duration) -> SlurmOptions {
         self.confirm = timeout;
+        self
+    }
+
+    /// At most this many submissions (`sbatch` calls) run at once, each on a worker thread of
+    /// the manager (default 4, at least 1). A submitted job holds no thread while it is queued
+    /// or runs: one poller thread follows them all, so the manager's threads stay this many
+    /// plus a few whatever its job limit.
+    pub fn submit_threads(mut self, n: usize) -> SlurmOptions {
+        self.submitters = n.max(1);
         self
     }
 

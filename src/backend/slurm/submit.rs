@@ -20,7 +20,7 @@ pub(super) struct Submission {
     args: Vec<OsString>,
     script: Vec<u8>,
     /// Input bytes written for `--input`; removed when the attempt ends.
-    stdin_file: Option<PathBuf>,
+    pub(super) stdin_file: Option<PathBuf>,
 }
 
 impl Submission {
