@@ -905,3 +905,170 @@ fn two_hundred_jobs_in_flight_hold_a_bounded_number_of_threads() {
         "left in Slurm"
     );
 }
+
+/// An allocation of `cpus` CPUs requested by hand (as a user's `sbatch` script has), running.
+struct Alloc(u32);
+
+impl Alloc {
+    fn new(cpus: u32) -> Alloc {
+        let out = Command::new("sbatch")
+            .args(["--parsable", "-o", "/dev/null", "-J", "procman-test-alloc"])
+            .arg(format!("--ntasks={cpus}"))
+            .args(["--wrap", "exec sleep 3600.161803"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scontrol(id).0 != "RUNNING" {
+            assert!(Instant::now() < deadline, "allocation {id} never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Alloc(id)
+    }
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(self.0.to_string()).status();
+    }
+}
+
+/// Issue 13: jobs as job steps in an allocation given to procman (as `SLURM_JOB_ID` inside an
+/// `sbatch` script): their files, exit codes, signals, kill and timeout, handlers once each.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_in_a_given_allocation() {
+    let _s = serial();
+    slurm_up("steps");
+    let alloc = Alloc::new(2);
+    let dir = scratch("steps");
+    let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+    let h = Handlers::new();
+    let log = dir.join("ok.log");
+    let ok = m
+        .start_process(
+            h.on(JobSpec::new("sh")
+                .args(["-c", "echo \"out $X $(pwd)\"; cat; echo err >&2", "sh"])
+                .env("X", "x y")
+                .input_bytes(b"from stdin\n".to_vec())
+                .cwd(&dir)
+                .log_file(&log)),
+        )
+        .unwrap();
+    let three = m
+        .start_process(h.on(JobSpec::new("sh").args(["-c", "exit 3"])))
+        .unwrap();
+    let segv = m
+        .start_process(h.on(JobSpec::new("sh").args(["-c", "kill -SEGV $$"])))
+        .unwrap();
+    let r = m.wait(ok).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("out x y {}\nfrom stdin\n", dir.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.with_file_name("ok_err.txt")).unwrap(),
+        "err\n"
+    );
+    let r = m.wait(three).unwrap();
+    assert_eq!(
+        (r.status, r.exit_code),
+        (JobStatus::Failed, Some(3)),
+        "{r:?}"
+    );
+    let r = m.wait(segv).unwrap();
+    assert_eq!(
+        (r.status, r.signal),
+        (JobStatus::Crashed, Some(11)),
+        "{r:?}"
+    );
+
+    let killed = m
+        .start_process(h.on(JobSpec::new("sleep").arg("300.314159")))
+        .unwrap();
+    let timed = m
+        .start_process(
+            h.on(JobSpec::new("sleep")
+                .arg("300.314159")
+                .timeout(Duration::from_secs(1))),
+        )
+        .unwrap();
+    wait_until(&m, killed, Duration::from_secs(30), |r| {
+        r.status == JobStatus::Running
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.kill_process(killed), Ok(KillOutcome::Killing));
+    let r = m.wait(killed).unwrap();
+    assert_eq!(r.status, JobStatus::Killed, "{r:?}");
+    let r = m.wait(timed).unwrap();
+    assert_eq!(r.status, JobStatus::TimedOut, "{r:?}");
+    let wall = r.usage.unwrap().wall;
+    assert!(
+        wall >= Duration::from_secs(1) && wall < Duration::from_secs(15),
+        "{r:?}"
+    );
+    m.wait_all();
+    for (id, c) in h.calls() {
+        assert_eq!(c.len(), 1, "{id}: {c:?}");
+    }
+    // The allocation is the user's: still there.
+    assert_eq!(scontrol(alloc.0).0, "RUNNING");
+    drop(m);
+    assert_eq!(scontrol(alloc.0).0, "RUNNING");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: job steps in an allocation procman requests, released at shutdown.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_in_an_allocation_procman_requests_and_releases() {
+    let _s = serial();
+    slurm_up("steps-own");
+    let m = manager(SlurmOptions::new().steps(2), 2);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..20)
+        .map(|i| {
+            m.start_process(h.on(JobSpec::new("sh").args(["-c", &format!("exit {}", i % 2)])))
+                .unwrap()
+        })
+        .collect();
+    m.wait_all();
+    let calls = h.calls();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            JobStatus::Finished
+        } else {
+            JobStatus::Failed
+        };
+        assert_eq!(calls[id], vec![want]);
+    }
+    let pending = |ids: &mut Vec<String>| {
+        let out = Command::new("squeue")
+            .args(["-h", "-n", "procman-steps", "-t", "PD,R,CG", "-o", "%i"])
+            .output()
+            .unwrap();
+        *ids = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.len()
+    };
+    let mut held = Vec::new();
+    assert_eq!(
+        pending(&mut held),
+        1,
+        "one allocation while the manager lives"
+    );
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = Vec::new();
+    while pending(&mut left) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "allocation not released: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

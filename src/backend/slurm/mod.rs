@@ -36,6 +36,7 @@ mod follow;
 mod options;
 mod poller;
 mod script;
+mod steps;
 mod submit;
 
 use std::sync::{Arc, Weak};
@@ -47,7 +48,8 @@ use parking_lot::Mutex;
 
 use follow::CancelOnDrop;
 pub use options::SlurmOptions;
-use poller::{Ctl, Handover, Poller};
+use poller::{Ctl, Handover, Poller, StepHandover};
+use steps::{Allocation, Step};
 use submit::Submission;
 
 use crate::backend::{spawn_failed, Attempt, Backend, Later, Report};
@@ -59,6 +61,8 @@ use crate::sys::Waker;
 pub(crate) struct SlurmBackend {
     opts: Arc<SlurmOptions>,
     poller: Mutex<Option<(Sender<Ctl>, JoinHandle<()>)>>,
+    /// The allocation job steps run in (`steps.rs`), once found or requested.
+    alloc: Mutex<Option<Allocation>>,
 }
 
 impl SlurmBackend {
@@ -66,6 +70,7 @@ impl SlurmBackend {
         SlurmBackend {
             opts: Arc::new(opts),
             poller: Mutex::new(None),
+            alloc: Mutex::new(None),
         }
     }
 
@@ -115,7 +120,10 @@ impl Backend for SlurmBackend {
                 core.id
             );
         }
-        let sub = match Submission::prepare(core, work.attempt, &self.opts) {
+        if self.opts.steps {
+            return self.start_step(report, engine, work);
+        }
+        let sub = match Submission::prepare(core, work.attempt, &self.opts, false) {
             Ok(s) => s,
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
         };
@@ -181,6 +189,78 @@ impl Backend for SlurmBackend {
             let _ = tx.send(Ctl::Stop);
             let _ = t.join();
         }
+        if let Some(a) = self.alloc.lock().take().filter(|a| a.owned) {
+            log::info!(
+                "releasing the Slurm allocation {} of procman's job steps",
+                a.id
+            );
+            follow::cancel(&self.opts, a.id, false);
+        }
+    }
+}
+
+impl SlurmBackend {
+    /// [`SlurmOptions::steps`]: the attempt as a job step, handed to the poller once `srun`
+    /// runs.
+    fn start_step(&self, report: &dyn Report, engine: &Weak<dyn Report>, work: Work) -> Attempt {
+        let core = &*work.core;
+        let alloc = match steps::allocation(&mut self.alloc.lock(), &self.opts, core) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Attempt::Ended(AttemptEnd::NotStarted),
+            Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
+        };
+        let sub = match Submission::prepare(core, work.attempt, &self.opts, true) {
+            Ok(s) => s,
+            Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
+        };
+        let tracker = match self.poller() {
+            Ok(t) => t,
+            Err(msg) => {
+                sub.cleanup();
+                return Attempt::Ended(spawn_failed(core, None, msg));
+            }
+        };
+        let step = match Step::spawn(
+            &self.opts,
+            alloc,
+            core,
+            work.attempt,
+            sub.args(),
+            sub.script().to_vec(),
+        ) {
+            Ok(s) => s,
+            Err(msg) => {
+                sub.cleanup();
+                return Attempt::Ended(spawn_failed(core, None, msg));
+            }
+        };
+        let at = Instant::now();
+        report.started(core.id, step.child.id(), work.attempt, at, Waker::none());
+        let handover = StepHandover {
+            step,
+            core: work.core.clone(),
+            later: Later::new(engine, core.id, work.attempt),
+            started: at,
+            stdin_file: sub.stdin_file.clone(),
+        };
+        let Err(SendError(back)) = tracker.send(Ctl::TrackStep(Box::new(handover))) else {
+            return Attempt::Continues;
+        };
+        // The poller is gone (a shutdown under way): end the step here, once.
+        if let Ctl::TrackStep(h) = back {
+            let h = *h;
+            h.later.disarm();
+            let mut child = h.step.child;
+            let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&h.step.messages);
+        }
+        sub.cleanup();
+        Attempt::Ended(AttemptEnd::Internal(
+            "internal error: procman's Slurm poller stopped before following the job step; \
+             it was killed"
+                .into(),
+        ))
     }
 }
 

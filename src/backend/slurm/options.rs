@@ -27,6 +27,11 @@ pub struct SlurmOptions {
     pub(super) poll_max: Duration,
     pub(super) confirm: Duration,
     pub(super) submitters: usize,
+    /// Run jobs as job steps (`steps.rs`).
+    pub(super) steps: bool,
+    pub(super) steps_in: Option<u32>,
+    pub(super) steps_cpus: u32,
+    pub(super) srun: PathBuf,
     pub(super) sbatch: PathBuf,
     pub(super) squeue: PathBuf,
     pub(super) scancel: PathBuf,
@@ -44,6 +49,10 @@ impl Default for SlurmOptions {
             poll_max: Duration::from_secs(2),
             confirm: Duration::from_secs(60),
             submitters: 4,
+            steps: false,
+            steps_in: None,
+            steps_cpus: 1,
+            srun: "srun".into(),
             sbatch: "sbatch".into(),
             squeue: "squeue".into(),
             scancel: "scancel".into(),
@@ -105,6 +114,35 @@ impl SlurmOptions {
     /// plus a few whatever its job limit.
     pub fn submit_threads(mut self, n: usize) -> SlurmOptions {
         self.submitters = n.max(1);
+        self
+    }
+
+    /// Runs each job as a job step (`srun --exact -n1 -c CPUS`) in one allocation instead of as
+    /// a batch job of its own: Slurm starts a step in tens of milliseconds, where batch jobs wait
+    /// for its scheduling passes (200 short jobs: a few seconds instead of about 95 s on the
+    /// one-node Slurm of docs/slurm.md). The allocation is the one procman runs in
+    /// (`SLURM_JOB_ID` set, as inside an `sbatch` script), else one of `cpus` CPUs that procman
+    /// requests with `sbatch` (partition, account and the extra `sbatch` arguments apply) when
+    /// the first job needs it, and cancels at shutdown. Jobs that do not fit the allocation's
+    /// free CPUs wait for them in `srun` (set the manager's limit to the allocation's CPUs).
+    /// Each job keeps its own files, timeout, kill and handler; its `pid` is `srun`'s.
+    pub fn steps(mut self, cpus: u32) -> SlurmOptions {
+        self.steps = true;
+        self.steps_cpus = cpus.max(1);
+        self
+    }
+
+    /// Runs each job as a job step (see [`steps`](Self::steps)) in this allocation (a running
+    /// Slurm job id), which procman neither requests nor cancels.
+    pub fn steps_in(mut self, allocation: u32) -> SlurmOptions {
+        self.steps = true;
+        self.steps_in = Some(allocation);
+        self
+    }
+
+    /// The `srun` program (default `srun`; used for job steps).
+    pub fn srun_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.srun = path.as_ref().to_owned();
         self
     }
 

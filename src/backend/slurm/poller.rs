@@ -19,12 +19,14 @@ use super::ending::{
     SQUEUE_LEGACY_FORMAT,
 };
 use super::follow::{cancel, judge, one_line, Scancel};
+use super::steps::{reaped, Step, StepSignals};
 use super::SlurmOptions;
 use crate::backend::terminate::Termination;
 use crate::backend::Later;
 use crate::deadline;
 use crate::error::panic_message;
 use crate::job::{AttemptEnd, JobCore};
+use crate::record::ResourceUsage;
 use crate::sys::{Exit, Waker};
 
 /// How often the poller looks at its jobs' kill requests and timeouts between `squeue` rounds:
@@ -34,8 +36,29 @@ const TICK: Duration = Duration::from_millis(100);
 pub(super) enum Ctl {
     /// Follow this submitted job (handed over by the worker that submitted it).
     Track(Box<Handover>),
+    /// Follow this job step (its `srun` runs).
+    TrackStep(Box<StepHandover>),
     Stop,
 }
+
+/// A job step a worker started, handed to the poller.
+pub(super) struct StepHandover {
+    pub(super) step: Step,
+    pub(super) core: Arc<JobCore>,
+    pub(super) later: Later,
+    pub(super) started: Instant,
+    /// The input bytes' file, removed when the attempt ends.
+    pub(super) stdin_file: Option<PathBuf>,
+}
+
+/// A job step the poller follows.
+struct StepTracked {
+    h: StepHandover,
+    term: Termination,
+}
+
+/// How often the poller looks for the end of its job steps' `srun`s (a `waitpid` each).
+const STEP_TICK: Duration = Duration::from_millis(5);
 
 /// A job a worker submitted, handed to the poller.
 pub(super) struct Handover {
@@ -61,6 +84,7 @@ pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
     jobs: HashMap<u32, Tracked>,
+    steps: Vec<StepTracked>,
     legacy: bool,
     last_warning: Option<Instant>,
 }
@@ -72,6 +96,7 @@ impl Poller {
             opts,
             rx,
             jobs: HashMap::new(),
+            steps: Vec::new(),
             legacy: false,
             last_warning: None,
         }
@@ -85,9 +110,13 @@ impl Poller {
         let mut interval = min;
         let mut next_poll: Option<Instant> = None;
         loop {
-            let tick = (!self.jobs.is_empty())
-                .then(|| deadline::from_now(TICK))
-                .flatten();
+            let tick = if !self.steps.is_empty() {
+                deadline::from_now(STEP_TICK)
+            } else if !self.jobs.is_empty() {
+                deadline::from_now(TICK)
+            } else {
+                None
+            };
             let wake = deadline::earliest(next_poll, tick);
             let msg = match wake {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -111,10 +140,16 @@ impl Poller {
                     next_poll = deadline::earliest(next_poll, soon);
                     continue;
                 }
+                Ok(Ctl::TrackStep(h)) => {
+                    let term = Termination::running_since(&h.core, h.started);
+                    self.steps.push(StepTracked { h: *h, term });
+                    continue;
+                }
                 Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let (sent, changed) = match catch_unwind(AssertUnwindSafe(|| {
+                self.follow_steps();
                 let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 (sent, due && self.round())
@@ -132,7 +167,7 @@ impl Poller {
             } else {
                 continue;
             }
-            next_poll = if self.jobs.is_empty() {
+            next_poll = if self.jobs.is_empty() && self.steps.is_empty() {
                 None
             } else {
                 deadline::from_now(interval)
@@ -149,7 +184,10 @@ impl Poller {
             "internal error: the Slurm poller thread panicked: {}",
             panic_message(p)
         );
-        log::error!("{msg}; ending the {} jobs it followed", self.jobs.len());
+        log::error!(
+            "{msg}; ending the {} jobs it followed",
+            self.jobs.len() + self.steps.len()
+        );
         self.abandon_all(&msg);
     }
 
@@ -159,6 +197,48 @@ impl Poller {
             cancel(&self.opts, job, true);
             cleanup(&t.h);
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
+        }
+        for t in self.steps.drain(..) {
+            let mut child = t.h.step.child;
+            let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&t.h.step.messages);
+            if let Some(p) = &t.h.stdin_file {
+                let _ = std::fs::remove_file(p);
+            }
+            t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
+        }
+    }
+
+    /// Runs every step's TERM-grace-KILL machine, and ends the steps whose `srun` exited.
+    fn follow_steps(&mut self) {
+        let mut i = 0;
+        while i < self.steps.len() {
+            let t = &mut self.steps[i];
+            let Some((status, at)) = reaped(&mut t.h.step) else {
+                let mut signals = StepSignals {
+                    opts: &self.opts,
+                    step: &t.h.step,
+                };
+                let _ = t.term.step(&t.h.core, &mut signals);
+                i += 1;
+                continue;
+            };
+            let t = self.steps.swap_remove(i);
+            let (exit, error) = t.h.step.ended(status);
+            if let Some(p) = &t.h.stdin_file {
+                let _ = std::fs::remove_file(p);
+            }
+            let usage = ResourceUsage {
+                wall: at.saturating_duration_since(t.h.started),
+                ..ResourceUsage::default()
+            };
+            t.h.later.end(AttemptEnd::Exited {
+                exit,
+                usage,
+                timed_out: t.term.timed_out(),
+                error,
+            });
         }
     }
 
