@@ -1072,3 +1072,85 @@ fn steps_in_an_allocation_procman_requests_and_releases() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs a bash script; its wall time.
+fn timed_bash(script: &str) -> Duration {
+    let t = Instant::now();
+    let ok = Command::new("bash").args(["-c", script]).status().unwrap();
+    assert!(ok.success(), "{script}");
+    t.elapsed()
+}
+
+/// Runs `n` trivial jobs through `m`; the wall time until the last handler returned.
+fn timed_procman(m: &ProcessManager, n: usize) -> Duration {
+    let t = Instant::now();
+    let ids: Vec<JobId> = (0..n)
+        .map(|_| m.start_process(JobSpec::new("true")).unwrap())
+        .collect();
+    m.wait_all();
+    let took = t.elapsed();
+    for id in ids {
+        assert_eq!(m.job_data(id).unwrap().status, JobStatus::Finished);
+    }
+    took
+}
+
+/// Issue 13's measurement (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 200) trivial jobs in
+/// each way onto Slurm, procman against a hand-written script doing the same:
+/// `cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm`.
+/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways.
+#[test]
+#[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm"]
+fn ways_onto_slurm_benchmark() {
+    let _s = serial();
+    slurm_up("ways");
+    let n: usize = std::env::var("PROCMAN_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let ways = std::env::var("PROCMAN_BENCH_WAYS").unwrap_or("steps,array,jobs".into());
+    let wait_for =
+        "while squeue -h -t PD,R,CG,CF -j \"$ids\" -o %i | grep -q .; do sleep 0.1; done";
+    if ways.contains("steps") {
+        let alloc = Alloc::new(2);
+        let hand = timed_bash(&format!(
+            "seq {n} | xargs -P 2 -I{{}} srun --jobid={} --exact -n1 -c1 --output=/dev/null true",
+            alloc.0
+        ));
+        let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+        let took = timed_procman(&m, n);
+        drop(m);
+        eprintln!(
+            "steps, {n} jobs in a 2-CPU allocation: hand-written srun loop (xargs -P 2) {:.2} s, \
+             procman (limit 2) {:.2} s ({:+.1} %)",
+            hand.as_secs_f64(),
+            took.as_secs_f64(),
+            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+    if ways.contains("array") {
+        let hand = timed_bash(&format!(
+            "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); {wait_for}"
+        ));
+        eprintln!(
+            "array, {n} jobs: hand-written sbatch --array {:.2} s (procman: not yet)",
+            hand.as_secs_f64()
+        );
+    }
+    if ways.contains("jobs") {
+        let hand = timed_bash(&format!(
+            "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable --output=/dev/null \
+             --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
+        ));
+        let m = manager(SlurmOptions::new(), n);
+        let took = timed_procman(&m, n);
+        drop(m);
+        eprintln!(
+            "one job each, {n} jobs: hand-written sbatch loop {:.2} s, procman (limit {n}) \
+             {:.2} s ({:+.1} %)",
+            hand.as_secs_f64(),
+            took.as_secs_f64(),
+            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}

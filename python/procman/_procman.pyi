@@ -107,6 +107,7 @@ class Manager:
         max_records: Optional[int] = 10000,
         max_age: Optional[_Seconds] = None,
         handler_threads: int = 1,
+        slurm: Union[None, bool, str, Dict[str, Any]] = None,
     ) -> "Manager": ...
     def set_retention(
         self, max_records: Optional[int] = 10000, max_age: Optional[_Seconds] = None

@@ -58,7 +58,7 @@ struct StepTracked {
 }
 
 /// How often the poller looks for the end of its job steps' `srun`s (a `waitpid` each).
-const STEP_TICK: Duration = Duration::from_millis(5);
+const STEP_TICK: Duration = Duration::from_millis(1);
 
 /// A job a worker submitted, handed to the poller.
 pub(super) struct Handover {

@@ -56,6 +56,13 @@ pub(super) fn allocation(
                 owned: false,
                 running: true,
             },
+            None if opts.steps_cpus == 0 => {
+                return Err(
+                    "job steps in the allocation procman runs in were asked for \
+                            (steps=yes), but SLURM_JOB_ID is not set"
+                        .into(),
+                )
+            }
             None => Allocation {
                 id: request(opts)?,
                 owned: true,
