@@ -1154,3 +1154,105 @@ fn ways_onto_slurm_benchmark() {
         );
     }
 }
+
+/// Issue 13: slurmctld stopped in the middle of a batch and started again (`.ci/start-slurm.sh`
+/// restarts what is not running): no job is lost or reported twice; each ends with its true
+/// outcome once the controller answers again.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn controller_restart_mid_batch_loses_no_job() {
+    let _s = serial();
+    slurm_up("restart");
+    let m = manager(
+        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500)),
+        20,
+    );
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..12)
+        .map(|i| {
+            let code = if i % 3 == 0 { 3 } else { 0 };
+            m.start_process(
+                h.on(JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")])),
+            )
+            .unwrap()
+        })
+        .collect();
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    }
+    let pid_file = "/run/procman-slurm/slurmctld.pid";
+    let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .unwrap()
+        .stdout
+        .windows(2)
+        .any(|w| w == b"UP")
+    {
+        assert!(Instant::now() < deadline, "slurmctld did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Jobs go on ending on the node while the controller is away.
+    std::thread::sleep(Duration::from_secs(5));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/start-slurm.sh");
+    assert!(Command::new("bash").arg(script).status().unwrap().success());
+    m.wait_all();
+    let calls = h.calls();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 3 == 0 {
+            JobStatus::Failed
+        } else {
+            JobStatus::Finished
+        };
+        assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+    }
+    assert_eq!(calls.len(), ids.len());
+}
+
+/// Issue 13: a program missing on the node is `SpawnFailed` naming the node, told apart from a
+/// program that exits 127 itself; as a batch job and as a job step.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn a_program_missing_on_the_node_is_spawn_failed() {
+    let _s = serial();
+    slurm_up("missing");
+    let dir = scratch("missing");
+    for steps in [false, true] {
+        // The allocation holds the CPUs: batch jobs first, without it.
+        let alloc = steps.then(|| Alloc::new(2));
+        let options = match &alloc {
+            Some(a) => SlurmOptions::new().steps_in(a.0),
+            None => SlurmOptions::new(),
+        };
+        let m = manager(options, 4);
+        let missing = m
+            .start_process(JobSpec::new("no-such-program-271828").cwd(&dir))
+            .unwrap();
+        let own = m
+            .start_process(JobSpec::new("sh").args(["-c", "exit 127"]).cwd(&dir))
+            .unwrap();
+        let r = m.wait(missing).unwrap();
+        assert_eq!(r.status, JobStatus::SpawnFailed, "{r:?}");
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("no-such-program-271828") && e.contains("not found") && e.contains("node"),
+            "{e}"
+        );
+        let r = m.wait(own).unwrap();
+        assert_eq!(
+            (r.status, r.exit_code),
+            (JobStatus::Failed, Some(127)),
+            "{r:?}"
+        );
+    }
+    // The notes were removed.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).ok();
+}

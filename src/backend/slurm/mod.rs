@@ -162,6 +162,7 @@ impl Backend for SlurmBackend {
             later: Later::new(engine, core.id, work.attempt),
             submitted,
             stdin_file: sub.stdin_file.clone(),
+            missing: sub.missing.clone(),
         };
         let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
             guard.armed = false;
@@ -242,6 +243,7 @@ impl SlurmBackend {
             later: Later::new(engine, core.id, work.attempt),
             started: at,
             stdin_file: sub.stdin_file.clone(),
+            missing: sub.missing.clone(),
         };
         let Err(SendError(back)) = tracker.send(Ctl::TrackStep(Box::new(handover))) else {
             return Attempt::Continues;

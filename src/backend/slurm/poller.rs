@@ -49,6 +49,8 @@ pub(super) struct StepHandover {
     pub(super) started: Instant,
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
+    /// Where the script notes a program missing on the node.
+    pub(super) missing: PathBuf,
 }
 
 /// A job step the poller follows.
@@ -68,6 +70,8 @@ pub(super) struct Handover {
     pub(super) submitted: Instant,
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
+    /// Where the batch script notes a program missing on the node.
+    pub(super) missing: PathBuf,
 }
 
 /// A job the poller follows.
@@ -206,6 +210,7 @@ impl Poller {
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
+            let _ = std::fs::remove_file(&t.h.missing);
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
         }
     }
@@ -233,12 +238,15 @@ impl Poller {
                 wall: at.saturating_duration_since(t.h.started),
                 ..ResourceUsage::default()
             };
-            t.h.later.end(AttemptEnd::Exited {
+            let end = AttemptEnd::Exited {
                 exit,
                 usage,
                 timed_out: t.term.timed_out(),
                 error,
-            });
+            };
+            let what = format!("job step {}", t.h.step.name);
+            t.h.later
+                .end(missing_program(end, &t.h.missing, &t.h.core, &what));
         }
     }
 
@@ -376,6 +384,7 @@ impl Poller {
             t.h.submitted,
             t.term.timed_out(),
         );
+        let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
         cleanup(&t.h);
         t.h.later.end(end);
     }
@@ -471,9 +480,37 @@ impl Poller {
     }
 }
 
-/// Removes the attempt's input bytes' file.
+/// Removes the attempt's input bytes' file and its missing-program note.
 fn cleanup(h: &Handover) {
     if let Some(p) = &h.stdin_file {
         let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(&h.missing);
+}
+
+/// An exit with code 127 whose script noted the program missing on the node (`script.rs`) is
+/// a failure to start, not the program's failure: `SpawnFailed`, naming the node.
+fn missing_program(
+    end: AttemptEnd,
+    marker: &std::path::Path,
+    core: &JobCore,
+    what: &str,
+) -> AttemptEnd {
+    let Ok(node) = std::fs::read_to_string(marker) else {
+        return end;
+    };
+    let _ = std::fs::remove_file(marker);
+    match end {
+        AttemptEnd::Exited {
+            exit: Some(Exit {
+                code: Some(127), ..
+            }),
+            ..
+        } => AttemptEnd::SpawnFailed(format!(
+            "cannot run {} on node {}: not found ({what})",
+            std::path::Path::new(core.interpreter.as_ref().unwrap_or(&core.program)).display(),
+            node.trim()
+        )),
+        other => other,
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::follow::one_line;
-use super::script::batch_script;
+use super::script::batch_script_marking;
 use super::SlurmOptions;
 use crate::job::JobCore;
 use crate::output::{create_output_unless, FileId, Output};
@@ -21,6 +21,8 @@ pub(super) struct Submission {
     script: Vec<u8>,
     /// Input bytes written for `--input`; removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
+    /// Where the batch script notes a program missing on the node (in the job's directory).
+    pub(super) missing: PathBuf,
 }
 
 impl Submission {
@@ -66,10 +68,16 @@ impl Submission {
         if !step {
             args.extend(opts.extra.iter().cloned());
         }
+        let missing = cwd.join(format!(
+            ".procman-{}-{}-{attempt}.missing",
+            std::process::id(),
+            core.id
+        ));
         Ok(Submission {
             args,
-            script: batch_script(core),
+            script: batch_script_marking(core, Some(&missing)),
             stdin_file,
+            missing,
         })
     }
 
