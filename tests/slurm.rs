@@ -1256,3 +1256,35 @@ fn a_program_missing_on_the_node_is_spawn_failed() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 13: the final record carries CPU times and peak memory from Slurm's accounting
+/// (`PROCMAN_SLURM_ACCOUNTING=dbd bash .ci/start-slurm.sh`); without accounting it carries the
+/// wall time only and the job ends as usual.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn cpu_time_and_peak_memory_from_accounting_or_a_clean_fallback() {
+    let _s = serial();
+    slurm_up("accounting");
+    let accounting = Command::new("sacct")
+        .args(["-n", "-X", "-j", "1"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let m = manager(SlurmOptions::new(), 2);
+    // 80 MiB touched, and about 1.5 s of CPU.
+    let burn = "x = bytearray(80 << 20)\nimport time\nt = time.time()\n\
+                while time.time() - t < 1.5: x[int(time.time() * 1000) % len(x)] = 1\n";
+    let r = m.run(JobSpec::new("python3").args(["-c", burn])).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let u = r.usage.unwrap();
+    if accounting {
+        let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
+        assert!(cpu >= Duration::from_secs(1), "{u:?}");
+        assert!(u.peak_memory.unwrap() >= 80 << 20, "{u:?}");
+    } else {
+        eprintln!("Slurm has no accounting here: checking the fallback only");
+        assert_eq!((u.user_cpu, u.peak_memory), (None, None), "{u:?}");
+        assert!(u.wall >= Duration::from_secs(1));
+    }
+}

@@ -38,6 +38,7 @@ mod poller;
 mod script;
 mod steps;
 mod submit;
+mod usage;
 
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};

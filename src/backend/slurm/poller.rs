@@ -20,6 +20,7 @@ use super::ending::{
 };
 use super::follow::{cancel, judge, one_line, Scancel};
 use super::steps::{reaped, Step, StepSignals};
+use super::usage;
 use super::SlurmOptions;
 use crate::backend::terminate::Termination;
 use crate::backend::Later;
@@ -89,6 +90,10 @@ pub(super) struct Poller {
     rx: Receiver<Ctl>,
     jobs: HashMap<u32, Tracked>,
     steps: Vec<StepTracked>,
+    /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
+    ended: Vec<(u32, Later, AttemptEnd)>,
+    /// Slurm's accounting answers (false once `sacct` said it is disabled).
+    accounting: bool,
     legacy: bool,
     last_warning: Option<Instant>,
 }
@@ -101,6 +106,8 @@ impl Poller {
             rx,
             jobs: HashMap::new(),
             steps: Vec::new(),
+            ended: Vec::new(),
+            accounting: true,
             legacy: false,
             last_warning: None,
         }
@@ -156,7 +163,9 @@ impl Poller {
                 self.follow_steps();
                 let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
-                (sent, due && self.round())
+                let changed = due && self.round();
+                self.flush_ended();
+                (sent, changed)
             })) {
                 Ok(r) => r,
                 Err(p) => {
@@ -197,6 +206,10 @@ impl Poller {
 
     /// Cancels every followed job and ends it as an internal error saying `msg`.
     fn abandon_all(&mut self, msg: &str) {
+        // Those whose end is known end with it.
+        for (_, later, end) in self.ended.drain(..) {
+            later.end(end);
+        }
         for (job, t) in self.jobs.drain() {
             cancel(&self.opts, job, true);
             cleanup(&t.h);
@@ -386,7 +399,35 @@ impl Poller {
         );
         let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
         cleanup(&t.h);
-        t.h.later.end(end);
+        // Ended with the others of this round, after one question to the accounting.
+        self.ended.push((job, t.h.later, end));
+    }
+
+    /// Ends the attempts that ended in this round, with CPU times and peak memory from
+    /// Slurm's accounting when there is one (one `sacct` for all of them).
+    fn flush_ended(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let ended = std::mem::take(&mut self.ended);
+        let ran: Vec<u32> = ended
+            .iter()
+            .filter(|(_, _, e)| matches!(e, AttemptEnd::Exited { .. }))
+            .map(|(job, _, _)| *job)
+            .collect();
+        let mut accounted = HashMap::new();
+        if self.accounting && !ran.is_empty() {
+            match usage::query(&self.opts, &ran) {
+                Ok(a) => accounted = a,
+                Err(gone) => self.accounting = !gone,
+            }
+        }
+        for (job, later, mut end) in ended {
+            if let (AttemptEnd::Exited { usage, .. }, Some(a)) = (&mut end, accounted.get(&job)) {
+                a.fill(usage);
+            }
+            later.end(end);
+        }
     }
 
     /// Runs squeue for these jobs. Jobs it does not list are missing from the map.
