@@ -114,10 +114,13 @@ fn duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     let sec: f64 = sec.parse().ok()?;
-    let whole = days * 86_400 + h * 3_600 + m * 60;
+    let whole = days
+        .saturating_mul(86_400)
+        .saturating_add(h.saturating_mul(3_600))
+        .saturating_add(m.saturating_mul(60));
     Duration::try_from_secs_f64(sec)
         .ok()
-        .map(|d| d + Duration::from_secs(whole))
+        .map(|d| d.saturating_add(Duration::from_secs(whole)))
 }
 
 /// Slurm's memory figures: a number with a K, M, G or T suffix (1024-based), or bytes.
@@ -158,6 +161,7 @@ mod tests {
         assert_eq!(m[&2054].system, Some(Duration::from_secs(3_600)));
         assert_eq!(m[&2054].peak, Some(3758096384));
         assert_eq!(duration(""), None);
+        assert!(duration("99999999999999999-00:00:00").is_some());
         assert_eq!(bytes("12"), Some(12));
         assert_eq!(bytes("-1K"), None);
     }
