@@ -161,7 +161,7 @@ impl Backend for SlurmBackend {
             job,
             core: work.core.clone(),
             later: Later::new(engine, core.id, work.attempt),
-            submitted,
+            submitted_at: submitted,
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
         };

@@ -68,7 +68,7 @@ pub(super) struct Handover {
     pub(super) job: u32,
     pub(super) core: Arc<JobCore>,
     pub(super) later: Later,
-    pub(super) submitted: Instant,
+    pub(super) submitted_at: Instant,
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node.
@@ -394,7 +394,7 @@ impl Poller {
             job,
             ending,
             t.run_start,
-            t.h.submitted,
+            t.h.submitted_at,
             t.term.timed_out(),
         );
         let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
