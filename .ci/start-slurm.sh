@@ -13,6 +13,7 @@
 #                        1-CPU jobs run at once on a small machine)
 #   PROCMAN_SLURM_READY  seconds to wait for the node to become idle (default 60)
 #   PROCMAN_SLURM_NO_INSTALL=1  never run apt-get
+#   PROCMAN_SLURM_ACCOUNTING     none (default) or dbd (MariaDB + slurmdbd: sacct works)
 set -euo pipefail
 
 RUN_DIR=/run/procman-slurm
@@ -22,6 +23,10 @@ SPOOL_DIR=/var/lib/slurm/slurmd
 LOG_DIR=/var/log/slurm
 MUNGE_PID=/run/munge/munged.pid
 CTLD_PID=$RUN_DIR/slurmctld.pid
+DBD_PID=$RUN_DIR/slurmdbd.pid
+DBD_CONF=/etc/slurm/slurmdbd.conf
+MARIADB_PID=/run/mysqld/mariadbd.pid
+ACCOUNTING=${PROCMAN_SLURM_ACCOUNTING:-none}
 SLURMD_PID=$RUN_DIR/slurmd.pid
 READY=${PROCMAN_SLURM_READY:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,15 +50,19 @@ retry() {
 }
 
 [[ $(id -u) -eq 0 ]] || { say "must run as root"; exit 1; }
+case $ACCOUNTING in none|dbd) ;; *) say "PROCMAN_SLURM_ACCOUNTING must be none or dbd"; exit 2 ;; esac
 
 # ---- install (only what is missing)
 missing=0
-for b in munged slurmctld slurmd sbatch squeue scontrol scancel sinfo; do
-  command -v "$b" >/dev/null 2>&1 || missing=1
+pkgs=(munge slurmctld slurmd slurm-client)
+bins=(munged slurmctld slurmd sbatch squeue scontrol scancel sinfo)
+if [[ $ACCOUNTING == dbd ]]; then pkgs+=(slurmdbd mariadb-server); bins+=(slurmdbd mariadbd sacctmgr); fi
+for b in "${bins[@]}"; do
+  command -v "$b" >/dev/null 2>&1 || [[ -x /usr/sbin/$b ]] || missing=1
 done
 if [[ $missing -eq 1 ]]; then
   [[ ${PROCMAN_SLURM_NO_INSTALL:-0} == 1 ]] && { say "Slurm is not installed"; exit 1; }
-  say "installing munge slurmctld slurmd slurm-client"
+  say "installing ${pkgs[*]}"
   own_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     # The packages' scripts would start the services (and slurmctld fails without a config).
@@ -65,7 +74,7 @@ if [[ $missing -eq 1 ]]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    munge slurmctld slurmd slurm-client >/dev/null
+    "${pkgs[@]}" >/dev/null
   [[ $own_policy -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
 fi
 
@@ -92,6 +101,13 @@ mkdir -p /etc/slurm "$RUN_DIR" "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR"
 chown slurm:slurm "$STATE_DIR" "$LOG_DIR"
 touch "$LOG_DIR/jobcomp.txt"; chown slurm:slurm "$LOG_DIR/jobcomp.txt"
 
+if [[ $ACCOUNTING == dbd ]]; then
+  ACCT_LINES="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherFrequency=task=1"
+else
+  ACCT_LINES="AccountingStorageType=accounting_storage/none"
+fi
 NEW=$(mktemp)
 cat >"$NEW" <<CONF
 # written by procman's .ci/start-slurm.sh: one-node cluster for tests
@@ -125,7 +141,7 @@ MinJobAge=3600
 KillWait=5
 OverTimeLimit=0
 InactiveLimit=0
-AccountingStorageType=accounting_storage/none
+${ACCT_LINES}
 JobCompType=jobcomp/filetxt
 JobCompLoc=${LOG_DIR}/jobcomp.txt
 ${OVERRIDES}
@@ -161,6 +177,48 @@ if [[ $changed -eq 1 ]] && { alive "$CTLD_PID" slurmctld || alive "$SLURMD_PID" 
   say "configuration changed: restarting the Slurm daemons"
   "$HERE/stop-slurm.sh" --keep-munge
 fi
+
+# ---- accounting: MariaDB and slurmdbd (before slurmctld, which registers with slurmdbd)
+if [[ $ACCOUNTING == dbd ]]; then
+  install -d -o mysql -g mysql -m 755 /run/mysqld
+  [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  if ! alive "$MARIADB_PID" mariadbd; then
+    say "starting mariadbd"
+    rm -f "$MARIADB_PID"
+    setsid /usr/sbin/mariadbd --user=mysql --pid-file="$MARIADB_PID" \
+      --socket=/run/mysqld/mysqld.sock --bind-address=127.0.0.1 \
+      --innodb-buffer-pool-size=64M --log-error=/var/lib/mysql/mariadb.err \
+      </dev/null >/dev/null 2>&1 &
+  fi
+  retry 60 mariadb -e 'select 1' || { say "mariadb did not come up"; exit 1; }
+  mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'procmanci';
+              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+  NEW_DBD=$(mktemp)
+  cat >"$NEW_DBD" <<DBD
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=slurm
+PidFile=${DBD_PID}
+LogFile=${LOG_DIR}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageLoc=slurm_acct_db
+StorageUser=slurm
+StoragePass=procmanci
+DBD
+  # slurmdbd insists on mode 0600, owned by SlurmUser
+  cmp -s "$NEW_DBD" "$DBD_CONF" || install -m 600 -o slurm -g slurm "$NEW_DBD" "$DBD_CONF"
+  rm -f "$NEW_DBD"
+  if ! alive "$DBD_PID" slurmdbd; then
+    say "starting slurmdbd"
+    rm -f "$DBD_PID"
+    /usr/sbin/slurmdbd
+  fi
+  retry 60 sacctmgr -n list cluster || { say "slurmdbd does not answer"; tail -n 20 "$LOG_DIR/slurmdbd.log" >&2; exit 1; }
+  sacctmgr -n -P list cluster format=cluster | grep -qx procman || sacctmgr -i add cluster procman >/dev/null
+fi
+
 if ! alive "$CTLD_PID" slurmctld; then
   say "starting slurmctld"
   rm -f "$CTLD_PID"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what .ci/start-slurm.sh started, by its PID files only (never by process name).
-#   --keep-munge   leave munged running (start-slurm.sh uses it on a configuration change)
+#   --keep-munge   leave munged (and mariadbd) running (start-slurm.sh uses it on a
+#                  configuration change)
 set -uo pipefail
 
 RUN_DIR=/run/procman-slurm
@@ -33,5 +34,7 @@ if command -v squeue >/dev/null 2>&1 && scontrol ping >/dev/null 2>&1; then
 fi
 stop "$RUN_DIR/slurmd.pid" slurmd
 stop "$RUN_DIR/slurmctld.pid" slurmctld
+stop "$RUN_DIR/slurmdbd.pid" slurmdbd
+[[ ${1:-} == --keep-munge ]] || stop /run/mysqld/mariadbd.pid mariadbd
 [[ ${1:-} == --keep-munge ]] || stop /run/munge/munged.pid munged
 exit 0

@@ -32,6 +32,16 @@ pub enum Event {
         /// 1 for the first attempt, more for retries.
         attempt: u32,
     },
+    /// An attempt was submitted to a cluster's queue (Slurm) and waits there: the job's status
+    /// is now [`JobStatus::Queued`]. [`Event::Started`] follows when the cluster runs it.
+    Submitted {
+        /// The job.
+        id: JobId,
+        /// The cluster's id for it (the Slurm job id).
+        cluster_id: u32,
+        /// 1 for the first attempt, more for retries.
+        attempt: u32,
+    },
     /// An attempt ended and the job will be tried again after its backoff.
     Retrying {
         /// The job.

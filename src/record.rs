@@ -11,6 +11,8 @@
 //!            +--> Cancelled (killed before it started)
 //!            +--> DependencyFailed (a job it runs after did not finish successfully)
 //!            +--> SpawnFailed (bad program, input file, log file, working directory, ...)
+//!
+//! On Slurm: admit --sbatch--> Queued (in Slurm's queue) --Slurm runs it--> Running --> ...
 //! ```
 //!
 //! A record is final once its status is final; it never changes after that,
@@ -39,7 +41,7 @@ impl fmt::Display for JobId {
 pub enum JobStatus {
     /// Queued: waiting for a slot, for resources, for its dependencies, or for a retry.
     Pending,
-    /// The program is running (it has an OS pid).
+    /// The program is running (it has an OS pid; on Slurm, the Slurm job id).
     Running,
     /// The program exited with code 0.
     Finished,
@@ -65,12 +67,20 @@ pub enum JobStatus {
     /// [`JobRecord::error`] starts with `internal error:` and names the thread and the panic.
     /// Never retried. See DESIGN.md, "The panic rule".
     InternalError,
+    /// Submitted to a cluster's queue (Slurm) and waiting there: it holds one of the manager's
+    /// slots and has the cluster's job id in [`JobRecord::pid`], but its program has not
+    /// started. Becomes `Running` once the cluster reports it running. The local backend never
+    /// reports it. Not listed by [`running_processes`](crate::Handle::running_processes).
+    Queued,
 }
 
 impl JobStatus {
-    /// True once the job has ended (every status but `Pending` and `Running`).
+    /// True once the job has ended (every status but `Pending`, `Queued` and `Running`).
     pub fn is_final(self) -> bool {
-        !matches!(self, JobStatus::Pending | JobStatus::Running)
+        !matches!(
+            self,
+            JobStatus::Pending | JobStatus::Queued | JobStatus::Running
+        )
     }
 
     /// True only for `Finished` (the program ran and exited with code 0).
@@ -80,7 +90,8 @@ impl JobStatus {
 
     /// The lower-case name used by CCP4i2's `getJobData(pid, 'status')`:
     /// `pending`, `running`, `finished`, `failed`, `timeout`, and for procman's extra statuses
-    /// `crashed`, `killed`, `cancelled`, `spawn_failed`, `dependency_failed`, `internal_error`.
+    /// `crashed`, `killed`, `cancelled`, `spawn_failed`, `dependency_failed`, `internal_error`,
+    /// `queued`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Pending => "pending",
@@ -94,6 +105,7 @@ impl JobStatus {
             JobStatus::SpawnFailed => "spawn_failed",
             JobStatus::DependencyFailed => "dependency_failed",
             JobStatus::InternalError => "internal_error",
+            JobStatus::Queued => "queued",
         }
     }
 }
@@ -243,6 +255,7 @@ impl JobRecord {
         match (self.status, self.exit_code, signal) {
             (JobStatus::Pending, ..) => "pending".into(),
             (JobStatus::Running, ..) => "running".into(),
+            (JobStatus::Queued, ..) => "queued in the cluster".into(),
             (JobStatus::TimedOut, _, Some(s)) => format!("timed out, {s}"),
             (JobStatus::TimedOut, ..) => "timed out".into(),
             (JobStatus::Killed, _, Some(s)) => format!("killed, {s}"),

@@ -787,3 +787,508 @@ fn overhead_50_jobs_plain_sbatch_vs_procman() {
         );
     }
 }
+
+/// Issue 13: a job waiting in Slurm's queue reads `Queued` (record, events, lists) until Slurm
+/// runs it. `--begin=now+3` keeps it pending for a few seconds whatever the cluster's load.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn queued_is_not_running() {
+    let _s = serial();
+    slurm_up("queued");
+    let m = manager(SlurmOptions::new().sbatch_arg("--begin=now+3"), 4);
+    let events = m.subscribe(100);
+    let id = m
+        .start_process(JobSpec::new("sleep").arg("2.13579"))
+        .unwrap();
+    wait_until(&m, id, Duration::from_secs(30), |r| {
+        r.status != JobStatus::Pending
+    });
+    let r = m.job_data(id).unwrap();
+    assert_eq!(r.status, JobStatus::Queued, "{r:?}");
+    assert!(!r.status.is_final());
+    assert_eq!(r.backend_state.as_deref(), Some("PENDING"));
+    assert!(r.pid.is_some() && r.started_at.is_none(), "{r:?}");
+    assert!(m.running_processes().is_empty());
+    assert_eq!(m.snapshot().count(JobStatus::Queued), 1);
+    wait_until(&m, id, Duration::from_secs(60), |r| {
+        r.status == JobStatus::Running
+    });
+    assert_eq!(m.running_processes(), vec![id]);
+    let r = m.wait(id).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert!(r.started_at.is_some());
+    let seen: Vec<String> = events
+        .try_iter()
+        .map(|e| match e {
+            procman::Event::Queued { .. } => "queued".to_owned(),
+            procman::Event::Submitted { cluster_id, .. } => {
+                assert_eq!(Some(cluster_id), r.pid);
+                "submitted".to_owned()
+            }
+            procman::Event::Started { .. } => "started".to_owned(),
+            procman::Event::Finished(_) => "finished".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["queued", "submitted", "started", "finished"]);
+}
+
+/// The threads of this process now.
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Issue 13: 200 jobs in flight at limit 200 (2 running, the rest queued in Slurm) hold no
+/// thread each: the manager's threads stay a handful (submitters, the poller, the handler
+/// thread). A cancelling shutdown then cancels all of them in Slurm.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn two_hundred_jobs_in_flight_hold_a_bounded_number_of_threads() {
+    let _s = serial();
+    slurm_up("threads");
+    let before = threads_now();
+    let m = manager(SlurmOptions::new(), 200);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..200)
+        .map(|_| {
+            m.start_process(h.on(JobSpec::new("sleep").arg("600.2718")))
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most = 0;
+    loop {
+        most = most.max(threads_now());
+        let waiting = m.snapshot().count(JobStatus::Pending);
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} jobs still not submitted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = m.snapshot();
+    assert_eq!(
+        s.count(JobStatus::Queued) + s.count(JobStatus::Running),
+        200,
+        "{s:?}"
+    );
+    most = most.max(threads_now());
+    // Submitters (4) + the poller + the handler thread + spare: far from 200.
+    assert!(
+        most - before <= 12,
+        "{} threads for 200 jobs in flight",
+        most - before
+    );
+    let slurm_ids: Vec<String> = ids
+        .iter()
+        .map(|&id| m.job_data(id).unwrap().pid.unwrap().to_string())
+        .collect();
+    m.shutdown(ShutdownMode::Cancel, None);
+    let calls = h.calls();
+    for id in &ids {
+        let c = &calls[id];
+        assert!(
+            c.len() == 1 && matches!(c[0], JobStatus::Cancelled | JobStatus::Killed),
+            "{id}: {c:?}"
+        );
+    }
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "PD,R,CG", "-j", &slurm_ids.join(",")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "left in Slurm"
+    );
+}
+
+/// An allocation of `cpus` CPUs requested by hand (as a user's `sbatch` script has), running.
+struct Alloc(u32);
+
+impl Alloc {
+    fn new(cpus: u32) -> Alloc {
+        let out = Command::new("sbatch")
+            .args(["--parsable", "-o", "/dev/null", "-J", "procman-test-alloc"])
+            .arg(format!("--ntasks={cpus}"))
+            .args(["--wrap", "exec sleep 3600.161803"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scontrol(id).0 != "RUNNING" {
+            assert!(Instant::now() < deadline, "allocation {id} never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Alloc(id)
+    }
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(self.0.to_string()).status();
+    }
+}
+
+/// Issue 13: jobs as job steps in an allocation given to procman (as `SLURM_JOB_ID` inside an
+/// `sbatch` script): their files, exit codes, signals, kill and timeout, handlers once each.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_in_a_given_allocation() {
+    let _s = serial();
+    slurm_up("steps");
+    let alloc = Alloc::new(2);
+    let dir = scratch("steps");
+    let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+    let h = Handlers::new();
+    let log = dir.join("ok.log");
+    let ok = m
+        .start_process(
+            h.on(JobSpec::new("sh")
+                .args(["-c", "echo \"out $X $(pwd)\"; cat; echo err >&2", "sh"])
+                .env("X", "x y")
+                .input_bytes(b"from stdin\n".to_vec())
+                .cwd(&dir)
+                .log_file(&log)),
+        )
+        .unwrap();
+    let three = m
+        .start_process(h.on(JobSpec::new("sh").args(["-c", "exit 3"])))
+        .unwrap();
+    let segv = m
+        .start_process(h.on(JobSpec::new("sh").args(["-c", "kill -SEGV $$"])))
+        .unwrap();
+    let r = m.wait(ok).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("out x y {}\nfrom stdin\n", dir.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.with_file_name("ok_err.txt")).unwrap(),
+        "err\n"
+    );
+    let r = m.wait(three).unwrap();
+    assert_eq!(
+        (r.status, r.exit_code),
+        (JobStatus::Failed, Some(3)),
+        "{r:?}"
+    );
+    let r = m.wait(segv).unwrap();
+    assert_eq!(
+        (r.status, r.signal),
+        (JobStatus::Crashed, Some(11)),
+        "{r:?}"
+    );
+
+    let killed = m
+        .start_process(h.on(JobSpec::new("sleep").arg("300.314159")))
+        .unwrap();
+    let timed = m
+        .start_process(
+            h.on(JobSpec::new("sleep")
+                .arg("300.314159")
+                .timeout(Duration::from_secs(1))),
+        )
+        .unwrap();
+    wait_until(&m, killed, Duration::from_secs(30), |r| {
+        r.status == JobStatus::Running
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.kill_process(killed), Ok(KillOutcome::Killing));
+    let r = m.wait(killed).unwrap();
+    assert_eq!(r.status, JobStatus::Killed, "{r:?}");
+    let r = m.wait(timed).unwrap();
+    assert_eq!(r.status, JobStatus::TimedOut, "{r:?}");
+    let wall = r.usage.unwrap().wall;
+    assert!(
+        wall >= Duration::from_secs(1) && wall < Duration::from_secs(15),
+        "{r:?}"
+    );
+    m.wait_all();
+    for (id, c) in h.calls() {
+        assert_eq!(c.len(), 1, "{id}: {c:?}");
+    }
+    // The allocation is the user's: still there.
+    assert_eq!(scontrol(alloc.0).0, "RUNNING");
+    drop(m);
+    assert_eq!(scontrol(alloc.0).0, "RUNNING");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: job steps in an allocation procman requests, released at shutdown.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_in_an_allocation_procman_requests_and_releases() {
+    let _s = serial();
+    slurm_up("steps-own");
+    let m = manager(SlurmOptions::new().steps(2), 2);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..20)
+        .map(|i| {
+            m.start_process(h.on(JobSpec::new("sh").args(["-c", &format!("exit {}", i % 2)])))
+                .unwrap()
+        })
+        .collect();
+    m.wait_all();
+    let calls = h.calls();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            JobStatus::Finished
+        } else {
+            JobStatus::Failed
+        };
+        assert_eq!(calls[id], vec![want]);
+    }
+    let pending = |ids: &mut Vec<String>| {
+        let out = Command::new("squeue")
+            .args(["-h", "-n", "procman-steps", "-t", "PD,R,CG", "-o", "%i"])
+            .output()
+            .unwrap();
+        *ids = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.len()
+    };
+    let mut held = Vec::new();
+    assert_eq!(
+        pending(&mut held),
+        1,
+        "one allocation while the manager lives"
+    );
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = Vec::new();
+    while pending(&mut left) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "allocation not released: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a bash script; its wall time.
+fn timed_bash(script: &str) -> Duration {
+    let t = Instant::now();
+    let ok = Command::new("bash").args(["-c", script]).status().unwrap();
+    assert!(ok.success(), "{script}");
+    t.elapsed()
+}
+
+/// Runs `n` trivial jobs through `m`; the wall time until the last handler returned.
+fn timed_procman(m: &ProcessManager, n: usize) -> Duration {
+    let t = Instant::now();
+    let ids: Vec<JobId> = (0..n)
+        .map(|_| m.start_process(JobSpec::new("true")).unwrap())
+        .collect();
+    m.wait_all();
+    let took = t.elapsed();
+    for id in ids {
+        assert_eq!(m.job_data(id).unwrap().status, JobStatus::Finished);
+    }
+    took
+}
+
+/// Issue 13's measurement (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 200) trivial jobs in
+/// each way onto Slurm, procman against a hand-written script doing the same:
+/// `cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm`.
+/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways.
+#[test]
+#[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm"]
+fn ways_onto_slurm_benchmark() {
+    let _s = serial();
+    slurm_up("ways");
+    let n: usize = std::env::var("PROCMAN_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let ways = std::env::var("PROCMAN_BENCH_WAYS").unwrap_or("steps,array,jobs".into());
+    let wait_for =
+        "while squeue -h -t PD,R,CG,CF -j \"$ids\" -o %i | grep -q .; do sleep 0.1; done";
+    if ways.contains("steps") {
+        let alloc = Alloc::new(2);
+        let hand = timed_bash(&format!(
+            "seq {n} | xargs -P 2 -I{{}} srun --jobid={} --exact -n1 -c1 --output=/dev/null true",
+            alloc.0
+        ));
+        let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+        let took = timed_procman(&m, n);
+        drop(m);
+        eprintln!(
+            "steps, {n} jobs in a 2-CPU allocation: hand-written srun loop (xargs -P 2) {:.2} s, \
+             procman (limit 2) {:.2} s ({:+.1} %)",
+            hand.as_secs_f64(),
+            took.as_secs_f64(),
+            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+    if ways.contains("array") {
+        let hand = timed_bash(&format!(
+            "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); {wait_for}"
+        ));
+        eprintln!(
+            "array, {n} jobs: hand-written sbatch --array {:.2} s (procman: not yet)",
+            hand.as_secs_f64()
+        );
+    }
+    if ways.contains("jobs") {
+        let hand = timed_bash(&format!(
+            "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable --output=/dev/null \
+             --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
+        ));
+        let m = manager(SlurmOptions::new(), n);
+        let took = timed_procman(&m, n);
+        drop(m);
+        eprintln!(
+            "one job each, {n} jobs: hand-written sbatch loop {:.2} s, procman (limit {n}) \
+             {:.2} s ({:+.1} %)",
+            hand.as_secs_f64(),
+            took.as_secs_f64(),
+            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}
+
+/// Issue 13: slurmctld stopped in the middle of a batch and started again: no job is lost or
+/// reported twice; each ends with its true outcome once the controller answers again.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn controller_restart_mid_batch_loses_no_job() {
+    let _s = serial();
+    slurm_up("restart");
+    let m = manager(
+        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500)),
+        20,
+    );
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..12)
+        .map(|i| {
+            let code = if i % 3 == 0 { 3 } else { 0 };
+            m.start_process(
+                h.on(JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")])),
+            )
+            .unwrap()
+        })
+        .collect();
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    }
+    let pid_file = "/run/procman-slurm/slurmctld.pid";
+    let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .unwrap()
+        .stdout
+        .windows(2)
+        .any(|w| w == b"UP")
+    {
+        assert!(Instant::now() < deadline, "slurmctld did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Jobs go on ending on the node while the controller is away.
+    std::thread::sleep(Duration::from_secs(5));
+    // Started again as .ci/start-slurm.sh starts it (running the script would rewrite the
+    // configuration from this process's environment, which may differ from the one it was
+    // started with).
+    assert!(Command::new("/usr/sbin/slurmctld")
+        .status()
+        .unwrap()
+        .success());
+    m.wait_all();
+    let calls = h.calls();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 3 == 0 {
+            JobStatus::Failed
+        } else {
+            JobStatus::Finished
+        };
+        assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+    }
+    assert_eq!(calls.len(), ids.len());
+}
+
+/// Issue 13: a program missing on the node is `SpawnFailed` naming the node, told apart from a
+/// program that exits 127 itself; as a batch job and as a job step.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn a_program_missing_on_the_node_is_spawn_failed() {
+    let _s = serial();
+    slurm_up("missing");
+    let dir = scratch("missing");
+    for steps in [false, true] {
+        // The allocation holds the CPUs: batch jobs first, without it.
+        let alloc = steps.then(|| Alloc::new(2));
+        let options = match &alloc {
+            Some(a) => SlurmOptions::new().steps_in(a.0),
+            None => SlurmOptions::new(),
+        };
+        let m = manager(options, 4);
+        let missing = m
+            .start_process(JobSpec::new("no-such-program-271828").cwd(&dir))
+            .unwrap();
+        let own = m
+            .start_process(JobSpec::new("sh").args(["-c", "exit 127"]).cwd(&dir))
+            .unwrap();
+        let r = m.wait(missing).unwrap();
+        assert_eq!(r.status, JobStatus::SpawnFailed, "{r:?}");
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("no-such-program-271828") && e.contains("not found") && e.contains("node"),
+            "{e}"
+        );
+        let r = m.wait(own).unwrap();
+        assert_eq!(
+            (r.status, r.exit_code),
+            (JobStatus::Failed, Some(127)),
+            "{r:?}"
+        );
+    }
+    // The notes were removed.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: the final record carries CPU times and peak memory from Slurm's accounting
+/// (`PROCMAN_SLURM_ACCOUNTING=dbd bash .ci/start-slurm.sh`); without accounting it carries the
+/// wall time only and the job ends as usual.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn cpu_time_and_peak_memory_from_accounting_or_a_clean_fallback() {
+    let _s = serial();
+    slurm_up("accounting");
+    let accounting = Command::new("sacct")
+        .args(["-n", "-X", "-j", "1"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let m = manager(SlurmOptions::new(), 2);
+    // 80 MiB touched, and about 1.5 s of CPU.
+    let burn = "x = bytearray(80 << 20)\nimport time\nt = time.time()\n\
+                while time.time() - t < 1.5: x[int(time.time() * 1000) % len(x)] = 1\n";
+    let r = m.run(JobSpec::new("python3").args(["-c", burn])).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let u = r.usage.unwrap();
+    if accounting {
+        let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
+        assert!(cpu >= Duration::from_secs(1), "{u:?}");
+        assert!(u.peak_memory.unwrap() >= 80 << 20, "{u:?}");
+    } else {
+        eprintln!("Slurm has no accounting here: checking the fallback only");
+        assert_eq!((u.user_cpu, u.peak_memory), (None, None), "{u:?}");
+        assert!(u.wall >= Duration::from_secs(1));
+    }
+}

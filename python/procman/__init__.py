@@ -52,7 +52,8 @@ def __getattr__(name: str) -> Any:
 
 
 #: Every status a job can have ('pending', 'running', 'finished', 'failed', 'crashed',
-#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed', 'internal_error').
+#: 'timeout', 'killed', 'cancelled', 'spawn_failed', 'dependency_failed', 'internal_error',
+#: 'queued': waiting in Slurm's queue).
 STATUSES = tuple(statuses())
 
 __all__ = [

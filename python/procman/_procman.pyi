@@ -167,6 +167,7 @@ class Manager:
         handler_threads: int = 1,
         sample_interval: Optional[_Seconds] = None,
         containment: Literal["auto", "cgroup", "group", "subreaper"] = "auto",
+        slurm: Union[None, bool, str, Dict[str, Any]] = None,
     ) -> "Manager": ...
     @property
     def containment(self) -> Literal["cgroup", "group", "subreaper"]: ...

@@ -578,7 +578,8 @@ _GETTERS: Dict[str, Callable[[Record, Optional[_Job]], Any]] = {
     "ifAsync": lambda r, j: _info(j).get("ifAsync", True),
     "startTime": lambda r, j: _start_time(r),
     "finishTime": lambda r, j: r.finished_at,
-    "status": lambda r, j: r.status,
+    # CCP4i2 knows "pending" for a job not started yet: a job waiting in Slurm's queue is one.
+    "status": lambda r, j: "pending" if r.status == "queued" else r.status,
     "exitCode": lambda r, j: _exit_code(r),
     "exitStatus": lambda r, j: r.exit_status if r.is_final else None,
     "error": lambda r, j: r.error,

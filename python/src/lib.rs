@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use procman::slurm::SlurmOptions;
 use procman::{
     BuildError, Containment, Handle, JobId, JobRecord, JobSpec as CoreSpec, JobStatus, KillOutcome,
     ProcessManager, RecordHold, Retention, ShutdownMode, StartError as CoreStartError, Stream,
@@ -594,9 +595,19 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
 /// Runs jobs: a pool of worker threads, and handler threads (one by default).
 ///
 /// `Manager(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None,
-/// handler_threads=1, sample_interval=None, containment="auto")` creates a manager of its own, shut down (jobs cancelled and killed) by
-/// `shutdown()`, by leaving a `with` block, or when it is garbage collected. `global_manager()`
-/// gives the process-wide one (4 handler threads; CCP4i2's singleton uses it).
+/// handler_threads=1, sample_interval=None, containment="auto", slurm=None)` creates a manager of
+/// its own, shut down (jobs cancelled and killed) by `shutdown()`, by leaving a `with` block,
+/// or when it is garbage collected. `global_manager()` gives the process-wide one (4 handler
+/// threads; CCP4i2's singleton uses it), which runs on Slurm when the environment variable
+/// `PROCMAN_SLURM` is set (not empty, not `0`) when it is created: its value is read as
+/// `slurm=` below.
+///
+/// Slurm: `slurm=True` runs every job on Slurm with the defaults; a dict (`{"partition":
+/// "short", "qos": "low", "sbatch_arg": ["--mem=2G"], "steps": 8}`) or the same as one line of
+/// text (`"partition=short,qos=low,sbatch_arg=--mem=2G,steps=8"`) sets the options of
+/// procman's `SlurmOptions` (keys: partition, account, qos, time, sbatch_arg, steps,
+/// steps_in, poll_min_ms, poll_max_ms, submit_threads). A job waiting in Slurm's queue has
+/// the status 'queued' ('pending' in the CCP4i2 drop-in's `getJobData`).
 ///
 /// Handler threads: with one, handlers run one at a time in completion order; with more, at
 /// once (each still exactly once, after its job's slot was freed). A `wait` or `run` inside a
@@ -633,8 +644,8 @@ impl Drop for Manager {
 impl Manager {
     #[new]
     // text_signature: PyO3 would show the constant default as `...` (stubtest, python/README.md).
-    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1, sample_interval=None, containment="auto"),
-        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1, sample_interval=None, containment='auto')")]
+    #[pyo3(signature = (limit=10, grace=2.0, kill_leftovers=true, max_records=Some(Retention::DEFAULT_MAX_RECORDS), max_age=None, handler_threads=1, sample_interval=None, containment="auto", slurm=None),
+        text_signature = "(limit=10, grace=2.0, kill_leftovers=True, max_records=10000, max_age=None, handler_threads=1, sample_interval=None, containment='auto', slurm=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -646,6 +657,7 @@ impl Manager {
         handler_threads: usize,
         sample_interval: Option<Py<PyAny>>,
         containment: &str,
+        slurm: Option<Py<PyAny>>,
     ) -> PyResult<Manager> {
         let grace = Duration::try_from_secs_f64(grace)
             .map_err(|_| PyValueError::new_err("grace must be a non-negative number of seconds"))?;
@@ -660,6 +672,9 @@ impl Manager {
             if let Some(i) = seconds(&i, py, "sample_interval")? {
                 builder = builder.sample_interval(i);
             }
+        }
+        if let Some(options) = slurm_options(py, slurm)? {
+            builder = builder.slurm(options);
         }
         let pm = builder
             .build()
@@ -919,6 +934,16 @@ fn global_manager(py: Python<'_>) -> PyResult<Py<Manager>> {
             if let Some(i) = global_sample_interval()? {
                 builder = builder.sample_interval(i);
             }
+            // The CCP4i2 drop-in's switch to Slurm, without a change to CCP4i2's code.
+            match std::env::var("PROCMAN_SLURM") {
+                Ok(v) if !v.trim().is_empty() && v.trim() != "0" => {
+                    let options: SlurmOptions = v
+                        .parse()
+                        .map_err(|e| PyValueError::new_err(format!("PROCMAN_SLURM: {e}")))?;
+                    builder = builder.slurm(options);
+                }
+                _ => {}
+            }
             let built = builder
                 .build()
                 .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
@@ -959,6 +984,42 @@ fn global_sample_interval() -> PyResult<Option<Duration>> {
     }
 }
 
+/// `Manager(slurm=...)`: `None`/`False` (not on Slurm), `True` (the defaults), a line of text
+/// or a dict of the same keys (a list value gives the key once per item).
+fn slurm_options(py: Python<'_>, slurm: Option<Py<PyAny>>) -> PyResult<Option<SlurmOptions>> {
+    let Some(obj) = slurm else {
+        return Ok(None);
+    };
+    let obj = obj.bind(py);
+    let text = if let Ok(b) = obj.extract::<bool>() {
+        if !b {
+            return Ok(None);
+        }
+        String::new()
+    } else if let Ok(t) = obj.extract::<String>() {
+        t
+    } else if let Ok(d) = obj.cast::<PyDict>() {
+        let mut items = Vec::new();
+        for (k, v) in d.iter() {
+            let k: String = k.extract()?;
+            match v.extract::<Vec<String>>() {
+                Ok(list) if !v.is_instance_of::<PyString>() => {
+                    items.extend(list.into_iter().map(|x| format!("{k}={x}")));
+                }
+                _ => items.push(format!("{k}={}", v.str()?)),
+            }
+        }
+        items.join(",")
+    } else {
+        return Err(PyTypeError::new_err(
+            "slurm must be None, a bool, a str of key=value items or a dict",
+        ));
+    };
+    text.parse::<SlurmOptions>()
+        .map(Some)
+        .map_err(PyValueError::new_err)
+}
+
 /// The lower-case status names, in the order of procman's JobStatus.
 #[pyfunction]
 fn statuses() -> Vec<&'static str> {
@@ -974,6 +1035,7 @@ fn statuses() -> Vec<&'static str> {
         JobStatus::SpawnFailed,
         JobStatus::DependencyFailed,
         JobStatus::InternalError,
+        JobStatus::Queued,
     ]
     .iter()
     .map(|s| s.as_str())

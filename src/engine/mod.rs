@@ -220,6 +220,11 @@ impl Inner {
         self.lock().started(id, pid, attempt, spawned, waker);
     }
 
+    /// See [`State::queued`].
+    pub(crate) fn queued(&self, id: JobId, cluster_id: u32, attempt: u32) {
+        self.lock().queued(id, cluster_id, attempt);
+    }
+
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
     pub(crate) fn set_backend_state(&self, id: JobId, state: &str) {
         self.lock().set_backend_state(id, state);
@@ -249,6 +254,11 @@ impl Inner {
     /// jobs run at once as there are workers. Returns the first refusal, if any.
     pub(crate) fn grow_workers(self: &Arc<Self>) -> Option<std::io::Error> {
         let limit = self.lock().limit();
+        // A backend whose attempts continue without their worker (Slurm) needs only a few.
+        let limit = self
+            .backend
+            .max_workers()
+            .map_or(limit, |m| limit.min(m.max(1)));
         let mut threads = self.threads.lock();
         loop {
             let n = threads.workers.len();

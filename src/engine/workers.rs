@@ -4,12 +4,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::backend::Report;
+use crate::backend::{Attempt, Report};
 use crate::config::{Config, WaitMode};
 use crate::engine::sched::WorkMsg;
 use crate::engine::Inner;
@@ -35,15 +35,22 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
         }),
         WaitMode::Portable => Waker::none(),
     };
+    // What a backend keeps to end an attempt that continues without this thread (Slurm).
+    let engine: Weak<dyn Report> = {
+        let w: Weak<Inner> = Arc::downgrade(&inner);
+        w
+    };
     for msg in rx {
         match msg {
             WorkMsg::Stop => break,
             WorkMsg::Job(work) => {
                 inner.worker_took_attempt();
                 let (id, attempt) = (work.core.id, work.attempt);
-                let end = catch_unwind(AssertUnwindSafe(|| match before_attempt(&work) {
-                    Some(end) => end,
-                    None => inner.backend.run_attempt(&*inner, work, waker.clone()),
+                let started = catch_unwind(AssertUnwindSafe(|| match before_attempt(&work) {
+                    Some(end) => Attempt::Ended(end),
+                    None => inner
+                        .backend
+                        .start_attempt(&*inner, &engine, work, waker.clone()),
                 }))
                 .unwrap_or_else(|p| {
                     let msg = format!(
@@ -51,15 +58,19 @@ pub(crate) fn worker_loop(inner: Arc<Inner>, rx: Receiver<WorkMsg>) {
                         panic_message(&*p)
                     );
                     log::error!("job {id}: {msg}; its processes were killed");
-                    AttemptEnd::Internal(msg)
+                    Attempt::Ended(AttemptEnd::Internal(msg))
                 });
                 // Idle before the report, whose admissions it may take itself.
                 inner.worker_done();
-                report_end(&inner, id, attempt, end);
-                // The completion just woke the dispatcher; a woken thread waits for a CPU while
-                // its waker runs on (here: straight into the next spawn), which made the
-                // dispatcher hop the largest part of the exit-to-handler latency. Let it run.
-                std::thread::yield_now();
+                // An attempt that continues is ended by its backend (`backend::Later`).
+                if let Attempt::Ended(end) = started {
+                    report_end(&inner, id, attempt, end);
+                    // The completion just woke the dispatcher; a woken thread waits for a CPU
+                    // while its waker runs on (here: straight into the next spawn), which made
+                    // the dispatcher hop the largest part of the exit-to-handler latency. Let
+                    // it run.
+                    std::thread::yield_now();
+                }
             }
         }
     }
@@ -96,6 +107,10 @@ impl Report for Inner {
         Inner::started(self, id, pid, attempt, spawned, waker);
     }
 
+    fn queued(&self, id: JobId, cluster_id: u32, attempt: u32) {
+        Inner::queued(self, id, cluster_id, attempt);
+    }
+
     fn set_backend_state(&self, id: JobId, state: &str) {
         Inner::set_backend_state(self, id, state);
     }
@@ -106,6 +121,10 @@ impl Report for Inner {
 
     fn progress(&self, id: JobId, attempt: u32, progress: Progress) {
         self.lock().record_progress(id, attempt, progress);
+    }
+
+    fn end_attempt(self: Arc<Self>, id: JobId, attempt: u32, end: AttemptEnd) {
+        report_end(&self, id, attempt, end);
     }
 
     fn config(&self) -> &Config {

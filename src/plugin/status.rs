@@ -81,12 +81,12 @@ impl PluginStatus {
 
     /// How a job's end maps before post-processing: `Finished` → `Succeeded` (output checks may
     /// still turn it into `Failed` or `Unsatisfactory`); `Killed` and `Cancelled` →
-    /// `Interrupted`; `Pending` and `Running` → `Running`; every other end → `Failed`.
+    /// `Interrupted`; `Pending`, `Queued` and `Running` → `Running`; every other end → `Failed`.
     pub fn from_job_status(status: JobStatus) -> PluginStatus {
         match status {
             JobStatus::Finished => PluginStatus::Succeeded,
             JobStatus::Killed | JobStatus::Cancelled => PluginStatus::Interrupted,
-            JobStatus::Pending | JobStatus::Running => PluginStatus::Running,
+            JobStatus::Pending | JobStatus::Queued | JobStatus::Running => PluginStatus::Running,
             JobStatus::Failed
             | JobStatus::Crashed
             | JobStatus::TimedOut

@@ -1,22 +1,18 @@
-//! The worker's side of a Slurm job: it waits for the poller's reports on its job, ends the job
-//! on a kill request or at its timeout (`scancel`, through the shared step machine of
-//! `terminate.rs`), and turns Slurm's ending into the attempt's end.
+//! Ending a Slurm job and judging its end: `scancel` through the shared step machine of
+//! `terminate.rs` (run by the poller for every job it follows), and Slurm's ending turned into
+//! the attempt's end.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-
-use super::ending::{has_started, Ending};
-use super::poller::{Ctl, Update};
+use super::ending::Ending;
 use super::SlurmOptions;
-use crate::backend::terminate::{Signals, Termination};
-use crate::backend::Report;
-use crate::deadline;
+use crate::backend::terminate::Signals;
 use crate::job::{AttemptEnd, JobCore};
 use crate::record::ResourceUsage;
 
-/// Cancels a submitted Slurm job when dropped armed (a worker unwinding from a panic).
+/// Cancels a submitted Slurm job when dropped armed (a worker unwinding from a panic before it
+/// handed the job to the poller).
 pub(super) struct CancelOnDrop<'a> {
     pub(super) opts: &'a SlurmOptions,
     pub(super) job: u32,
@@ -31,28 +27,28 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// TERM and KILL for a Slurm job: `scancel`, then a nudge to the poller to look soon.
-struct Scancel<'a> {
-    opts: &'a SlurmOptions,
-    job: u32,
-    tracker: &'a Sender<Ctl>,
+/// TERM and KILL for a Slurm job: `scancel`. `sent` tells whether anything was sent.
+pub(super) struct Scancel<'a> {
+    pub(super) opts: &'a SlurmOptions,
+    pub(super) job: u32,
+    pub(super) sent: bool,
 }
 
 impl Signals for Scancel<'_> {
     fn term(&mut self) {
+        self.sent = true;
         scancel(self.opts, &["--signal=TERM", "--full"], self.job);
-        let _ = self.tracker.send(Ctl::Nudge);
     }
 
     fn kill(&mut self) {
+        self.sent = true;
         cancel(self.opts, self.job, true);
-        let _ = self.tracker.send(Ctl::Nudge);
     }
 
     /// Not seen running: nothing to end gracefully.
     fn cancel_unstarted(&mut self) {
+        self.sent = true;
         cancel(self.opts, self.job, false);
-        let _ = self.tracker.send(Ctl::Nudge);
     }
 
     fn what(&self) -> String {
@@ -60,85 +56,8 @@ impl Signals for Scancel<'_> {
     }
 }
 
-/// The job's channel to its poller, and what the worker knows of the job.
-pub(super) struct Followed<'a> {
-    pub(super) core: &'a JobCore,
-    pub(super) job: u32,
-    pub(super) rx: &'a Receiver<Update>,
-    pub(super) tracker: &'a Sender<Ctl>,
-    pub(super) opts: &'a SlurmOptions,
-    pub(super) submitted_at: Instant,
-}
-
-/// Waits for the job's end, ending it on a kill request or at its timeout (counted from when
-/// the poller first reports it running).
-pub(super) fn follow(report: &dyn Report, f: Followed) -> AttemptEnd {
-    const SLICE: Duration = Duration::from_millis(100);
-    let (core, job, opts) = (f.core, f.job, f.opts);
-    let mut term = Termination::new(core);
-    let mut signals = Scancel {
-        opts,
-        job,
-        tracker: f.tracker,
-    };
-    let mut run_start: Option<Instant> = None;
-    let mut state = String::from("PENDING");
-    let ending = loop {
-        let wait = term
-            .step(core, &mut signals)
-            .map_or(SLICE, |w| w.min(SLICE));
-        // A confirmation time too long for the clock is never over.
-        let confirm_over = term
-            .killed_at()
-            .and_then(|c| deadline::after(c, opts.confirm));
-        if confirm_over.is_some_and(|c| Instant::now() >= c) {
-            break Ending::lost(
-                &state,
-                format!(
-                    "Slurm did not report the end of job {job} within {:?} of its cancellation",
-                    opts.confirm
-                ),
-            );
-        }
-        match f.rx.recv_timeout(wait) {
-            Ok(Update::State(s)) => {
-                report.set_backend_state(core.id, &s);
-                if run_start.is_none() && has_started(&s) {
-                    let at = Instant::now();
-                    run_start = Some(at);
-                    term.start_clock(core, at);
-                }
-                state = s;
-            }
-            Ok(Update::End(e)) => break e,
-            Ok(Update::Internal(msg)) => {
-                cancel(opts, job, true);
-                return AttemptEnd::Internal(msg);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                // The poller ends only at shutdown (after every job) or by a panic.
-                cancel(opts, job, true);
-                return AttemptEnd::Internal(format!(
-                    "internal error: procman's Slurm poller stopped while following Slurm job \
-                     {job}; it was cancelled"
-                ));
-            }
-        }
-    };
-    report.set_backend_state(core.id, &ending.state);
-    judge(
-        core,
-        job,
-        ending,
-        run_start,
-        f.submitted_at,
-        term.timed_out(),
-    )
-}
-
 /// The attempt's end from Slurm's ending.
-fn judge(
+pub(super) fn judge(
     core: &JobCore,
     job: u32,
     ending: Ending,

@@ -1,21 +1,27 @@
-//! The Slurm backend: each admitted attempt is submitted with `sbatch --parsable`, followed by
-//! one poller thread shared by all of the manager's Slurm jobs, and ended with `scancel`.
+//! The Slurm backend: each admitted attempt is submitted with `sbatch --parsable` on a worker
+//! thread, then handed to one poller thread shared by all of the manager's Slurm jobs, which
+//! follows it to its end (queued, running, ended) and ends it with `scancel`. No thread waits
+//! for a job in flight: the worker returns as soon as `sbatch` answered.
 //!
-//! - *submit* ([`SlurmBackend::run_attempt`]): the worker thread writes a small batch script
+//! - *submit* ([`SlurmBackend::start_attempt`]): the worker thread writes a small batch script
 //!   (`exec` of the program with every word shell-quoted) to `sbatch`'s standard input, with
 //!   the log and error files as `--output`/`--error`, the input as `--input`, `--chdir`, the job
 //!   name, declared CPUs and memory, partition, account and a whole-minute `--time` backstop.
 //!   A refusal ends the attempt as `SpawnFailed` with Slurm's own message. The Slurm job id goes
-//!   to [`Report::started`] (it becomes the record's `pid`).
+//!   to [`Report::queued`] (it becomes the record's `pid`; the job reads `Queued`), and the job
+//!   to the poller with a [`Later`], through which the poller ends the attempt exactly once.
+//!   At most [`SlurmOptions::submit_threads`] workers exist ([`Backend::max_workers`]).
 //! - *poll* (`poller.rs`): one `squeue -t all -j id,id,...` per round for every tracked job,
 //!   at an interval that drops to the minimum on any change and doubles up to the maximum
-//!   while nothing happens. A job squeue no longer knows is looked up with `sacct`; if that
-//!   fails too it has vanished, and its attempt ends as `Failed` saying so.
-//! - *cancel*: the worker waits for its job's reports in short slices, checking
-//!   `JobCore::kill_requested` and the job's timeout (counted from when the poller first sees
-//!   the job `RUNNING`). Then `scancel --signal=TERM --full ID`, and after the grace
-//!   `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job still pending is just
-//!   cancelled.
+//!   while nothing happens. A job seen running is reported [`Report::started`] (`Running`). A
+//!   job squeue no longer knows is looked up with `sacct`; if that fails too it has vanished,
+//!   and its attempt ends as `Failed` saying so.
+//! - *cancel*: between rounds the poller ticks every 100 ms and runs each job's TERM-grace-KILL
+//!   step machine (`terminate.rs`) on `JobCore::kill_requested` and the job's timeout (counted
+//!   from when the poller first sees the job `RUNNING`): `scancel --signal=TERM --full ID`,
+//!   and after the grace `scancel --signal=KILL --full --batch ID` plus `scancel ID`. A job
+//!   still pending is just cancelled. A cancelling shutdown sets every job's kill request, so
+//!   the poller cancels them all before the manager stops it.
 //!
 //! See DESIGN.md, "Running jobs on Slurm", for the state mapping table and the measurements.
 //!
@@ -23,28 +29,31 @@
 //!   `script.rs`: the batch script.
 //! - `poller.rs`: the poller thread. `ending.rs`: reading `squeue`/`sacct`/`scontrol` and
 //!   judging Slurm's final state.
-//! - `follow.rs`: the worker's wait for its job, and `scancel`.
+//! - `follow.rs`: `scancel`, and the attempt's end from Slurm's ending.
 
 mod ending;
 mod follow;
 mod options;
 mod poller;
 mod script;
+mod steps;
 mod submit;
+mod usage;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{unbounded, SendError, Sender};
 use parking_lot::Mutex;
 
-use follow::{follow, CancelOnDrop, Followed};
+use follow::CancelOnDrop;
 pub use options::SlurmOptions;
-use poller::{Ctl, Poller};
+use poller::{Ctl, Handover, Poller, StepHandover};
+use steps::{Allocation, Step};
 use submit::Submission;
 
-use crate::backend::{spawn_failed, Backend, Report};
+use crate::backend::{spawn_failed, Attempt, Backend, Later, Report};
 use crate::job::{AttemptEnd, Work};
 use crate::sys::Waker;
 
@@ -53,6 +62,8 @@ use crate::sys::Waker;
 pub(crate) struct SlurmBackend {
     opts: Arc<SlurmOptions>,
     poller: Mutex<Option<(Sender<Ctl>, JoinHandle<()>)>>,
+    /// The allocation job steps run in (`steps.rs`), once found or requested.
+    alloc: Mutex<Option<Allocation>>,
 }
 
 impl SlurmBackend {
@@ -60,6 +71,7 @@ impl SlurmBackend {
         SlurmBackend {
             opts: Arc::new(opts),
             poller: Mutex::new(None),
+            alloc: Mutex::new(None),
         }
     }
 
@@ -85,7 +97,23 @@ impl SlurmBackend {
 }
 
 impl Backend for SlurmBackend {
-    fn run_attempt(&self, report: &dyn Report, work: Work, waker: Waker) -> AttemptEnd {
+    /// Never called: the worker calls [`Backend::start_attempt`], which this backend overrides.
+    fn run_attempt(&self, _report: &dyn Report, work: Work, _waker: Waker) -> AttemptEnd {
+        AttemptEnd::Internal(format!(
+            "internal error: job {}: the Slurm backend was asked to run an attempt on its worker",
+            work.core.id
+        ))
+    }
+
+    /// Submits the attempt on the calling worker, then hands it to the poller and returns: the
+    /// worker is free while the job is queued and runs.
+    fn start_attempt(
+        &self,
+        report: &dyn Report,
+        engine: &Weak<dyn Report>,
+        work: Work,
+        _waker: Waker,
+    ) -> Attempt {
         let core = &*work.core;
         if core.observer.is_some() {
             log::warn!(
@@ -93,15 +121,18 @@ impl Backend for SlurmBackend {
                 core.id
             );
         }
-        let sub = match Submission::prepare(core, work.attempt, &self.opts) {
+        if self.opts.steps {
+            return self.start_step(report, engine, work);
+        }
+        let sub = match Submission::prepare(core, work.attempt, &self.opts, false) {
             Ok(s) => s,
-            Err(msg) => return spawn_failed(core, None, msg),
+            Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
         };
         let tracker = match self.poller() {
             Ok(t) => t,
             Err(msg) => {
                 sub.cleanup();
-                return spawn_failed(core, None, msg);
+                return Attempt::Ended(spawn_failed(core, None, msg));
             }
         };
         let submitted = Instant::now();
@@ -109,7 +140,7 @@ impl Backend for SlurmBackend {
             Ok(j) => j,
             Err(msg) => {
                 sub.cleanup();
-                return spawn_failed(core, None, msg);
+                return Attempt::Ended(spawn_failed(core, None, msg));
             }
         };
         log::debug!(
@@ -117,32 +148,42 @@ impl Backend for SlurmBackend {
             core.id,
             work.attempt
         );
-        report.started(core.id, job, work.attempt, submitted, waker);
-        // Should this worker unwind from a panic before the job's end is known, the Slurm job
+        // Should this worker unwind from a panic before the poller has the job, the Slurm job
         // is cancelled (the panic rule, DESIGN.md).
         let mut guard = CancelOnDrop {
             opts: &self.opts,
             job,
             armed: true,
         };
+        report.queued(core.id, job, work.attempt);
         report.set_backend_state(core.id, "PENDING");
-        let (tx, rx) = unbounded();
-        // If the poller is gone, `rx` reports a disconnect and `follow` handles it.
-        let _ = tracker.send(Ctl::Track(job, tx));
-        let end = follow(
-            report,
-            Followed {
-                core,
-                job,
-                rx: &rx,
-                tracker: &tracker,
-                opts: &self.opts,
-                submitted_at: submitted,
-            },
-        );
-        guard.armed = false;
+        let handover = Handover {
+            job,
+            core: work.core.clone(),
+            later: Later::new(engine, core.id, work.attempt),
+            submitted_at: submitted,
+            stdin_file: sub.stdin_file.clone(),
+            missing: sub.missing.clone(),
+        };
+        let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
+            guard.armed = false;
+            return Attempt::Continues;
+        };
+        // The poller is gone (a shutdown under way): the job is cancelled (by the guard) and its
+        // attempt ends here, once.
+        if let Ctl::Track(h) = back {
+            h.later.disarm();
+        }
+        drop(guard);
         sub.cleanup();
-        end
+        Attempt::Ended(AttemptEnd::Internal(format!(
+            "internal error: procman's Slurm poller stopped before following Slurm job {job}; \
+             it was cancelled"
+        )))
+    }
+
+    fn max_workers(&self) -> Option<usize> {
+        Some(self.opts.submitters)
     }
 
     fn shutdown(&self) {
@@ -150,6 +191,79 @@ impl Backend for SlurmBackend {
             let _ = tx.send(Ctl::Stop);
             let _ = t.join();
         }
+        if let Some(a) = self.alloc.lock().take().filter(|a| a.owned) {
+            log::info!(
+                "releasing the Slurm allocation {} of procman's job steps",
+                a.id
+            );
+            follow::cancel(&self.opts, a.id, false);
+        }
+    }
+}
+
+impl SlurmBackend {
+    /// [`SlurmOptions::steps`]: the attempt as a job step, handed to the poller once `srun`
+    /// runs.
+    fn start_step(&self, report: &dyn Report, engine: &Weak<dyn Report>, work: Work) -> Attempt {
+        let core = &*work.core;
+        let alloc = match steps::allocation(&mut self.alloc.lock(), &self.opts, core) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Attempt::Ended(AttemptEnd::NotStarted),
+            Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
+        };
+        let sub = match Submission::prepare(core, work.attempt, &self.opts, true) {
+            Ok(s) => s,
+            Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
+        };
+        let tracker = match self.poller() {
+            Ok(t) => t,
+            Err(msg) => {
+                sub.cleanup();
+                return Attempt::Ended(spawn_failed(core, None, msg));
+            }
+        };
+        let step = match Step::spawn(
+            &self.opts,
+            alloc,
+            core,
+            work.attempt,
+            sub.args(),
+            sub.script().to_vec(),
+        ) {
+            Ok(s) => s,
+            Err(msg) => {
+                sub.cleanup();
+                return Attempt::Ended(spawn_failed(core, None, msg));
+            }
+        };
+        let at = Instant::now();
+        report.started(core.id, step.child.id(), work.attempt, at, Waker::none());
+        let handover = StepHandover {
+            step,
+            core: work.core.clone(),
+            later: Later::new(engine, core.id, work.attempt),
+            started: at,
+            stdin_file: sub.stdin_file.clone(),
+            missing: sub.missing.clone(),
+        };
+        let Err(SendError(back)) = tracker.send(Ctl::TrackStep(Box::new(handover))) else {
+            return Attempt::Continues;
+        };
+        // The poller is gone (a shutdown under way): end the step here, once.
+        if let Ctl::TrackStep(h) = back {
+            let h = *h;
+            h.later.disarm();
+            let mut child = h.step.child;
+            let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&h.step.messages);
+        }
+        sub.cleanup();
+        Attempt::Ended(AttemptEnd::Internal(
+            "internal error: procman's Slurm poller stopped before following the job step; \
+             it was killed"
+                .into(),
+        ))
     }
 }
 

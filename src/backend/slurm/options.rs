@@ -26,6 +26,12 @@ pub struct SlurmOptions {
     pub(super) poll_min: Duration,
     pub(super) poll_max: Duration,
     pub(super) confirm: Duration,
+    pub(super) submitters: usize,
+    /// Run jobs as job steps (`steps.rs`).
+    pub(super) steps: bool,
+    pub(super) steps_in: Option<u32>,
+    pub(super) steps_cpus: u32,
+    pub(super) srun: PathBuf,
     pub(super) sbatch: PathBuf,
     pub(super) squeue: PathBuf,
     pub(super) scancel: PathBuf,
@@ -42,6 +48,11 @@ impl Default for SlurmOptions {
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(2),
             confirm: Duration::from_secs(60),
+            submitters: 4,
+            steps: false,
+            steps_in: None,
+            steps_cpus: 1,
+            srun: "srun".into(),
             sbatch: "sbatch".into(),
             squeue: "squeue".into(),
             scancel: "scancel".into(),
@@ -97,6 +108,44 @@ impl SlurmOptions {
         self
     }
 
+    /// At most this many submissions (`sbatch` calls) run at once, each on a worker thread of
+    /// the manager (default 4, at least 1). A submitted job holds no thread while it is queued
+    /// or runs: one poller thread follows them all, so the manager's threads stay this many
+    /// plus a few whatever its job limit.
+    pub fn submit_threads(mut self, n: usize) -> SlurmOptions {
+        self.submitters = n.max(1);
+        self
+    }
+
+    /// Runs each job as a job step (`srun --exact -n1 -c CPUS`) in one allocation instead of as
+    /// a batch job of its own: Slurm starts a step in tens of milliseconds, where batch jobs wait
+    /// for its scheduling passes (200 short jobs: a few seconds instead of about 95 s on the
+    /// one-node Slurm of docs/slurm.md). The allocation is the one procman runs in
+    /// (`SLURM_JOB_ID` set, as inside an `sbatch` script), else one of `cpus` CPUs that procman
+    /// requests with `sbatch` (partition, account and the extra `sbatch` arguments apply) when
+    /// the first job needs it, and cancels at shutdown. Jobs that do not fit the allocation's
+    /// free CPUs wait for them in `srun` (set the manager's limit to the allocation's CPUs).
+    /// Each job keeps its own files, timeout, kill and handler; its `pid` is `srun`'s.
+    pub fn steps(mut self, cpus: u32) -> SlurmOptions {
+        self.steps = true;
+        self.steps_cpus = cpus.max(1);
+        self
+    }
+
+    /// Runs each job as a job step (see [`steps`](Self::steps)) in this allocation (a running
+    /// Slurm job id), which procman neither requests nor cancels.
+    pub fn steps_in(mut self, allocation: u32) -> SlurmOptions {
+        self.steps = true;
+        self.steps_in = Some(allocation);
+        self
+    }
+
+    /// The `srun` program (default `srun`; used for job steps).
+    pub fn srun_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
+        self.srun = path.as_ref().to_owned();
+        self
+    }
+
     /// The `sbatch` program (default `sbatch`, looked up in `PATH`).
     pub fn sbatch_program(mut self, path: impl AsRef<Path>) -> SlurmOptions {
         self.sbatch = path.as_ref().to_owned();
@@ -129,12 +178,106 @@ impl SlurmOptions {
     }
 }
 
+impl std::str::FromStr for SlurmOptions {
+    type Err = String;
+
+    /// Options from one line of text, as the `PROCMAN_SLURM` environment variable of the Python
+    /// package and command-line tools give them: comma-separated `key=value` items, each key at
+    /// most once but `sbatch_arg`. Keys: `partition`, `account`, `qos` (`--qos=`), `time`
+    /// (`--time=`, Slurm's own limit), `sbatch_arg` (any `sbatch` argument), `steps` (CPUs of
+    /// an allocation procman requests, or `yes` for the allocation procman runs in: see
+    /// [`SlurmOptions::steps`]), `steps_in` (an allocation's job id), `poll_min_ms`,
+    /// `poll_max_ms`, `submit_threads`. An empty text, `1` or `yes` is the defaults. Values
+    /// cannot hold a comma.
+    ///
+    /// ```
+    /// use procman::slurm::SlurmOptions;
+    /// let o: SlurmOptions = "partition=short,qos=low,steps=8".parse().unwrap();
+    /// assert!("colour=blue".parse::<SlurmOptions>().is_err());
+    /// # drop(o);
+    /// ```
+    ///
+    /// # Errors
+    /// An unknown key, an item without `=`, or a value that is not a number where one is
+    /// needed: the message names it.
+    fn from_str(text: &str) -> Result<SlurmOptions, String> {
+        let mut o = SlurmOptions::new();
+        let text = text.trim();
+        if matches!(text, "" | "1" | "yes" | "true") {
+            return Ok(o);
+        }
+        let (mut min, mut max) = (o.poll_min, o.poll_max);
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("Slurm option {item:?} is not key=value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("Slurm option {what}={value:?} is not a number"))
+            };
+            o = match key {
+                "partition" => o.partition(value),
+                "account" => o.account(value),
+                "qos" => o.sbatch_arg(format!("--qos={value}")),
+                "time" => o.sbatch_arg(format!("--time={value}")),
+                "sbatch_arg" => o.sbatch_arg(value),
+                "steps" if matches!(value, "yes" | "true") => {
+                    let mut o = o.steps(1);
+                    o.steps_cpus = 0;
+                    o
+                }
+                "steps" => o.steps(u32::try_from(number(key)?).unwrap_or(u32::MAX)),
+                "steps_in" => o.steps_in(u32::try_from(number(key)?).unwrap_or(u32::MAX)),
+                "poll_min_ms" => {
+                    min = Duration::from_millis(number(key)?);
+                    o
+                }
+                "poll_max_ms" => {
+                    max = Duration::from_millis(number(key)?);
+                    o
+                }
+                "submit_threads" => {
+                    o.submit_threads(usize::try_from(number(key)?).unwrap_or(usize::MAX))
+                }
+                _ => return Err(format!("unknown Slurm option {key:?} in {item:?}")),
+            };
+        }
+        Ok(o.poll_interval(min, max.max(min)))
+    }
+}
+
 /// The longest poll interval [`SlurmOptions::poll_interval`] accepts.
 const POLL_CAP: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_parse_from_text() {
+        let o: SlurmOptions =
+            " partition=short, qos=low,sbatch_arg=--begin=now+1,steps=8,poll_max_ms=500"
+                .parse()
+                .unwrap();
+        assert_eq!(o.partition.as_deref(), Some(OsStr::new("short")));
+        assert_eq!(o.extra, ["--qos=low", "--begin=now+1"]);
+        assert!(o.steps && o.steps_cpus == 8 && o.steps_in.is_none());
+        assert_eq!(o.poll_max, Duration::from_millis(500));
+        let o: SlurmOptions = "steps_in=42".parse().unwrap();
+        assert_eq!(o.steps_in, Some(42));
+        assert!("yes".parse::<SlurmOptions>().is_ok_and(|o| !o.steps));
+        assert!("steps=many"
+            .parse::<SlurmOptions>()
+            .unwrap_err()
+            .contains("steps"));
+        assert!("colour=blue"
+            .parse::<SlurmOptions>()
+            .unwrap_err()
+            .contains("colour"));
+        assert!("partition".parse::<SlurmOptions>().is_err());
+    }
 
     #[test]
     fn poll_intervals_stay_between_10_ms_and_an_hour() {

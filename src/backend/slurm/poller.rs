@@ -1,52 +1,99 @@
-//! The poller: one thread per manager follows every Slurm job of the manager with one
-//! `squeue` per round (at an interval that drops to the minimum on any change and doubles up to
-//! the maximum while nothing happens), and reports to each job's worker.
+//! The poller: one thread per manager follows every Slurm job of the manager in flight, queued
+//! or running, without a worker thread per job. One `squeue` per round asks about all of them
+//! (at an interval that drops to the minimum on any change and doubles up to the maximum while
+//! nothing happens); between rounds it ticks every [`TICK`] to run each job's TERM-grace-KILL
+//! step machine (kill requests, timeouts). It reports each job's states to the engine and ends
+//! each attempt exactly once, through the job's [`Later`].
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ending::{
-    exit_from_pair, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
+    exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
     SQUEUE_LEGACY_FORMAT,
 };
-use super::follow::one_line;
+use super::follow::{cancel, judge, one_line, Scancel};
+use super::steps::{reaped, Step, StepSignals};
+use super::usage;
 use super::SlurmOptions;
+use crate::backend::terminate::Termination;
+use crate::backend::Later;
 use crate::deadline;
 use crate::error::panic_message;
-use crate::sys::Exit;
+use crate::job::{AttemptEnd, JobCore};
+use crate::record::ResourceUsage;
+use crate::sys::{Exit, Waker};
+
+/// How often the poller looks at its jobs' kill requests and timeouts between `squeue` rounds:
+/// a kill is acted on within this.
+const TICK: Duration = Duration::from_millis(100);
 
 pub(super) enum Ctl {
-    /// Follow this Slurm job and report to this channel.
-    Track(u32, Sender<Update>),
-    /// Something was cancelled: poll soon.
-    Nudge,
+    /// Follow this submitted job (handed over by the worker that submitted it).
+    Track(Box<Handover>),
+    /// Follow this job step (its `srun` runs).
+    TrackStep(Box<StepHandover>),
     Stop,
 }
 
-pub(super) enum Update {
-    /// The job's raw state changed (not final).
-    State(String),
-    /// The job ended. The last report.
-    End(Ending),
-    /// The poller panicked in a round that followed this job ("internal error: ..."); it
-    /// follows the job no longer. The last report: the worker cancels the job.
-    Internal(String),
+/// A job step a worker started, handed to the poller.
+pub(super) struct StepHandover {
+    pub(super) step: Step,
+    pub(super) core: Arc<JobCore>,
+    pub(super) later: Later,
+    pub(super) started: Instant,
+    /// The input bytes' file, removed when the attempt ends.
+    pub(super) stdin_file: Option<PathBuf>,
+    /// Where the script notes a program missing on the node.
+    pub(super) missing: PathBuf,
 }
 
+/// A job step the poller follows.
+struct StepTracked {
+    h: StepHandover,
+    term: Termination,
+}
+
+/// How often the poller looks for the end of its job steps' `srun`s (a `waitpid` each).
+const STEP_TICK: Duration = Duration::from_millis(1);
+
+/// A job a worker submitted, handed to the poller.
+pub(super) struct Handover {
+    pub(super) job: u32,
+    pub(super) core: Arc<JobCore>,
+    pub(super) later: Later,
+    pub(super) submitted_at: Instant,
+    /// The input bytes' file, removed when the attempt ends.
+    pub(super) stdin_file: Option<PathBuf>,
+    /// Where the batch script notes a program missing on the node.
+    pub(super) missing: PathBuf,
+}
+
+/// A job the poller follows.
 struct Tracked {
-    tx: Sender<Update>,
+    h: Handover,
+    /// Slurm's last state seen.
     state: String,
+    term: Termination,
+    /// When the poller first saw it running.
+    run_start: Option<Instant>,
 }
 
 pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
     jobs: HashMap<u32, Tracked>,
+    steps: Vec<StepTracked>,
+    /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
+    ended: Vec<(u32, Later, AttemptEnd)>,
+    /// Slurm's accounting answers (false once `sacct` said it is disabled).
+    accounting: bool,
     legacy: bool,
     last_warning: Option<Instant>,
 }
@@ -58,18 +105,31 @@ impl Poller {
             opts,
             rx,
             jobs: HashMap::new(),
+            steps: Vec::new(),
+            ended: Vec::new(),
+            accounting: true,
             legacy: false,
             last_warning: None,
         }
     }
 
-    /// The poller thread's body: runs until told to stop (or every sender is gone).
+    /// The poller thread's body: runs until told to stop (or every sender is gone). Jobs still
+    /// followed then (none after a shutdown, which waits for every job) are cancelled and end
+    /// as internal errors.
     pub(super) fn run(mut self) {
         let (min, max) = (self.opts.poll_min, self.opts.poll_max);
         let mut interval = min;
-        let mut next: Option<Instant> = None;
+        let mut next_poll: Option<Instant> = None;
         loop {
-            let msg = match next {
+            let tick = if !self.steps.is_empty() {
+                deadline::from_now(STEP_TICK)
+            } else if !self.jobs.is_empty() {
+                deadline::from_now(TICK)
+            } else {
+                None
+            };
+            let wake = deadline::earliest(next_poll, tick);
+            let msg = match wake {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(at) => self
                     .rx
@@ -78,55 +138,166 @@ impl Poller {
             // An interval too long for the clock: no poll is due ("never").
             let soon = deadline::from_now(min);
             match msg {
-                Ok(Ctl::Track(job, tx)) => {
-                    self.jobs.insert(
-                        job,
-                        Tracked {
-                            tx,
-                            state: "PENDING".into(),
-                        },
-                    );
+                Ok(Ctl::Track(h)) => {
+                    let term = Termination::new(&h.core);
+                    let t = Tracked {
+                        h: *h,
+                        state: "PENDING".into(),
+                        term,
+                        run_start: None,
+                    };
+                    self.jobs.insert(t.h.job, t);
                     interval = min;
-                    next = deadline::earliest(next, soon);
+                    next_poll = deadline::earliest(next_poll, soon);
                     continue;
                 }
-                Ok(Ctl::Nudge) => {
-                    interval = min;
-                    next = deadline::earliest(next, soon);
+                Ok(Ctl::TrackStep(h)) => {
+                    let term = Termination::running_since(&h.core, h.started);
+                    self.steps.push(StepTracked { h: *h, term });
                     continue;
                 }
                 Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            // The panic rule (DESIGN.md): a round that panics ends every job it followed as an
-            // internal error (their workers cancel them); retrying the round could panic for
-            // ever. The poller goes on with the jobs tracked after it.
-            let changed = match catch_unwind(AssertUnwindSafe(|| self.round())) {
-                Ok(changed) => changed,
+            let (sent, changed) = match catch_unwind(AssertUnwindSafe(|| {
+                self.follow_steps();
+                let sent = self.terminate_due();
+                let due = next_poll.is_some_and(|at| Instant::now() >= at);
+                let changed = due && self.round();
+                self.flush_ended();
+                (sent, changed)
+            })) {
+                Ok(r) => r,
                 Err(p) => {
-                    let msg = format!(
-                        "internal error: the Slurm poller thread panicked: {}",
-                        panic_message(&*p)
-                    );
-                    log::error!("{msg}; ending the {} jobs it followed", self.jobs.len());
-                    for (_, t) in self.jobs.drain() {
-                        let _ = t.tx.send(Update::Internal(msg.clone()));
-                    }
-                    true
+                    self.panicked(&*p);
+                    (false, true)
                 }
             };
-            interval = if changed {
-                min
+            if sent || changed {
+                interval = min;
+            } else if next_poll.is_some_and(|at| Instant::now() >= at) {
+                interval = interval.saturating_mul(2).min(max);
             } else {
-                interval.saturating_mul(2).min(max)
-            };
-            next = if self.jobs.is_empty() {
+                continue;
+            }
+            next_poll = if self.jobs.is_empty() && self.steps.is_empty() {
                 None
             } else {
                 deadline::from_now(interval)
             };
         }
-        // Dropping the senders tells any worker still waiting (none after a shutdown).
+        self.abandon_all("internal error: procman's Slurm poller stopped while following it");
+    }
+
+    /// The panic rule (DESIGN.md): a round that panics ends every job it followed as an
+    /// internal error (each is cancelled); retrying the round could panic for ever. The poller
+    /// goes on with the jobs handed to it after.
+    fn panicked(&mut self, p: &(dyn std::any::Any + Send)) {
+        let msg = format!(
+            "internal error: the Slurm poller thread panicked: {}",
+            panic_message(p)
+        );
+        log::error!(
+            "{msg}; ending the {} jobs it followed",
+            self.jobs.len() + self.steps.len()
+        );
+        self.abandon_all(&msg);
+    }
+
+    /// Cancels every followed job and ends it as an internal error saying `msg`.
+    fn abandon_all(&mut self, msg: &str) {
+        // Those whose end is known end with it.
+        for (_, later, end) in self.ended.drain(..) {
+            later.end(end);
+        }
+        for (job, t) in self.jobs.drain() {
+            cancel(&self.opts, job, true);
+            cleanup(&t.h);
+            t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
+        }
+        for t in self.steps.drain(..) {
+            let mut child = t.h.step.child;
+            let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&t.h.step.messages);
+            if let Some(p) = &t.h.stdin_file {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_file(&t.h.missing);
+            t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
+        }
+    }
+
+    /// Runs every step's TERM-grace-KILL machine, and ends the steps whose `srun` exited.
+    fn follow_steps(&mut self) {
+        let mut i = 0;
+        while i < self.steps.len() {
+            let t = &mut self.steps[i];
+            let Some((status, at)) = reaped(&mut t.h.step) else {
+                let mut signals = StepSignals {
+                    opts: &self.opts,
+                    step: &t.h.step,
+                };
+                let _ = t.term.step(&t.h.core, &mut signals);
+                i += 1;
+                continue;
+            };
+            let t = self.steps.swap_remove(i);
+            let (exit, error) = t.h.step.ended(status);
+            if let Some(p) = &t.h.stdin_file {
+                let _ = std::fs::remove_file(p);
+            }
+            let usage = ResourceUsage {
+                wall: at.saturating_duration_since(t.h.started),
+                ..ResourceUsage::default()
+            };
+            let end = AttemptEnd::Exited {
+                exit,
+                usage,
+                timed_out: t.term.timed_out(),
+                error,
+            };
+            let what = format!("job step {}", t.h.step.name);
+            t.h.later
+                .end(missing_program(end, &t.h.missing, &t.h.core, &what));
+        }
+    }
+
+    /// Runs every job's step machine: TERM, KILL or the cancel of a pending job when due.
+    /// Ends a job whose cancellation Slurm did not confirm in time. True if anything was sent.
+    fn terminate_due(&mut self) -> bool {
+        let now = Instant::now();
+        let mut sent = false;
+        let mut unconfirmed = Vec::new();
+        for (&job, t) in &mut self.jobs {
+            let mut signals = Scancel {
+                opts: &self.opts,
+                job,
+                sent: false,
+            };
+            let _ = t.term.step(&t.h.core, &mut signals);
+            sent |= signals.sent;
+            // A confirmation time too long for the clock is never over.
+            let over = t
+                .term
+                .killed_at()
+                .and_then(|c| deadline::after(c, self.opts.confirm));
+            if over.is_some_and(|c| now >= c) {
+                unconfirmed.push(job);
+            }
+        }
+        for job in unconfirmed {
+            let state = self
+                .jobs
+                .get(&job)
+                .map_or(String::new(), |t| t.state.clone());
+            let why = format!(
+                "Slurm did not report the end of job {job} within {:?} of its cancellation",
+                self.opts.confirm
+            );
+            self.end(job, Ending::lost(&state, why));
+        }
+        sent
     }
 
     /// One query for every tracked job; true if anything changed.
@@ -191,15 +362,71 @@ impl Poller {
             return false;
         }
         t.state = row.state.clone();
-        if t.tx.send(Update::State(row.state.clone())).is_err() {
-            self.jobs.remove(&job);
+        let Some(report) = t.h.later.report() else {
+            return true;
+        };
+        let id = t.h.core.id;
+        report.set_backend_state(id, &row.state);
+        if t.run_start.is_none() && has_started(&row.state) {
+            let at = Instant::now();
+            t.run_start = Some(at);
+            t.term.start_clock(&t.h.core, at);
+            report.started(id, job, t.h.later.attempt(), at, Waker::none());
         }
         true
     }
 
+    /// Ends the job's attempt with Slurm's ending, and forgets the job.
     fn end(&mut self, job: u32, ending: Ending) {
-        if let Some(t) = self.jobs.remove(&job) {
-            let _ = t.tx.send(Update::End(ending));
+        let Some(t) = self.jobs.remove(&job) else {
+            return;
+        };
+        let id = t.h.core.id;
+        if let Some(report) = t.h.later.report() {
+            // A job that ran between two rounds was never seen running: it started.
+            if t.run_start.is_none() && ending.ran {
+                report.started(id, job, t.h.later.attempt(), Instant::now(), Waker::none());
+            }
+            report.set_backend_state(id, &ending.state);
+        }
+        let end = judge(
+            &t.h.core,
+            job,
+            ending,
+            t.run_start,
+            t.h.submitted_at,
+            t.term.timed_out(),
+        );
+        let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
+        cleanup(&t.h);
+        // Ended with the others of this round, after one question to the accounting.
+        self.ended.push((job, t.h.later, end));
+    }
+
+    /// Ends the attempts that ended in this round, with CPU times and peak memory from
+    /// Slurm's accounting when there is one (one `sacct` for all of them).
+    fn flush_ended(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let ended = std::mem::take(&mut self.ended);
+        let ran: Vec<u32> = ended
+            .iter()
+            .filter(|(_, _, e)| matches!(e, AttemptEnd::Exited { .. }))
+            .map(|(job, _, _)| *job)
+            .collect();
+        let mut accounted = HashMap::new();
+        if self.accounting && !ran.is_empty() {
+            match usage::query(&self.opts, &ran) {
+                Ok(a) => accounted = a,
+                Err(gone) => self.accounting = !gone,
+            }
+        }
+        for (job, later, mut end) in ended {
+            if let (AttemptEnd::Exited { usage, .. }, Some(a)) = (&mut end, accounted.get(&job)) {
+                a.fill(usage);
+            }
+            later.end(end);
         }
     }
 
@@ -291,5 +518,40 @@ impl Poller {
                  how it ended is unknown"
             ),
         )
+    }
+}
+
+/// Removes the attempt's input bytes' file and its missing-program note.
+fn cleanup(h: &Handover) {
+    if let Some(p) = &h.stdin_file {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(&h.missing);
+}
+
+/// An exit with code 127 whose script noted the program missing on the node (`script.rs`) is
+/// a failure to start, not the program's failure: `SpawnFailed`, naming the node.
+fn missing_program(
+    end: AttemptEnd,
+    marker: &std::path::Path,
+    core: &JobCore,
+    what: &str,
+) -> AttemptEnd {
+    let Ok(node) = std::fs::read_to_string(marker) else {
+        return end;
+    };
+    let _ = std::fs::remove_file(marker);
+    match end {
+        AttemptEnd::Exited {
+            exit: Some(Exit {
+                code: Some(127), ..
+            }),
+            ..
+        } => AttemptEnd::SpawnFailed(format!(
+            "cannot run {} on node {}: not found ({what})",
+            std::path::Path::new(core.interpreter.as_ref().unwrap_or(&core.program)).display(),
+            node.trim()
+        )),
+        other => other,
     }
 }

@@ -33,7 +33,16 @@ fn shell_quote(word: &[u8]) -> Vec<u8> {
 
 /// The batch script: `exec` of the job's command line, through `env` when the job edits its
 /// environment. Slurm starts it in `--chdir` with the submitting process's environment.
+#[cfg(test)]
 pub(super) fn batch_script(core: &JobCore) -> Vec<u8> {
+    batch_script_marking(core, None)
+}
+
+/// [`batch_script`], which first checks that the program can be found on the node when the job
+/// leaves the environment (and so `PATH`) as it is: if not, it writes the node's name to
+/// `missing` and exits 127, so that procman tells a program missing on the node from one that
+/// failed (`poller.rs`).
+pub(super) fn batch_script_marking(core: &JobCore, missing: Option<&std::path::Path>) -> Vec<u8> {
     let mut words: Vec<Vec<u8>> = Vec::new();
     let mut command: Vec<&OsStr> = Vec::new();
     if let Some(i) = &core.interpreter {
@@ -102,6 +111,16 @@ pub(super) fn batch_script(core: &JobCore) -> Vec<u8> {
     if words.iter().any(|w| w.contains(&b'\r')) {
         script.extend_from_slice(CR_VAR);
         script.extend_from_slice(b"=$(printf '\\015')\n");
+    }
+    if let (Some(marker), false) = (missing, use_env) {
+        let prog = shell_quote(command[0].as_bytes());
+        script.extend_from_slice(b"command -v -- ");
+        script.extend_from_slice(&prog);
+        script.extend_from_slice(b" >/dev/null 2>&1 || { hostname >");
+        script.extend_from_slice(&shell_quote(marker.as_os_str().as_bytes()));
+        script.extend_from_slice(b" 2>/dev/null; echo \"procman: \"");
+        script.extend_from_slice(&prog);
+        script.extend_from_slice(b"\": not found on $(hostname)\" >&2; exit 127; }\n");
     }
     script.extend_from_slice(b"exec");
     for w in &words {

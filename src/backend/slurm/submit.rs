@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::follow::one_line;
-use super::script::batch_script;
+use super::script::batch_script_marking;
 use super::SlurmOptions;
 use crate::job::JobCore;
 use crate::output::{create_output_unless, FileId, Output};
@@ -20,22 +20,31 @@ pub(super) struct Submission {
     args: Vec<OsString>,
     script: Vec<u8>,
     /// Input bytes written for `--input`; removed when the attempt ends.
-    stdin_file: Option<PathBuf>,
+    pub(super) stdin_file: Option<PathBuf>,
+    /// Where the batch script notes a program missing on the node (in the job's directory).
+    pub(super) missing: PathBuf,
 }
 
 impl Submission {
     /// Prepares the attempt's submission: checks the working directory, opens (creates or
     /// truncates) the output files as a local job would, writes input bytes to a file next to
     /// the log, and builds the `sbatch` options. Fails with the message for the record.
+    /// `step`: options for `srun` (a job step, `steps.rs`) instead of `sbatch`: no partition,
+    /// account or extra `sbatch` arguments, at least one CPU.
     pub(super) fn prepare(
         core: &JobCore,
         attempt: u32,
         opts: &SlurmOptions,
+        step: bool,
     ) -> Result<Submission, String> {
         let here = std::env::current_dir()
             .map_err(|e| format!("cannot find procman's current directory: {e}"))?;
         let mut a = Args {
-            args: vec!["--parsable".into(), "--no-requeue".into()],
+            args: if step {
+                Vec::new()
+            } else {
+                vec!["--parsable".into(), "--no-requeue".into()]
+            },
             here,
         };
         let cwd = core
@@ -48,18 +57,38 @@ impl Submission {
                 cwd.display()
             ));
         }
-        a.opt("job-name", OsStr::new(&job_name(core)));
+        if !step {
+            a.opt("job-name", OsStr::new(&job_name(core)));
+        }
         a.opt("chdir", cwd.as_os_str());
         let log = a.outputs(core)?;
         let stdin_file = a.input(core, attempt, log.as_deref(), &cwd)?;
-        a.resources(core, opts);
+        a.resources(core, opts, step);
         let mut args = a.args;
-        args.extend(opts.extra.iter().cloned());
+        if !step {
+            args.extend(opts.extra.iter().cloned());
+        }
+        let missing = cwd.join(format!(
+            ".procman-{}-{}-{attempt}.missing",
+            std::process::id(),
+            core.id
+        ));
         Ok(Submission {
             args,
-            script: batch_script(core),
+            script: batch_script_marking(core, Some(&missing)),
             stdin_file,
+            missing,
         })
+    }
+
+    /// The options for `sbatch` or `srun`.
+    pub(super) fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The batch script.
+    pub(super) fn script(&self) -> &[u8] {
+        &self.script
     }
 
     /// Runs `sbatch`; the Slurm job id, or Slurm's message.
@@ -273,9 +302,9 @@ impl Args {
     }
 
     /// CPUs, memory, the `--time` backstop, partition and account.
-    fn resources(&mut self, core: &JobCore, opts: &SlurmOptions) {
-        if core.cpus > 0 {
-            self.opt("cpus-per-task", OsStr::new(&core.cpus.to_string()));
+    fn resources(&mut self, core: &JobCore, opts: &SlurmOptions, step: bool) {
+        if core.cpus > 0 || step {
+            self.opt("cpus-per-task", OsStr::new(&core.cpus.max(1).to_string()));
         }
         if core.memory > 0 {
             self.opt("mem", OsStr::new(&format!("{}M", mebibytes(core.memory))));
@@ -286,6 +315,9 @@ impl Args {
             .and_then(|t| time_limit_minutes(t, core.grace, opts.poll_max))
         {
             self.opt("time", OsStr::new(&minutes.to_string()));
+        }
+        if step {
+            return;
         }
         if let Some(p) = &opts.partition {
             self.opt("partition", p);
@@ -312,7 +344,7 @@ mod tests {
         let mut c = core("true", &[], vec![]);
         c.log_file = Some(log.clone());
         c.error_file = Some(link.clone());
-        let sub = Submission::prepare(&c, 1, &SlurmOptions::default()).unwrap();
+        let sub = Submission::prepare(&c, 1, &SlurmOptions::default(), false).unwrap();
         let args: Vec<String> = sub
             .args
             .iter()
@@ -327,7 +359,7 @@ mod tests {
         c.input = Input::File(input.clone());
         c.log_file = Some(dir.join("other.log"));
         c.error_file = Some(dir.join("in.txt"));
-        let e = Submission::prepare(&c, 1, &SlurmOptions::default())
+        let e = Submission::prepare(&c, 1, &SlurmOptions::default(), false)
             .err()
             .unwrap();
         assert!(e.contains("is the job's input file"), "{e}");

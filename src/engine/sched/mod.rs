@@ -490,6 +490,25 @@ impl State {
         }
     }
 
+    /// The backend submitted the attempt to a cluster's queue as `cluster_id` (Slurm): the job
+    /// is `Queued`, still in its `Admitted` phase (it holds its slot; a kill sets its flag,
+    /// which the backend reads), until [`State::started`] makes it `Running`.
+    pub(crate) fn queued(&mut self, id: JobId, cluster_id: u32, attempt: u32) {
+        if let Some(e) = self.jobs.get_mut(&id) {
+            if !matches!(e.phase, Phase::Admitted) {
+                return;
+            }
+            e.record.status = JobStatus::Queued;
+            e.record.pid = Some(cluster_id);
+            e.record.attempts = attempt;
+            self.events.emit(|| Event::Submitted {
+                id,
+                cluster_id,
+                attempt,
+            });
+        }
+    }
+
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
     pub(crate) fn set_backend_state(&mut self, id: JobId, state: &str) {
         if let Some(e) = self.jobs.get_mut(&id) {

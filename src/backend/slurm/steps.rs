@@ -1,0 +1,331 @@
+//! Job steps in an allocation ([`SlurmOptions::steps`]): each attempt runs as
+//! `srun --jobid=ALLOC --exact -n1 -c CPUS /bin/sh -c SCRIPT`, a child process of procman that
+//! the poller follows (no thread per job). Slurm launches a step in tens of milliseconds, where
+//! a batch job waits for a scheduling pass: on the one-node Slurm here 200 short jobs take a
+//! few seconds as steps and about 95 s as batch jobs (docs/slurm.md).
+//!
+//! - The allocation: the one given ([`SlurmOptions::steps_in`]), else the one procman runs in
+//!   (`SLURM_JOB_ID`), else one procman requests (`sbatch -n CPUS --wrap 'exec sleep
+//!   infinity'`) when the first job needs it, waits for, and cancels at shutdown.
+//! - The step's files are `srun`'s `--output`/`--error`/`--input`, opened and checked as for a
+//!   batch job (`submit.rs`); `srun`'s own messages go to a file of their own, read when it
+//!   exits: "task 0: Exited with exit code N" or "task 0: Segmentation fault" give the exit.
+//! - TERM: `scancel --signal=TERM` of the step (found by its unique name); KILL: SIGKILL to
+//!   `srun`'s process group (Slurm then ends the step within seconds).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::follow::one_line;
+use super::SlurmOptions;
+use crate::backend::terminate::Signals;
+use crate::job::JobCore;
+use crate::sys::{self, Exit};
+
+/// The allocation steps run in.
+pub(super) struct Allocation {
+    pub(super) id: u32,
+    /// Requested by procman: cancelled at shutdown.
+    pub(super) owned: bool,
+    /// Seen running (steps can be created).
+    pub(super) running: bool,
+}
+
+/// How long to wait between looks at a requested allocation that is not running yet.
+const ALLOC_POLL: Duration = Duration::from_millis(200);
+
+/// Finds or requests the allocation, and waits until it runs. Blocks the calling worker (the
+/// other workers wait on the caller's lock); gives up when `core`'s kill request is set
+/// (`Ok(None)`).
+///
+/// # Errors
+/// Slurm's message when the allocation cannot be requested or ended before it ran.
+pub(super) fn allocation(
+    slot: &mut Option<Allocation>,
+    opts: &SlurmOptions,
+    core: &JobCore,
+) -> Result<Option<u32>, String> {
+    if slot.is_none() {
+        let given = opts
+            .steps_in
+            .or_else(|| std::env::var("SLURM_JOB_ID").ok()?.trim().parse().ok());
+        *slot = Some(match given {
+            Some(id) => Allocation {
+                id,
+                owned: false,
+                running: true,
+            },
+            None if opts.steps_cpus == 0 => {
+                return Err(
+                    "job steps in the allocation procman runs in were asked for \
+                            (steps=yes), but SLURM_JOB_ID is not set"
+                        .into(),
+                )
+            }
+            None => Allocation {
+                id: request(opts)?,
+                owned: true,
+                running: false,
+            },
+        });
+    }
+    let Some(a) = slot.as_mut() else {
+        return Ok(None);
+    };
+    while !a.running {
+        if core
+            .kill_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
+        let out = Command::new(&opts.squeue)
+            .args(["-h", "-t", "all", "-o", "%T", "-j", &a.id.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", opts.squeue.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.trim() {
+            "RUNNING" => a.running = true,
+            "PENDING" | "CONFIGURING" | "" => std::thread::sleep(ALLOC_POLL),
+            other => {
+                let id = a.id;
+                *slot = None;
+                return Err(format!(
+                    "the Slurm allocation {id} that procman requested for its job steps is {other}"
+                ));
+            }
+        }
+    }
+    Ok(Some(a.id))
+}
+
+/// `sbatch` of the allocation: `-n CPUS` tasks of one CPU, holding the CPUs until cancelled.
+fn request(opts: &SlurmOptions) -> Result<u32, String> {
+    let mut cmd = Command::new(&opts.sbatch);
+    cmd.args(["--parsable", "--no-requeue", "--job-name=procman-steps"])
+        .arg(format!("--ntasks={}", opts.steps_cpus.max(1)))
+        .args(["--output=/dev/null", "--error=/dev/null"]);
+    if let Some(p) = &opts.partition {
+        cmd.arg(format!("--partition={}", p.to_string_lossy()));
+    }
+    if let Some(a) = &opts.account {
+        cmd.arg(format!("--account={}", a.to_string_lossy()));
+    }
+    cmd.args(&opts.extra)
+        .args(["--wrap", "exec sleep infinity"])
+        .stdin(Stdio::null());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", opts.sbatch.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "sbatch refused procman's allocation for job steps: {}",
+            one_line(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .lines()
+        .next()
+        .and_then(|l| l.split(';').next())
+        .and_then(|id| id.trim().parse::<u32>().ok())
+        .ok_or_else(|| format!("sbatch printed no job id: {:?}", text.trim()))?;
+    log::info!("job steps run in the Slurm allocation {id} that procman requested");
+    Ok(id)
+}
+
+/// A running step: its `srun`, and where `srun`'s own messages go.
+pub(super) struct Step {
+    pub(super) child: Child,
+    pub(super) alloc: u32,
+    pub(super) name: String,
+    pub(super) messages: PathBuf,
+}
+
+impl Step {
+    /// Starts `srun` with `args` (the step's options, from `submit.rs`) and the job's script.
+    pub(super) fn spawn(
+        opts: &SlurmOptions,
+        alloc: u32,
+        core: &JobCore,
+        attempt: u32,
+        args: &[std::ffi::OsString],
+        script: Vec<u8>,
+    ) -> Result<Step, String> {
+        use std::os::unix::ffi::OsStringExt;
+        use std::os::unix::process::CommandExt;
+        let name = format!("procman.{}.{}.{attempt}", std::process::id(), core.id);
+        let messages = std::env::temp_dir().join(format!(".{name}.srun"));
+        let file = std::fs::File::create(&messages)
+            .map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
+        let child = Command::new(&opts.srun)
+            .arg(format!("--jobid={alloc}"))
+            .args(["--exact", "--ntasks=1", "--nodes=1", "--kill-on-bad-exit=1"])
+            .arg(format!("--job-name={name}"))
+            .args(args)
+            .args(["/bin/sh", "-c"])
+            .arg(std::ffi::OsString::from_vec(script))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&messages);
+                format!("cannot run {}: {e}", opts.srun.display())
+            })?;
+        Ok(Step {
+            child,
+            alloc,
+            name,
+            messages,
+        })
+    }
+
+    /// How the step ended, once `srun` exited with `status`: the task's exit from `srun`'s
+    /// messages, else `srun`'s own status; and `srun`'s messages when it failed otherwise.
+    pub(super) fn ended(&self, status: std::process::ExitStatus) -> (Option<Exit>, Option<String>) {
+        let text = std::fs::read(&self.messages).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.messages);
+        let text = String::from_utf8_lossy(&text);
+        let own = Exit::from_std(status);
+        for line in text.lines().rev() {
+            let Some((_, what)) = line.split_once("task 0: ") else {
+                continue;
+            };
+            if let Some(code) = what.strip_prefix("Exited with exit code ") {
+                if let Ok(code) = code.trim().parse() {
+                    return (
+                        Some(Exit {
+                            code: Some(code),
+                            signal: None,
+                        }),
+                        None,
+                    );
+                }
+            }
+            if let Some(sig) = signal_named(what.trim()) {
+                return (
+                    Some(Exit {
+                        code: None,
+                        signal: Some(sig),
+                    }),
+                    None,
+                );
+            }
+        }
+        match own {
+            Exit { code: Some(0), .. } => (Some(own), None),
+            // Ended by procman's SIGKILL, or srun failed on its own.
+            Exit {
+                signal: Some(_), ..
+            } => (Some(own), None),
+            _ => (
+                Some(own),
+                Some(format!("srun failed: {}", one_line(text.as_bytes()))),
+            ),
+        }
+    }
+}
+
+/// The signal of `srun`'s "task 0: <description>" line (`strsignal`'s words).
+fn signal_named(what: &str) -> Option<i32> {
+    Some(match what {
+        "Hangup" => libc::SIGHUP,
+        "Interrupt" => libc::SIGINT,
+        "Quit" => libc::SIGQUIT,
+        "Illegal instruction" => libc::SIGILL,
+        "Trace/breakpoint trap" => libc::SIGTRAP,
+        "Aborted" => libc::SIGABRT,
+        "Bus error" => libc::SIGBUS,
+        "Floating point exception" => libc::SIGFPE,
+        "Killed" => libc::SIGKILL,
+        "User defined signal 1" => libc::SIGUSR1,
+        "Segmentation fault" => libc::SIGSEGV,
+        "User defined signal 2" => libc::SIGUSR2,
+        "Broken pipe" => libc::SIGPIPE,
+        "Alarm clock" => libc::SIGALRM,
+        "Terminated" => libc::SIGTERM,
+        _ => return None,
+    })
+}
+
+/// TERM and KILL for a step: `scancel --signal=TERM` of the step, SIGKILL to `srun`'s group.
+pub(super) struct StepSignals<'a> {
+    pub(super) opts: &'a SlurmOptions,
+    pub(super) step: &'a Step,
+}
+
+impl StepSignals<'_> {
+    /// The step's id (`ALLOC.N`), found by its name; `None` while it is not created.
+    fn step_id(&self) -> Option<String> {
+        let out = Command::new(&self.opts.squeue)
+            .args(["-h", "-s", "-o", "%i|%j"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let prefix = format!("{}.", self.step.alloc);
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let (id, name) = l.split_once('|')?;
+            (id.starts_with(&prefix) && name.trim() == self.step.name).then(|| id.to_owned())
+        })
+    }
+}
+
+impl Signals for StepSignals<'_> {
+    fn term(&mut self) {
+        match self.step_id() {
+            Some(id) => {
+                let out = Command::new(&self.opts.scancel)
+                    .args(["--signal=TERM", "--full", &id])
+                    .stdin(Stdio::null())
+                    .output();
+                match out {
+                    Ok(o) if !o.status.success() => {
+                        log::warn!("scancel of step {id} failed: {}", one_line(&o.stderr));
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("cannot run {}: {e}", self.opts.scancel.display()),
+                }
+            }
+            // Not created yet (waiting for CPUs): nothing runs to end gracefully.
+            None => self.kill(),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Err(e) = sys::signal_group(self.step.child.id(), libc::SIGKILL) {
+            log::warn!("cannot signal srun {}: {e}", self.step.child.id());
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("the job step {} (srun)", self.step.name)
+    }
+}
+
+/// When a step whose `srun` is gone is known to have ended.
+pub(super) fn reaped(step: &mut Step) -> Option<(std::process::ExitStatus, Instant)> {
+    match step.child.try_wait() {
+        Ok(Some(status)) => Some((status, Instant::now())),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("cannot wait for srun {}: {e}", step.child.id());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srun_messages_give_the_exit() {
+        assert_eq!(signal_named("Segmentation fault"), Some(libc::SIGSEGV));
+        assert_eq!(signal_named("Killed"), Some(libc::SIGKILL));
+        assert_eq!(signal_named("Exited with exit code 3"), None);
+    }
+}
