@@ -82,6 +82,9 @@ impl Shell {
                   125 for procman's own errors, 126/127 when the program cannot be run/found."
 )]
 pub struct RunArgs {
+    /// Slurm: --slurm and the cluster options.
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmArgs,
     /// The job's stdout to FILE (default: procman's stdout, byte for byte; when its reader goes
     /// away the job gets SIGPIPE, as under `timeout`)
     #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
@@ -148,6 +151,9 @@ pub struct RunArgs {
     after_help = include_str!("batch_about.txt")
 )]
 pub struct BatchArgs {
+    /// Slurm: --slurm and the cluster options.
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmArgs,
     /// Run at most N jobs at once (default: number of CPUs)
     #[arg(short, long, value_name = "N", allow_hyphen_values = true)]
     pub jobs: Option<String>,
@@ -337,7 +343,10 @@ pub fn batch_prepass(argv: Vec<OsString>) -> (Vec<OsString>, Shape) {
                         opts.push(format!("{s}={v}").into());
                         i += 1;
                     }
-                    _ if BATCH_VALUED.contains(&name) || BATCH_VALUED_WATCH.contains(&name) => {
+                    _ if BATCH_VALUED.contains(&name)
+                        || BATCH_VALUED_WATCH.contains(&name)
+                        || crate::slurm::VALUED.contains(&name) =>
+                    {
                         opts.push(w.clone());
                         opts.extend(rest.first().cloned());
                         i += 1;

@@ -67,6 +67,8 @@ pub struct LiveState {
     pub succeeded: u64,
     pub failed: u64,
     pub running: u64,
+    /// Jobs waiting in a cluster's queue (Slurm's PENDING): submitted, not yet running.
+    pub queued: u64,
     /// Seconds between samples of the running jobs; `None`: not sampled.
     pub sample_interval: Option<f64>,
     pub jobs: Vec<JobView>,
@@ -103,7 +105,7 @@ impl LiveState {
         json!({
             "version": VERSION, "pid": self.pid, "elapsed": self.elapsed, "total": self.total,
             "input_done": self.input_done, "done": self.done, "succeeded": self.succeeded,
-            "failed": self.failed, "running": self.running,
+            "failed": self.failed, "running": self.running, "queued": self.queued,
             "sample_interval": self.sample_interval, "jobs": jobs,
             "recent_failures": self.recent_failures,
         })
@@ -147,6 +149,7 @@ impl LiveState {
             succeeded: u("succeeded"),
             failed: u("failed"),
             running: u("running"),
+            queued: u("queued"),
             sample_interval: v.get("sample_interval").and_then(Value::as_f64),
             jobs,
             recent_failures: v
@@ -229,13 +232,14 @@ pub fn render(s: &LiveState, width: usize, height: usize, table: bool) -> Vec<St
         format!(", ETA {}", crate::fmt_duration(e))
     });
     out.push(fit(format!(
-        "[{}{}] {:>3.0}%  {}/{}{more} done, {} running, {} failed, {rate:.1} jobs/s{eta}",
+        "[{}{}] {:>3.0}%  {}/{}{more} done, {} running,{} {} failed, {rate:.1} jobs/s{eta}",
         "#".repeat(filled),
         ".".repeat(bar_w - filled),
         frac * 100.0,
         s.done,
         s.total,
         s.running,
+        queued_text(s.queued),
         s.failed
     )));
     if table {
@@ -277,6 +281,15 @@ pub fn render(s: &LiveState, width: usize, height: usize, table: bool) -> Vec<St
     out
 }
 
+/// " N queued," when jobs wait in a cluster's queue, else nothing.
+pub fn queued_text(queued: u64) -> String {
+    if queued == 0 {
+        String::new()
+    } else {
+        format!(" {queued} queued,")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +304,7 @@ mod tests {
             succeeded: 4,
             failed: 1,
             running: 1,
+            queued: 0,
             sample_interval: None,
             jobs: vec![JobView {
                 seq: 6,
@@ -311,6 +325,18 @@ mod tests {
         assert_eq!(LiveState::from_json(&s.to_json()), Some(s));
         let s = sampled();
         assert_eq!(LiveState::from_json(&s.to_json()), Some(s));
+    }
+
+    #[test]
+    fn queued_jobs_are_published_and_shown_apart_from_running_ones() {
+        let mut s = state();
+        s.queued = 3;
+        assert_eq!(LiveState::from_json(&s.to_json()), Some(s.clone()));
+        let lines = render(&s, 120, 40, true);
+        assert!(
+            lines[0].contains("1 running, 3 queued, 1 failed"),
+            "{lines:?}"
+        );
     }
 
     /// The state with a sampled job reporting its progress.

@@ -22,6 +22,7 @@ mod report;
 mod run;
 mod sampling;
 mod sig;
+mod slurm;
 mod status;
 
 use std::ffi::OsString;
@@ -144,8 +145,11 @@ pub fn exit_code(record: &JobRecord) -> i32 {
         JobStatus::TimedOut => 124,
         JobStatus::SpawnFailed => {
             // The core's messages: "cannot start PROGRAM: <io error>" for the program itself.
+            // The Slurm backend's: "cannot run PROGRAM on node N: not found (...)".
             let e = record.error.as_deref().unwrap_or("");
-            if !e.starts_with("cannot start") || e.contains("working directory") {
+            if e.starts_with("cannot run ") && e.contains(": not found") {
+                127
+            } else if !e.starts_with("cannot start") || e.contains("working directory") {
                 125
             } else if e.contains("(os error 2)") {
                 127

@@ -31,6 +31,7 @@ struct Options {
     timeout: Option<std::time::Duration>,
     grace: Option<std::time::Duration>,
     contain: Option<procman::Containment>,
+    slurm: Option<procman::slurm::SlurmOptions>,
     memory_limit: Option<u64>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
@@ -54,6 +55,7 @@ fn parse(a: RunArgs) -> Result<Options, UsageError> {
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
         contain: args::opt_containment(a.contain.as_deref())?,
+        slurm: crate::slurm::options(a.slurm)?,
         memory_limit: args::opt_size("--memory-limit", a.memory_limit.as_deref())?,
         cwd: args::opt_path("--cwd", a.cwd)?,
         quiet: a.quiet,
@@ -158,12 +160,23 @@ fn live_state(manager: &ProcessManager, o: &Options, started: Instant) -> LiveSt
 }
 
 pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
-    let o = match parse(argv) {
+    let mut o = match parse(argv) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("procman: {e}");
             return OWN_ERROR;
         }
+    };
+    // On Slurm the job runs on a node: its output comes back through files (see `Spool`).
+    let spool = match o.slurm.is_some() {
+        true => match crate::slurm::Spool::make(o.cwd.as_deref(), &mut o.log, &mut o.err) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("procman: {e}");
+                return OWN_ERROR;
+            }
+        },
+        false => None,
     };
     let (mut spec, relays) = match job_spec(&o) {
         Ok(spec_and_relays) => spec_and_relays,
@@ -187,6 +200,9 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     }
     if let Some(c) = o.contain {
         builder = builder.containment(c);
+    }
+    if let Some(s) = o.slurm.clone() {
+        builder = builder.slurm(s);
     }
     let manager = match builder.build() {
         Ok(m) => m,
@@ -222,6 +238,9 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
     // The job has ended: the relays copy what is left in their pipes.
     for r in relays {
         r.finish();
+    }
+    if let Some(s) = spool {
+        s.finish();
     }
     if !o.quiet {
         // Not eprintln!, which panics when stderr is gone (`2>&1 | head -1`).

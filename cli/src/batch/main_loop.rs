@@ -169,8 +169,12 @@ impl Batch {
             self.ui.last_draw = Instant::now();
         } else {
             let total = state.total;
-            self.ui
-                .draw(&self.c, total, self.input_done, state.running as usize);
+            self.ui.draw(
+                &self.c,
+                total,
+                self.input_done,
+                (state.running as usize, state.queued),
+            );
         }
         self.ui.last_draw = Instant::now();
     }
@@ -218,6 +222,11 @@ impl Batch {
             succeeded: c.ok,
             failed: c.failed + c.invalid,
             running: snap.running.len() as u64,
+            queued: snap
+                .counts
+                .iter()
+                .find(|(s, _)| *s == procman::JobStatus::Queued)
+                .map_or(0, |(_, n)| *n as u64),
             sample_interval: self.o.sample_interval.map(|d| d.as_secs_f64()),
             jobs,
             recent_failures: self.failures[recent..].to_vec(),

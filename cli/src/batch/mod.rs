@@ -72,6 +72,7 @@ struct Options {
     timeout: Option<Duration>,
     grace: Option<Duration>,
     contain: Option<procman::Containment>,
+    slurm: Option<procman::slurm::SlurmOptions>,
     memory_limit: Option<u64>,
     retries: u32,
     /// `None` with `--no-logs`.
@@ -223,6 +224,9 @@ fn start(o: Options, blocked: sig::Blocked) -> Result<Batch, String> {
     }
     if let Some(c) = o.contain {
         builder = builder.containment(c);
+    }
+    if let Some(s) = o.slurm.clone() {
+        builder = builder.slurm(s);
     }
     let manager = builder.build().map_err(|e| format!("cannot start: {e}"))?;
     let (tx, rx) = unbounded();

@@ -55,6 +55,7 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
         contain: args::opt_containment(a.contain.as_deref())?,
+        slurm: crate::slurm::options(a.slurm)?,
         memory_limit: args::opt_size("--memory-limit", a.memory_limit.as_deref())?,
         retries: a.retries.map_or(Ok(0), |r| args::number("--retries", &r))?,
         log_dir,

@@ -48,7 +48,13 @@ impl Ui {
         let _ = writeln!(err, "procman: {text}");
     }
 
-    pub(super) fn draw(&mut self, c: &Counts, total: u64, input_done: bool, running: usize) {
+    pub(super) fn draw(
+        &mut self,
+        c: &Counts,
+        total: u64,
+        input_done: bool,
+        (running, queued): (usize, u64),
+    ) {
         if !self.live {
             return;
         }
@@ -78,7 +84,8 @@ impl Ui {
         let mut err = io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[Kprocman: {finished}/{total}{more} done, {running} running, {} failed, {rate:.1} jobs/s{eta}",
+            "\r\x1b[Kprocman: {finished}/{total}{more} done, {running} running,{} {} failed, {rate:.1} jobs/s{eta}",
+            crate::live::queued_text(queued),
             c.failed + c.invalid
         );
         let _ = err.flush();
