@@ -209,7 +209,7 @@ fn queued_jobs_show_as_queued_and_ctrl_c_cancels_them_all() {
     let _c = Cleanup(marker.clone());
     std::fs::write(dir.join("jobs.txt"), "sleep 300\nsleep 301\nsleep 302\n").unwrap();
     // --begin keeps them pending in Slurm's queue.
-    let mut child = procman()
+    let child = procman()
         .current_dir(&dir)
         .args(["batch", "--slurm", "-j", "3", "--joblog", "JL"])
         .args(["--sbatch-arg=--begin=now+600"])
