@@ -28,6 +28,9 @@ pub struct Job {
     pub priority: Option<i32>,
     pub after: Vec<String>,
     pub retries: Option<u32>,
+    /// `cpus` and `memory` of a JSON job line.
+    pub cpus: Option<u32>,
+    pub memory: Option<u64>,
     /// What `--tag` puts before each line: the arguments (template) or the command.
     pub tag: String,
 }
@@ -58,6 +61,8 @@ impl From<BatchJob> for Job {
             priority: b.priority,
             after: b.after,
             retries: b.retries,
+            cpus: b.cpus,
+            memory: b.memory,
             tag: String::new(),
         };
         job.tag = job.name.clone().unwrap_or_else(|| job.command());

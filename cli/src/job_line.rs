@@ -45,6 +45,12 @@ pub struct BatchJob {
     pub after: Vec<String>,
     /// How many times to rerun the job if it fails.
     pub retries: Option<u32>,
+    /// CPUs the job needs (JSON `cpus`, at least 1): what a Slurm job asks for
+    /// (`--cpus-per-task`); a hint to the local backend.
+    pub cpus: Option<u32>,
+    /// Memory the job needs in bytes (JSON `memory`: a number of bytes or a size such as
+    /// `"8G"`): what a Slurm job asks for (`--mem`); a hint to the local backend.
+    pub memory: Option<u64>,
 }
 
 /// What was wrong with a job line; see [`JobLineError`].

@@ -13,7 +13,7 @@ use crate::job_line::{check_nonempty_no_nul, BatchJob, JobLineErrorKind};
 /// The fields a JSON job may have (an unknown one is an error, so typos are caught).
 pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "program", "args", "input", "log", "err", "cwd", "env", "timeout", "priority", "after", "id",
-    "name", "retries",
+    "name", "retries", "cpus", "memory",
 ];
 
 fn json_type(v: &Value) -> &'static str {
@@ -107,6 +107,38 @@ fn want_env(v: Value) -> Result<BTreeMap<String, String>, JobLineErrorKind> {
         env.insert(name, value);
     }
     Ok(env)
+}
+
+/// `memory`: a positive number of bytes, or a string of digits with a K, M, G or T suffix
+/// (powers of 1024, e.g. `"8G"`).
+fn want_memory(v: Value) -> Result<u64, JobLineErrorKind> {
+    let bad = |value: String| JobLineErrorKind::OutOfRange {
+        field: "memory".into(),
+        value,
+    };
+    let s = match v {
+        Value::String(s) => s,
+        other => {
+            let n: u64 = want_integer("memory", other, "a number of bytes or a size like \"8G\"")?;
+            return if n == 0 { Err(bad("0".into())) } else { Ok(n) };
+        }
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(bad(s)),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .filter(|&b| b > 0)
+        .ok_or_else(|| bad(s.clone()))
 }
 
 fn want_integer<T: TryFrom<i64> + TryFrom<u64>>(
@@ -206,6 +238,17 @@ pub(crate) fn parse_json_job(text: &str) -> Result<BatchJob, JobLineErrorKind> {
             "retries" => {
                 job.retries = Some(want_integer("retries", value, "a non-negative integer")?)
             }
+            "cpus" => {
+                let n: u32 = want_integer("cpus", value, "a positive integer")?;
+                if n == 0 {
+                    return Err(JobLineErrorKind::OutOfRange {
+                        field: key,
+                        value: "0".into(),
+                    });
+                }
+                job.cpus = Some(n);
+            }
+            "memory" => job.memory = Some(want_memory(value)?),
             _ => return Err(JobLineErrorKind::UnknownField(key)),
         }
     }

@@ -866,3 +866,53 @@ fn split_words_bytes_keeps_the_bytes_of_a_line_that_is_not_utf8() {
         Err(SplitError::Unrepresentable { column: 1 })
     ));
 }
+
+#[test]
+fn json_cpus_and_memory_are_read_and_checked() {
+    use JobLineErrorKind::{OutOfRange, WrongType};
+    let j = job(r#"{"program": "refmac5", "cpus": 4, "memory": "8G"}"#);
+    assert_eq!((j.cpus, j.memory), (Some(4), Some(8 << 30)));
+    let j = job(r#"{"program": "x", "memory": 1048576}"#);
+    assert_eq!((j.cpus, j.memory), (None, Some(1 << 20)));
+    assert_eq!(
+        job(r#"{"program": "x", "memory": " 512mib "}"#).memory,
+        Some(512 << 20)
+    );
+    assert_eq!(job("refmac5 4 8G").cpus, None);
+    let range = |field: &str, value: &str| OutOfRange {
+        field: field.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        job_err(r#"{"program":"x","cpus":0}"#).kind,
+        range("cpus", "0")
+    );
+    assert_eq!(
+        job_err(r#"{"program":"x","cpus":-2}"#).kind,
+        range("cpus", "-2")
+    );
+    assert_eq!(
+        job_err(r#"{"program":"x","memory":0}"#).kind,
+        range("memory", "0")
+    );
+    assert_eq!(
+        job_err(r#"{"program":"x","memory":"8X"}"#).kind,
+        range("memory", "8X")
+    );
+    assert_eq!(
+        job_err(r#"{"program":"x","memory":"0G"}"#).kind,
+        range("memory", "0G")
+    );
+    assert_eq!(
+        job_err(r#"{"program":"x","memory":"99999999999T"}"#).kind,
+        range("memory", "99999999999T")
+    );
+    assert!(matches!(
+        job_err(r#"{"program":"x","cpus":"4"}"#).kind,
+        WrongType { .. }
+    ));
+    assert!(matches!(
+        job_err(r#"{"program":"x","memory":[1]}"#).kind,
+        WrongType { .. }
+    ));
+}

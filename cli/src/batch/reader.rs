@@ -274,6 +274,12 @@ impl Reader {
         if let Some(p) = job.priority {
             spec = spec.priority(p);
         }
+        if let Some(n) = job.cpus {
+            spec = spec.cpus(n);
+        }
+        if let Some(bytes) = job.memory {
+            spec = spec.memory(bytes);
+        }
         if retries > 0 {
             spec = spec.retries(retries, Duration::ZERO, RetryOn::default());
         }
