@@ -69,7 +69,12 @@ fn batch_on_slurm_writes_logs_and_joblog_and_fails_for_a_failing_job() {
     let _c = Cleanup(marker.clone());
     std::fs::write(
         dir.join("jobs.txt"),
-        "echo one\nsh -c 'echo two >&2; exit 3'\n{\"program\": \"echo\", \"args\": [\"three\"]}\n",
+        concat!(
+            "echo one\nsh -c 'echo two >&2; exit 3'\n",
+            r#"{"program": "sh", "args": ["-c", "echo $SLURM_CPUS_PER_TASK $SLURM_MEM_PER_NODE"], "#,
+            r#""cpus": 2, "memory": "100M"}"#,
+            "\n"
+        ),
     )
     .unwrap();
     let o = run_in(
@@ -92,7 +97,8 @@ fn batch_on_slurm_writes_logs_and_joblog_and_fails_for_a_failing_job() {
     let log = |n: &str| std::fs::read_to_string(dir.join("procman-logs").join(n)).unwrap();
     assert_eq!(log("1.log"), "one\n");
     assert_eq!(log("2_err.txt"), "two\n");
-    assert_eq!(log("3.log"), "three\n");
+    // The job line's cpus and memory reach sbatch (--cpus-per-task, --mem in MiB).
+    assert_eq!(log("3.log"), "2 100\n");
     let joblog = std::fs::read_to_string(dir.join("JL")).unwrap();
     let exits: Vec<(String, String)> = joblog
         .lines()
