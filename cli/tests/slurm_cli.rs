@@ -54,6 +54,19 @@ impl Drop for Cleanup {
     }
 }
 
+/// Sends SIGINT to a procman still running (a failed test's), so it cancels its jobs.
+struct KillOnDrop(Option<u32>);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -225,6 +238,8 @@ fn queued_jobs_show_as_queued_and_ctrl_c_cancels_them_all() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Should an assertion fail before procman was interrupted: end it (by its PID) too.
+    let mut guard = KillOnDrop(Some(child.id()));
     let live = dir.join("JL.live.json");
     let t0 = Instant::now();
     let state = loop {
@@ -247,6 +262,7 @@ fn queued_jobs_show_as_queued_and_ctrl_c_cancels_them_all() {
         .unwrap()
         .success());
     let o = child.wait_with_output().unwrap();
+    guard.0 = None;
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
     let left = in_squeue(&marker);
     assert!(left.is_empty(), "left in squeue: {left:?}");
