@@ -138,12 +138,15 @@ class _Job:
     """What the drop-in keeps per job: what startProcess was given, and its completion (the
     final record once the handler returned; the asyncio futures waiting for that)."""
 
-    __slots__ = ("info", "done", "record", "waiters", "handler_error")
+    __slots__ = ("info", "done", "record", "ending", "waiters", "handler_error")
 
     def __init__(self, info: Dict[str, Any]) -> None:
         self.info = info
         self.done = False
         self.record: Optional[Record] = None
+        # The final record handed to the handler, while the handler runs (the job cannot be
+        # forgotten then): getJobData reads it instead of asking the manager for a copy.
+        self.ending: Optional[Record] = None
         self.waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[Record]"]] = []
         self.handler_error: Optional[str] = None
 
@@ -324,6 +327,7 @@ class AsyncProcessManager:
         handler thread when there was none."""
 
         def on_finish(record: Record) -> None:
+            job.ending = record
             if logger.isEnabledFor(logging.INFO):
                 logger.info("Process %d ended: %s", record.id, record.describe())
             try:
@@ -369,6 +373,7 @@ class AsyncProcessManager:
     def _complete(self, job: _Job, record: Record,
                   loop: Optional[asyncio.AbstractEventLoop]) -> None:
         with self._lock:
+            job.ending = None
             job.done = True
             job.record = record
             waiters, job.waiters = job.waiters, []
@@ -410,12 +415,17 @@ class AsyncProcessManager:
         jid = _job_id(pid)
         if jid is None:
             return None
-        record = self._manager.job(jid)
-        if record is None:
-            with self._lock:
-                self._jobs.pop(jid, None)
-            return None
         job = self._jobs.get(jid)  # one dict read: atomic under the GIL
+        # Inside the job's own handler (CCP4i2's handlers read their job's status and exit
+        # code): the record the handler was given, the same as the manager's until the handler
+        # returns; a deleteJob has removed the job from _jobs, so it reads as unknown as before.
+        record = job.ending if job is not None else None
+        if record is None:
+            record = self._manager.job(jid)
+            if record is None:
+                with self._lock:
+                    self._jobs.pop(jid, None)
+                return None
         if attribute is None:
             return {name: get(record, job) for name, get in _GETTERS.items()}
         get = _GETTERS.get(attribute)

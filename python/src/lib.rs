@@ -369,8 +369,10 @@ fn env_pairs(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<Vec<(OsString, O
 /// as a handler error (a silent unwind, caught by the handler thread).
 fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'static {
     move |record: &JobRecord| {
+        // Made before the GIL is taken: the other handler threads wait for it less.
+        let snapshot = Record::from(record);
         let failure = Python::try_attach(|py| {
-            let result = callable.bind(py).call1((Record::from(record),));
+            let result = callable.bind(py).call1((snapshot,));
             let failure = result.err().map(|e| {
                 report(
                     py,
@@ -559,6 +561,23 @@ fn wait_for(py: Python<'_>, pm: &Handle, id: u64, timeout: Option<f64>) -> PyRes
     wait_hold(py, &hold, timeout)
 }
 
+/// `wait_for` with no time cap and no record made: for `wait_all`.
+fn wait_quiet(py: Python<'_>, pm: &Handle, id: JobId) -> PyResult<()> {
+    let hold = pm
+        .hold(id)
+        .map_err(|_| PyKeyError::new_err(format!("unknown job {id}")))?;
+    loop {
+        match py.detach(|| hold.wait_timeout(SLICE)) {
+            Ok(_) => return Ok(()),
+            Err(WaitTimeoutError::UnknownJob(_)) => {
+                return Err(PyKeyError::new_err(format!("unknown job {id}")))
+            }
+            Err(WaitTimeoutError::Timeout) => py.check_signals()?,
+            Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
+        }
+    }
+}
+
 fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResult<Record> {
     let id = hold.id().0;
     let limit = timeout
@@ -572,8 +591,9 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Some(l) => l.saturating_sub(start.elapsed()).min(SLICE),
             None => SLICE,
         };
-        match py.detach(|| hold.wait_timeout(slice)) {
-            Ok(r) => return Ok(Record::from(&r)),
+        // The record is made with the GIL released too.
+        match py.detach(|| hold.wait_timeout(slice).map(|r| Record::from(&r))) {
+            Ok(r) => return Ok(r),
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
@@ -757,20 +777,22 @@ impl Manager {
 
     /// Waits until no job is pending or running and every handler has returned.
     fn wait_all(&self, py: Python<'_>) -> PyResult<()> {
-        // The core has no interruptible wait_all: wait for each live job in slices first, so
-        // that the final uninterruptible call only waits for handlers still queued.
+        // The core has no interruptible wait_all: wait for live jobs in slices first, so that
+        // the final uninterruptible call only waits for handlers still queued. One job at a
+        // time, the newest live one: jobs mostly end in the order they were submitted, so this
+        // thread wakes about once per round instead of once per job (each wake-up takes the
+        // GIL from the handler threads). Any order is correct: the loop ends only once no job
+        // is live.
         loop {
             let mut live = self.pm.running_processes();
             live.extend(self.pm.pending_processes());
-            if live.is_empty() {
+            let Some(newest) = live.into_iter().max() else {
                 break;
-            }
-            for id in live {
-                match wait_for(py, &self.pm, id.0, None) {
-                    Ok(_) => {}
-                    Err(e) if e.is_instance_of::<PyKeyError>(py) => {}
-                    Err(e) => return Err(e),
-                }
+            };
+            match wait_quiet(py, &self.pm, newest) {
+                Ok(()) => {}
+                Err(e) if e.is_instance_of::<PyKeyError>(py) => {}
+                Err(e) => return Err(e),
             }
         }
         py.detach(|| self.pm.wait_all());
