@@ -367,11 +367,20 @@ fn env_pairs(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<Vec<(OsString, O
 
 /// Calls a Python handler on a handler thread. Its exception is logged and handed to procman
 /// as a handler error (a silent unwind, caught by the handler thread).
-fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'static {
+///
+/// `keep_thread_state`: the handler runs on a thread that lives as long as the process (the
+/// process-wide manager's), which then keeps its interpreter thread state between handlers.
+fn python_handler(
+    callable: Py<PyAny>,
+    keep_thread_state: bool,
+) -> impl FnOnce(&JobRecord) + Send + 'static {
     move |record: &JobRecord| {
         // Made before the GIL is taken: the other handler threads wait for it less.
         let snapshot = Record::from(record);
         let failure = Python::try_attach(|py| {
+            if keep_thread_state {
+                keep_this_threads_state(py);
+            }
             let result = callable.bind(py).call1((snapshot,));
             let failure = result.err().map(|e| {
                 report(
@@ -388,6 +397,28 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
             std::panic::resume_unwind(Box::new(message));
         }
     }
+}
+
+thread_local! {
+    static THREAD_STATE_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the calling thread's Python thread state for the rest of the thread's life. A thread
+/// Python did not start gets a new thread state each time it attaches and loses it when it
+/// detaches (`PyGILState_Ensure`/`PyGILState_Release`): allocating it, mapping its frame stack
+/// and unmapping it again (which flushes every CPU's TLB) cost more than a short handler
+/// itself. One extra `PyGILState_Ensure`, never released, keeps the thread state's count above
+/// zero, so later attaches only take the GIL. Only for threads that live as long as the
+/// process: should one end, its thread state is freed with the interpreter at exit.
+fn keep_this_threads_state(_attached: Python<'_>) {
+    THREAD_STATE_KEPT.with(|kept| {
+        if !kept.get() {
+            kept.set(true);
+            // SAFETY: the thread is attached (`_attached`), so it has a thread state and holds
+            // the GIL; the nested ensure returns PyGILState_LOCKED and only raises the count.
+            let _ = unsafe { pyo3::ffi::PyGILState_Ensure() };
+        }
+    });
 }
 
 /// Logs a Python exception to the `procman` logger (falling back to stderr); returns its text.
@@ -437,7 +468,8 @@ fn python_observer(callable: Py<PyAny>) -> impl Fn(JobId, Stream, &[u8]) + Send 
     }
 }
 
-fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
+/// `global`: the spec is for the process-wide manager (see `python_handler`).
+fn build_spec(py: Python<'_>, s: &JobSpec, global: bool) -> PyResult<CoreSpec> {
     let program = os_string(s.program.bind(py), false)?;
     let mut spec = CoreSpec::new(program);
     let args = s.args.bind(py);
@@ -495,7 +527,7 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
         if !on_finish.is_callable() {
             return Err(PyTypeError::new_err("on_finish must be callable"));
         }
-        spec = spec.on_finish(python_handler(on_finish.clone().unbind()));
+        spec = spec.on_finish(python_handler(on_finish.clone().unbind(), global));
     }
     let observe = s.observe.bind(py);
     if !observe.is_none() {
@@ -749,7 +781,7 @@ impl Manager {
 
     /// Submits a job; returns its id (from 1000 up) at once.
     fn start(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<u64> {
-        let core = build_spec(py, &spec)?;
+        let core = build_spec(py, &spec, self.owner.is_none())?;
         self.pm
             .start_process(core)
             .map(|id| id.0)
@@ -759,7 +791,7 @@ impl Manager {
     /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
     /// interrupts the wait and kills the job).
     fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
-        let core = build_spec(py, &spec)?;
+        let core = build_spec(py, &spec, self.owner.is_none())?;
         // Held from the submission on: the record cannot be forgotten before it is read.
         let hold = self.pm.start_held(core).map_err(start_error)?;
         wait_hold(py, &hold, None).inspect_err(|_| {
