@@ -33,7 +33,6 @@ behaviour). What startProcess was given is forgotten with the job.
 
 from __future__ import annotations
 
-import logging
 import operator
 import os
 import sys
@@ -44,6 +43,7 @@ import threading
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    import logging
     from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._procman import JobSpec, Manager, Progress, Record, Usage
@@ -52,7 +52,35 @@ from ._runtime import global_manager
 #: The logger everything here logs to: CCP4i2's own module's, so the host's configuration of
 #: CCP4i2's logging applies (its level, its handlers).
 LOGGER_NAME = "ccp4i2.core.async_process_manager"
-logger = logging.getLogger(LOGGER_NAME)
+#: ``logger`` (this module's attribute) is that logger. The logging package is imported on first
+#: need only (about 7 ms, most of a script's start-up here); CCP4i2 itself has always imported it.
+_logger: Optional[logging.Logger] = None
+_DEBUG, _INFO = 10, 20  # logging.DEBUG, logging.INFO
+
+
+def _log() -> logging.Logger:
+    global _logger
+    if _logger is None:
+        import logging
+
+        _logger = logging.getLogger(LOGGER_NAME)
+    return _logger
+
+
+def _enabled(level: int) -> bool:
+    """logger.isEnabledFor(level). Where nothing imported logging yet, nothing can have
+    configured a level or handler: the root logger's default (WARNING) applies, so DEBUG and
+    INFO are off, and logging is not imported to say so."""
+    if _logger is None and "logging" not in sys.modules:
+        return level >= 30
+    return _log().isEnabledFor(level)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "logger":
+        return _log()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _UNSET = object()
 
@@ -195,7 +223,8 @@ class AsyncProcessManager:
         self._jobs: Dict[int, _Job] = {}
         # _jobs is swept of forgotten jobs when it doubles: O(1) amortised per job.
         self._prune_at = self._PRUNE_MIN
-        logger.debug("AsyncProcessManager initialized on procman")
+        if _enabled(_DEBUG):
+            _log().debug("AsyncProcessManager initialized on procman")
 
     @property
     def manager(self) -> Manager:
@@ -256,7 +285,7 @@ class AsyncProcessManager:
         # procman's extra keyword: a progress parser (JobSpec's), for getJobData's 'progress'.
         progress = extra.pop("progress", None)
         if extra:
-            logger.warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
+            _log().warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
                            command, ", ".join(sorted(extra)))
         if command is None:
             raise TypeError("startProcess needs a command")
@@ -293,8 +322,8 @@ class AsyncProcessManager:
             self._jobs[pid] = job
             if len(self._jobs) >= self._prune_at:
                 self._prune()
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("Started process %d: %s %s", pid, command,
+        if _enabled(_INFO):
+            _log().info("Started process %d: %s %s", pid, command,
                         " ".join(str(a) for a in (args or [])))
         return pid
 
@@ -328,8 +357,8 @@ class AsyncProcessManager:
 
         def on_finish(record: Record) -> None:
             job.ending = record
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("Process %d ended: %s", record.id, record.describe())
+            if _enabled(_INFO):
+                _log().info("Process %d ended: %s", record.id, record.describe())
             try:
                 if callback is not None:
                     if _is_coroutine_function(callback):
@@ -348,7 +377,7 @@ class AsyncProcessManager:
                         callback(record.id, **kwargs)
             except BaseException as e:
                 job.handler_error = f"{type(e).__name__}: {e}"
-                logger.error("Error calling handler for process %d: %s", record.id, e,
+                _log().error("Error calling handler for process %d: %s", record.id, e,
                              exc_info=True)
                 try:
                     e._procman_logged = True  # type: ignore[attr-defined]
@@ -365,7 +394,7 @@ class AsyncProcessManager:
             await coro
         except Exception as e:
             job.handler_error = f"{type(e).__name__}: {e}"
-            logger.error("Error calling handler for process %d: %s", record.id, e,
+            _log().error("Error calling handler for process %d: %s", record.id, e,
                          exc_info=True)
         finally:
             self._complete(job, record, None)
@@ -459,7 +488,7 @@ class AsyncProcessManager:
         jid = _job_id(pid)
         outcome = self._manager.kill(jid) if jid is not None else None
         if outcome is None:
-            logger.warning("Process %s not found or not running", pid)
+            _log().warning("Process %s not found or not running", pid)
         return outcome
 
     def waitForJob(self, pid: int, timeout: Optional[float] = None) -> Record:
