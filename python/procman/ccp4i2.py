@@ -33,7 +33,6 @@ behaviour). What startProcess was given is forgotten with the job.
 
 from __future__ import annotations
 
-import logging
 import operator
 import os
 import sys
@@ -44,6 +43,7 @@ import threading
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    import logging
     from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._procman import JobSpec, Manager, Progress, Record, Usage
@@ -52,7 +52,35 @@ from ._runtime import global_manager
 #: The logger everything here logs to: CCP4i2's own module's, so the host's configuration of
 #: CCP4i2's logging applies (its level, its handlers).
 LOGGER_NAME = "ccp4i2.core.async_process_manager"
-logger = logging.getLogger(LOGGER_NAME)
+#: ``logger`` (this module's attribute) is that logger. The logging package is imported on first
+#: need only (about 7 ms, most of a script's start-up here); CCP4i2 itself has always imported it.
+_logger: Optional[logging.Logger] = None
+_DEBUG, _INFO = 10, 20  # logging.DEBUG, logging.INFO
+
+
+def _log() -> logging.Logger:
+    global _logger
+    if _logger is None:
+        import logging
+
+        _logger = logging.getLogger(LOGGER_NAME)
+    return _logger
+
+
+def _enabled(level: int) -> bool:
+    """logger.isEnabledFor(level). Where nothing imported logging yet, nothing can have
+    configured a level or handler: the root logger's default (WARNING) applies, so DEBUG and
+    INFO are off, and logging is not imported to say so."""
+    if _logger is None and "logging" not in sys.modules:
+        return level >= 30
+    return _log().isEnabledFor(level)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "logger":
+        return _log()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _UNSET = object()
 
@@ -138,12 +166,15 @@ class _Job:
     """What the drop-in keeps per job: what startProcess was given, and its completion (the
     final record once the handler returned; the asyncio futures waiting for that)."""
 
-    __slots__ = ("info", "done", "record", "waiters", "handler_error")
+    __slots__ = ("info", "done", "record", "ending", "waiters", "handler_error")
 
     def __init__(self, info: Dict[str, Any]) -> None:
         self.info = info
         self.done = False
         self.record: Optional[Record] = None
+        # The final record handed to the handler, while the handler runs (the job cannot be
+        # forgotten then): getJobData reads it instead of asking the manager for a copy.
+        self.ending: Optional[Record] = None
         self.waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[Record]"]] = []
         self.handler_error: Optional[str] = None
 
@@ -192,7 +223,8 @@ class AsyncProcessManager:
         self._jobs: Dict[int, _Job] = {}
         # _jobs is swept of forgotten jobs when it doubles: O(1) amortised per job.
         self._prune_at = self._PRUNE_MIN
-        logger.debug("AsyncProcessManager initialized on procman")
+        if _enabled(_DEBUG):
+            _log().debug("AsyncProcessManager initialized on procman")
 
     @property
     def manager(self) -> Manager:
@@ -253,7 +285,7 @@ class AsyncProcessManager:
         # procman's extra keyword: a progress parser (JobSpec's), for getJobData's 'progress'.
         progress = extra.pop("progress", None)
         if extra:
-            logger.warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
+            _log().warning("startProcess(%r): ignoring unknown keyword argument(s): %s",
                            command, ", ".join(sorted(extra)))
         if command is None:
             raise TypeError("startProcess needs a command")
@@ -290,8 +322,8 @@ class AsyncProcessManager:
             self._jobs[pid] = job
             if len(self._jobs) >= self._prune_at:
                 self._prune()
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("Started process %d: %s %s", pid, command,
+        if _enabled(_INFO):
+            _log().info("Started process %d: %s %s", pid, command,
                         " ".join(str(a) for a in (args or [])))
         return pid
 
@@ -324,8 +356,9 @@ class AsyncProcessManager:
         handler thread when there was none."""
 
         def on_finish(record: Record) -> None:
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("Process %d ended: %s", record.id, record.describe())
+            job.ending = record
+            if _enabled(_INFO):
+                _log().info("Process %d ended: %s", record.id, record.describe())
             try:
                 if callback is not None:
                     if _is_coroutine_function(callback):
@@ -344,7 +377,7 @@ class AsyncProcessManager:
                         callback(record.id, **kwargs)
             except BaseException as e:
                 job.handler_error = f"{type(e).__name__}: {e}"
-                logger.error("Error calling handler for process %d: %s", record.id, e,
+                _log().error("Error calling handler for process %d: %s", record.id, e,
                              exc_info=True)
                 try:
                     e._procman_logged = True  # type: ignore[attr-defined]
@@ -361,7 +394,7 @@ class AsyncProcessManager:
             await coro
         except Exception as e:
             job.handler_error = f"{type(e).__name__}: {e}"
-            logger.error("Error calling handler for process %d: %s", record.id, e,
+            _log().error("Error calling handler for process %d: %s", record.id, e,
                          exc_info=True)
         finally:
             self._complete(job, record, None)
@@ -369,6 +402,7 @@ class AsyncProcessManager:
     def _complete(self, job: _Job, record: Record,
                   loop: Optional[asyncio.AbstractEventLoop]) -> None:
         with self._lock:
+            job.ending = None
             job.done = True
             job.record = record
             waiters, job.waiters = job.waiters, []
@@ -410,12 +444,17 @@ class AsyncProcessManager:
         jid = _job_id(pid)
         if jid is None:
             return None
-        record = self._manager.job(jid)
-        if record is None:
-            with self._lock:
-                self._jobs.pop(jid, None)
-            return None
         job = self._jobs.get(jid)  # one dict read: atomic under the GIL
+        # Inside the job's own handler (CCP4i2's handlers read their job's status and exit
+        # code): the record the handler was given, the same as the manager's until the handler
+        # returns; a deleteJob has removed the job from _jobs, so it reads as unknown as before.
+        record = job.ending if job is not None else None
+        if record is None:
+            record = self._manager.job(jid)
+            if record is None:
+                with self._lock:
+                    self._jobs.pop(jid, None)
+                return None
         if attribute is None:
             return {name: get(record, job) for name, get in _GETTERS.items()}
         get = _GETTERS.get(attribute)
@@ -449,7 +488,7 @@ class AsyncProcessManager:
         jid = _job_id(pid)
         outcome = self._manager.kill(jid) if jid is not None else None
         if outcome is None:
-            logger.warning("Process %s not found or not running", pid)
+            _log().warning("Process %s not found or not running", pid)
         return outcome
 
     def waitForJob(self, pid: int, timeout: Optional[float] = None) -> Record:

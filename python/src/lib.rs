@@ -367,10 +367,21 @@ fn env_pairs(ob: &Py<PyAny>, py: Python<'_>) -> PyResult<Option<Vec<(OsString, O
 
 /// Calls a Python handler on a handler thread. Its exception is logged and handed to procman
 /// as a handler error (a silent unwind, caught by the handler thread).
-fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'static {
+///
+/// `keep_thread_state`: the handler runs on a thread that lives as long as the process (the
+/// process-wide manager's), which then keeps its interpreter thread state between handlers.
+fn python_handler(
+    callable: Py<PyAny>,
+    keep_thread_state: bool,
+) -> impl FnOnce(&JobRecord) + Send + 'static {
     move |record: &JobRecord| {
+        // Made before the GIL is taken: the other handler threads wait for it less.
+        let snapshot = Record::from(record);
         let failure = Python::try_attach(|py| {
-            let result = callable.bind(py).call1((Record::from(record),));
+            if keep_thread_state {
+                keep_this_threads_state(py);
+            }
+            let result = callable.bind(py).call1((snapshot,));
             let failure = result.err().map(|e| {
                 report(
                     py,
@@ -386,6 +397,28 @@ fn python_handler(callable: Py<PyAny>) -> impl FnOnce(&JobRecord) + Send + 'stat
             std::panic::resume_unwind(Box::new(message));
         }
     }
+}
+
+thread_local! {
+    static THREAD_STATE_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the calling thread's Python thread state for the rest of the thread's life. A thread
+/// Python did not start gets a new thread state each time it attaches and loses it when it
+/// detaches (`PyGILState_Ensure`/`PyGILState_Release`): allocating it, mapping its frame stack
+/// and unmapping it again (which flushes every CPU's TLB) cost more than a short handler
+/// itself. One extra `PyGILState_Ensure`, never released, keeps the thread state's count above
+/// zero, so later attaches only take the GIL. Only for threads that live as long as the
+/// process: should one end, its thread state is freed with the interpreter at exit.
+fn keep_this_threads_state(_attached: Python<'_>) {
+    THREAD_STATE_KEPT.with(|kept| {
+        if !kept.get() {
+            kept.set(true);
+            // SAFETY: the thread is attached (`_attached`), so it has a thread state and holds
+            // the GIL; the nested ensure returns PyGILState_LOCKED and only raises the count.
+            let _ = unsafe { pyo3::ffi::PyGILState_Ensure() };
+        }
+    });
 }
 
 /// Logs a Python exception to the `procman` logger (falling back to stderr); returns its text.
@@ -435,7 +468,8 @@ fn python_observer(callable: Py<PyAny>) -> impl Fn(JobId, Stream, &[u8]) + Send 
     }
 }
 
-fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
+/// `global`: the spec is for the process-wide manager (see `python_handler`).
+fn build_spec(py: Python<'_>, s: &JobSpec, global: bool) -> PyResult<CoreSpec> {
     let program = os_string(s.program.bind(py), false)?;
     let mut spec = CoreSpec::new(program);
     let args = s.args.bind(py);
@@ -493,7 +527,7 @@ fn build_spec(py: Python<'_>, s: &JobSpec) -> PyResult<CoreSpec> {
         if !on_finish.is_callable() {
             return Err(PyTypeError::new_err("on_finish must be callable"));
         }
-        spec = spec.on_finish(python_handler(on_finish.clone().unbind()));
+        spec = spec.on_finish(python_handler(on_finish.clone().unbind(), global));
     }
     let observe = s.observe.bind(py);
     if !observe.is_none() {
@@ -559,6 +593,23 @@ fn wait_for(py: Python<'_>, pm: &Handle, id: u64, timeout: Option<f64>) -> PyRes
     wait_hold(py, &hold, timeout)
 }
 
+/// `wait_for` with no time cap and no record made: for `wait_all`.
+fn wait_quiet(py: Python<'_>, pm: &Handle, id: JobId) -> PyResult<()> {
+    let hold = pm
+        .hold(id)
+        .map_err(|_| PyKeyError::new_err(format!("unknown job {id}")))?;
+    loop {
+        match py.detach(|| hold.wait_timeout(SLICE)) {
+            Ok(_) => return Ok(()),
+            Err(WaitTimeoutError::UnknownJob(_)) => {
+                return Err(PyKeyError::new_err(format!("unknown job {id}")))
+            }
+            Err(WaitTimeoutError::Timeout) => py.check_signals()?,
+            Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
+        }
+    }
+}
+
 fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResult<Record> {
     let id = hold.id().0;
     let limit = timeout
@@ -572,8 +623,9 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
             Some(l) => l.saturating_sub(start.elapsed()).min(SLICE),
             None => SLICE,
         };
-        match py.detach(|| hold.wait_timeout(slice)) {
-            Ok(r) => return Ok(Record::from(&r)),
+        // The record is made with the GIL released too.
+        match py.detach(|| hold.wait_timeout(slice).map(|r| Record::from(&r))) {
+            Ok(r) => return Ok(r),
             Err(WaitTimeoutError::UnknownJob(_)) => {
                 return Err(PyKeyError::new_err(format!("unknown job {id}")))
             }
@@ -729,7 +781,7 @@ impl Manager {
 
     /// Submits a job; returns its id (from 1000 up) at once.
     fn start(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<u64> {
-        let core = build_spec(py, &spec)?;
+        let core = build_spec(py, &spec, self.owner.is_none())?;
         self.pm
             .start_process(core)
             .map(|id| id.0)
@@ -739,7 +791,7 @@ impl Manager {
     /// Starts a job and waits for it and its handler (GIL released, no time cap; Ctrl-C
     /// interrupts the wait and kills the job).
     fn run(&self, py: Python<'_>, spec: PyRef<'_, JobSpec>) -> PyResult<Record> {
-        let core = build_spec(py, &spec)?;
+        let core = build_spec(py, &spec, self.owner.is_none())?;
         // Held from the submission on: the record cannot be forgotten before it is read.
         let hold = self.pm.start_held(core).map_err(start_error)?;
         wait_hold(py, &hold, None).inspect_err(|_| {
@@ -757,20 +809,22 @@ impl Manager {
 
     /// Waits until no job is pending or running and every handler has returned.
     fn wait_all(&self, py: Python<'_>) -> PyResult<()> {
-        // The core has no interruptible wait_all: wait for each live job in slices first, so
-        // that the final uninterruptible call only waits for handlers still queued.
+        // The core has no interruptible wait_all: wait for live jobs in slices first, so that
+        // the final uninterruptible call only waits for handlers still queued. One job at a
+        // time, the newest live one: jobs mostly end in the order they were submitted, so this
+        // thread wakes about once per round instead of once per job (each wake-up takes the
+        // GIL from the handler threads). Any order is correct: the loop ends only once no job
+        // is live.
         loop {
             let mut live = self.pm.running_processes();
             live.extend(self.pm.pending_processes());
-            if live.is_empty() {
+            let Some(newest) = live.into_iter().max() else {
                 break;
-            }
-            for id in live {
-                match wait_for(py, &self.pm, id.0, None) {
-                    Ok(_) => {}
-                    Err(e) if e.is_instance_of::<PyKeyError>(py) => {}
-                    Err(e) => return Err(e),
-                }
+            };
+            match wait_quiet(py, &self.pm, newest) {
+                Ok(()) => {}
+                Err(e) if e.is_instance_of::<PyKeyError>(py) => {}
+                Err(e) => return Err(e),
             }
         }
         py.detach(|| self.pm.wait_all());
