@@ -77,6 +77,24 @@ impl SlurmBackend {
 
     /// The poller's control channel, starting the poller if needed (again, should it have
     /// ended by a panic that escaped its round's catch).
+    /// The attempt's submission files (as a job step or a batch job) and the poller that will
+    /// follow it; nothing is left behind on an error.
+    fn prepare(
+        &self,
+        core: &crate::job::JobCore,
+        attempt: u32,
+        step: bool,
+    ) -> Result<(Submission, Sender<Ctl>), String> {
+        let sub = Submission::prepare(core, attempt, &self.opts, step)?;
+        match self.poller() {
+            Ok(tracker) => Ok((sub, tracker)),
+            Err(msg) => {
+                sub.cleanup();
+                Err(msg)
+            }
+        }
+    }
+
     fn poller(&self) -> Result<Sender<Ctl>, String> {
         let mut p = self.poller.lock();
         if let Some((tx, t)) = &*p {
@@ -124,16 +142,9 @@ impl Backend for SlurmBackend {
         if self.opts.steps {
             return self.start_step(report, engine, work);
         }
-        let sub = match Submission::prepare(core, work.attempt, &self.opts, false) {
-            Ok(s) => s,
+        let (sub, tracker) = match self.prepare(core, work.attempt, false) {
+            Ok(p) => p,
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
-        };
-        let tracker = match self.poller() {
-            Ok(t) => t,
-            Err(msg) => {
-                sub.cleanup();
-                return Attempt::Ended(spawn_failed(core, None, msg));
-            }
         };
         let submitted = Instant::now();
         let job = match sub.submit(&self.opts) {
@@ -211,16 +222,9 @@ impl SlurmBackend {
             Ok(None) => return Attempt::Ended(AttemptEnd::NotStarted),
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
         };
-        let sub = match Submission::prepare(core, work.attempt, &self.opts, true) {
-            Ok(s) => s,
+        let (sub, tracker) = match self.prepare(core, work.attempt, true) {
+            Ok(p) => p,
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
-        };
-        let tracker = match self.poller() {
-            Ok(t) => t,
-            Err(msg) => {
-                sub.cleanup();
-                return Attempt::Ended(spawn_failed(core, None, msg));
-            }
         };
         let step = match Step::spawn(
             &self.opts,
