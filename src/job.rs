@@ -51,6 +51,34 @@ impl JobCore {
             self.error_file.as_deref()
         }
     }
+
+    /// For unit tests: job `id` running `program` with no arguments, no files, no timeout,
+    /// a 2 s grace and nothing declared; tests set the fields they need.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: JobId, program: &str) -> JobCore {
+        JobCore {
+            id,
+            program: program.into(),
+            args: Vec::new(),
+            interpreter: None,
+            input: Input::Null,
+            log_file: None,
+            merge_error: false,
+            error_file: None,
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            grace: Duration::from_secs(2),
+            observer: None,
+            progress: None,
+            kill_leftovers: true,
+            cpus: 0,
+            memory: 0,
+            memory_limit: None,
+            cpu_weight: None,
+            kill_requested: AtomicBool::new(false),
+        }
+    }
 }
 
 /// One attempt, handed to a worker.

@@ -126,7 +126,7 @@ impl Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
     #[derive(Default)]
     struct Log(Vec<&'static str>);
@@ -147,28 +147,10 @@ mod tests {
     }
 
     fn core(timeout: Option<Duration>, grace: Duration) -> JobCore {
-        JobCore {
-            id: crate::record::JobId(1),
-            program: "true".into(),
-            args: Vec::new(),
-            interpreter: None,
-            input: crate::spec::Input::Null,
-            log_file: None,
-            merge_error: false,
-            error_file: None,
-            cwd: None,
-            env: Vec::new(),
-            timeout,
-            grace,
-            observer: None,
-            progress: None,
-            kill_leftovers: true,
-            cpus: 0,
-            memory: 0,
-            memory_limit: None,
-            cpu_weight: None,
-            kill_requested: AtomicBool::new(false),
-        }
+        let mut core = JobCore::for_tests(crate::record::JobId(1), "true");
+        core.timeout = timeout;
+        core.grace = grace;
+        core
     }
 
     #[test]

@@ -279,29 +279,11 @@ pub(super) fn test_core(
     env: Vec<crate::spec::EnvEdit>,
 ) -> crate::job::JobCore {
     use std::os::unix::ffi::OsStringExt;
-    crate::job::JobCore {
-        id: crate::record::JobId(1000),
-        program: program.into(),
-        args: args
-            .iter()
-            .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
-            .collect(),
-        interpreter: None,
-        input: crate::spec::Input::Null,
-        log_file: None,
-        merge_error: false,
-        error_file: None,
-        cwd: None,
-        env,
-        timeout: None,
-        grace: std::time::Duration::from_secs(2),
-        observer: None,
-        progress: None,
-        kill_leftovers: true,
-        cpus: 0,
-        memory: 0,
-        memory_limit: None,
-        cpu_weight: None,
-        kill_requested: std::sync::atomic::AtomicBool::new(false),
-    }
+    let mut core = crate::job::JobCore::for_tests(crate::record::JobId(1000), program);
+    core.args = args
+        .iter()
+        .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
+        .collect();
+    core.env = env;
+    core
 }
