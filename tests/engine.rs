@@ -938,6 +938,19 @@ fn environment_edits_working_directory_and_interpreter_apply() {
     let dir = TempDir::new("env");
     std::env::set_var("PROCMAN_TEST_INHERITED", "yes");
     let out = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    // Without edits the child gets the host's environment as it is at the spawn (passed as
+    // it is, not copied), so a change made after the manager was built reaches it.
+    for value in ["yes", "changed"] {
+        std::env::set_var("PROCMAN_TEST_INHERITED", value);
+        m.run(
+            JobSpec::new(kid())
+                .args(["env", "PROCMAN_TEST_INHERITED"])
+                .log_file(dir.join("host.log")),
+        )
+        .unwrap();
+        assert_eq!(out("host.log"), format!("{value}\n"));
+    }
+    std::env::set_var("PROCMAN_TEST_INHERITED", "yes");
     m.run(
         JobSpec::new(kid())
             .args(["env", "PROCMAN_X"])

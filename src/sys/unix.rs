@@ -491,3 +491,44 @@ pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
         .find(|(n, _)| *n == signal)
         .map(|&(_, name)| name)
 }
+
+extern "C" {
+    /// The C library's environment: a NULL-terminated array of `NAME=value` strings.
+    static environ: *const *const libc::c_char;
+}
+
+/// A NULL-terminated copy of the array of pointers to this process's environment entries (the
+/// entries themselves are not copied), for a spawn made at once: what std's `Command` passes
+/// when a child's environment is not changed. The entries stay valid until this process next
+/// changes its environment, and glibc's `setenv`/`putenv` leave the old entries allocated, so
+/// only the short copy of the array races with another thread's change, as std's own read does
+/// (changing the environment while other threads read it is the caller's hazard in Rust, whose
+/// `set_var` is `unsafe` for that reason).
+pub(crate) fn host_environment() -> Vec<*const libc::c_char> {
+    let mut v = Vec::with_capacity(64);
+    // SAFETY: `environ` is NULL or a NULL-terminated array of C strings kept by the C library;
+    // reading it is what getenv does.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            v.push(*p);
+            p = p.add(1);
+        }
+    }
+    v.push(std::ptr::null());
+    v
+}
+
+/// This process's environment, each entry copied as `NAME=value` (std's snapshot, under its
+/// environment lock).
+pub(crate) fn host_environment_copy() -> Vec<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            std::ffi::CString::new(kv).ok()
+        })
+        .collect()
+}

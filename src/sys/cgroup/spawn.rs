@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::JobCgroup;
-use crate::sys::{Lookup, SpawnPlan};
+use crate::sys::{Envp, Lookup, SpawnPlan};
 
 /// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
 #[repr(C)]
@@ -107,7 +107,7 @@ pub(crate) fn spawn_via(plan: &SpawnPlan, cgroup: &JobCgroup, entry: Entry) -> i
         v.chain(std::iter::once(std::ptr::null())).collect()
     };
     let argv = ptrs(&mut plan.argv.iter().map(|c| c.as_ptr()));
-    let envp = ptrs(&mut plan.envp.iter().map(|c| c.as_ptr()));
+    let envp = plan.envp.pointers();
     let sh_argv = ptrs(
         &mut [c"/bin/sh".as_ptr(), std::ptr::null()]
             .into_iter()
@@ -512,14 +512,10 @@ impl PlainSpawn {
         } else {
             Lookup::HostPath
         };
-        let mut envp = Vec::new();
-        for (k, v) in std::env::vars() {
-            envp.push(c(&format!("{k}={v}"))?);
-        }
         Ok(PlainSpawn(SpawnPlan {
             program,
             argv: argv.iter().map(|a| c(a)).collect::<io::Result<_>>()?,
-            envp,
+            envp: Envp::Host,
             lookup,
             cwd: None,
             stdio,
@@ -535,9 +531,7 @@ impl PlainSpawn {
 
     /// Adds `NAME=value` to the child's environment. Fails on a NUL byte.
     pub fn env(mut self, entry: &str) -> io::Result<PlainSpawn> {
-        self.0
-            .envp
-            .push(CString::new(entry).map_err(io::Error::other)?);
+        (self.0.envp).push(CString::new(entry).map_err(io::Error::other)?);
         Ok(self)
     }
 

@@ -97,7 +97,7 @@ impl Drop for SpawnAttr {
 /// child's pid; the errors are the kernel's for the `chdir` or `exec` that failed, as std's.
 pub(crate) fn posix_spawn(plan: &SpawnPlan) -> io::Result<u32> {
     let argv = c_ptrs(&plan.argv);
-    let envp = c_ptrs(&plan.envp);
+    let envp = plan.envp.pointers();
     // SAFETY: all-zero structures are what the init functions take; each is initialised
     // before use, stays where it is, and is destroyed once (Drop).
     let mut fa = FileActions(unsafe { std::mem::zeroed() });
@@ -193,7 +193,7 @@ fn set_attributes(attr: &mut SpawnAttr) -> io::Result<()> {
 struct Spawner<'a> {
     fa: &'a FileActions,
     attr: &'a SpawnAttr,
-    envp: &'a [*mut libc::c_char],
+    envp: &'a [*const libc::c_char],
     plan: &'a SpawnPlan,
 }
 
@@ -221,7 +221,7 @@ impl Spawner<'_> {
                 &self.fa.0,
                 &self.attr.0,
                 argv.as_ptr(),
-                self.envp.as_ptr(),
+                self.envp.as_ptr() as *const *mut libc::c_char,
             )
         })?;
         Ok(pid)

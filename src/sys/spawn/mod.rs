@@ -19,8 +19,8 @@ pub(crate) struct SpawnPlan {
     pub(crate) program: std::ffi::CString,
     /// The argument vector, `argv[0]` included.
     pub(crate) argv: Vec<std::ffi::CString>,
-    /// The child's whole environment, `NAME=value` each.
-    pub(crate) envp: Vec<std::ffi::CString>,
+    /// The child's whole environment.
+    pub(crate) envp: Envp,
     pub(crate) lookup: Lookup,
     /// The working directory to change to before the program runs.
     pub(crate) cwd: Option<std::ffi::CString>,
@@ -28,6 +28,42 @@ pub(crate) struct SpawnPlan {
     pub(crate) stdio: [Option<RawFd>; 3],
     /// Close every descriptor from 3 up in the child.
     pub(crate) close_from_3: bool,
+}
+
+/// The child's environment.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+pub(crate) enum Envp {
+    /// This process's environment as it is at the spawn, as std's `Command` passes it when the
+    /// job changes nothing: its entries are not copied, only the array of pointers to them.
+    Host,
+    /// This environment, `NAME=value` each.
+    Own(Vec<std::ffi::CString>),
+}
+
+impl Envp {
+    /// The NULL-terminated array of pointers to the entries, valid while `self` is (and, for
+    /// [`Envp::Host`], until this process next changes its environment: the caller spawns at
+    /// once, as std does).
+    pub(crate) fn pointers(&self) -> Vec<*const libc::c_char> {
+        match self {
+            Envp::Host => crate::sys::unix::host_environment(),
+            Envp::Own(v) => v
+                .iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect(),
+        }
+    }
+
+    /// Adds `entry` (`NAME=value`), copying the host's environment first when it is used.
+    pub(crate) fn push(&mut self, entry: std::ffi::CString) {
+        if let Envp::Host = self {
+            *self = Envp::Own(crate::sys::unix::host_environment_copy());
+        }
+        if let Envp::Own(v) = self {
+            v.push(entry);
+        }
+    }
 }
 
 /// How [`SpawnPlan::program`] is found.
