@@ -8,7 +8,10 @@
 //! Linux, as root (or in a delegated cgroup). RSS_MIB > 0 first allocates and touches that much
 //! memory, to show how a fork's cost grows with the parent's size (`posix_spawn`'s vfork does
 //! not). The paths:
-//! * `posix_spawn`: procman's process-group path (glibc, `clone(CLONE_VM | CLONE_VFORK)`).
+//! * `posix_spawn`: glibc's (`clone(CLONE_VM | CLONE_VFORK)`); procman's process-group path
+//!   where `clone3` is refused or off x86_64.
+//! * `clone3 vfork, no cgroup`: procman's process-group path on x86_64: the cgroup path's
+//!   child without the cgroup.
 //! * `clone3 vfork into cgroup`: `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`, the
 //!   child on its own stack until it execs (the cgroup path on x86_64).
 //! * `clone3 fork into cgroup`: `clone3(CLONE_INTO_CGROUP)`, fork semantics.
@@ -72,6 +75,17 @@ fn main() {
     };
     println!("{n} spawns of /bin/true each, parent RSS ballast {rss} MiB");
     measure("posix_spawn", &mut || reap(plain.posix_spawn().unwrap()));
+    measure("clone3 vfork, no cgroup", &mut || {
+        reap(plain.spawn().unwrap())
+    });
+    measure("std Command", &mut || {
+        let status = std::process::Command::new("/bin/true")
+            .spawn()
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(status.success());
+    });
     measure("clone3 vfork into cgroup", &mut || {
         reap(plain.spawn_via(&shared, Entry::Vfork).unwrap())
     });

@@ -211,7 +211,7 @@ pub mod __contain {
         enter_from_child, CgroupRoot, CgroupUsage, JobCgroup, Unavailable,
     };
     #[cfg(target_env = "gnu")]
-    pub use crate::sys::cgroup::{Entry, PlainSpawn};
+    pub use crate::sys::spawn::{Entry, PlainSpawn};
     pub use crate::sys::subreaper::{
         is_child_subreaper, marker_entry, set_child_subreaper, Adopted, MARKER_VAR,
     };

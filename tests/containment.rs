@@ -533,6 +533,54 @@ impl Drop for ReadOnly {
     }
 }
 
+/// The process-group path's spawn (procman's `clone3` child without a cgroup on x86_64) reports
+/// what failed before the exec as the kernel's error, and reaps the failed child: a missing
+/// program, one without execute permission, a missing working directory; twice each, from one
+/// thread, so a failure does not disturb the next spawn (the thread's reused child stack).
+#[test]
+fn the_plain_spawn_reports_exec_and_chdir_errors() {
+    let tmp = common::TempDir::new("plain-errors");
+    let not_exec = tmp.join("not-exec");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    let not_exec = not_exec.to_str().unwrap().to_string();
+    let missing_dir = tmp.join("gone").to_str().unwrap().to_string();
+    for _ in 0..2 {
+        let cases: [(PlainSpawn, i32); 3] = [
+            (
+                PlainSpawn::new(&["/nonexistent/procman-plain"], [None, None, None]).unwrap(),
+                libc::ENOENT,
+            ),
+            (
+                PlainSpawn::new(&[&not_exec], [None, None, None]).unwrap(),
+                libc::EACCES,
+            ),
+            (
+                PlainSpawn::new(&["/bin/true"], [None, None, None])
+                    .unwrap()
+                    .cwd(&missing_dir)
+                    .unwrap(),
+                libc::ENOENT,
+            ),
+        ];
+        for (plan, errno) in cases {
+            let e = plan.spawn().unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(errno), "{e}");
+        }
+        let pid = PlainSpawn::new(&["/bin/true"], [None, None, None])
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let mut status = -1;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(status, 0);
+    }
+    // Every failed child was reaped by the spawn: this thread has no child left, not even a
+    // zombie.
+    let children = std::fs::read_to_string("/proc/thread-self/children").unwrap();
+    assert_eq!(children.trim(), "", "unreaped children of this thread");
+}
+
 /// Every entry starts the child as the `posix_spawn` path does: stdin, stdout, stderr as given,
 /// the working directory, the environment, leading its own process group, an empty signal
 /// mask (the spawning thread blocks SIGTERM here) and SIGPIPE at its default; and inside the
@@ -586,6 +634,7 @@ fn every_entry_starts_the_child_as_posix_spawn_does() {
                 }
                 match how {
                     "posix_spawn" => plain.posix_spawn(),
+                    "plain" => plain.spawn(),
                     "Vfork" => plain.spawn_via(&cg, Entry::Vfork),
                     "Clone3" => plain.spawn_via(&cg, Entry::Clone3),
                     _ => plain.spawn_via(&cg, Entry::Fork),
@@ -607,7 +656,7 @@ fn every_entry_starts_the_child_as_posix_spawn_does() {
         let job = cg.path().file_name().unwrap().to_str().unwrap().to_string();
         // The last line is the cgroup's name: the job's for the cgroup entries.
         let (rest, last) = text.trim_end().rsplit_once('\n').unwrap();
-        if how != "posix_spawn" {
+        if how != "posix_spawn" && how != "plain" {
             assert_eq!(last, format!("cg:{job}"), "{how}: not in the job's cgroup");
         }
         rest.to_string()
@@ -619,7 +668,7 @@ fn every_entry_starts_the_child_as_posix_spawn_does() {
         "{want}"
     );
     assert!(want.contains("SigBlk:\t0000000000000000"), "{want}");
-    for how in ["Vfork", "Clone3", "Fork"] {
+    for how in ["plain", "Vfork", "Clone3", "Fork"] {
         assert_eq!(run(how), want, "{how}");
     }
 }
@@ -679,9 +728,10 @@ fn limits_fail_clearly_without_their_controller_and_oom_kills_are_counted() {
     cg.remove().unwrap();
 }
 
-/// The vfork entry from many threads at once, while other threads allocate (the child shares
-/// the parent's memory until it execs): every child runs, in the cgroup, and exits 0; a long
-/// argument vector and environment reach it whole.
+/// The vfork entry, into a cgroup and without one, from many threads at once, while other
+/// threads allocate (the child shares the parent's memory until it execs, on the thread's
+/// reused stack): every child runs and exits 0; a long argument vector and environment reach it
+/// whole.
 #[test]
 fn vfork_spawns_from_many_threads_at_once() {
     let Some(root) = root() else { return };
@@ -710,12 +760,17 @@ fn vfork_spawns_from_many_threads_at_once() {
                         let mut argv = vec!["/bin/sh", "-c", "[ $# = 2000 ] && [ \"${2000}\" = arg-1999 ] && [ \"$PROCMAN_BIG\" = \"${PROCMAN_BIG#x}x\" ]", "sh"];
                         argv.extend(long.iter().map(String::as_str).skip(1));
                         argv.push("arg-1999");
-                        let pid = PlainSpawn::new(&argv, [None, None, None])
+                        let plan = PlainSpawn::new(&argv, [None, None, None])
                             .unwrap()
                             .env(&format!("PROCMAN_BIG={}", "x".repeat(100_000)))
-                            .unwrap()
-                            .spawn_via(&cg, Entry::Vfork)
                             .unwrap();
+                        // In the cgroup, and without one (the process-group path).
+                        let pid = plan.spawn_via(&cg, Entry::Vfork).unwrap();
+                        let mut status = 0;
+                        // SAFETY: our own child.
+                        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+                        assert_eq!(status, 0);
+                        let pid = plan.spawn().unwrap();
                         let mut status = 0;
                         // SAFETY: our own child.
                         unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };

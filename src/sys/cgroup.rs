@@ -26,21 +26,6 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-mod spawn;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub use spawn::*;
-
-/// Without glibc the `posix_spawn` plan is never made (`sys::posix_spawn_can` says no), so
-/// this is never called: `ENOSYS`.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn spawn_in_cgroup(
-    _plan: &crate::sys::SpawnPlan,
-    _cgroup: &JobCgroup,
-) -> io::Result<u32> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
-}
-
 /// Why procman cannot use cgroups here; the caller falls back to another containment mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable {

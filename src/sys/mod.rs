@@ -22,7 +22,7 @@ mod elsewhere;
 #[cfg(target_os = "linux")]
 mod linux;
 mod proc;
-mod spawn;
+pub(crate) mod spawn;
 pub(crate) mod subreaper;
 mod unix;
 

@@ -224,11 +224,7 @@ pub(super) fn spawn(
         let fds = [&streams.0, &streams.1, &streams.2].map(|f| f.as_ref().map(|f| f.as_raw_fd()));
         if let Some(plan) = spawn_plan(core, fds, close, marker.as_deref()) {
             let plan = plan?;
-            return match scope.cgroup() {
-                Some(cg) => sys::cgroup::spawn_in_cgroup(&plan, cg),
-                None => sys::posix_spawn(&plan),
-            }
-            .map(Spawned::Pid);
+            return sys::spawn_job(&plan, scope.cgroup()).map(Spawned::Pid);
         }
     }
     let null_or = |f: Option<std::fs::File>| f.map_or_else(Stdio::null, Stdio::from);

@@ -5,9 +5,25 @@
 use std::os::fd::RawFd;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod clone;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) use clone::spawn_job;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub use clone::{Entry, PlainSpawn};
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) use glibc::{posix_spawn, posix_spawn_can};
+
+/// Without glibc the plan is never made ([`posix_spawn_can`] says no), so this is never
+/// called: `ENOSYS`.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn spawn_job(
+    _plan: &SpawnPlan,
+    _cgroup: Option<&crate::sys::cgroup::JobCgroup>,
+) -> std::io::Result<u32> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+}
 
 /// One spawn on the `posix_spawn` path (Linux with glibc), prepared in the parent: no hook runs
 /// in the child, so glibc starts it with `clone(CLONE_VM | CLONE_VFORK)` whatever the host's

@@ -1,19 +1,29 @@
-//! Starting a job's program inside its cgroup, with no moment at which it runs outside it.
+//! Starting a job's program with procman's own `clone3`: the usual path on x86_64 Linux, and
+//! the only one that puts a child in its cgroup with no moment at which it runs outside it.
 //!
-//! glibc's `posix_spawn` (procman's usual path, `clone(CLONE_VM | CLONE_VFORK)`) can place the
-//! child in a cgroup only from glibc 2.39 (`posix_spawnattr_setcgroup_np`); moving the child
-//! after `posix_spawn` returns leaves a window in which it may already have forked. So this
-//! path creates the child with `clone3(CLONE_INTO_CGROUP)` (Linux 5.7+): the kernel places it
-//! in the job's cgroup as it creates it. On x86_64 the child shares the parent's memory and
-//! runs on a stack of its own until it execs (`CLONE_VM | CLONE_VFORK`, as glibc's
-//! `posix_spawn` does; a few lines of assembly start it on that stack): its cost does not grow
-//! with the host's memory, where a fork's does (examples/spawn_cost.rs: with 500 MiB resident
-//! in the parent, a fork-semantics spawn took ~11 ms of the parent's CPU here, this one
-//! ~0.05 ms, as `posix_spawn`). Elsewhere the child is a copy of the parent (fork semantics).
-//! Where `clone3` or `CLONE_INTO_CGROUP` is missing (ENOSYS, E2BIG: before Linux 5.7, or a
-//! seccomp filter), it forks and the child writes `0` into the cgroup's `cgroup.procs` before
-//! anything else. Either way the child does what the `posix_spawn` path's attributes and file
-//! actions do, then execs.
+//! - **Into a cgroup.** glibc's `posix_spawn` can place the child in a cgroup only from glibc
+//!   2.39 (`posix_spawnattr_setcgroup_np`); moving the child after `posix_spawn` returns leaves
+//!   a window in which it may already have forked. So this path creates the child with
+//!   `clone3(CLONE_INTO_CGROUP)` (Linux 5.7+): the kernel places it in the job's cgroup as it
+//!   creates it. Where `clone3` or `CLONE_INTO_CGROUP` is missing (ENOSYS, E2BIG: before Linux
+//!   5.7, or a seccomp filter), it forks and the child writes `0` into the cgroup's
+//!   `cgroup.procs` before anything else.
+//! - **Without one** (process-group and subreaper containment), on x86_64: the same child,
+//!   without the cgroup, because it costs less than glibc's `posix_spawn` (whose child here
+//!   sets every one of the 64 signal actions, and which maps a stack per spawn): no extra
+//!   system call per signal whose action is already the default, one stack per thread reused,
+//!   the child's errno passed in the shared memory. On w1 of `../shared/bench` this took the
+//!   process-group path from 1.03x to 0.98x of a raw `std::process` loop (docs/performance.md).
+//!   Where `clone3` is refused (an old kernel or a seccomp filter), glibc's `posix_spawn`
+//!   takes over for good.
+//!
+//! On x86_64 the child shares the parent's memory and runs on a stack of its own until it
+//! execs (`CLONE_VM | CLONE_VFORK`, as glibc's `posix_spawn` does; a few lines of assembly
+//! start it on that stack): its cost does not grow with the host's memory, where a fork's does
+//! (examples/spawn_cost.rs: with 500 MiB resident in the parent, a fork-semantics spawn took
+//! ~11 ms of the parent's CPU here, this one ~0.05 ms, as `posix_spawn`). Elsewhere the cgroup
+//! child is a copy of the parent (fork semantics), and a job without a cgroup takes glibc's
+//! `posix_spawn`.
 //!
 //! The same [`SpawnPlan`] as the `posix_spawn` path drives it, so the child gets the same
 //! stdio, working directory, environment, program lookup (with the ENOEXEC `/bin/sh` retry),
@@ -23,9 +33,9 @@
 use std::ffi::CString;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-use super::JobCgroup;
+use crate::sys::cgroup::JobCgroup;
 use crate::sys::{Envp, Lookup, SpawnPlan};
 
 /// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
@@ -65,22 +75,55 @@ pub enum Entry {
 /// 0: not tried yet, 1: clone3 works, 2: it does not (old kernel): fork.
 static CLONE3: AtomicU8 = AtomicU8::new(0);
 
+/// Whether `clone3` without a cgroup was refused once (then glibc's `posix_spawn` is used).
+static PLAIN_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts `plan`: in `cgroup` when there is one ([`spawn_in_cgroup`]), else with this
+/// module's `clone3` child on x86_64 and glibc's `posix_spawn` elsewhere or where `clone3` is
+/// refused. Blocks until the child has exec'd or failed to. Returns the child's pid (to be
+/// reaped by the caller); the errors are the kernel's for the `chdir` or `exec` that failed
+/// (a failed child is reaped here), or for the creation of the child.
+pub(crate) fn spawn_job(plan: &SpawnPlan, cgroup: Option<&JobCgroup>) -> io::Result<u32> {
+    if let Some(cg) = cgroup {
+        return spawn_in_cgroup(plan, cg);
+    }
+    if cfg!(target_arch = "x86_64") && !PLAIN_REFUSED.load(Ordering::Relaxed) {
+        match spawn_into(plan, None, Entry::Vfork) {
+            // Not a lack of resources (EAGAIN, ENOMEM: posix_spawn would fail alike): clone3
+            // or its flags are refused here.
+            Err(Failed::Create(e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EPERM | libc::EINVAL)
+                ) =>
+            {
+                log::debug!("clone3 refused ({e}); jobs start with posix_spawn");
+                PLAIN_REFUSED.store(true, Ordering::Relaxed);
+            }
+            r => return r.map_err(Failed::into_error),
+        }
+    }
+    crate::sys::posix_spawn(plan)
+}
+
 /// Starts `plan` as [`crate::sys::posix_spawn`] would, but inside `cgroup` from its first
 /// instruction: with `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` ([`Entry::Vfork`]),
 /// or by a fork whose child enters the cgroup first where the kernel lacks `clone3` (before
-/// 5.7). Blocks until the child has exec'd or failed to (a
-/// close-on-exec pipe tells), like `posix_spawn`. Returns the child's pid (to be reaped by the
-/// caller); the errors are the kernel's for the `clone3`/`fork`, the cgroup entry, the
-/// `chdir` or the `exec` that failed (a failed child is reaped here).
+/// 5.7). Blocks until the child has exec'd or failed to, like `posix_spawn`. Returns the
+/// child's pid (to be reaped by the caller); the errors are the kernel's for the
+/// `clone3`/`fork`, the cgroup entry, the `chdir` or the `exec` that failed (a failed child is
+/// reaped here).
 pub(crate) fn spawn_in_cgroup(plan: &SpawnPlan, cgroup: &JobCgroup) -> io::Result<u32> {
     if CLONE3.load(Ordering::Relaxed) != 2 {
-        match spawn_via(plan, cgroup, Entry::Vfork) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) => {
+        match spawn_into(plan, Some(cgroup), Entry::Vfork) {
+            Err(Failed::Create(e))
+                if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) =>
+            {
                 CLONE3.store(2, Ordering::Relaxed);
             }
             r => {
                 CLONE3.store(1, Ordering::Relaxed);
-                return r;
+                return r.map_err(Failed::into_error);
             }
         }
     }
@@ -96,13 +139,32 @@ struct Prepared<'a> {
     /// `/bin/sh`, the file (filled in by the child), the arguments after `argv[0]`.
     sh_argv: Vec<*const libc::c_char>,
     plan: &'a SpawnPlan,
-    err_w: RawFd,
+    err: ErrTo,
     procs_fd: Option<RawFd>,
 }
 
 /// [`spawn_in_cgroup`] with the entry chosen (for tests and measurements).
 pub(crate) fn spawn_via(plan: &SpawnPlan, cgroup: &JobCgroup, entry: Entry) -> io::Result<u32> {
-    let candidates = candidates(plan)?;
+    spawn_into(plan, Some(cgroup), entry).map_err(Failed::into_error)
+}
+
+/// Why a spawn failed: the child could not be created, or it failed before its exec.
+enum Failed {
+    Create(io::Error),
+    Child(io::Error),
+}
+
+impl Failed {
+    fn into_error(self) -> io::Error {
+        match self {
+            Failed::Create(e) | Failed::Child(e) => e,
+        }
+    }
+}
+
+/// Starts `plan` with `entry`, in `cgroup` when there is one.
+fn spawn_into(plan: &SpawnPlan, cgroup: Option<&JobCgroup>, entry: Entry) -> Result<u32, Failed> {
+    let candidates = candidates(plan).map_err(Failed::Child)?;
     let ptrs = |v: &mut dyn Iterator<Item = *const libc::c_char>| -> Vec<*const libc::c_char> {
         v.chain(std::iter::once(std::ptr::null())).collect()
     };
@@ -113,43 +175,84 @@ pub(crate) fn spawn_via(plan: &SpawnPlan, cgroup: &JobCgroup, entry: Entry) -> i
             .into_iter()
             .chain(plan.argv.iter().skip(1).map(|c| c.as_ptr())),
     );
-    let (err_r, err_w) = crate::sys::pipe()?;
-    // The child dup2()s over 0..=2: the error pipe must not be one of them.
-    let err_w = above_stdio(OwnedFd::from(err_w))?;
+    // The vfork child shares this memory: it stores its errno here (as glibc's posix_spawn
+    // does), and this thread reads it once the child has exec'd or exited. A child with memory
+    // of its own writes it to a close-on-exec pipe instead.
+    let shared = cfg!(target_arch = "x86_64") && entry == Entry::Vfork;
+    let slot = AtomicI32::new(0);
+    let pipe = if shared {
+        None
+    } else {
+        let (r, w) = crate::sys::pipe().map_err(Failed::Create)?;
+        // The child dup2()s over 0..=2: the error pipe must not be one of them.
+        Some((r, above_stdio(OwnedFd::from(w)).map_err(Failed::Create)?))
+    };
     let mut prep = Prepared {
         candidates,
         argv,
         envp,
         sh_argv,
         plan,
-        err_w: err_w.as_raw_fd(),
-        procs_fd: (entry == Entry::Fork).then(|| cgroup.procs_fd()),
+        err: match &pipe {
+            Some((_, w)) => ErrTo::Pipe(w.as_raw_fd()),
+            None => ErrTo::Shared(&slot),
+        },
+        procs_fd: cgroup
+            .filter(|_| entry == Entry::Fork)
+            .map(|cg| cg.procs_fd()),
     };
-    let pid = start_child(&mut prep, cgroup.dir_fd(), entry)?;
-    drop(err_w);
-    let mut err_r = err_r;
+    let pid =
+        start_child(&mut prep, cgroup.map(|cg| cg.dir_fd()), entry).map_err(Failed::Create)?;
+    let failed = match pipe {
+        None => match slot.load(Ordering::SeqCst) {
+            0 => None,
+            e => Some(e),
+        },
+        Some((r, w)) => {
+            drop(w);
+            match read_errno(r) {
+                Ok(e) => e,
+                Err(e) => {
+                    reap(pid);
+                    return Err(Failed::Child(e));
+                }
+            }
+        }
+    };
+    match failed {
+        None => Ok(pid),
+        Some(e) => {
+            reap(pid);
+            Err(Failed::Child(io::Error::from_raw_os_error(e)))
+        }
+    }
+}
+
+/// The child's errno from the error pipe: `None` when it closed the pipe by exec'ing.
+fn read_errno(mut r: std::fs::File) -> io::Result<Option<i32>> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        match err_r.read(&mut buf[got..]) {
+        match r.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                reap(pid);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
-    if got == 0 {
-        return Ok(pid);
-    }
-    reap(pid);
-    Err(io::Error::from_raw_os_error(if got == 4 {
-        i32::from_ne_bytes(buf)
-    } else {
-        libc::EIO
-    }))
+    Ok(match got {
+        0 => None,
+        4 => Some(i32::from_ne_bytes(buf)),
+        _ => Some(libc::EIO),
+    })
+}
+
+/// Where the child reports the errno of what failed before its exec.
+enum ErrTo {
+    /// The write end of a close-on-exec pipe (a child with memory of its own).
+    Pipe(RawFd),
+    /// The parent's memory, which the vfork child shares.
+    Shared(*const AtomicI32),
 }
 
 /// The paths the child tries in turn, as the `posix_spawn` path's lookup does.
@@ -196,7 +299,11 @@ fn reap(pid: u32) {
 
 /// Creates the child with every signal blocked (so no host handler runs in it before it resets
 /// them) and runs [`child`] in it; returns its pid in the parent.
-fn start_child(prep: &mut Prepared<'_>, cgroup_fd: RawFd, entry: Entry) -> io::Result<u32> {
+fn start_child(prep: &mut Prepared<'_>, cgroup: Option<RawFd>, entry: Entry) -> io::Result<u32> {
+    let (into, cgroup_fd) = match cgroup {
+        Some(fd) => (CLONE_INTO_CGROUP, fd as u64),
+        None => (0, 0),
+    };
     // SAFETY: the sets are local; the mask is restored in the parent before returning.
     // In the child, `child` runs only async-signal-safe system calls on `prep` (made above) and
     // never returns. Fork entries: the child has its own copy of memory. Vfork: it shares the
@@ -209,18 +316,19 @@ fn start_child(prep: &mut Prepared<'_>, cgroup_fd: RawFd, entry: Entry) -> io::R
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = match entry {
             #[cfg(target_arch = "x86_64")]
-            Entry::Vfork => match ChildStack::new() {
+            Entry::Vfork => match ChildStack::take() {
                 Ok(stack) => {
                     let args = CloneArgs {
-                        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+                        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | into,
                         exit_signal: libc::SIGCHLD as u64,
                         stack: stack.base as u64,
                         stack_size: stack.len as u64,
-                        cgroup: cgroup_fd as u64,
+                        cgroup: cgroup_fd,
                         ..CloneArgs::default()
                     };
                     let r = clone3_vfork(&args, prep);
-                    drop(stack);
+                    // The child has exec'd or exited: the stack is free for this thread's next.
+                    stack.put_back();
                     if r < 0 {
                         *libc::__errno_location() = -r as libc::c_int;
                         -1
@@ -237,14 +345,14 @@ fn start_child(prep: &mut Prepared<'_>, cgroup_fd: RawFd, entry: Entry) -> io::R
             Entry::Vfork => {
                 return {
                     libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-                    start_child(prep, cgroup_fd, Entry::Clone3)
+                    start_child(prep, cgroup, Entry::Clone3)
                 }
             }
             Entry::Clone3 => {
                 let args = CloneArgs {
-                    flags: CLONE_INTO_CGROUP,
+                    flags: into,
                     exit_signal: libc::SIGCHLD as u64,
-                    cgroup: cgroup_fd as u64,
+                    cgroup: cgroup_fd,
                     ..CloneArgs::default()
                 };
                 libc::syscall(
@@ -312,6 +420,30 @@ impl ChildStack {
 }
 
 #[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// This thread's spare child stack: a thread starts one child at a time and is suspended
+    /// while it runs on it, so one stack per thread serves every spawn (no map and unmap each
+    /// time; its pages stay as the children left them, and a child writes before it reads).
+    static SPARE_STACK: std::cell::Cell<Option<ChildStack>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ChildStack {
+    /// This thread's spare stack, or a new one.
+    fn take() -> io::Result<ChildStack> {
+        match SPARE_STACK.try_with(|s| s.take()) {
+            Ok(Some(stack)) => Ok(stack),
+            _ => ChildStack::new(),
+        }
+    }
+
+    /// Keeps the stack for this thread's next spawn (unmapped if the thread is ending).
+    fn put_back(self) {
+        let _ = SPARE_STACK.try_with(|s| s.set(Some(self)));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 impl Drop for ChildStack {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, no longer used (the child has exec'd or exited).
@@ -373,9 +505,9 @@ unsafe extern "C" fn vfork_child(prep: *mut libc::c_void) -> ! {
 /// Only in a freshly created child, with every signal blocked, whose parent thread is
 /// suspended (vfork) or whose memory is its own (fork); `prep` was fully built before.
 unsafe fn child(prep: &mut Prepared<'_>) -> ! {
-    let err_w = prep.err_w;
+    let err_w = &prep.err;
     if let Some(fd) = prep.procs_fd {
-        if super::enter_from_child(fd).is_err() {
+        if crate::sys::cgroup::enter_from_child(fd).is_err() {
             fail(err_w, errno());
         }
     }
@@ -463,16 +595,21 @@ fn errno() -> libc::c_int {
 }
 
 /// Reports `e` to the parent through the error pipe and exits (async-signal-safe).
-unsafe fn fail(err_w: RawFd, e: libc::c_int) -> ! {
-    let b = e.to_ne_bytes();
-    libc::write(err_w, b.as_ptr().cast(), 4);
+unsafe fn fail(err: &ErrTo, e: libc::c_int) -> ! {
+    match *err {
+        ErrTo::Pipe(fd) => {
+            let b = e.to_ne_bytes();
+            libc::write(fd, b.as_ptr().cast(), 4);
+        }
+        ErrTo::Shared(slot) => (*slot).store(e, Ordering::SeqCst),
+    }
     libc::_exit(127)
 }
 
 /// As execvp over the candidates: a name not found there goes on to the next one; EACCES too,
 /// but it is reported when nothing ran; ENOEXEC runs the file with `/bin/sh`.
 unsafe fn exec(prep: &mut Prepared<'_>) -> ! {
-    let err_w = prep.err_w;
+    let err_w = &prep.err;
     let mut denied = false;
     for path in &prep.candidates {
         libc::execve(path.as_ptr(), prep.argv.as_ptr(), prep.envp.as_ptr());
@@ -548,5 +685,11 @@ impl PlainSpawn {
     /// Into `cgroup` with the entry chosen.
     pub fn spawn_via(&self, cgroup: &JobCgroup, entry: Entry) -> io::Result<u32> {
         spawn_via(&self.0, cgroup, entry)
+    }
+
+    /// Without a cgroup, as the process-group path does (this module's `clone3` child on
+    /// x86_64, else `posix_spawn`).
+    pub fn spawn(&self) -> io::Result<u32> {
+        spawn_job(&self.0, None)
     }
 }
