@@ -288,3 +288,142 @@ impl Tail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::backend::Report;
+    use crate::config::Config;
+    use crate::watch::{Progress, Usage, UsageSummary};
+
+    /// A manager that is gone: `Later::report` is `None`, nothing is reported.
+    struct Gone;
+    impl Report for Gone {
+        fn started(&self, _: JobId, _: u32, _: u32, _: Instant, _: Waker) {
+            unreachable!()
+        }
+        fn queued(&self, _: JobId, _: u32, _: u32) {
+            unreachable!()
+        }
+        fn set_backend_state(&self, _: JobId, _: &str) {
+            unreachable!()
+        }
+        fn usage(&self, _: JobId, _: u32, _: Usage, _: UsageSummary) {
+            unreachable!()
+        }
+        fn progress(&self, _: JobId, _: u32, _: Progress) {
+            unreachable!()
+        }
+        fn end_attempt(self: Arc<Self>, _: JobId, _: u32, _: AttemptEnd) {
+            unreachable!()
+        }
+        fn config(&self) -> &Config {
+            unreachable!()
+        }
+        fn key(&self) -> u64 {
+            unreachable!()
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<(Stream, Vec<u8>)>>>;
+
+    fn tail(files: Vec<(PathBuf, Stream)>) -> (Tail, Seen, Later) {
+        let mut core = super::super::test_core("sh", &[], Vec::new());
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        core.observer = Some(Arc::new(move |_, stream, line: &[u8]| {
+            s.lock().push((stream, line.to_vec()));
+        }));
+        let engine: Weak<dyn Report> = Weak::<Gone>::new();
+        let later = Later::new(&engine, core.id, 1);
+        (Tail::new(&core, files).unwrap(), seen, later)
+    }
+
+    /// Looks again whenever due, until drained; how long that took.
+    fn drain(t: &mut Tail, later: &Later) -> Duration {
+        let (start, mut buf) = (Instant::now(), vec![0; 16]);
+        while !t.drained(later, &mut buf) {
+            // The follower's own pace (what the poller's tick does), not a synchronisation.
+            std::thread::sleep(t.next().saturating_duration_since(Instant::now()));
+        }
+        start.elapsed()
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("procman-tail-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn nobody_observing_costs_no_follower() {
+        let core = super::super::test_core("sh", &[], Vec::new());
+        assert!(Tail::new(&core, vec![("/x".into(), Stream::Stdout)]).is_none());
+    }
+
+    #[test]
+    fn output_that_appears_late_and_grows_after_the_end_is_all_seen() {
+        let d = dir("late");
+        let (out, err) = (d.join("out"), d.join("err"));
+        std::fs::write(&out, b"one\ntw").unwrap();
+        let (mut t, seen, later) = tail(vec![
+            (out.clone(), Stream::Stdout),
+            (err.clone(), Stream::Stderr),
+        ]);
+        let mut buf = vec![0; 4];
+        assert!(t.look(&later, &mut buf));
+        assert_eq!(seen.lock().len(), 1);
+        t.ended(Duration::from_millis(300));
+        // The error file is not there yet and the log grows after the end (a lagging NFS).
+        assert!(!t.drained(&later, &mut buf));
+        std::fs::write(&err, b"e\n").unwrap();
+        // Every file is there now, but output came within the lag: not complete yet.
+        assert!(!t.drained(&later, &mut buf));
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+        f.write_all(b"o\nthree").unwrap();
+        drop(f);
+        let took = drain(&mut t, &later);
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert_eq!(
+            *seen.lock(),
+            vec![
+                (Stream::Stdout, b"one".to_vec()),
+                (Stream::Stderr, b"e".to_vec()),
+                (Stream::Stdout, b"two".to_vec()),
+                (Stream::Stdout, b"three".to_vec()),
+            ]
+        );
+        let end = t.into_end(AttemptEnd::NotStarted);
+        assert!(matches!(end, AttemptEnd::NotStarted));
+        later.disarm();
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_file_that_never_appears_is_waited_for_a_bounded_time() {
+        let d = dir("never");
+        let (mut t, seen, later) = tail(vec![(d.join("nothing"), Stream::Stdout)]);
+        t.ended(Duration::ZERO);
+        let took = drain(&mut t, &later);
+        assert!(took >= APPEAR && took < APPEAR * 3, "{took:?}");
+        assert!(seen.lock().is_empty());
+        let end = t.into_end(AttemptEnd::Exited {
+            exit: None,
+            usage: Default::default(),
+            timed_out: false,
+            error: None,
+        });
+        let AttemptEnd::Exited { error: Some(e), .. } = end else {
+            panic!("no error");
+        };
+        assert!(e.contains("nothing"), "{e}");
+        later.disarm();
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
