@@ -1308,9 +1308,10 @@ fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
     let m = manager(opts, 2);
     let events = m.subscribe(1024);
     let (tx, rx) = unbounded::<(procman::Stream, Vec<u8>)>();
-    let script = "printf 'first\\n'; printf 'err one\\n' >&2; \
+    // The progress line comes first, likely before Slurm reports the job running.
+    let script = "printf 'first\\np 0.5\\n'; printf 'err one\\n' >&2; \
                   while [ ! -e \"$1\" ]; do sleep 0.05; done; \
-                  printf 'caf\\351 \\001\\np 0.5\\nlast without newline'; printf 'err last' >&2";
+                  printf 'caf\\351 \\001\\nlast without newline'; printf 'err last' >&2";
     let spec = JobSpec::new("sh")
         .args(["-c", script, "sh"])
         .arg(&go)
@@ -1322,7 +1323,7 @@ fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
         });
     let id = m.start_process(spec).unwrap();
     let (stream, first) = rx
-        .recv_timeout(Duration::from_secs(120))
+        .recv_timeout(Duration::from_secs(600))
         .expect("a first line");
     assert_eq!(
         (stream, first.as_slice()),
@@ -1345,8 +1346,8 @@ fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
     };
     let want: Vec<Vec<u8>> = vec![
         b"first".to_vec(),
-        b"caf\xe9 \x01".to_vec(),
         b"p 0.5".to_vec(),
+        b"caf\xe9 \x01".to_vec(),
         b"last without newline".to_vec(),
     ];
     assert_eq!(of(procman::Stream::Stdout), want);
@@ -1357,7 +1358,7 @@ fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
     // The files are as the job wrote them.
     assert_eq!(
         std::fs::read(&log).unwrap(),
-        b"first\ncaf\xe9 \x01\np 0.5\nlast without newline"
+        b"first\np 0.5\ncaf\xe9 \x01\nlast without newline"
     );
     let progress = events.try_iter().any(|e| {
         matches!(e, procman::Event::Progress { id: i, progress, .. }
@@ -1374,8 +1375,9 @@ fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
 fn observers_of_a_batch_job_see_its_output_live() {
     let _s = serial();
     slurm_up("live-batch");
+    // squeue asked every 2 s: the output is seen before Slurm reports the job running.
     observers_follow_the_job_live(
-        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500)),
+        SlurmOptions::new().poll_interval(Duration::from_secs(2), Duration::from_secs(2)),
         "live-batch",
     );
 }

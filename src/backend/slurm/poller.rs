@@ -87,6 +87,28 @@ struct Draining {
     end: AttemptEnd,
 }
 
+impl Tracked {
+    /// The job runs (squeue says so, or it wrote output): it reads `Running` and its timeout
+    /// counts from now. Once.
+    fn started(&mut self, job: u32) {
+        if self.run_start.is_some() {
+            return;
+        }
+        let at = Instant::now();
+        self.run_start = Some(at);
+        self.term.start_clock(&self.h.core, at);
+        if let Some(report) = self.h.later.report() {
+            report.started(
+                self.h.core.id,
+                job,
+                self.h.later.attempt(),
+                at,
+                Waker::none(),
+            );
+        }
+    }
+}
+
 /// A job the poller follows.
 struct Tracked {
     h: Handover,
@@ -308,27 +330,29 @@ impl Poller {
     fn follow_output(&mut self) {
         let now = Instant::now();
         let buf = &mut self.buf;
-        let mut tails = self
-            .jobs
-            .values_mut()
-            .filter_map(|t| Some((t.h.tail.as_mut()?, &t.h.later)))
-            .chain(
-                self.steps
-                    .iter_mut()
-                    .filter_map(|t| Some((t.h.tail.as_mut()?, &t.h.later))),
-            )
-            .filter(|(tail, _)| tail.due(now))
-            .peekable();
-        if tails.peek().is_some() || !self.draining.is_empty() {
-            buf.resize(64 * 1024, 0);
+        for (&job, t) in &mut self.jobs {
+            let Some(tail) = t.h.tail.as_mut().filter(|tail| tail.due(now)) else {
+                continue;
+            };
+            // Output before squeue said RUNNING: it runs (its progress counts, as a running
+            // job's only does).
+            if tail.look(&t.h.later, buffer(buf)) {
+                t.started(job);
+            }
+            if let Some(tail) = &t.h.tail {
+                tail.report_progress(&t.h.later);
+            }
         }
-        for (tail, later) in tails {
-            tail.look(later, buf);
+        for t in &mut self.steps {
+            if let Some(tail) = t.h.tail.as_mut().filter(|tail| tail.due(now)) {
+                tail.look(&t.h.later, buffer(buf));
+                tail.report_progress(&t.h.later);
+            }
         }
         let mut i = 0;
         while i < self.draining.len() {
             let d = &mut self.draining[i];
-            if !d.tail.due(now) || !d.tail.drained(&d.later, buf) {
+            if !d.tail.due(now) || !d.tail.drained(&d.later, buffer(buf)) {
                 i += 1;
                 continue;
             }
@@ -439,13 +463,9 @@ impl Poller {
         let Some(report) = t.h.later.report() else {
             return true;
         };
-        let id = t.h.core.id;
-        report.set_backend_state(id, &row.state);
-        if t.run_start.is_none() && has_started(&row.state) {
-            let at = Instant::now();
-            t.run_start = Some(at);
-            t.term.start_clock(&t.h.core, at);
-            report.started(id, job, t.h.later.attempt(), at, Waker::none());
+        report.set_backend_state(t.h.core.id, &row.state);
+        if has_started(&row.state) {
+            t.started(job);
         }
         true
     }
@@ -593,6 +613,14 @@ impl Poller {
             ),
         )
     }
+}
+
+/// The followers' read buffer, allocated when first needed (never, without observed jobs).
+fn buffer(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(64 * 1024, 0);
+    }
+    buf
 }
 
 /// Removes the attempt's input bytes' file and its missing-program note.

@@ -130,13 +130,14 @@ impl Tail {
 
     /// One look at the files: reads what they gained (opening those that were not there yet)
     /// and hands the whole lines to the observer, on this thread, marked as the job's observer
-    /// (`output::observing`), then reports the latest progress. True if anything was read.
-    /// Blocks on the file system and for as long as the observer takes.
+    /// (`output::observing`). True if anything was read: the caller then reports the job
+    /// started if it was not yet, and calls [`Tail::report_progress`] (the engine keeps a
+    /// running job's progress only). Blocks on the file system and for as long as the observer
+    /// takes.
     pub(super) fn look(&mut self, later: &Later, buf: &mut [u8]) -> bool {
         let report = later.report();
         let key = report.as_ref().map_or(0, |r| r.key());
         let got = as_observer(key, self.id, || self.read(buf));
-        self.report_progress(later);
         let now = Instant::now();
         self.next = if self.more {
             now
@@ -170,7 +171,8 @@ impl Tail {
         got
     }
 
-    fn report_progress(&self, later: &Later) {
+    /// Reports the latest progress its parser found, if any since the last report.
+    pub(super) fn report_progress(&self, later: &Later) {
         let Some(p) = self.slot.as_ref().and_then(|s| s.take()) else {
             return;
         };
@@ -202,6 +204,7 @@ impl Tail {
             self.reopen();
         }
         let got = self.look(later, buf);
+        self.report_progress(later);
         let now = Instant::now();
         let all_there = self.sources.iter().all(|s| s.read.is_some());
         let Some(d) = self.drain.as_mut() else {
