@@ -26,7 +26,8 @@ const FOLLOW_PACE: Duration = Duration::from_millis(10);
 
 /// One followed file: where it was read up to, and its partial line.
 pub(crate) struct Followed {
-    file: File,
+    /// `None` while closed between looks (the Slurm follower holds no descriptor while idle).
+    file: Option<File>,
     stream: Stream,
     lines: LineSplitter,
     deliver: Delivery,
@@ -39,7 +40,7 @@ impl Followed {
     /// `stream`.
     pub(crate) fn new(file: File, stream: Stream, id: JobId, observer: Observer) -> Followed {
         Followed {
-            file,
+            file: Some(file),
             stream,
             lines: LineSplitter::default(),
             deliver: Delivery {
@@ -57,8 +58,13 @@ impl Followed {
     pub(crate) fn reopened(&mut self, mut file: File) -> io::Result<()> {
         use std::io::{Seek, SeekFrom};
         file.seek(SeekFrom::Start(self.offset))?;
-        self.file = file;
+        self.file = Some(file);
         Ok(())
+    }
+
+    /// Closes the file until [`Followed::reopened`]; reads meanwhile find nothing.
+    pub(crate) fn close(&mut self) {
+        self.file = None;
     }
 
     /// How far the file was read.
@@ -82,9 +88,12 @@ impl Followed {
         error: &mut Option<String>,
     ) -> bool {
         let mut left = limit;
+        let Some(file) = self.file.as_mut() else {
+            return true;
+        };
         while left > 0 && !self.failed {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            match self.file.read(&mut buf[..want]) {
+            match file.read(&mut buf[..want]) {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.offset += n as u64;
@@ -124,13 +133,14 @@ pub(super) fn follow_files(
     // The job's processes are reaped: read what the files hold now, and no more (a process
     // that left the group may write on for ever).
     for f in &mut followed {
-        match f.file.metadata() {
-            Ok(m) => {
+        match f.file.as_ref().map(File::metadata) {
+            Some(Ok(m)) => {
                 f.read_some(m.len().saturating_sub(f.offset), &mut buf, &mut error);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 error.get_or_insert(format!("reading the {:?} file's size: {e}", f.stream));
             }
+            None => {}
         }
         f.finish();
     }
@@ -190,7 +200,8 @@ fn follow_until_stopped(
 fn arm(id: JobId, followed: &[Followed], inotify: &sys::Inotify, warned: &mut bool) -> bool {
     let mut armed = true;
     for f in followed {
-        if let Err(e) = inotify.watch_once(&f.file) {
+        let Some(file) = &f.file else { continue };
+        if let Err(e) = inotify.watch_once(file) {
             armed = false;
             if !*warned {
                 *warned = true;

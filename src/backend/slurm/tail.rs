@@ -2,12 +2,15 @@
 //! job (an output observer or a progress parser) as Slurm's node writes them on the shared file
 //! system, and hands their lines on, as the local `Files` mode does (`output/follow.rs`'s
 //! [`Followed`] reads each file). No thread per job: the poller looks at each job's files every
-//! [`PACE`] between its rounds; a job nobody observes has no [`Tail`] and costs nothing.
+//! [`PACE`] between its rounds; a job nobody observes has no [`Tail`] and costs nothing. No
+//! descriptor is held between looks: a look at a file is a `stat`, and a file that grew is
+//! opened (on a network file system an open fetches the file's current size), read from where
+//! it was and closed.
 //!
-//! Once Slurm reports the job ended (or its step's `srun` exited), its files are opened again
-//! (an open makes a network file system's client fetch the file's current size) and read until
-//! they are all there and nothing new came for the lag ([`SlurmOptions::output_lag`](super::SlurmOptions::output_lag)),
-//! at most the lag plus [`APPEAR`] after the end; then the last line (without its newline, if
+//! Once Slurm reports the job ended (or its step's `srun` exited), the files are read until
+//! they are all there and nothing new came for the lag
+//! ([`SlurmOptions::output_lag`](super::SlurmOptions::output_lag)), at most the lag plus
+//! [`APPEAR`] after the end; then the last line (without its newline, if
 //! so) is handed on and the attempt ends. The observer has returned from its last call when the
 //! job completes, as for a local job.
 //!
@@ -58,6 +61,8 @@ struct Source {
     path: PathBuf,
     stream: Stream,
     read: Option<Followed>,
+    /// The file was there at a look.
+    seen: bool,
 }
 
 /// After the job's end: when the last new bytes came, and when to stop waiting for more.
@@ -65,7 +70,6 @@ struct Drain {
     quiet_since: Instant,
     until: Option<Instant>,
     lag: Duration,
-    reopened: bool,
 }
 
 /// The follower of one observed Slurm job's files (see the module's text).
@@ -107,6 +111,7 @@ impl Tail {
                     path,
                     stream,
                     read: None,
+                    seen: false,
                 })
                 .collect(),
             observer,
@@ -147,24 +152,46 @@ impl Tail {
         got
     }
 
+    /// Reads each file that grew: no descriptor is held between looks (a thousand jobs in
+    /// flight would hold two thousand), a look at a file that did not grow is one `stat`, and
+    /// every read opens the file again (on a network file system, an open fetches its size).
     fn read(&mut self, buf: &mut [u8]) -> bool {
         let mut got = false;
         self.more = false;
         for s in &mut self.sources {
-            if s.read.is_none() {
-                // Not there yet (a network file system's lag): looked for again next time.
-                if let Ok(file) = open(&s.path) {
-                    s.read = Some(Followed::new(
-                        file,
-                        s.stream,
-                        self.id,
-                        self.observer.clone(),
-                    ));
-                }
+            // Not there yet (a network file system's lag): looked for again next time.
+            let Ok(size) = std::fs::metadata(&s.path).map(|m| m.len()) else {
+                continue;
+            };
+            if s.read.as_ref().is_some_and(|f| f.offset() >= size) {
+                // Nothing new (or the file was truncated under it: nothing is read again).
+                s.seen = true;
+                continue;
             }
-            let Some(f) = s.read.as_mut() else { continue };
+            let Ok(file) = open(&s.path) else { continue };
+            s.seen = true;
+            let f = match s.read.as_mut() {
+                Some(f) => {
+                    if let Err(e) = f.reopened(file) {
+                        self.error.get_or_insert(format!(
+                            "reading the {:?} file {} again: {e}",
+                            s.stream,
+                            s.path.display()
+                        ));
+                        continue;
+                    }
+                    f
+                }
+                None => s.read.insert(Followed::new(
+                    file,
+                    s.stream,
+                    self.id,
+                    self.observer.clone(),
+                )),
+            };
             let before = f.offset();
             let at_eof = f.read_some(ROUND, buf, &mut self.error);
+            f.close();
             got |= f.offset() > before;
             self.more |= !at_eof;
         }
@@ -191,7 +218,6 @@ impl Tail {
                 .checked_add(APPEAR)
                 .and_then(|d| deadline::after(now, d)),
             lag,
-            reopened: false,
         });
         self.next = now;
     }
@@ -200,13 +226,10 @@ impl Tail {
     /// file there and nothing new for the lag) or the wait is over. Then the last line without
     /// a newline has been handed on: the attempt can end. Blocks as [`Tail::look`] does.
     pub(super) fn drained(&mut self, later: &Later, buf: &mut [u8]) -> bool {
-        if self.drain.as_ref().is_some_and(|d| !d.reopened) {
-            self.reopen();
-        }
         let got = self.look(later, buf);
         self.report_progress(later);
         let now = Instant::now();
-        let all_there = self.sources.iter().all(|s| s.read.is_some());
+        let all_there = self.sources.iter().all(|s| s.seen);
         let Some(d) = self.drain.as_mut() else {
             return false;
         };
@@ -225,46 +248,27 @@ impl Tail {
         true
     }
 
-    /// Opens each file again, reading on from where it was.
-    fn reopen(&mut self) {
-        if let Some(d) = self.drain.as_mut() {
-            d.reopened = true;
-        }
-        for s in &mut self.sources {
-            let Some(f) = s.read.as_mut() else { continue };
-            if let Ok(file) = open(&s.path) {
-                if let Err(e) = f.reopened(file) {
-                    self.error.get_or_insert(format!(
-                        "reading the {:?} file {} again: {e}",
-                        s.stream,
-                        s.path.display()
-                    ));
-                }
-            }
-        }
-    }
-
     /// Hands on the last lines without a newline; says which files never appeared.
     fn finish(&mut self, later: &Later) {
         let key = later.report().map_or(0, |r| r.key());
         let id = self.id;
         for s in &mut self.sources {
-            match s.read.as_mut() {
-                Some(f) => as_observer(key, id, || f.finish()),
-                None => {
-                    log::warn!(
-                        "job {id}: its {:?} file {} did not appear within {:?} of the job's end; \
-                         its output was not observed",
-                        s.stream,
-                        s.path.display(),
-                        self.drain.as_ref().map_or(APPEAR, |d| d.lag + APPEAR)
-                    );
-                    self.error.get_or_insert(format!(
-                        "the {:?} file {} was not there to read",
-                        s.stream,
-                        s.path.display()
-                    ));
-                }
+            if let Some(f) = s.read.as_mut() {
+                as_observer(key, id, || f.finish());
+            }
+            if !s.seen {
+                log::warn!(
+                    "job {id}: its {:?} file {} did not appear within {:?} of the job's end; \
+                     its output was not observed",
+                    s.stream,
+                    s.path.display(),
+                    self.drain.as_ref().map_or(APPEAR, |d| d.lag + APPEAR)
+                );
+                self.error.get_or_insert(format!(
+                    "the {:?} file {} was not there to read",
+                    s.stream,
+                    s.path.display()
+                ));
             }
         }
         self.report_progress(later);
@@ -381,6 +385,12 @@ mod tests {
         let mut buf = vec![0; 4];
         assert!(t.look(&later, &mut buf));
         assert_eq!(seen.lock().len(), 1);
+        // No descriptor is held between looks.
+        let open_here = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|p| p == out);
+        assert!(!open_here);
         t.ended(Duration::from_millis(300));
         // The error file is not there yet and the log grows after the end (a lagging NFS).
         assert!(!t.drained(&later, &mut buf));
