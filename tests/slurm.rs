@@ -921,7 +921,11 @@ impl Alloc {
         let id: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while scontrol(id).0 != "RUNNING" {
-            assert!(Instant::now() < deadline, "allocation {id} never ran");
+            if Instant::now() >= deadline {
+                // Not left behind holding the node's CPUs once it runs.
+                let _ = Command::new("scancel").arg(id.to_string()).status();
+                panic!("allocation {id} never ran within 60 s");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         Alloc(id)
@@ -1291,4 +1295,99 @@ fn cpu_time_and_peak_memory_from_accounting_or_a_clean_fallback() {
         assert_eq!((u.user_cpu, u.peak_memory), (None, None), "{u:?}");
         assert!(u.wall >= Duration::from_secs(1));
     }
+}
+
+/// Issue 13: what an observer and a progress parser of a Slurm job (`opts`) see, and when.
+/// The job prints a line to each stream, then waits for a file the test creates only once the
+/// observer has the first line: so the observer saw it while the job ran. Then it prints odd
+/// bytes, a progress line and last lines without a newline on both streams.
+fn observers_follow_the_job_live(opts: SlurmOptions, name: &str) {
+    let dir = scratch(name);
+    let go = dir.join("go");
+    let log = dir.join("log.txt");
+    let m = manager(opts, 2);
+    let events = m.subscribe(1024);
+    let (tx, rx) = unbounded::<(procman::Stream, Vec<u8>)>();
+    // The progress line comes first, likely before Slurm reports the job running.
+    let script = "printf 'first\\np 0.5\\n'; printf 'err one\\n' >&2; \
+                  while [ ! -e \"$1\" ]; do sleep 0.05; done; \
+                  printf 'caf\\351 \\001\\nlast without newline'; printf 'err last' >&2";
+    let spec = JobSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&go)
+        .log_file(&log)
+        .observe(move |_, stream, line| tx.send((stream, line.to_vec())).unwrap())
+        .progress(|line: &[u8]| {
+            let n = std::str::from_utf8(line.strip_prefix(b"p ")?).ok()?;
+            Some(procman::Progress::fraction(n.parse().ok()?))
+        });
+    let id = m.start_process(spec).unwrap();
+    let (stream, first) = rx
+        .recv_timeout(Duration::from_secs(600))
+        .expect("a first line");
+    assert_eq!(
+        (stream, first.as_slice()),
+        (procman::Stream::Stdout, &b"first"[..])
+    );
+    let r = m.job_data(id).unwrap();
+    assert!(!r.status.is_final(), "seen only after the end: {r:?}");
+    std::fs::write(&go, "").unwrap();
+    let r = m.wait(id).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(r.error, None, "{r:?}");
+    // The job completes after the observer's last call: everything is here.
+    let seen: Vec<(procman::Stream, Vec<u8>)> = rx.try_iter().collect();
+    let of = |s: procman::Stream| -> Vec<Vec<u8>> {
+        std::iter::once((stream, first.clone()))
+            .chain(seen.iter().cloned())
+            .filter(|(x, _)| *x == s)
+            .map(|(_, l)| l)
+            .collect()
+    };
+    let want: Vec<Vec<u8>> = vec![
+        b"first".to_vec(),
+        b"p 0.5".to_vec(),
+        b"caf\xe9 \x01".to_vec(),
+        b"last without newline".to_vec(),
+    ];
+    assert_eq!(of(procman::Stream::Stdout), want);
+    assert_eq!(
+        of(procman::Stream::Stderr),
+        vec![b"err one".to_vec(), b"err last".to_vec()]
+    );
+    // The files are as the job wrote them.
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b"first\np 0.5\ncaf\xe9 \x01\nlast without newline"
+    );
+    let progress = events.try_iter().any(|e| {
+        matches!(e, procman::Event::Progress { id: i, progress, .. }
+                 if i == id && progress.fraction == Some(0.5))
+    });
+    assert!(progress, "no progress event");
+    drop(m);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: observers of a batch job see its output while it runs, byte for byte.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn observers_of_a_batch_job_see_its_output_live() {
+    let _s = serial();
+    slurm_up("live-batch");
+    // squeue asked every 2 s: the output is seen before Slurm reports the job running.
+    observers_follow_the_job_live(
+        SlurmOptions::new().poll_interval(Duration::from_secs(2), Duration::from_secs(2)),
+        "live-batch",
+    );
+}
+
+/// Issue 13: observers of a job step see its output while it runs, byte for byte.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn observers_of_a_job_step_see_its_output_live() {
+    let _s = serial();
+    slurm_up("live-step");
+    let alloc = Alloc::new(2);
+    observers_follow_the_job_live(SlurmOptions::new().steps_in(alloc.0), "live-step");
 }

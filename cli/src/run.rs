@@ -168,7 +168,7 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
         }
     };
     // On Slurm the job runs on a node: its output comes back through files (see `Spool`).
-    let spool = match o.slurm.is_some() {
+    let mut spool = match o.slurm.is_some() {
         true => match crate::slurm::Spool::make(o.cwd.as_deref(), &mut o.log, &mut o.err) {
             Ok(s) => s,
             Err(e) => {
@@ -227,6 +227,10 @@ pub fn main(argv: RunArgs, blocked: sig::Blocked) -> i32 {
             return OWN_ERROR;
         }
     };
+    // On Slurm, the job's output as it comes (the local job writes procman's own streams).
+    if let Some(s) = spool.as_mut() {
+        s.start();
+    }
     let Some((record, interrupted)) = wait(&manager, id, &rx, dash.as_mut(), &o, series.as_mut())
     else {
         // Cannot happen: the job's handler holds a sender until it has sent the record.

@@ -105,12 +105,59 @@ pub fn options(a: SlurmArgs) -> Result<Option<SlurmOptions>, UsageError> {
 
 /// Where `procman run --slurm` has the job write the streams it would otherwise hand on
 /// directly: files in a directory beside the job (`.procman-run.<pid>` in its working
-/// directory, which a cluster shares with the nodes), copied to procman's own stdout and stderr
-/// once the job has ended, then removed.
+/// directory, which a cluster shares with the nodes). A relay thread copies them to procman's
+/// own stdout and stderr as they grow, byte for byte (raw bytes, not lines: a last line
+/// without a newline stays so), every [`SPOOL_PACE`]; once the job has ended the files are
+/// opened again (a network file system's client then fetches their size) and copied to their
+/// end, and the directory is removed.
 pub struct Spool {
     dir: std::path::PathBuf,
     out: bool,
     err: bool,
+    relay: Option<(crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// How often the relay of `procman run --slurm` looks at the spooled files.
+pub const SPOOL_PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One spooled file being copied to one of procman's streams.
+struct Spooled {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    to: Box<dyn std::io::Write + Send>,
+    /// The writer went away (EPIPE): nothing more is copied.
+    gone: bool,
+}
+
+impl Spooled {
+    /// Copies what the file gained since the last call.
+    fn copy_new(&mut self) {
+        if self.gone {
+            return;
+        }
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        if let Some(f) = self.file.as_mut() {
+            if std::io::copy(f, &mut self.to).is_err() || self.to.flush().is_err() {
+                self.gone = true;
+            }
+        }
+    }
+
+    /// The job ended: the file opened again where it was read up to, and copied to its end.
+    fn copy_rest(&mut self) {
+        use std::io::{Seek, SeekFrom};
+        if let Some(f) = self.file.as_mut() {
+            let at = f.stream_position();
+            if let (Ok(at), Ok(mut again)) = (at, std::fs::File::open(&self.path)) {
+                if again.seek(SeekFrom::Start(at)).is_ok() {
+                    *f = again;
+                }
+            }
+        }
+        self.copy_new();
+    }
 }
 
 impl Spool {
@@ -135,6 +182,7 @@ impl Spool {
             out: log.is_none(),
             err: err.is_none(),
             dir,
+            relay: None,
         };
         if spool.out {
             *log = Some(spool.dir.join("out"));
@@ -145,21 +193,54 @@ impl Spool {
         Ok(Some(spool))
     }
 
-    /// Copies what the job wrote to procman's stdout and stderr (errors writing are ignored:
-    /// the reader went away); dropping it removes the directory.
-    pub fn finish(self) {
-        use std::io::Write;
-        let copy = |name: &str, to: &mut dyn Write| {
-            if let Ok(mut f) = std::fs::File::open(self.dir.join(name)) {
-                let _ = std::io::copy(&mut f, to);
-                let _ = to.flush();
-            }
+    /// Starts relaying the job's output live (call once the job was submitted: its files
+    /// exist). Without a thread (none can be made) the output is copied at the end only.
+    pub fn start(&mut self) {
+        let mut files = Vec::new();
+        let spooled = |name: &str, to: Box<dyn std::io::Write + Send>| Spooled {
+            path: self.dir.join(name),
+            file: None,
+            to,
+            gone: false,
         };
         if self.out {
-            copy("out", &mut std::io::stdout().lock());
+            files.push(spooled("out", Box::new(std::io::stdout())));
         }
         if self.err {
-            copy("err", &mut std::io::stderr().lock());
+            files.push(spooled("err", Box::new(std::io::stderr())));
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let relay = std::thread::Builder::new()
+            .name("procman-spool".into())
+            .spawn(move || {
+                // Until told the job ended (or procman drops the sender).
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(SPOOL_PACE)
+                {
+                    files.iter_mut().for_each(Spooled::copy_new);
+                }
+                files.iter_mut().for_each(Spooled::copy_rest);
+            });
+        match relay {
+            Ok(t) => self.relay = Some((tx, t)),
+            Err(e) => log::warn!("cannot relay the job's output live ({e}); it comes at the end"),
+        }
+    }
+
+    /// The job has ended: copies the rest of what it wrote to procman's stdout and stderr
+    /// (errors writing are ignored: the reader went away); dropping it removes the directory.
+    pub fn finish(mut self) {
+        if self.relay.is_none() {
+            self.start();
+        }
+        self.stop();
+    }
+
+    /// Tells the relay the job ended and waits for its last copy.
+    fn stop(&mut self) {
+        if let Some((tx, t)) = self.relay.take() {
+            drop(tx);
+            let _ = t.join();
         }
     }
 }
@@ -167,6 +248,7 @@ impl Spool {
 impl Drop for Spool {
     /// Removes the directory (also on the early returns before the job ends).
     fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -267,3 +267,60 @@ fn queued_jobs_show_as_queued_and_ctrl_c_cancels_them_all() {
     let left = in_squeue(&marker);
     assert!(left.is_empty(), "left in squeue: {left:?}");
 }
+
+/// Issue 13: `run --slurm` relays the job's output while it runs, byte for byte. The job
+/// prints a line, then waits for a file the test creates only once that line came through
+/// procman's stdout (a pipe); then it prints odd bytes and last lines without a newline.
+#[test]
+#[ignore = "needs Slurm: .ci/start-slurm.sh"]
+fn run_on_slurm_relays_the_output_live() {
+    use std::io::Read;
+    let (dir, marker) = setup("live");
+    let _c = Cleanup(marker.clone());
+    let mut child = procman()
+        .current_dir(&dir)
+        .args(["run", "--slurm", "--quiet"])
+        .arg(format!("--sbatch-arg=--job-name={marker}"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "printf 'first\\n'; while [ ! -e go ]; do sleep 0.05; done; \
+             printf 'caf\\351\\nlast'; printf 'e1\\ne2' >&2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _k = KillOnDrop(Some(child.id()));
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !got.starts_with(b"first\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(b) => got.extend(b),
+            Err(e) => panic!("no first line before the job's end ({e:?}): {got:?}"),
+        }
+    }
+    // The job still runs (it waits for `go`): procman has not exited.
+    assert!(child.try_wait().unwrap().is_none());
+    std::fs::write(dir.join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    got.extend(rx.try_iter().flatten());
+    let mut err = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", text(&err));
+    assert_eq!(got, b"first\ncaf\xe9\nlast");
+    assert_eq!(err, b"e1\ne2");
+}

@@ -7,6 +7,7 @@ starting one): then a missing Slurm fails."""
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -95,3 +96,34 @@ def test_ccp4i2_drop_in_runs_on_slurm_when_procman_slurm_is_set(tmp_path):
     # It waited for --begin in Slurm's queue: it ran on Slurm, not here.
     assert float(took) > 1.5, out.stdout
     assert log.read_text() == "drop-in\n"
+
+
+def test_observer_and_progress_of_a_slurm_job_come_while_it_runs(tmp_path):
+    """Issue 13: ``observe=`` is called and ``progress`` events come (through ``events()``)
+    while a Slurm job runs: the job waits for a file the test creates only once the observer
+    had its first line; its last line has no newline."""
+    go = tmp_path / "go"
+    log = tmp_path / "out.log"
+    lines = []
+    first = threading.Event()
+
+    def observe(jid, stream, line):
+        lines.append((stream, line))
+        first.set()
+
+    def parse(line):
+        return (0.5, "half") if line == b"half way" else None
+
+    script = 'echo "half way"; echo err >&2; while [ ! -e "$1" ]; do sleep 0.05; done; printf end'
+    with procman.Manager(limit=2, slurm="yes") as m:
+        events = m.events()
+        jid = m.start(procman.JobSpec("sh", ["-c", script, "sh", str(go)], log_file=str(log),
+                                      observe=observe, progress=parse))
+        assert first.wait(PATIENCE * 5), "no line while the job ran"
+        assert m.job(jid).status in ("queued", "running")
+        go.write_text("")
+        r = m.wait(jid, timeout=PATIENCE * 5)
+        assert r.status == "finished", r
+        assert sorted(lines) == [("stderr", b"err"), ("stdout", b"end"), ("stdout", b"half way")]
+        progress = [e for e in events.pending() if e.kind == "progress" and e.id == jid]
+        assert progress and progress[0].progress.fraction == 0.5, progress

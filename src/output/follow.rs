@@ -1,6 +1,10 @@
 //! The follower (`ObserveMode::Files`, Linux): one thread per job reads back the files the
 //! program writes itself, as they grow, and hands their lines to the observer. Elsewhere no
 //! file is ever followed (`sys::FOLLOW_FILES`), so this thread is never started.
+//!
+//! [`Followed`], one followed file, is also what the Slurm poller reads a Slurm job's log files
+//! with (`backend/slurm/tail.rs`), on any Unix: there the files are read by path on a shared
+//! file system, without inotify.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -21,24 +25,75 @@ const FOLLOW_ROUND: u64 = 1 << 20;
 const FOLLOW_PACE: Duration = Duration::from_millis(10);
 
 /// One followed file: where it was read up to, and its partial line.
-struct Followed<'a> {
-    file: File,
+pub(crate) struct Followed {
+    /// `None` while closed between looks (the Slurm follower holds no descriptor while idle).
+    file: Option<File>,
     stream: Stream,
     lines: LineSplitter,
-    deliver: Delivery<'a>,
+    deliver: Delivery,
     offset: u64,
     failed: bool,
 }
 
-impl Followed<'_> {
+impl Followed {
+    /// `file`, open for reading at its start, whose lines go to job `id`'s `observer` as
+    /// `stream`.
+    pub(crate) fn new(file: File, stream: Stream, id: JobId, observer: Observer) -> Followed {
+        Followed {
+            file: Some(file),
+            stream,
+            lines: LineSplitter::default(),
+            deliver: Delivery {
+                id,
+                observer,
+                ok: true,
+            },
+            offset: 0,
+            failed: false,
+        }
+    }
+
+    /// Reads on from where it was, in `file` (the same file opened again: on a network file
+    /// system, an open fetches the file's current size). Fails if it cannot seek there.
+    pub(crate) fn reopened(&mut self, mut file: File) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(self.offset))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Closes the file until [`Followed::reopened`]; reads meanwhile find nothing.
+    pub(crate) fn close(&mut self) {
+        self.file = None;
+    }
+
+    /// How far the file was read.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Hands on the last line if it has no newline; call once, after the last read.
+    pub(crate) fn finish(&mut self) {
+        let (stream, deliver) = (self.stream, &mut self.deliver);
+        self.lines.finish(&mut |line| deliver.call(stream, line));
+    }
+
     /// Reads from the offset up to `limit` bytes more or EOF, handing the lines on; true when
     /// it stopped at EOF (or the file failed before). A read error is kept in `error` (the
     /// first one) and the file is read no more.
-    fn read_some(&mut self, limit: u64, buf: &mut [u8], error: &mut Option<String>) -> bool {
+    pub(crate) fn read_some(
+        &mut self,
+        limit: u64,
+        buf: &mut [u8],
+        error: &mut Option<String>,
+    ) -> bool {
         let mut left = limit;
+        let Some(file) = self.file.as_mut() else {
+            return true;
+        };
         while left > 0 && !self.failed {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            match self.file.read(&mut buf[..want]) {
+            match file.read(&mut buf[..want]) {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.offset += n as u64;
@@ -70,18 +125,7 @@ pub(super) fn follow_files(
 ) -> Result<(), String> {
     let mut followed: Vec<Followed> = files
         .into_iter()
-        .map(|(file, stream)| Followed {
-            file,
-            stream,
-            lines: LineSplitter::default(),
-            deliver: Delivery {
-                id,
-                observer,
-                ok: true,
-            },
-            offset: 0,
-            failed: false,
-        })
+        .map(|(file, stream)| Followed::new(file, stream, id, observer.clone()))
         .collect();
     let mut buf = vec![0u8; 64 * 1024];
     let mut error: Option<String> = None;
@@ -89,16 +133,16 @@ pub(super) fn follow_files(
     // The job's processes are reaped: read what the files hold now, and no more (a process
     // that left the group may write on for ever).
     for f in &mut followed {
-        match f.file.metadata() {
-            Ok(m) => {
+        match f.file.as_ref().map(File::metadata) {
+            Some(Ok(m)) => {
                 f.read_some(m.len().saturating_sub(f.offset), &mut buf, &mut error);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 error.get_or_insert(format!("reading the {:?} file's size: {e}", f.stream));
             }
+            None => {}
         }
-        let (stream, deliver) = (f.stream, &mut f.deliver);
-        f.lines.finish(&mut |line| deliver.call(stream, line));
+        f.finish();
     }
     error.map_or(Ok(()), Err)
 }
@@ -156,7 +200,8 @@ fn follow_until_stopped(
 fn arm(id: JobId, followed: &[Followed], inotify: &sys::Inotify, warned: &mut bool) -> bool {
     let mut armed = true;
     for f in followed {
-        if let Err(e) = inotify.watch_once(&f.file) {
+        let Some(file) = &f.file else { continue };
+        if let Err(e) = inotify.watch_once(file) {
             armed = false;
             if !*warned {
                 *warned = true;

@@ -13,7 +13,8 @@
 //! - `files.rs`: opening the input and output files (aliases recognised), keeping an earlier
 //!   attempt's output.
 //! - `readers.rs`: the observed job's set-up, reader threads and their collection.
-//! - `pipe.rs`: one pipe reader. `follow.rs`: the follower of the files.
+//! - `pipe.rs`: one pipe reader. `follow.rs`: the follower of the files ([`Followed`], one
+//!   file, is shared with the Slurm backend's log follower).
 //! - `lines.rs`: splitting output into lines.
 //! - `progress.rs`: the progress parser on the observed path, and the slot its latest result
 //!   waits in for the worker.
@@ -29,8 +30,9 @@ use std::fs::File;
 use std::path::Path;
 
 pub(crate) use files::{create_output_unless, rotate_outputs, FileId, OpenError, Output};
+pub(crate) use follow::Followed;
 pub(crate) use progress::{with_progress, ProgressSlot};
-pub(crate) use readers::{observing, JobKill, ObservedSetup, Readers};
+pub(crate) use readers::{as_observer, observing, JobKill, ObservedSetup, Readers};
 
 use crate::spec::{Input, Observer};
 

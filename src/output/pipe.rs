@@ -26,7 +26,7 @@ pub(super) fn copy_observed(
     let mut error: Option<String> = None;
     let mut delivery = Delivery {
         id,
-        observer,
+        observer: observer.clone(),
         ok: true,
     };
     let mut deliver = |line: &[u8]| delivery.call(stream, line);

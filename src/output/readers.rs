@@ -38,6 +38,20 @@ pub(crate) fn observing() -> Option<(u64, JobId)> {
     OBSERVING.with(Cell::get)
 }
 
+/// Runs `f` (calls of job `id`'s observer) marked as that job's observer of manager `manager`
+/// ([`observing`]), on a thread that serves many jobs (the Slurm poller); the mark before is
+/// put back after, also when `f` unwinds.
+pub(crate) fn as_observer<R>(manager: u64, id: JobId, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(u64, JobId)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OBSERVING.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OBSERVING.with(|o| o.replace(Some((manager, id)))));
+    f()
+}
+
 /// How a reader thread that panicked ends its job (the panic rule, DESIGN.md): it asks the
 /// job's worker to kill it, as `kill_process` would. Unread, a pipe would fill and block the
 /// program for ever.
@@ -405,15 +419,15 @@ impl Drop for Readers {
 
 /// Hands lines to the observer, on the reader's thread. A panicking observer is reported and
 /// not called again for this reader.
-pub(super) struct Delivery<'a> {
+pub(super) struct Delivery {
     pub(super) id: JobId,
-    pub(super) observer: &'a Observer,
+    pub(super) observer: Observer,
     pub(super) ok: bool,
 }
 
-impl Delivery<'_> {
+impl Delivery {
     pub(super) fn call(&mut self, stream: Stream, line: &[u8]) {
-        let (id, observer) = (self.id, self.observer);
+        let (id, observer) = (self.id, &self.observer);
         #[cfg(test)]
         crate::fault::hit_here(crate::fault::READER);
         if self.ok && catch_unwind(AssertUnwindSafe(|| observer(id, stream, line))).is_err() {

@@ -30,6 +30,7 @@
 //! - `poller.rs`: the poller thread. `ending.rs`: reading `squeue`/`sacct`/`scontrol` and
 //!   judging Slurm's final state.
 //! - `follow.rs`: `scancel`, and the attempt's end from Slurm's ending.
+//! - `tail.rs`: live output: the poller reads observed jobs' log files as they grow.
 
 mod ending;
 mod follow;
@@ -38,6 +39,7 @@ mod poller;
 mod script;
 mod steps;
 mod submit;
+mod tail;
 mod usage;
 
 use std::sync::{Arc, Weak};
@@ -52,6 +54,7 @@ pub use options::SlurmOptions;
 use poller::{Ctl, Handover, Poller, StepHandover};
 use steps::{Allocation, Step};
 use submit::Submission;
+use tail::Tail;
 
 use crate::backend::{spawn_failed, Attempt, Backend, Later, Report};
 use crate::job::{AttemptEnd, Work};
@@ -133,12 +136,6 @@ impl Backend for SlurmBackend {
         _waker: Waker,
     ) -> Attempt {
         let core = &*work.core;
-        if core.observer.is_some() {
-            log::warn!(
-                "job {}: output observers are not called for Slurm jobs; the output goes to the log files only",
-                core.id
-            );
-        }
         if self.opts.steps {
             return self.start_step(report, engine, work);
         }
@@ -175,6 +172,7 @@ impl Backend for SlurmBackend {
             submitted_at: submitted,
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
+            tail: Tail::new(core, sub.followed.clone()),
         };
         let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
             guard.armed = false;
@@ -249,6 +247,7 @@ impl SlurmBackend {
             started: at,
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
+            tail: Tail::new(core, sub.followed.clone()),
         };
         let Err(SendError(back)) = tracker.send(Ctl::TrackStep(Box::new(handover))) else {
             return Attempt::Continues;

@@ -37,6 +37,7 @@ pub struct SlurmOptions {
     pub(super) scancel: PathBuf,
     pub(super) scontrol: PathBuf,
     pub(super) sacct: PathBuf,
+    pub(super) output_lag: Duration,
 }
 
 impl Default for SlurmOptions {
@@ -58,6 +59,7 @@ impl Default for SlurmOptions {
             scancel: "scancel".into(),
             scontrol: "scontrol".into(),
             sacct: "sacct".into(),
+            output_lag: Duration::from_millis(100),
         }
     }
 }
@@ -105,6 +107,17 @@ impl SlurmOptions {
     /// Slurm). A time too long for the clock (`Duration::MAX`) never gives up.
     pub fn cancel_confirm_timeout(mut self, timeout: Duration) -> SlurmOptions {
         self.confirm = timeout;
+        self
+    }
+
+    /// For jobs whose output is observed ([`JobSpec::observe`](crate::JobSpec::observe),
+    /// [`JobSpec::progress`](crate::JobSpec::progress)): how long after a job's end its log
+    /// files are still read until nothing new comes (default 100 ms), as a network file system
+    /// may show the last output late. The job completes that much later; a file not there yet
+    /// is waited for at most 2 s more. On NFS, the client's attribute cache time (`acregmax`,
+    /// often 3 to 60 s) bounds its lag.
+    pub fn output_lag(mut self, lag: Duration) -> SlurmOptions {
+        self.output_lag = lag.min(POLL_CAP);
         self
     }
 
@@ -187,7 +200,7 @@ impl std::str::FromStr for SlurmOptions {
     /// (`--time=`, Slurm's own limit), `sbatch_arg` (any `sbatch` argument), `steps` (CPUs of
     /// an allocation procman requests, or `yes` for the allocation procman runs in: see
     /// [`SlurmOptions::steps`]), `steps_in` (an allocation's job id), `poll_min_ms`,
-    /// `poll_max_ms`, `submit_threads`. An empty text, `1` or `yes` is the defaults. Values
+    /// `poll_max_ms`, `submit_threads`, `output_lag_ms`. An empty text, `1` or `yes` is the defaults. Values
     /// cannot hold a comma.
     ///
     /// ```
@@ -238,6 +251,7 @@ impl std::str::FromStr for SlurmOptions {
                     max = Duration::from_millis(number(key)?);
                     o
                 }
+                "output_lag_ms" => o.output_lag(Duration::from_millis(number(key)?)),
                 "submit_threads" => {
                     o.submit_threads(usize::try_from(number(key)?).unwrap_or(usize::MAX))
                 }
@@ -265,6 +279,8 @@ mod tests {
         assert_eq!(o.extra, ["--qos=low", "--begin=now+1"]);
         assert!(o.steps && o.steps_cpus == 8 && o.steps_in.is_none());
         assert_eq!(o.poll_max, Duration::from_millis(500));
+        let o: SlurmOptions = "output_lag_ms=3000".parse().unwrap();
+        assert_eq!(o.output_lag, Duration::from_secs(3));
         let o: SlurmOptions = "steps_in=42".parse().unwrap();
         assert_eq!(o.steps_in, Some(42));
         assert!("yes".parse::<SlurmOptions>().is_ok_and(|o| !o.steps));

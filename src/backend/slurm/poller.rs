@@ -20,6 +20,7 @@ use super::ending::{
 };
 use super::follow::{cancel, judge, one_line, Scancel};
 use super::steps::{reaped, Step, StepSignals};
+use super::tail::Tail;
 use super::usage;
 use super::SlurmOptions;
 use crate::backend::terminate::Termination;
@@ -52,6 +53,8 @@ pub(super) struct StepHandover {
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the script notes a program missing on the node.
     pub(super) missing: PathBuf,
+    /// The follower of its output, when it is observed.
+    pub(super) tail: Option<Tail>,
 }
 
 /// A job step the poller follows.
@@ -73,6 +76,37 @@ pub(super) struct Handover {
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node.
     pub(super) missing: PathBuf,
+    /// The follower of its output, when it is observed.
+    pub(super) tail: Option<Tail>,
+}
+
+/// An attempt whose end is known, waiting for the last of its observed output (`tail.rs`).
+struct Draining {
+    tail: Tail,
+    later: Later,
+    end: AttemptEnd,
+}
+
+impl Tracked {
+    /// The job runs (squeue says so, or it wrote output): it reads `Running` and its timeout
+    /// counts from now. Once.
+    fn started(&mut self, job: u32) {
+        if self.run_start.is_some() {
+            return;
+        }
+        let at = Instant::now();
+        self.run_start = Some(at);
+        self.term.start_clock(&self.h.core, at);
+        if let Some(report) = self.h.later.report() {
+            report.started(
+                self.h.core.id,
+                job,
+                self.h.later.attempt(),
+                at,
+                Waker::none(),
+            );
+        }
+    }
 }
 
 /// A job the poller follows.
@@ -91,7 +125,11 @@ pub(super) struct Poller {
     jobs: HashMap<u32, Tracked>,
     steps: Vec<StepTracked>,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
-    ended: Vec<(u32, Later, AttemptEnd)>,
+    ended: Vec<(u32, Later, AttemptEnd, Option<Tail>)>,
+    /// Ended attempts whose observers still get their last output.
+    draining: Vec<Draining>,
+    /// The buffer the followers of observed jobs read into (allocated with the first).
+    buf: Vec<u8>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
     accounting: bool,
     legacy: bool,
@@ -107,6 +145,8 @@ impl Poller {
             jobs: HashMap::new(),
             steps: Vec::new(),
             ended: Vec::new(),
+            draining: Vec::new(),
+            buf: Vec::new(),
             accounting: true,
             legacy: false,
             last_warning: None,
@@ -128,6 +168,13 @@ impl Poller {
             } else {
                 None
             };
+            // Ended jobs waiting for their last output are looked at when due.
+            let tick = self
+                .draining
+                .iter()
+                .map(|d| d.tail.next())
+                .min()
+                .map_or(tick, |at| deadline::earliest(tick, Some(at)));
             let wake = deadline::earliest(next_poll, tick);
             let msg = match wake {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -161,6 +208,7 @@ impl Poller {
             }
             let (sent, changed) = match catch_unwind(AssertUnwindSafe(|| {
                 self.follow_steps();
+                self.follow_output();
                 let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 let changed = due && self.round();
@@ -207,8 +255,11 @@ impl Poller {
     /// Cancels every followed job and ends it as an internal error saying `msg`.
     fn abandon_all(&mut self, msg: &str) {
         // Those whose end is known end with it.
-        for (_, later, end) in self.ended.drain(..) {
+        for (_, later, end, _) in self.ended.drain(..) {
             later.end(end);
+        }
+        for d in self.draining.drain(..) {
+            d.later.end(d.end);
         }
         for (job, t) in self.jobs.drain() {
             cancel(&self.opts, job, true);
@@ -258,8 +309,55 @@ impl Poller {
                 error,
             };
             let what = format!("job step {}", t.h.step.name);
-            t.h.later
-                .end(missing_program(end, &t.h.missing, &t.h.core, &what));
+            let end = missing_program(end, &t.h.missing, &t.h.core, &what);
+            self.end_attempt(t.h.later, end, t.h.tail);
+        }
+    }
+
+    /// Ends the attempt, once its observers have had the last of its output (`tail.rs`).
+    fn end_attempt(&mut self, later: Later, end: AttemptEnd, tail: Option<Tail>) {
+        match tail {
+            Some(mut tail) => {
+                tail.ended(self.opts.output_lag);
+                self.draining.push(Draining { tail, later, end });
+            }
+            None => later.end(end),
+        }
+    }
+
+    /// Reads the observed jobs' files when due (`tail.rs`), and ends the ended attempts whose
+    /// last output was handed on.
+    fn follow_output(&mut self) {
+        let now = Instant::now();
+        let buf = &mut self.buf;
+        for (&job, t) in &mut self.jobs {
+            let Some(tail) = t.h.tail.as_mut().filter(|tail| tail.due(now)) else {
+                continue;
+            };
+            // Output before squeue said RUNNING: it runs (its progress counts, as a running
+            // job's only does).
+            if tail.look(&t.h.later, buffer(buf)) {
+                t.started(job);
+            }
+            if let Some(tail) = &t.h.tail {
+                tail.report_progress(&t.h.later);
+            }
+        }
+        for t in &mut self.steps {
+            if let Some(tail) = t.h.tail.as_mut().filter(|tail| tail.due(now)) {
+                tail.look(&t.h.later, buffer(buf));
+                tail.report_progress(&t.h.later);
+            }
+        }
+        let mut i = 0;
+        while i < self.draining.len() {
+            let d = &mut self.draining[i];
+            if !d.tail.due(now) || !d.tail.drained(&d.later, buffer(buf)) {
+                i += 1;
+                continue;
+            }
+            let d = self.draining.swap_remove(i);
+            d.later.end(d.tail.into_end(d.end));
         }
     }
 
@@ -365,13 +463,9 @@ impl Poller {
         let Some(report) = t.h.later.report() else {
             return true;
         };
-        let id = t.h.core.id;
-        report.set_backend_state(id, &row.state);
-        if t.run_start.is_none() && has_started(&row.state) {
-            let at = Instant::now();
-            t.run_start = Some(at);
-            t.term.start_clock(&t.h.core, at);
-            report.started(id, job, t.h.later.attempt(), at, Waker::none());
+        report.set_backend_state(t.h.core.id, &row.state);
+        if has_started(&row.state) {
+            t.started(job);
         }
         true
     }
@@ -400,7 +494,7 @@ impl Poller {
         let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
         cleanup(&t.h);
         // Ended with the others of this round, after one question to the accounting.
-        self.ended.push((job, t.h.later, end));
+        self.ended.push((job, t.h.later, end, t.h.tail));
     }
 
     /// Ends the attempts that ended in this round, with CPU times and peak memory from
@@ -412,8 +506,8 @@ impl Poller {
         let ended = std::mem::take(&mut self.ended);
         let ran: Vec<u32> = ended
             .iter()
-            .filter(|(_, _, e)| matches!(e, AttemptEnd::Exited { .. }))
-            .map(|(job, _, _)| *job)
+            .filter(|(_, _, e, _)| matches!(e, AttemptEnd::Exited { .. }))
+            .map(|(job, _, _, _)| *job)
             .collect();
         let mut accounted = HashMap::new();
         if self.accounting && !ran.is_empty() {
@@ -422,11 +516,11 @@ impl Poller {
                 Err(gone) => self.accounting = !gone,
             }
         }
-        for (job, later, mut end) in ended {
+        for (job, later, mut end, tail) in ended {
             if let (AttemptEnd::Exited { usage, .. }, Some(a)) = (&mut end, accounted.get(&job)) {
                 a.fill(usage);
             }
-            later.end(end);
+            self.end_attempt(later, end, tail);
         }
     }
 
@@ -519,6 +613,14 @@ impl Poller {
             ),
         )
     }
+}
+
+/// The followers' read buffer, allocated when first needed (never, without observed jobs).
+fn buffer(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(64 * 1024, 0);
+    }
+    buf
 }
 
 /// Removes the attempt's input bytes' file and its missing-program note.

@@ -13,7 +13,7 @@ use super::script::batch_script_marking;
 use super::SlurmOptions;
 use crate::job::JobCore;
 use crate::output::{create_output_unless, FileId, Output};
-use crate::spec::Input;
+use crate::spec::{Input, Stream};
 
 /// One attempt's `sbatch` command line and batch script.
 pub(super) struct Submission {
@@ -23,6 +23,9 @@ pub(super) struct Submission {
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node (in the job's directory).
     pub(super) missing: PathBuf,
+    /// The files Slurm writes the job's output into (absolute paths), for its observers
+    /// (`tail.rs`): the log as stdout, the error file unless merged into the log as stderr.
+    pub(super) followed: Vec<(PathBuf, Stream)>,
 }
 
 impl Submission {
@@ -46,6 +49,7 @@ impl Submission {
                 vec!["--parsable".into(), "--no-requeue".into()]
             },
             here,
+            followed: Vec::new(),
         };
         let cwd = core
             .cwd
@@ -64,6 +68,7 @@ impl Submission {
         let log = a.outputs(core)?;
         let stdin_file = a.input(core, attempt, log.as_deref(), &cwd)?;
         a.resources(core, opts, step);
+        let followed = std::mem::take(&mut a.followed);
         let mut args = a.args;
         if !step {
             args.extend(opts.extra.iter().cloned());
@@ -78,6 +83,7 @@ impl Submission {
             script: batch_script_marking(core, Some(&missing)),
             stdin_file,
             missing,
+            followed,
         })
     }
 
@@ -199,6 +205,8 @@ fn slurm_path(p: &Path) -> Result<OsString, String> {
 struct Args {
     args: Vec<OsString>,
     here: PathBuf,
+    /// The output files, as `Submission::followed`.
+    followed: Vec<(PathBuf, Stream)>,
 }
 
 impl Args {
@@ -238,6 +246,10 @@ impl Args {
                 Ok(Output::New(f)) => {
                     log_id = FileId::of(&f);
                     self.opt("output", &slurm_path(p)?);
+                    // Only a regular file can be read back (a FIFO would block the poller).
+                    if f.metadata().is_ok_and(|m| m.is_file()) {
+                        self.followed.push((p.clone(), Stream::Stdout));
+                    }
                 }
                 Ok(Output::Known(_)) => return Err(is_input("log file", p)),
                 Err(e) => return Err(format!("cannot open log file {}: {e}", p.display())),
@@ -249,7 +261,12 @@ impl Args {
             // Without --error, Slurm writes stderr into --output.
             (true, _) if log.is_some() => {}
             (_, Some(p)) => match create_output_unless(p, &[input_id, log_id]) {
-                Ok(Output::New(_)) => self.opt("error", &slurm_path(p)?),
+                Ok(Output::New(f)) => {
+                    self.opt("error", &slurm_path(p)?);
+                    if f.metadata().is_ok_and(|m| m.is_file()) {
+                        self.followed.push((p.clone(), Stream::Stderr));
+                    }
+                }
                 Ok(Output::Known(0)) => return Err(is_input("error file", p)),
                 // The log's file under another name: into --output, as merged.
                 Ok(Output::Known(_)) => {}
