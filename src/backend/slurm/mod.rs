@@ -30,7 +30,10 @@
 //! - `poller.rs`: the poller thread. `ending.rs`: reading `squeue`/`sacct`/`scontrol` and
 //!   judging Slurm's final state.
 //! - `follow.rs`: `scancel`, and the attempt's end from Slurm's ending.
+//! - `array.rs`: [`SlurmOptions::array`], first attempts gathered into `sbatch --array`
+//!   submissions, and the ids of array tasks the poller follows.
 
+mod array;
 mod ending;
 mod follow;
 mod options;
@@ -64,6 +67,8 @@ pub(crate) struct SlurmBackend {
     poller: Mutex<Option<(Sender<Ctl>, JoinHandle<()>)>>,
     /// The allocation job steps run in (`steps.rs`), once found or requested.
     alloc: Mutex<Option<Allocation>>,
+    /// The first attempts being gathered into an array (`array.rs`).
+    gather: array::Gatherer,
 }
 
 impl SlurmBackend {
@@ -72,6 +77,7 @@ impl SlurmBackend {
             opts: Arc::new(opts),
             poller: Mutex::new(None),
             alloc: Mutex::new(None),
+            gather: array::Gatherer::default(),
         }
     }
 
@@ -142,6 +148,9 @@ impl Backend for SlurmBackend {
         if self.opts.steps {
             return self.start_step(report, engine, work);
         }
+        if self.opts.array > 0 && work.attempt == 1 {
+            return self.start_in_array(engine, work);
+        }
         let (sub, tracker) = match self.prepare(core, work.attempt, false) {
             Ok(p) => p,
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
@@ -169,7 +178,7 @@ impl Backend for SlurmBackend {
         report.queued(core.id, job, work.attempt);
         report.set_backend_state(core.id, "PENDING");
         let handover = Handover {
-            job,
+            job: job.into(),
             core: work.core.clone(),
             later: Later::new(engine, core.id, work.attempt),
             submitted_at: submitted,

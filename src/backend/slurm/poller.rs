@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::array::SlurmId;
 use super::ending::{
     exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
     SQUEUE_LEGACY_FORMAT,
@@ -65,7 +66,8 @@ const STEP_TICK: Duration = Duration::from_millis(1);
 
 /// A job a worker submitted, handed to the poller.
 pub(super) struct Handover {
-    pub(super) job: u32,
+    /// The Slurm job, or the array task.
+    pub(super) job: SlurmId,
     pub(super) core: Arc<JobCore>,
     pub(super) later: Later,
     pub(super) submitted_at: Instant,
@@ -88,10 +90,10 @@ struct Tracked {
 pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
-    jobs: HashMap<u32, Tracked>,
+    jobs: HashMap<SlurmId, Tracked>,
     steps: Vec<StepTracked>,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
-    ended: Vec<(u32, Later, AttemptEnd)>,
+    ended: Vec<(SlurmId, Later, AttemptEnd)>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
     accounting: bool,
     legacy: bool,
@@ -302,7 +304,7 @@ impl Poller {
 
     /// One query for every tracked job; true if anything changed.
     fn round(&mut self) -> bool {
-        let mut ids: Vec<u32> = self.jobs.keys().copied().collect();
+        let mut ids: Vec<SlurmId> = self.jobs.keys().copied().collect();
         ids.sort_unstable();
         let mut changed = false;
         for chunk in ids.chunks(200) {
@@ -335,7 +337,7 @@ impl Poller {
         changed
     }
 
-    fn update(&mut self, job: u32, row: &Row) -> bool {
+    fn update(&mut self, job: SlurmId, row: &Row) -> bool {
         #[cfg(test)]
         crate::fault::hit_slurm_state(&row.state);
         if is_final(&row.state) {
@@ -371,13 +373,13 @@ impl Poller {
             let at = Instant::now();
             t.run_start = Some(at);
             t.term.start_clock(&t.h.core, at);
-            report.started(id, job, t.h.later.attempt(), at, Waker::none());
+            report.started(id, job.job, t.h.later.attempt(), at, Waker::none());
         }
         true
     }
 
     /// Ends the job's attempt with Slurm's ending, and forgets the job.
-    fn end(&mut self, job: u32, ending: Ending) {
+    fn end(&mut self, job: SlurmId, ending: Ending) {
         let Some(t) = self.jobs.remove(&job) else {
             return;
         };
@@ -385,7 +387,8 @@ impl Poller {
         if let Some(report) = t.h.later.report() {
             // A job that ran between two rounds was never seen running: it started.
             if t.run_start.is_none() && ending.ran {
-                report.started(id, job, t.h.later.attempt(), Instant::now(), Waker::none());
+                let at = Instant::now();
+                report.started(id, job.job, t.h.later.attempt(), at, Waker::none());
             }
             report.set_backend_state(id, &ending.state);
         }
@@ -410,7 +413,7 @@ impl Poller {
             return;
         }
         let ended = std::mem::take(&mut self.ended);
-        let ran: Vec<u32> = ended
+        let ran: Vec<SlurmId> = ended
             .iter()
             .filter(|(_, _, e)| matches!(e, AttemptEnd::Exited { .. }))
             .map(|(job, _, _)| *job)
@@ -431,10 +434,10 @@ impl Poller {
     }
 
     /// Runs squeue for these jobs. Jobs it does not list are missing from the map.
-    fn query(&mut self, jobs: &[u32]) -> Result<HashMap<u32, Row>, String> {
+    fn query(&mut self, jobs: &[SlurmId]) -> Result<HashMap<SlurmId, Row>, String> {
         let list = jobs
             .iter()
-            .map(u32::to_string)
+            .map(SlurmId::to_string)
             .collect::<Vec<_>>()
             .join(",");
         loop {
@@ -444,7 +447,8 @@ impl Poller {
                 ("-O", SQUEUE_FORMAT)
             };
             let out = Command::new(&self.opts.squeue)
-                .args(["-h", "-t", "all", "-j", &list, flag, format])
+                // -r: an array's pending tasks one per line, as ARRAYID_TASK.
+                .args(["-h", "-t", "all", "-j", &list, flag, format, "-r"])
                 .stdin(Stdio::null())
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", self.opts.squeue.display()))?;
@@ -465,7 +469,7 @@ impl Poller {
     }
 
     /// Legacy squeue: the exit code of a finished job from `scontrol show job`.
-    fn scontrol_exit(&self, job: u32) -> Option<Exit> {
+    fn scontrol_exit(&self, job: SlurmId) -> Option<Exit> {
         let out = Command::new(&self.opts.scontrol)
             .args(["-o", "show", "job", &job.to_string()])
             .stdin(Stdio::null())
@@ -478,7 +482,20 @@ impl Poller {
     }
 
     /// squeue no longer knows the job (purged after `MinJobAge`, or lost): ask accounting.
-    fn gone(&self, job: u32) -> Ending {
+    fn gone(&self, job: SlurmId) -> Ending {
+        // A pending array task procman cancelled: Slurm drops it from its queue without a
+        // record of its own (sacct has none either).
+        if let Some(t) = self.jobs.get(&job).filter(|_| job.task.is_some()) {
+            if t.run_start.is_none() && !has_started(&t.state) && t.term.killed_at().is_some() {
+                return Ending {
+                    state: "CANCELLED".into(),
+                    reason: String::new(),
+                    exit: None,
+                    ran: false,
+                    lost: None,
+                };
+            }
+        }
         let last = self
             .jobs
             .get(&job)
