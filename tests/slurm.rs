@@ -1098,7 +1098,8 @@ fn timed_procman(m: &ProcessManager, n: usize) -> Duration {
 /// Issue 13's measurement (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 200) trivial jobs in
 /// each way onto Slurm, procman against a hand-written script doing the same:
 /// `cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm`.
-/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways.
+/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways, `PROCMAN_BENCH_SIDES`
+/// (default `hand,procman`) the sides of the arrays and one job each.
 #[test]
 #[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm"]
 fn ways_onto_slurm_benchmark() {
@@ -1129,30 +1130,64 @@ fn ways_onto_slurm_benchmark() {
         );
     }
     if ways.contains("array") {
-        let hand = timed_bash(&format!(
-            "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); {wait_for}"
-        ));
-        eprintln!(
-            "array, {n} jobs: hand-written sbatch --array {:.2} s (procman: not yet)",
-            hand.as_secs_f64()
+        let hand = side("hand").then(|| {
+            timed_bash(&format!(
+                "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); \
+                 {wait_for}"
+            ))
+        });
+        let took = side("procman").then(|| {
+            let m = manager(SlurmOptions::new().array(1000), n);
+            timed_procman(&m, n)
+        });
+        compare(
+            &format!("array, {n} jobs: hand-written sbatch --array"),
+            hand,
+            &format!("procman (array=yes, limit {n})"),
+            took,
         );
     }
     if ways.contains("jobs") {
-        let hand = timed_bash(&format!(
-            "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable --output=/dev/null \
-             --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
-        ));
-        let m = manager(SlurmOptions::new(), n);
-        let took = timed_procman(&m, n);
-        drop(m);
-        eprintln!(
-            "one job each, {n} jobs: hand-written sbatch loop {:.2} s, procman (limit {n}) \
-             {:.2} s ({:+.1} %)",
-            hand.as_secs_f64(),
-            took.as_secs_f64(),
-            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        let hand = side("hand").then(|| {
+            timed_bash(&format!(
+                "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable \
+                 --output=/dev/null --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
+            ))
+        });
+        let took = side("procman").then(|| {
+            let m = manager(SlurmOptions::new(), n);
+            timed_procman(&m, n)
+        });
+        compare(
+            &format!("one job each, {n} jobs: hand-written sbatch loop"),
+            hand,
+            &format!("procman (limit {n})"),
+            took,
         );
     }
+}
+
+/// `PROCMAN_BENCH_SIDES` (default `hand,procman`) holds `which`: a run of 1,000 jobs one job
+/// each takes about 8 minutes per side, so each side can be timed in a run of its own.
+fn side(which: &str) -> bool {
+    std::env::var("PROCMAN_BENCH_SIDES").map_or(true, |s| s.contains(which))
+}
+
+/// Prints the hand-written script's time and procman's, each if it was timed.
+fn compare(what: &str, hand: Option<Duration>, procman: &str, took: Option<Duration>) {
+    let secs = |d: Option<Duration>| {
+        d.map_or("not run".to_owned(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        })
+    };
+    let diff = match (hand, took) {
+        (Some(h), Some(p)) => format!(
+            " ({:+.1} %)",
+            (p.as_secs_f64() / h.as_secs_f64() - 1.0) * 100.0
+        ),
+        _ => String::new(),
+    };
+    eprintln!("{what} {}, {procman} {}{diff}", secs(hand), secs(took));
 }
 
 /// Issue 13: slurmctld stopped in the middle of a batch and started again: no job is lost or

@@ -257,7 +257,8 @@ struct TaskFiles {
 }
 
 /// A single job's `sbatch` options split into those every task of an array shares (the key of
-/// its group) and its own files, with Slurm's `%%` turned back into `%`.
+/// its group: the user's extra arguments, including a `--job-name` of theirs, stay) and its
+/// own files, with Slurm's `%%` turned back into `%`.
 fn split_args(args: &[OsString]) -> (Vec<OsString>, TaskFiles) {
     let mut key = Vec::new();
     let mut f = TaskFiles {
@@ -266,6 +267,8 @@ fn split_args(args: &[OsString]) -> (Vec<OsString>, TaskFiles) {
         chdir: b".".to_vec(),
         ..TaskFiles::default()
     };
+    // procman's own name for the single job (the first); a later one is the user's.
+    let mut named = false;
     for a in args {
         let b = a.as_bytes();
         let value = |name: &[u8]| b.strip_prefix(name).map(unpercent);
@@ -277,7 +280,9 @@ fn split_args(args: &[OsString]) -> (Vec<OsString>, TaskFiles) {
             f.input = v;
         } else if let Some(v) = value(b"--chdir=") {
             f.chdir = v;
-        } else if !b.starts_with(b"--job-name=") {
+        } else if b.starts_with(b"--job-name=") && !named {
+            named = true;
+        } else {
             key.push(a.clone());
         }
     }
@@ -368,6 +373,7 @@ mod tests {
             "--input=/dev/null",
             "--cpus-per-task=2",
             "--time=3",
+            "--job-name=users",
         ]
         .iter()
         .map(OsString::from)
@@ -379,7 +385,8 @@ mod tests {
             [
                 b"--parsable".to_vec(),
                 b"--cpus-per-task=2".to_vec(),
-                b"--time=3".to_vec()
+                b"--time=3".to_vec(),
+                b"--job-name=users".to_vec()
             ]
         );
         assert_eq!(f.output, b"/w d/100%.log");
