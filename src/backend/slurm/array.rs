@@ -43,6 +43,9 @@ use crate::job::{AttemptEnd, JobCore, Work};
 const QUIET: Duration = Duration::from_millis(50);
 /// A gathering ends at the latest this long after it began.
 const WINDOW: Duration = Duration::from_millis(500);
+/// An array's script stays under this size (but for a single task's): Slurm refuses batch
+/// scripts over its `max_script_size`, 4 MB by default.
+const SCRIPT_CAP: usize = 2 << 20;
 
 /// What the poller follows: a Slurm job, or one task of an array (`ARRAYID_TASK`, as `squeue`,
 /// `scancel` and `sacct` take and print it).
@@ -161,18 +164,27 @@ fn submit_all(opts: &SlurmOptions, mut tasks: Vec<Task>) {
             continue;
         }
         let (key, files) = split_args(t.sub.args());
+        let body = task_body(&t.core, &t.sub.missing, &files);
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
         });
-        groups[i].1.push((t, files));
+        groups[i].1.push((t, body));
     }
     let max = (opts.array as usize).max(1);
-    for (key, mut group) in groups {
-        while !group.is_empty() {
-            let rest = group.split_off(group.len().min(max));
-            submit_array(opts, &key, group);
-            group = rest;
+    for (key, group) in groups {
+        let mut array: Group = Vec::new();
+        let mut bytes = 0;
+        for (t, body) in group {
+            if array.len() == max || (!array.is_empty() && bytes + body.len() > SCRIPT_CAP) {
+                submit_array(opts, &key, std::mem::take(&mut array));
+                bytes = 0;
+            }
+            bytes += body.len();
+            array.push((t, body));
+        }
+        if !array.is_empty() {
+            submit_array(opts, &key, array);
         }
     }
 }
@@ -188,12 +200,7 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
         "--error=/dev/null".into(),
     ];
     args.extend(key.iter().cloned());
-    let script = array_script(
-        n,
-        tasks
-            .iter()
-            .map(|(t, f)| (&*t.core, t.sub.missing.as_path(), f)),
-    );
+    let script = array_script(tasks.iter().map(|(_, body)| body.as_slice()));
     let submitted = Instant::now();
     let array = match sbatch(opts, &args, &script) {
         Ok(id) => id,
@@ -243,8 +250,8 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
     guard.armed = false;
 }
 
-/// The tasks of one array, each with its own files.
-type Group = Vec<(Task, TaskFiles)>;
+/// The tasks of one array, each with its branch of the array's script.
+type Group = Vec<(Task, Vec<u8>)>;
 
 /// A task's own files and directory, from its single submission's options.
 #[derive(Default)]
@@ -304,39 +311,40 @@ fn unpercent(v: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The array's batch script: a `case` on the task id, one branch per task (its job, the path
-/// of its missing-program note, its files) that opens its files, enters its directory and runs
-/// its job's own batch script.
-fn array_script<'a>(
-    n: usize,
-    tasks: impl Iterator<Item = (&'a JobCore, &'a Path, &'a TaskFiles)>,
-) -> Vec<u8> {
-    let mut s = format!(
-        "#!/bin/sh\n# procman: an array of {n} jobs, one branch per task\n\
-         procman_cr=$(printf '\\015')\ncase \"$SLURM_ARRAY_TASK_ID\" in\n"
-    )
-    .into_bytes();
-    for (i, (core, missing, f)) in tasks.enumerate() {
-        s.extend_from_slice(format!("{i})\nexec >").as_bytes());
-        s.extend_from_slice(&shell_quote(&f.output));
-        match &f.error {
-            Some(e) => {
-                s.extend_from_slice(b" 2>");
-                s.extend_from_slice(&shell_quote(e));
-            }
-            None => s.extend_from_slice(b" 2>&1"),
-        }
-        s.extend_from_slice(b" <");
-        s.extend_from_slice(&shell_quote(&f.input));
-        s.extend_from_slice(b" || exit 126\ncd -- ");
-        s.extend_from_slice(&shell_quote(&f.chdir));
-        s.extend_from_slice(b" || exit 126\n");
-        s.extend_from_slice(&batch_script_marking(core, Some(missing)));
+/// The array's batch script: a `case` on the task id, one branch (a [`task_body`]) per task.
+fn array_script<'a>(bodies: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut s = b"#!/bin/sh\n# procman: an array of jobs, one branch per task\n\
+                  procman_cr=$(printf '\\015')\ncase \"$SLURM_ARRAY_TASK_ID\" in\n"
+        .to_vec();
+    for (i, body) in bodies.enumerate() {
+        s.extend_from_slice(format!("{i})\n").as_bytes());
+        s.extend_from_slice(body);
         s.extend_from_slice(b";;\n");
     }
     s.extend_from_slice(
         b"esac\necho \"procman: no job for array task $SLURM_ARRAY_TASK_ID\" >&2\nexit 125\n",
     );
+    s
+}
+
+/// One task's branch of the array's script: opens its job's files, enters its directory and
+/// runs the job's own batch script (with the note of a missing program at `missing`).
+fn task_body(core: &JobCore, missing: &Path, f: &TaskFiles) -> Vec<u8> {
+    let mut s = b"exec >".to_vec();
+    s.extend_from_slice(&shell_quote(&f.output));
+    match &f.error {
+        Some(e) => {
+            s.extend_from_slice(b" 2>");
+            s.extend_from_slice(&shell_quote(e));
+        }
+        None => s.extend_from_slice(b" 2>&1"),
+    }
+    s.extend_from_slice(b" <");
+    s.extend_from_slice(&shell_quote(&f.input));
+    s.extend_from_slice(b" || exit 126\ncd -- ");
+    s.extend_from_slice(&shell_quote(&f.chdir));
+    s.extend_from_slice(b" || exit 126\n");
+    s.extend_from_slice(&batch_script_marking(core, Some(missing)));
     s
 }
 
@@ -412,7 +420,8 @@ mod tests {
             };
             tasks.push((c, dir.join(format!("missing{i}")), files));
         }
-        let script = array_script(3, tasks.iter().map(|(c, m, f)| (c, m.as_path(), f)));
+        let bodies: Vec<Vec<u8>> = tasks.iter().map(|(c, m, f)| task_body(c, m, f)).collect();
+        let script = array_script(bodies.iter().map(Vec::as_slice));
         for i in 0..3 {
             let ok = std::process::Command::new("/bin/sh")
                 .arg("-c")
