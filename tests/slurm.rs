@@ -1197,22 +1197,28 @@ fn compare(what: &str, hand: Option<Duration>, procman: &str, took: Option<Durat
 fn controller_restart_mid_batch_loses_no_job() {
     let _s = serial();
     slurm_up("restart");
-    let m = manager(
-        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500)),
-        20,
-    );
-    let h = Handlers::new();
-    let ids: Vec<JobId> = (0..12)
-        .map(|i| {
-            let code = if i % 3 == 0 { 3 } else { 0 };
-            m.start_process(
-                h.on(JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")])),
-            )
-            .unwrap()
+    let options =
+        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500));
+    // One job each, and (issue 13's arrays) the same batch as one array, through one restart.
+    let runs: Vec<(ProcessManager, Handlers, Vec<JobId>)> = [options.clone(), options.array(1000)]
+        .into_iter()
+        .map(|options| {
+            let m = manager(options, 20);
+            let h = Handlers::new();
+            let ids: Vec<JobId> = (0..12)
+                .map(|i| {
+                    let code = if i % 3 == 0 { 3 } else { 0 };
+                    let sh = JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")]);
+                    m.start_process(h.on(sh)).unwrap()
+                })
+                .collect();
+            (m, h, ids)
         })
         .collect();
-    for &id in &ids {
-        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    for (m, _, ids) in &runs {
+        for &id in ids {
+            wait_until(m, id, Duration::from_secs(60), |r| r.pid.is_some());
+        }
     }
     let pid_file = "/run/procman-slurm/slurmctld.pid";
     let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
@@ -1242,17 +1248,19 @@ fn controller_restart_mid_batch_loses_no_job() {
         .status()
         .unwrap()
         .success());
-    m.wait_all();
-    let calls = h.calls();
-    for (i, id) in ids.iter().enumerate() {
-        let want = if i % 3 == 0 {
-            JobStatus::Failed
-        } else {
-            JobStatus::Finished
-        };
-        assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+    for (m, h, ids) in runs {
+        m.wait_all();
+        let calls = h.calls();
+        for (i, id) in ids.iter().enumerate() {
+            let want = if i % 3 == 0 {
+                JobStatus::Failed
+            } else {
+                JobStatus::Finished
+            };
+            assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+        }
+        assert_eq!(calls.len(), ids.len());
     }
-    assert_eq!(calls.len(), ids.len());
 }
 
 /// Issue 13: a program missing on the node is `SpawnFailed` naming the node, told apart from a

@@ -110,7 +110,8 @@ struct Gathered {
 impl SlurmBackend {
     /// [`SlurmOptions::array`]: the attempt joins the gathering; the worker that leads it
     /// submits the arrays. The attempt continues (ends through its [`Later`]) unless it cannot
-    /// even be prepared.
+    /// even be prepared. A worker that joins returns at once; the leader blocks for the
+    /// gathering (at most [`WINDOW`]) and its `sbatch` calls, then returns.
     pub(super) fn start_in_array(&self, engine: &Weak<dyn Report>, work: Work) -> Attempt {
         let core = &*work.core;
         let (sub, tracker) = match self.prepare(core, work.attempt, false) {

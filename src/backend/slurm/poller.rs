@@ -31,6 +31,11 @@ use crate::job::{AttemptEnd, JobCore};
 use crate::record::ResourceUsage;
 use crate::sys::{Exit, Waker};
 
+/// How long an ended job waits for Slurm's accounting to know it (for its CPU times and peak
+/// memory) before it ends without them, and how often the accounting is asked meanwhile.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(3);
+const ACCOUNT_RETRY: Duration = Duration::from_millis(300);
+
 /// How often the poller looks at its jobs' kill requests and timeouts between `squeue` rounds:
 /// a kill is acted on within this.
 const TICK: Duration = Duration::from_millis(100);
@@ -94,6 +99,10 @@ pub(super) struct Poller {
     steps: Vec<StepTracked>,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
     ended: Vec<(SlurmId, Later, AttemptEnd)>,
+    /// Ended jobs whose figures the accounting did not have yet, with when they ended: asked
+    /// again every [`ACCOUNT_RETRY`], ended without figures after [`ACCOUNT_WAIT`].
+    unaccounted: Vec<(SlurmId, Later, AttemptEnd, Instant)>,
+    unaccounted_asked: Option<Instant>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
     accounting: bool,
     legacy: bool,
@@ -109,6 +118,8 @@ impl Poller {
             jobs: HashMap::new(),
             steps: Vec::new(),
             ended: Vec::new(),
+            unaccounted: Vec::new(),
+            unaccounted_asked: None,
             accounting: true,
             legacy: false,
             last_warning: None,
@@ -125,7 +136,7 @@ impl Poller {
         loop {
             let tick = if !self.steps.is_empty() {
                 deadline::from_now(STEP_TICK)
-            } else if !self.jobs.is_empty() {
+            } else if !self.jobs.is_empty() || !self.unaccounted.is_empty() {
                 deadline::from_now(TICK)
             } else {
                 None
@@ -210,6 +221,9 @@ impl Poller {
     fn abandon_all(&mut self, msg: &str) {
         // Those whose end is known end with it.
         for (_, later, end) in self.ended.drain(..) {
+            later.end(end);
+        }
+        for (_, later, end, _) in self.unaccounted.drain(..) {
             later.end(end);
         }
         for (job, t) in self.jobs.drain() {
@@ -407,27 +421,51 @@ impl Poller {
     }
 
     /// Ends the attempts that ended in this round, with CPU times and peak memory from
-    /// Slurm's accounting when there is one (one `sacct` for all of them).
+    /// Slurm's accounting when there is one (one `sacct` for all of them). A job the accounting
+    /// does not know yet (it records a job's start and end a moment after the controller, an
+    /// array task's own record first of all) waits for it, up to [`ACCOUNT_WAIT`].
     fn flush_ended(&mut self) {
-        if self.ended.is_empty() {
+        let now = Instant::now();
+        let mut ended: Vec<(SlurmId, Later, AttemptEnd, Instant)> = self
+            .ended
+            .drain(..)
+            .map(|(j, l, e)| (j, l, e, now))
+            .collect();
+        let retry = self
+            .unaccounted_asked
+            .map_or(true, |t| now.saturating_duration_since(t) >= ACCOUNT_RETRY);
+        if retry {
+            ended.append(&mut self.unaccounted);
+        }
+        if ended.is_empty() {
             return;
         }
-        let ended = std::mem::take(&mut self.ended);
         let ran: Vec<SlurmId> = ended
             .iter()
-            .filter(|(_, _, e)| matches!(e, AttemptEnd::Exited { .. }))
-            .map(|(job, _, _)| *job)
+            .filter(|(_, _, e, _)| matches!(e, AttemptEnd::Exited { .. }))
+            .map(|(job, _, _, _)| *job)
             .collect();
         let mut accounted = HashMap::new();
+        let mut asked = false;
         if self.accounting && !ran.is_empty() {
+            self.unaccounted_asked = Some(now);
             match usage::query(&self.opts, &ran) {
-                Ok(a) => accounted = a,
+                Ok(a) => {
+                    accounted = a;
+                    asked = true;
+                }
                 Err(gone) => self.accounting = !gone,
             }
         }
-        for (job, later, mut end) in ended {
-            if let (AttemptEnd::Exited { usage, .. }, Some(a)) = (&mut end, accounted.get(&job)) {
-                a.fill(usage);
+        for (job, later, mut end, since) in ended {
+            let exited = matches!(end, AttemptEnd::Exited { .. });
+            match (&mut end, accounted.get(&job)) {
+                (AttemptEnd::Exited { usage, .. }, Some(a)) => a.fill(usage),
+                _ if asked && exited && now.saturating_duration_since(since) < ACCOUNT_WAIT => {
+                    self.unaccounted.push((job, later, end, since));
+                    continue;
+                }
+                _ => {}
             }
             later.end(end);
         }
