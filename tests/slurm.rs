@@ -1102,7 +1102,8 @@ fn timed_procman(m: &ProcessManager, n: usize) -> Duration {
 /// Issue 13's measurement (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 200) trivial jobs in
 /// each way onto Slurm, procman against a hand-written script doing the same:
 /// `cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm`.
-/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways.
+/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways, `PROCMAN_BENCH_SIDES`
+/// (default `hand,procman`) the sides of the arrays and one job each.
 #[test]
 #[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm"]
 fn ways_onto_slurm_benchmark() {
@@ -1133,30 +1134,64 @@ fn ways_onto_slurm_benchmark() {
         );
     }
     if ways.contains("array") {
-        let hand = timed_bash(&format!(
-            "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); {wait_for}"
-        ));
-        eprintln!(
-            "array, {n} jobs: hand-written sbatch --array {:.2} s (procman: not yet)",
-            hand.as_secs_f64()
+        let hand = side("hand").then(|| {
+            timed_bash(&format!(
+                "ids=$(sbatch --parsable --array=1-{n} --output=/dev/null --wrap true); \
+                 {wait_for}"
+            ))
+        });
+        let took = side("procman").then(|| {
+            let m = manager(SlurmOptions::new().array(1000), n);
+            timed_procman(&m, n)
+        });
+        compare(
+            &format!("array, {n} jobs: hand-written sbatch --array"),
+            hand,
+            &format!("procman (array=yes, limit {n})"),
+            took,
         );
     }
     if ways.contains("jobs") {
-        let hand = timed_bash(&format!(
-            "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable --output=/dev/null \
-             --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
-        ));
-        let m = manager(SlurmOptions::new(), n);
-        let took = timed_procman(&m, n);
-        drop(m);
-        eprintln!(
-            "one job each, {n} jobs: hand-written sbatch loop {:.2} s, procman (limit {n}) \
-             {:.2} s ({:+.1} %)",
-            hand.as_secs_f64(),
-            took.as_secs_f64(),
-            (took.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0
+        let hand = side("hand").then(|| {
+            timed_bash(&format!(
+                "ids=''; for i in $(seq {n}); do ids=\"$ids,$(sbatch --parsable \
+                 --output=/dev/null --wrap true)\"; done; ids=${{ids#,}}; {wait_for}"
+            ))
+        });
+        let took = side("procman").then(|| {
+            let m = manager(SlurmOptions::new(), n);
+            timed_procman(&m, n)
+        });
+        compare(
+            &format!("one job each, {n} jobs: hand-written sbatch loop"),
+            hand,
+            &format!("procman (limit {n})"),
+            took,
         );
     }
+}
+
+/// `PROCMAN_BENCH_SIDES` (default `hand,procman`) holds `which`: a run of 1,000 jobs one job
+/// each takes about 8 minutes per side, so each side can be timed in a run of its own.
+fn side(which: &str) -> bool {
+    std::env::var("PROCMAN_BENCH_SIDES").map_or(true, |s| s.contains(which))
+}
+
+/// Prints the hand-written script's time and procman's, each if it was timed.
+fn compare(what: &str, hand: Option<Duration>, procman: &str, took: Option<Duration>) {
+    let secs = |d: Option<Duration>| {
+        d.map_or("not run".to_owned(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        })
+    };
+    let diff = match (hand, took) {
+        (Some(h), Some(p)) => format!(
+            " ({:+.1} %)",
+            (p.as_secs_f64() / h.as_secs_f64() - 1.0) * 100.0
+        ),
+        _ => String::new(),
+    };
+    eprintln!("{what} {}, {procman} {}{diff}", secs(hand), secs(took));
 }
 
 /// Issue 13: slurmctld stopped in the middle of a batch and started again: no job is lost or
@@ -1166,22 +1201,28 @@ fn ways_onto_slurm_benchmark() {
 fn controller_restart_mid_batch_loses_no_job() {
     let _s = serial();
     slurm_up("restart");
-    let m = manager(
-        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500)),
-        20,
-    );
-    let h = Handlers::new();
-    let ids: Vec<JobId> = (0..12)
-        .map(|i| {
-            let code = if i % 3 == 0 { 3 } else { 0 };
-            m.start_process(
-                h.on(JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")])),
-            )
-            .unwrap()
+    let options =
+        SlurmOptions::new().poll_interval(Duration::from_millis(100), Duration::from_millis(500));
+    // One job each, and (issue 13's arrays) the same batch as one array, through one restart.
+    let runs: Vec<(ProcessManager, Handlers, Vec<JobId>)> = [options.clone(), options.array(1000)]
+        .into_iter()
+        .map(|options| {
+            let m = manager(options, 20);
+            let h = Handlers::new();
+            let ids: Vec<JobId> = (0..12)
+                .map(|i| {
+                    let code = if i % 3 == 0 { 3 } else { 0 };
+                    let sh = JobSpec::new("sh").args(["-c", &format!("sleep 1.5; exit {code}")]);
+                    m.start_process(h.on(sh)).unwrap()
+                })
+                .collect();
+            (m, h, ids)
         })
         .collect();
-    for &id in &ids {
-        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    for (m, _, ids) in &runs {
+        for &id in ids {
+            wait_until(m, id, Duration::from_secs(60), |r| r.pid.is_some());
+        }
     }
     let pid_file = "/run/procman-slurm/slurmctld.pid";
     let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
@@ -1211,17 +1252,19 @@ fn controller_restart_mid_batch_loses_no_job() {
         .status()
         .unwrap()
         .success());
-    m.wait_all();
-    let calls = h.calls();
-    for (i, id) in ids.iter().enumerate() {
-        let want = if i % 3 == 0 {
-            JobStatus::Failed
-        } else {
-            JobStatus::Finished
-        };
-        assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+    for (m, h, ids) in runs {
+        m.wait_all();
+        let calls = h.calls();
+        for (i, id) in ids.iter().enumerate() {
+            let want = if i % 3 == 0 {
+                JobStatus::Failed
+            } else {
+                JobStatus::Finished
+            };
+            assert_eq!(calls[id], vec![want], "{:?}", m.job_data(*id));
+        }
+        assert_eq!(calls.len(), ids.len());
     }
-    assert_eq!(calls.len(), ids.len());
 }
 
 /// Issue 13: a program missing on the node is `SpawnFailed` naming the node, told apart from a
@@ -1390,4 +1433,326 @@ fn observers_of_a_job_step_see_its_output_live() {
     slurm_up("live-step");
     let alloc = Alloc::new(2);
     observers_follow_the_job_live(SlurmOptions::new().steps_in(alloc.0), "live-step");
+}
+
+/// A stand-in `sbatch` in `dir` that notes each call's arguments in `dir/sbatch.calls` (one line
+/// each) and runs the real one.
+fn counting_sbatch(dir: &std::path::Path) -> PathBuf {
+    let p = dir.join("sbatch");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nexec sbatch \"$@\"\n",
+            dir.join("sbatch.calls").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p
+}
+
+fn sbatch_calls(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("sbatch.calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `squeue`'s states of an array's tasks 0 to n-1 (`ARRAYID_TASK` to state; each asked for by
+/// its id: a pending task cancelled alone is no longer listed under the array's id).
+fn array_states(array: u32, n: u32) -> HashMap<String, String> {
+    let list: Vec<String> = (0..n).map(|t| format!("{array}_{t}")).collect();
+    let out = Command::new("squeue")
+        .args([
+            "-h",
+            "-r",
+            "-t",
+            "all",
+            "-o",
+            "%i|%T",
+            "-j",
+            &list.join(","),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(i, s)| (i.to_owned(), s.to_owned()))
+        .collect()
+}
+
+/// Issue 13, arrays: 200 jobs reach Slurm in ONE `sbatch --array` call; each task reads
+/// `Queued` while Slurm holds it; a kill cancels that task alone; a shutdown cancels the rest;
+/// every handler runs once.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_two_hundred_jobs_in_one_sbatch_call_queued_and_cancelled() {
+    let _s = serial();
+    slurm_up("array200");
+    let dir = scratch("array200");
+    let options = SlurmOptions::new()
+        .array(1000)
+        .sbatch_program(counting_sbatch(&dir))
+        .sbatch_arg("--begin=now+3600");
+    let m = manager(options, 200);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..200)
+        .map(|_| m.start_process(h.on(JobSpec::new("true"))).unwrap())
+        .collect();
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(30), |r| r.pid.is_some());
+    }
+    let calls = sbatch_calls(&dir);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("--array=0-199"), "{calls:?}");
+    let array = m.job_data(ids[0]).unwrap().pid.unwrap();
+    for &id in &ids {
+        let r = m.job_data(id).unwrap();
+        assert_eq!(
+            (r.status, r.pid, r.backend_state.as_deref()),
+            (JobStatus::Queued, Some(array), Some("PENDING")),
+            "{r:?}"
+        );
+    }
+    assert!(m.running_processes().is_empty());
+    assert_eq!(m.snapshot().count(JobStatus::Queued), 200);
+    let states = array_states(array, 200);
+    assert_eq!(states.len(), 200, "{states:?}");
+    assert!(states.values().all(|s| s == "PENDING"), "{states:?}");
+
+    // The kill of one task: that task alone is cancelled (Slurm drops a pending task it
+    // cancels from its queue: it is no longer listed; it never ran, so sacct has no record).
+    assert_eq!(m.kill_process(ids[7]), Ok(KillOutcome::Killing));
+    let r = m.wait(ids[7]).unwrap();
+    assert_eq!(r.status, JobStatus::Cancelled, "{r:?}");
+    let states = array_states(array, 200);
+    assert_eq!(states.len(), 199, "{states:?}");
+    assert!(!states.contains_key(&format!("{array}_7")), "{states:?}");
+    assert!(states.values().all(|s| s == "PENDING"), "{states:?}");
+    assert_eq!(m.snapshot().count(JobStatus::Queued), 199);
+
+    m.shutdown(ShutdownMode::Cancel, None);
+    let states = array_states(array, 200);
+    assert!(states.values().all(|s| s == "CANCELLED"), "{states:?}");
+    assert_eq!(sbatch_calls(&dir).len(), 1);
+    let calls = h.calls();
+    assert_eq!(calls.len(), 200);
+    for id in ids {
+        assert_eq!(calls[&id], vec![JobStatus::Cancelled], "{id}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13, arrays: each task keeps its own files, directory, environment, input, exit code;
+/// a program missing on the node is told apart from one that exits 127; the retry of a failed
+/// task is a job of its own; CPU times from accounting per task where there is one.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_keep_each_jobs_files_exit_code_and_retry() {
+    let _s = serial();
+    slurm_up("array_files");
+    let dir = scratch("array_files");
+    let m = manager(
+        SlurmOptions::new()
+            .array(1000)
+            .sbatch_program(counting_sbatch(&dir)),
+        10,
+    );
+    let h = Handlers::new();
+    let codes = [0, 3, 0, 5];
+    let mut plain = Vec::new();
+    for (i, code) in codes.iter().enumerate() {
+        let cwd = dir.join(format!("cwd {i}"));
+        std::fs::create_dir_all(&cwd).unwrap();
+        let spec = JobSpec::new("sh")
+            .args([
+                "-c",
+                "echo \"out $1 $(pwd) $X\"; echo \"err $1\" >&2; cat; exit $2",
+                "sh",
+                &i.to_string(),
+                &code.to_string(),
+            ])
+            .env("X", format!("x{i}"))
+            .input_bytes(format!("in{i}\n").into_bytes())
+            .cwd(&cwd)
+            .log_file(dir.join(format!("log{i}.txt")))
+            .error_file(dir.join(format!("err{i}.txt")));
+        plain.push(m.start_process(h.on(spec)).unwrap());
+    }
+    let missing = m
+        .start_process(h.on(JobSpec::new("no-such-program-271828").cwd(&dir)))
+        .unwrap();
+    let own127 = m
+        .start_process(h.on(JobSpec::new("sh").args(["-c", "exit 127"]).cwd(&dir)))
+        .unwrap();
+    // A '%' in the path (Slurm's patterns) and stderr merged into the log.
+    let merged_log = dir.join("100% %a.log");
+    let merged = m
+        .start_process(
+            h.on(JobSpec::new("sh")
+                .args(["-c", "echo one; echo two >&2"])
+                .log_file(&merged_log)
+                .merge_error_into_log()),
+        )
+        .unwrap();
+    let mark = dir.join("failed-once");
+    let retried = m
+        .start_process(
+            h.on(JobSpec::new("sh")
+                .args(["-c", "test -e \"$1\" && exit 0; : >\"$1\"; exit 4", "sh"])
+                .arg(&mark)
+                .retries(1, Duration::ZERO, procman::RetryOn::default())),
+        )
+        .unwrap();
+    m.wait_all();
+
+    let array = m.job_data(plain[0]).unwrap().pid.unwrap();
+    for (i, (&id, code)) in plain.iter().zip(codes).enumerate() {
+        let r = m.job_data(id).unwrap();
+        let want = if code == 0 {
+            JobStatus::Finished
+        } else {
+            JobStatus::Failed
+        };
+        assert_eq!(
+            (r.status, r.exit_code, r.pid),
+            (want, Some(code), Some(array)),
+            "{r:?}"
+        );
+        let cwd = dir.join(format!("cwd {i}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("log{i}.txt"))).unwrap(),
+            format!("out {i} {} x{i}\nin{i}\n", cwd.display())
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("err{i}.txt"))).unwrap(),
+            format!("err {i}\n")
+        );
+    }
+    let r = m.job_data(missing).unwrap();
+    assert_eq!(r.status, JobStatus::SpawnFailed, "{r:?}");
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("no-such-program-271828") && e.contains("not found") && e.contains("node"),
+        "{e}"
+    );
+    let r = m.job_data(own127).unwrap();
+    assert_eq!(
+        (r.status, r.exit_code, r.pid),
+        (JobStatus::Failed, Some(127), Some(array)),
+        "{r:?}"
+    );
+    let r = m.job_data(merged).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&merged_log).unwrap(), "one\ntwo\n");
+    let r = m.job_data(retried).unwrap();
+    assert_eq!((r.status, r.attempts), (JobStatus::Finished, 2), "{r:?}");
+    assert_ne!(r.pid, Some(array), "the retry is a job of its own: {r:?}");
+
+    // One array of all 8, then the retry alone.
+    let calls = sbatch_calls(&dir);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("--array=0-7"), "{calls:?}");
+    assert!(!calls[1].contains("--array"), "{calls:?}");
+    let calls = h.calls();
+    assert_eq!(calls.len(), 8);
+    assert!(calls.values().all(|c| c.len() == 1), "{calls:?}");
+    // No input-bytes file or missing-program note is left behind.
+    let left: Vec<String> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.contains(".procman-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let accounting = Command::new("sacct")
+        .args(["-n", "-X", "-j", "1"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let u = m.job_data(plain[0]).unwrap().usage.unwrap();
+    assert_eq!(u.user_cpu.is_some(), accounting, "{u:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+/// Issue 13, arrays: the kill of one running task leaves its sibling running; the sibling's
+/// own timeout ends it later; an `sbatch` refusal ends every job of the array as
+/// `SpawnFailed` with Slurm's message.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_kill_one_task_time_out_another_and_refusals() {
+    let _s = serial();
+    slurm_up("array_kill");
+    let m = manager(SlurmOptions::new().array(1000), 4);
+    let h = Handlers::new();
+    // The same timeout (so the same --time backstop): one array.
+    const TIMEOUT: Duration = Duration::from_secs(15);
+    let spec = || JobSpec::new("sleep").arg("300").timeout(TIMEOUT);
+    let killed = m.start_process(h.on(spec())).unwrap();
+    let timed = m.start_process(h.on(spec())).unwrap();
+    wait_until(&m, killed, Duration::from_secs(120), |r| {
+        r.status == JobStatus::Running
+    });
+    let array = m.job_data(killed).unwrap().pid.unwrap();
+    assert_eq!(m.job_data(timed).unwrap().pid, Some(array));
+    assert_eq!(m.kill_process(killed), Ok(KillOutcome::Killing));
+    let r = m.wait(killed).unwrap();
+    assert_eq!(r.status, JobStatus::Killed, "{r:?}");
+    // Its sibling goes on (running, or queued if the cluster's CPUs are busy), in procman's
+    // view and in Slurm's.
+    let r = m.job_data(timed).unwrap();
+    assert!(!r.status.is_final(), "{r:?}");
+    let states = array_states(array, 2);
+    // (FAILED when the program died of procman's SIGTERM before Slurm's cancel.)
+    let own = states.get(&format!("{array}_0")).map(String::as_str);
+    assert!(matches!(own, Some("CANCELLED" | "FAILED")), "{states:?}");
+    let sibling = states.get(&format!("{array}_1")).map(String::as_str);
+    assert!(matches!(sibling, Some("RUNNING" | "PENDING")), "{states:?}");
+    let r = m.wait(timed).unwrap();
+    assert_eq!(r.status, JobStatus::TimedOut, "{r:?}");
+    let wall = r.usage.unwrap().wall;
+    assert!(wall >= TIMEOUT && wall < TIMEOUT * 3, "{r:?}");
+    m.wait_all();
+    let calls = h.calls();
+    assert_eq!(calls[&killed], vec![JobStatus::Killed]);
+    assert_eq!(calls[&timed], vec![JobStatus::TimedOut]);
+
+    let dir = scratch("array_refused");
+    let bad = manager(
+        SlurmOptions::new()
+            .array(1000)
+            .partition("no-such-partition")
+            .sbatch_program(counting_sbatch(&dir)),
+        4,
+    );
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..3)
+        .map(|_| bad.start_process(h.on(JobSpec::new("true"))).unwrap())
+        .collect();
+    bad.wait_all();
+    assert_eq!(sbatch_calls(&dir).len(), 1);
+    let calls = h.calls();
+    for id in ids {
+        let r = bad.job_data(id).unwrap();
+        assert_eq!(r.status, JobStatus::SpawnFailed, "{r:?}");
+        let e = r.error.unwrap();
+        assert!(e.contains("Invalid partition name specified"), "{e}");
+        assert_eq!(calls[&id], vec![JobStatus::SpawnFailed]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

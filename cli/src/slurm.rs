@@ -41,6 +41,10 @@ pub struct SlurmArgs {
     /// releases at the end (implies --slurm)
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub steps: Option<String>,
+    /// Submit the jobs in Slurm arrays (sbatch --array): the jobs ready together go to Slurm
+    /// in one submission per CPU/memory/time request instead of one each (implies --slurm)
+    #[arg(long)]
+    pub array: bool,
 }
 
 /// `batch`'s Slurm options that take a value (for `cli::batch_prepass`).
@@ -61,7 +65,8 @@ pub fn options(a: SlurmArgs) -> Result<Option<SlurmOptions>, UsageError> {
         || a.qos.is_some()
         || a.time_limit.is_some()
         || !a.sbatch_arg.is_empty()
-        || a.steps.is_some();
+        || a.steps.is_some()
+        || a.array;
     if a.slurm.is_none() && !any {
         return Ok(None);
     }
@@ -93,12 +98,20 @@ pub fn options(a: SlurmArgs) -> Result<Option<SlurmOptions>, UsageError> {
     for arg in a.sbatch_arg {
         o = o.sbatch_arg(nonempty("sbatch-arg", arg)?);
     }
+    if a.array && a.steps.is_some() {
+        return Err(UsageError(
+            "options --array and --steps exclude each other".into(),
+        ));
+    }
     if let Some(n) = a.steps {
         let n: u32 = args::number("--steps", &n)?;
         if n == 0 {
             return Err(UsageError("option --steps: must be at least 1".into()));
         }
         o = o.steps(n);
+    }
+    if a.array {
+        o = o.array(1000);
     }
     Ok(Some(o))
 }
@@ -272,6 +285,12 @@ mod tests {
         };
         let o = format!("{:?}", options(a).unwrap().unwrap());
         assert!(o.contains("debug") && o.contains("--nice=5"), "{o}");
+        let a = SlurmArgs {
+            array: true,
+            ..SlurmArgs::default()
+        };
+        let o = format!("{:?}", options(a).unwrap().unwrap());
+        assert!(o.contains("array: 1000"), "{o}");
     }
 
     #[test]
@@ -291,6 +310,11 @@ mod tests {
             },
             SlurmArgs {
                 qos: Some(String::new()),
+                ..SlurmArgs::default()
+            },
+            SlurmArgs {
+                steps: Some("2".into()),
+                array: true,
                 ..SlurmArgs::default()
             },
         ] {

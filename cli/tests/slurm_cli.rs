@@ -324,3 +324,75 @@ fn run_on_slurm_relays_the_output_live() {
     assert_eq!(got, b"first\ncaf\xe9\nlast");
     assert_eq!(err, b"e1\ne2");
 }
+
+/// Every Slurm job (array task) under the marker, queued, running or ended (`squeue -t all`
+/// keeps ended jobs for `MinJobAge`, an hour on the CI cluster).
+fn all_in_squeue(marker: &str) -> Vec<String> {
+    let o = Command::new("squeue")
+        .args(["-h", "-r", "-t", "all", "-o", "%i", "-n", marker])
+        .output()
+        .unwrap();
+    let mut ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `batch --slurm=array=yes` and `batch --array`: the jobs go to Slurm as one array (one
+/// submission), each with its own log, error file and exit status in the joblog.
+#[test]
+#[ignore = "needs Slurm: .ci/start-slurm.sh"]
+fn batch_in_a_slurm_array_by_text_and_by_flag() {
+    for (n, how) in [(0, "--slurm=array=yes"), (1, "--array")] {
+        let (dir, marker) = setup(&format!("array{n}"));
+        let _c = Cleanup(marker.clone());
+        std::fs::write(
+            dir.join("jobs.txt"),
+            "echo one\nsh -c 'echo two >&2; exit 3'\necho three\n",
+        )
+        .unwrap();
+        let o = run_in(
+            &dir,
+            procman()
+                .args(["batch", how, "-j", "3", "--joblog", "JL"])
+                .arg(format!("--sbatch-arg=--job-name={marker}"))
+                .arg("jobs.txt"),
+        );
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{how}: {err}");
+        assert!(
+            err.contains("3 jobs: 2 succeeded, 1 failed"),
+            "{how}: {err}"
+        );
+        let log = |n: &str| std::fs::read_to_string(dir.join("procman-logs").join(n)).unwrap();
+        assert_eq!(log("1.log"), "one\n");
+        assert_eq!(log("2_err.txt"), "two\n");
+        assert_eq!(log("3.log"), "three\n");
+        let joblog = std::fs::read_to_string(dir.join("JL")).unwrap();
+        let mut exits: Vec<(String, String)> = joblog
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0].to_owned(), f[6].to_owned())
+            })
+            .collect();
+        exits.sort();
+        let want: Vec<(String, String)> = [("1", "0"), ("2", "3"), ("3", "0")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(exits, want, "{how}: {joblog}");
+        // One array of three tasks: ARRAYID_0, ARRAYID_1, ARRAYID_2.
+        let ids = all_in_squeue(&marker);
+        assert_eq!(ids.len(), 3, "{how}: {ids:?}");
+        let array = ids[0].split_once('_').map(|(a, _)| a.to_owned());
+        assert!(array.is_some(), "{how}: {ids:?}");
+        for (t, id) in ids.iter().enumerate() {
+            assert_eq!(Some(id.clone()), array.as_ref().map(|a| format!("{a}_{t}")));
+        }
+        assert!(in_squeue(&marker).is_empty());
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::array::SlurmId;
 use crate::sys::Exit;
 
 /// States in which the job's program has started (for the timeout and for kill vs cancel).
@@ -59,7 +60,7 @@ impl Ending {
     /// signalled the job (the scheduler then makes it `Killed` or `TimedOut`).
     pub(super) fn judge(
         self,
-        job: u32,
+        job: impl std::fmt::Display,
         ended_by_procman: bool,
         timed_out: bool,
     ) -> (Option<Exit>, bool, Option<String>) {
@@ -156,12 +157,14 @@ pub(super) struct Row {
 }
 
 /// `squeue -O` fields (Slurm 20.11 and later print `exit_code`, a wait status).
-pub(super) const SQUEUE_FORMAT: &str = "JobID:|,State:|,exit_code:|,NodeList:|,Reason:|";
+/// `JobArrayID` is the job id, or `ARRAYID_TASK` for a task of an array (`JobID` would be the
+/// array's own id for every task still pending).
+pub(super) const SQUEUE_FORMAT: &str = "JobArrayID:|,State:|,exit_code:|,NodeList:|,Reason:|";
 /// Older `squeue`: no exit code; `scontrol` is asked for finished jobs.
 pub(super) const SQUEUE_LEGACY_FORMAT: &str = "%i|%T|%N|%r";
 
 /// Parses `squeue -h` output in procman's formats into rows by job id.
-pub(super) fn parse_squeue(out: &[u8], legacy: bool) -> HashMap<u32, Row> {
+pub(super) fn parse_squeue(out: &[u8], legacy: bool) -> HashMap<SlurmId, Row> {
     let text = String::from_utf8_lossy(out);
     let mut rows = HashMap::new();
     for line in text.lines() {
@@ -169,7 +172,9 @@ pub(super) fn parse_squeue(out: &[u8], legacy: bool) -> HashMap<u32, Row> {
         let (Some(id), Some(state)) = (f.next(), f.next()) else {
             continue;
         };
-        let Ok(id) = id.parse::<u32>() else { continue };
+        let Some(id) = SlurmId::parse(id) else {
+            continue;
+        };
         let exit = if legacy {
             None
         } else {
@@ -206,31 +211,37 @@ mod tests {
     #[test]
     fn squeue_rows_are_parsed() {
         let out = b"5|RUNNING|0|vm|None|\n6|FAILED|768|vm|NonZeroExitCode|\n\
-                    7|CANCELLED|0||BeginTime|\n8|TIMEOUT|15|vm|TimeLimit|\nbad line\n";
+                    7|CANCELLED|0||BeginTime|\n8|TIMEOUT|15|vm|TimeLimit|\nbad line\n\
+                    9_2|PENDING|0||Priority|\n9_[3-4]|PENDING|0||Priority|\n";
         let rows = parse_squeue(out, false);
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[&5].state, "RUNNING");
+        assert_eq!(rows.len(), 5);
+        let task = SlurmId {
+            job: 9,
+            task: Some(2),
+        };
+        assert_eq!(rows[&task].state, "PENDING");
+        assert_eq!(rows[&SlurmId::from(5)].state, "RUNNING");
         assert_eq!(
-            rows[&6].exit,
+            rows[&SlurmId::from(6)].exit,
             Some(Exit {
                 code: Some(3),
                 signal: None
             })
         );
-        assert_eq!(rows[&6].reason, "NonZeroExitCode");
-        assert!(!nodes_given(&rows[&7].nodes));
-        assert!(nodes_given(&rows[&8].nodes));
+        assert_eq!(rows[&SlurmId::from(6)].reason, "NonZeroExitCode");
+        assert!(!nodes_given(&rows[&SlurmId::from(7)].nodes));
+        assert!(nodes_given(&rows[&SlurmId::from(8)].nodes));
         assert_eq!(
-            rows[&8].exit,
+            rows[&SlurmId::from(8)].exit,
             Some(Exit {
                 code: None,
                 signal: Some(15)
             })
         );
         let legacy = parse_squeue(b"9|PENDING|(null)|Priority\n", true);
-        assert_eq!(legacy[&9].state, "PENDING");
-        assert_eq!(legacy[&9].exit, None);
-        assert_eq!(legacy[&9].reason, "Priority");
+        assert_eq!(legacy[&SlurmId::from(9)].state, "PENDING");
+        assert_eq!(legacy[&SlurmId::from(9)].exit, None);
+        assert_eq!(legacy[&SlurmId::from(9)].reason, "Priority");
         assert_eq!(
             exit_from_pair("0:15"),
             Some(Exit {

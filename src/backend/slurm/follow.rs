@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use super::array::SlurmId;
 use super::ending::Ending;
 use super::SlurmOptions;
 use crate::backend::terminate::Signals;
@@ -30,7 +31,7 @@ impl Drop for CancelOnDrop<'_> {
 /// TERM and KILL for a Slurm job: `scancel`. `sent` tells whether anything was sent.
 pub(super) struct Scancel<'a> {
     pub(super) opts: &'a SlurmOptions,
-    pub(super) job: u32,
+    pub(super) job: SlurmId,
     pub(super) sent: bool,
 }
 
@@ -59,7 +60,7 @@ impl Signals for Scancel<'_> {
 /// The attempt's end from Slurm's ending.
 pub(super) fn judge(
     core: &JobCore,
-    job: u32,
+    job: SlurmId,
     ending: Ending,
     run_start: Option<Instant>,
     submitted: Instant,
@@ -90,14 +91,15 @@ pub(super) fn judge(
 /// SIGTERM and waits Slurm's `KillWait` before SIGKILL). `--batch` is what makes the SIGKILL a
 /// signal: without it Slurm 22.05 turns `--signal=KILL` into a plain cancel (SIGTERM, then
 /// SIGKILL only after `KillWait`); with `--batch` alone the batch shell's children survive.
-pub(super) fn cancel(opts: &SlurmOptions, job: u32, hard: bool) {
+pub(super) fn cancel(opts: &SlurmOptions, job: impl Into<SlurmId>, hard: bool) {
+    let job = job.into();
     if hard {
         scancel(opts, &["--signal=KILL", "--full", "--batch"], job);
     }
     scancel(opts, &[], job);
 }
 
-fn scancel(opts: &SlurmOptions, flags: &[&str], job: u32) {
+fn scancel(opts: &SlurmOptions, flags: &[&str], job: SlurmId) {
     let out = Command::new(&opts.scancel)
         .args(flags)
         .arg(job.to_string())

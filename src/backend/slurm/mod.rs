@@ -31,7 +31,10 @@
 //!   judging Slurm's final state.
 //! - `follow.rs`: `scancel`, and the attempt's end from Slurm's ending.
 //! - `tail.rs`: live output: the poller reads observed jobs' log files as they grow.
+//! - `array.rs`: [`SlurmOptions::array`], first attempts gathered into `sbatch --array`
+//!   submissions, and the ids of array tasks the poller follows.
 
+mod array;
 mod ending;
 mod follow;
 mod options;
@@ -67,6 +70,8 @@ pub(crate) struct SlurmBackend {
     poller: Mutex<Option<(Sender<Ctl>, JoinHandle<()>)>>,
     /// The allocation job steps run in (`steps.rs`), once found or requested.
     alloc: Mutex<Option<Allocation>>,
+    /// The first attempts being gathered into an array (`array.rs`).
+    gather: array::Gatherer,
 }
 
 impl SlurmBackend {
@@ -75,6 +80,7 @@ impl SlurmBackend {
             opts: Arc::new(opts),
             poller: Mutex::new(None),
             alloc: Mutex::new(None),
+            gather: array::Gatherer::default(),
         }
     }
 
@@ -139,6 +145,9 @@ impl Backend for SlurmBackend {
         if self.opts.steps {
             return self.start_step(report, engine, work);
         }
+        if self.opts.array > 0 && work.attempt == 1 {
+            return self.start_in_array(engine, work);
+        }
         let (sub, tracker) = match self.prepare(core, work.attempt, false) {
             Ok(p) => p,
             Err(msg) => return Attempt::Ended(spawn_failed(core, None, msg)),
@@ -166,7 +175,7 @@ impl Backend for SlurmBackend {
         report.queued(core.id, job, work.attempt);
         report.set_backend_state(core.id, "PENDING");
         let handover = Handover {
-            job,
+            job: job.into(),
             core: work.core.clone(),
             later: Later::new(engine, core.id, work.attempt),
             submitted_at: submitted,

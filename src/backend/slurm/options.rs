@@ -31,6 +31,9 @@ pub struct SlurmOptions {
     pub(super) steps: bool,
     pub(super) steps_in: Option<u32>,
     pub(super) steps_cpus: u32,
+    /// Submit first attempts in arrays of at most this many tasks (0: one job each;
+    /// `array.rs`).
+    pub(super) array: u32,
     pub(super) srun: PathBuf,
     pub(super) sbatch: PathBuf,
     pub(super) squeue: PathBuf,
@@ -53,6 +56,7 @@ impl Default for SlurmOptions {
             steps: false,
             steps_in: None,
             steps_cpus: 1,
+            array: 0,
             srun: "srun".into(),
             sbatch: "sbatch".into(),
             squeue: "squeue".into(),
@@ -141,6 +145,7 @@ impl SlurmOptions {
     /// Each job keeps its own files, timeout, kill and handler; its `pid` is `srun`'s.
     pub fn steps(mut self, cpus: u32) -> SlurmOptions {
         self.steps = true;
+        self.array = 0;
         self.steps_cpus = cpus.max(1);
         self
     }
@@ -149,7 +154,24 @@ impl SlurmOptions {
     /// Slurm job id), which procman neither requests nor cancels.
     pub fn steps_in(mut self, allocation: u32) -> SlurmOptions {
         self.steps = true;
+        self.array = 0;
         self.steps_in = Some(allocation);
+        self
+    }
+
+    /// Submits jobs in Slurm arrays (`sbatch --array`) of at most `max_tasks` jobs (at least 1;
+    /// Slurm's default `MaxArraySize` of 1001 allows 1,000, the value of `array=yes` in the
+    /// text form): the first attempts that become ready within a short window (50 ms without a
+    /// new one, 500 ms at most) go to Slurm in one `sbatch` call per group of jobs asking for
+    /// the same CPUs, memory and time limit, instead of one call each. Each job keeps its own
+    /// files, environment, queued state, timeout, kill (`scancel` of its task alone), handler
+    /// and accounting; its `pid` is the array's job id, its task is `ARRAYID_TASK` in Slurm's
+    /// commands. A refusal by `sbatch` ends every job of that array as `SpawnFailed`; retries
+    /// are submitted one job each. Replaces [`steps`](Self::steps) (the later call wins).
+    pub fn array(mut self, max_tasks: u32) -> SlurmOptions {
+        self.array = max_tasks.max(1);
+        self.steps = false;
+        self.steps_in = None;
         self
     }
 
@@ -199,8 +221,10 @@ impl std::str::FromStr for SlurmOptions {
     /// most once but `sbatch_arg`. Keys: `partition`, `account`, `qos` (`--qos=`), `time`
     /// (`--time=`, Slurm's own limit), `sbatch_arg` (any `sbatch` argument), `steps` (CPUs of
     /// an allocation procman requests, or `yes` for the allocation procman runs in: see
-    /// [`SlurmOptions::steps`]), `steps_in` (an allocation's job id), `poll_min_ms`,
-    /// `poll_max_ms`, `submit_threads`, `output_lag_ms`. An empty text, `1` or `yes` is the defaults. Values
+    /// [`SlurmOptions::steps`]), `steps_in` (an allocation's job id), `array` (`yes` for arrays
+    /// of up to 1,000 jobs, or the largest array, `no` or `0` for none: see
+    /// [`SlurmOptions::array`]), `poll_min_ms`, `poll_max_ms`, `submit_threads`,
+    /// `output_lag_ms`. An empty text, `1` or `yes` is the defaults. Values
     /// cannot hold a comma.
     ///
     /// ```
@@ -243,6 +267,14 @@ impl std::str::FromStr for SlurmOptions {
                 }
                 "steps" => o.steps(u32::try_from(number(key)?).unwrap_or(u32::MAX)),
                 "steps_in" => o.steps_in(u32::try_from(number(key)?).unwrap_or(u32::MAX)),
+                "array" => match value.to_ascii_lowercase().as_str() {
+                    "yes" | "true" => o.array(ARRAY_DEFAULT),
+                    "no" | "false" | "0" => {
+                        o.array = 0;
+                        o
+                    }
+                    _ => o.array(u32::try_from(number(key)?).unwrap_or(u32::MAX)),
+                },
                 "poll_min_ms" => {
                     min = Duration::from_millis(number(key)?);
                     o
@@ -261,6 +293,10 @@ impl std::str::FromStr for SlurmOptions {
         Ok(o.poll_interval(min, max.max(min)))
     }
 }
+
+/// The largest array of `array=yes`: Slurm's default `MaxArraySize` (1001) allows indices
+/// 0 to 1000.
+const ARRAY_DEFAULT: u32 = 1000;
 
 /// The longest poll interval [`SlurmOptions::poll_interval`] accepts.
 const POLL_CAP: Duration = Duration::from_secs(3600);
@@ -283,7 +319,20 @@ mod tests {
         assert_eq!(o.output_lag, Duration::from_secs(3));
         let o: SlurmOptions = "steps_in=42".parse().unwrap();
         assert_eq!(o.steps_in, Some(42));
-        assert!("yes".parse::<SlurmOptions>().is_ok_and(|o| !o.steps));
+        assert!("yes"
+            .parse::<SlurmOptions>()
+            .is_ok_and(|o| !o.steps && o.array == 0));
+        let o: SlurmOptions = "steps=4,array=yes".parse().unwrap();
+        assert!(!o.steps && o.array == 1000);
+        let o: SlurmOptions = "array=True".parse().unwrap();
+        assert_eq!(o.array, 1000);
+        assert_eq!("array=50".parse::<SlurmOptions>().unwrap().array, 50);
+        assert_eq!("array=no".parse::<SlurmOptions>().unwrap().array, 0);
+        assert_eq!("array=0".parse::<SlurmOptions>().unwrap().array, 0);
+        assert!("array=many"
+            .parse::<SlurmOptions>()
+            .unwrap_err()
+            .contains("array"));
         assert!("steps=many"
             .parse::<SlurmOptions>()
             .unwrap_err()

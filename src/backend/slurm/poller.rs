@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::array::SlurmId;
 use super::ending::{
     exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
     SQUEUE_LEGACY_FORMAT,
@@ -30,6 +31,11 @@ use crate::error::panic_message;
 use crate::job::{AttemptEnd, JobCore};
 use crate::record::ResourceUsage;
 use crate::sys::{Exit, Waker};
+
+/// How long an ended job waits for Slurm's accounting to know it (for its CPU times and peak
+/// memory) before it ends without them, and how often the accounting is asked meanwhile.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(3);
+const ACCOUNT_RETRY: Duration = Duration::from_millis(300);
 
 /// How often the poller looks at its jobs' kill requests and timeouts between `squeue` rounds:
 /// a kill is acted on within this.
@@ -68,7 +74,8 @@ const STEP_TICK: Duration = Duration::from_millis(1);
 
 /// A job a worker submitted, handed to the poller.
 pub(super) struct Handover {
-    pub(super) job: u32,
+    /// The Slurm job, or the array task.
+    pub(super) job: SlurmId,
     pub(super) core: Arc<JobCore>,
     pub(super) later: Later,
     pub(super) submitted_at: Instant,
@@ -80,6 +87,10 @@ pub(super) struct Handover {
     pub(super) tail: Option<Tail>,
 }
 
+/// An ended job waiting for the accounting's figures: its id, its attempt's end, the follower
+/// of its output, and when it ended.
+type Unaccounted = (SlurmId, Later, AttemptEnd, Option<Tail>, Instant);
+
 /// An attempt whose end is known, waiting for the last of its observed output (`tail.rs`).
 struct Draining {
     tail: Tail,
@@ -90,7 +101,7 @@ struct Draining {
 impl Tracked {
     /// The job runs (squeue says so, or it wrote output): it reads `Running` and its timeout
     /// counts from now. Once.
-    fn started(&mut self, job: u32) {
+    fn started(&mut self, job: SlurmId) {
         if self.run_start.is_some() {
             return;
         }
@@ -100,7 +111,7 @@ impl Tracked {
         if let Some(report) = self.h.later.report() {
             report.started(
                 self.h.core.id,
-                job,
+                job.job,
                 self.h.later.attempt(),
                 at,
                 Waker::none(),
@@ -122,14 +133,18 @@ struct Tracked {
 pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
-    jobs: HashMap<u32, Tracked>,
+    jobs: HashMap<SlurmId, Tracked>,
     steps: Vec<StepTracked>,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
-    ended: Vec<(u32, Later, AttemptEnd, Option<Tail>)>,
+    ended: Vec<(SlurmId, Later, AttemptEnd, Option<Tail>)>,
     /// Ended attempts whose observers still get their last output.
     draining: Vec<Draining>,
     /// The buffer the followers of observed jobs read into (allocated with the first).
     buf: Vec<u8>,
+    /// Ended jobs whose figures the accounting did not have yet, with when they ended: asked
+    /// again every [`ACCOUNT_RETRY`], ended without figures after [`ACCOUNT_WAIT`].
+    unaccounted: Vec<Unaccounted>,
+    unaccounted_asked: Option<Instant>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
     accounting: bool,
     legacy: bool,
@@ -147,6 +162,8 @@ impl Poller {
             ended: Vec::new(),
             draining: Vec::new(),
             buf: Vec::new(),
+            unaccounted: Vec::new(),
+            unaccounted_asked: None,
             accounting: true,
             legacy: false,
             last_warning: None,
@@ -163,7 +180,7 @@ impl Poller {
         loop {
             let tick = if !self.steps.is_empty() {
                 deadline::from_now(STEP_TICK)
-            } else if !self.jobs.is_empty() {
+            } else if !self.jobs.is_empty() || !self.unaccounted.is_empty() {
                 deadline::from_now(TICK)
             } else {
                 None
@@ -260,6 +277,9 @@ impl Poller {
         }
         for d in self.draining.drain(..) {
             d.later.end(d.end);
+        }
+        for (_, later, end, _, _) in self.unaccounted.drain(..) {
+            later.end(end);
         }
         for (job, t) in self.jobs.drain() {
             cancel(&self.opts, job, true);
@@ -400,7 +420,7 @@ impl Poller {
 
     /// One query for every tracked job; true if anything changed.
     fn round(&mut self) -> bool {
-        let mut ids: Vec<u32> = self.jobs.keys().copied().collect();
+        let mut ids: Vec<SlurmId> = self.jobs.keys().copied().collect();
         ids.sort_unstable();
         let mut changed = false;
         for chunk in ids.chunks(200) {
@@ -433,7 +453,7 @@ impl Poller {
         changed
     }
 
-    fn update(&mut self, job: u32, row: &Row) -> bool {
+    fn update(&mut self, job: SlurmId, row: &Row) -> bool {
         #[cfg(test)]
         crate::fault::hit_slurm_state(&row.state);
         if is_final(&row.state) {
@@ -471,7 +491,7 @@ impl Poller {
     }
 
     /// Ends the job's attempt with Slurm's ending, and forgets the job.
-    fn end(&mut self, job: u32, ending: Ending) {
+    fn end(&mut self, job: SlurmId, ending: Ending) {
         let Some(t) = self.jobs.remove(&job) else {
             return;
         };
@@ -479,7 +499,8 @@ impl Poller {
         if let Some(report) = t.h.later.report() {
             // A job that ran between two rounds was never seen running: it started.
             if t.run_start.is_none() && ending.ran {
-                report.started(id, job, t.h.later.attempt(), Instant::now(), Waker::none());
+                let at = Instant::now();
+                report.started(id, job.job, t.h.later.attempt(), at, Waker::none());
             }
             report.set_backend_state(id, &ending.state);
         }
@@ -498,37 +519,61 @@ impl Poller {
     }
 
     /// Ends the attempts that ended in this round, with CPU times and peak memory from
-    /// Slurm's accounting when there is one (one `sacct` for all of them).
+    /// Slurm's accounting when there is one (one `sacct` for all of them). A job the accounting
+    /// does not know yet (it records a job's start and end a moment after the controller, an
+    /// array task's own record first of all) waits for it, up to [`ACCOUNT_WAIT`].
     fn flush_ended(&mut self) {
-        if self.ended.is_empty() {
+        let now = Instant::now();
+        let mut ended: Vec<Unaccounted> = self
+            .ended
+            .drain(..)
+            .map(|(j, l, e, t)| (j, l, e, t, now))
+            .collect();
+        let retry = self
+            .unaccounted_asked
+            .map_or(true, |t| now.saturating_duration_since(t) >= ACCOUNT_RETRY);
+        if retry {
+            ended.append(&mut self.unaccounted);
+        }
+        if ended.is_empty() {
             return;
         }
-        let ended = std::mem::take(&mut self.ended);
-        let ran: Vec<u32> = ended
+        let ran: Vec<SlurmId> = ended
             .iter()
-            .filter(|(_, _, e, _)| matches!(e, AttemptEnd::Exited { .. }))
-            .map(|(job, _, _, _)| *job)
+            .filter(|(_, _, e, _, _)| matches!(e, AttemptEnd::Exited { .. }))
+            .map(|(job, _, _, _, _)| *job)
             .collect();
         let mut accounted = HashMap::new();
+        let mut asked = false;
         if self.accounting && !ran.is_empty() {
+            self.unaccounted_asked = Some(now);
             match usage::query(&self.opts, &ran) {
-                Ok(a) => accounted = a,
+                Ok(a) => {
+                    accounted = a;
+                    asked = true;
+                }
                 Err(gone) => self.accounting = !gone,
             }
         }
-        for (job, later, mut end, tail) in ended {
-            if let (AttemptEnd::Exited { usage, .. }, Some(a)) = (&mut end, accounted.get(&job)) {
-                a.fill(usage);
+        for (job, later, mut end, tail, since) in ended {
+            let exited = matches!(end, AttemptEnd::Exited { .. });
+            match (&mut end, accounted.get(&job)) {
+                (AttemptEnd::Exited { usage, .. }, Some(a)) => a.fill(usage),
+                _ if asked && exited && now.saturating_duration_since(since) < ACCOUNT_WAIT => {
+                    self.unaccounted.push((job, later, end, tail, since));
+                    continue;
+                }
+                _ => {}
             }
             self.end_attempt(later, end, tail);
         }
     }
 
     /// Runs squeue for these jobs. Jobs it does not list are missing from the map.
-    fn query(&mut self, jobs: &[u32]) -> Result<HashMap<u32, Row>, String> {
+    fn query(&mut self, jobs: &[SlurmId]) -> Result<HashMap<SlurmId, Row>, String> {
         let list = jobs
             .iter()
-            .map(u32::to_string)
+            .map(SlurmId::to_string)
             .collect::<Vec<_>>()
             .join(",");
         loop {
@@ -538,7 +583,8 @@ impl Poller {
                 ("-O", SQUEUE_FORMAT)
             };
             let out = Command::new(&self.opts.squeue)
-                .args(["-h", "-t", "all", "-j", &list, flag, format])
+                // -r: an array's pending tasks one per line, as ARRAYID_TASK.
+                .args(["-h", "-t", "all", "-j", &list, flag, format, "-r"])
                 .stdin(Stdio::null())
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", self.opts.squeue.display()))?;
@@ -559,7 +605,7 @@ impl Poller {
     }
 
     /// Legacy squeue: the exit code of a finished job from `scontrol show job`.
-    fn scontrol_exit(&self, job: u32) -> Option<Exit> {
+    fn scontrol_exit(&self, job: SlurmId) -> Option<Exit> {
         let out = Command::new(&self.opts.scontrol)
             .args(["-o", "show", "job", &job.to_string()])
             .stdin(Stdio::null())
@@ -572,7 +618,20 @@ impl Poller {
     }
 
     /// squeue no longer knows the job (purged after `MinJobAge`, or lost): ask accounting.
-    fn gone(&self, job: u32) -> Ending {
+    fn gone(&self, job: SlurmId) -> Ending {
+        // A pending array task procman cancelled: Slurm drops it from its queue without a
+        // record of its own (sacct has none either).
+        if let Some(t) = self.jobs.get(&job).filter(|_| job.task.is_some()) {
+            if t.run_start.is_none() && !has_started(&t.state) && t.term.killed_at().is_some() {
+                return Ending {
+                    state: "CANCELLED".into(),
+                    reason: String::new(),
+                    exit: None,
+                    ran: false,
+                    lost: None,
+                };
+            }
+        }
         let last = self
             .jobs
             .get(&job)

@@ -13,7 +13,7 @@ const CR_VAR: &[u8] = b"procman_cr";
 /// Quotes one word for `/bin/sh`: single quotes, with `'` as `'\''`. A carriage return is
 /// written as `"$procman_cr"` (set by the script), because sbatch refuses scripts that contain
 /// a DOS line break. Any other byte (but NUL, which a word cannot hold) stands for itself.
-fn shell_quote(word: &[u8]) -> Vec<u8> {
+pub(super) fn shell_quote(word: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(word.len() + 2);
     out.push(b'\'');
     for &b in word {

@@ -99,36 +99,7 @@ impl Submission {
 
     /// Runs `sbatch`; the Slurm job id, or Slurm's message.
     pub(super) fn submit(&self, opts: &SlurmOptions) -> Result<u32, String> {
-        let mut child = Command::new(&opts.sbatch)
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", opts.sbatch.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A refusal may come before sbatch reads the script (a broken pipe): its message
-            // below says why.
-            let _ = stdin.write_all(&self.script);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("cannot wait for {}: {e}", opts.sbatch.display()))?;
-        if !out.status.success() {
-            let msg = one_line(&out.stderr);
-            return Err(if msg.is_empty() {
-                format!("sbatch refused the job ({})", out.status)
-            } else {
-                format!("sbatch refused the job: {msg}")
-            });
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        // --parsable prints "jobid" or "jobid;cluster".
-        text.lines()
-            .next()
-            .and_then(|l| l.split(';').next())
-            .and_then(|id| id.trim().parse::<u32>().ok())
-            .ok_or_else(|| format!("sbatch printed no job id: {:?}", text.trim()))
+        sbatch(opts, &self.args, &self.script)
     }
 
     pub(super) fn cleanup(&self) {
@@ -136,6 +107,41 @@ impl Submission {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Runs `sbatch` with these options and this batch script (on its standard input); the Slurm
+/// job id, or Slurm's message. Blocks until `sbatch` answers.
+pub(super) fn sbatch(opts: &SlurmOptions, args: &[OsString], script: &[u8]) -> Result<u32, String> {
+    let mut child = Command::new(&opts.sbatch)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", opts.sbatch.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A refusal may come before sbatch reads the script (a broken pipe): its message
+        // below says why.
+        let _ = stdin.write_all(script);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot wait for {}: {e}", opts.sbatch.display()))?;
+    if !out.status.success() {
+        let msg = one_line(&out.stderr);
+        return Err(if msg.is_empty() {
+            format!("sbatch refused the job ({})", out.status)
+        } else {
+            format!("sbatch refused the job: {msg}")
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // --parsable prints "jobid" or "jobid;cluster".
+    text.lines()
+        .next()
+        .and_then(|l| l.split(';').next())
+        .and_then(|id| id.trim().parse::<u32>().ok())
+        .ok_or_else(|| format!("sbatch printed no job id: {:?}", text.trim()))
 }
 
 /// `refmac5.1003`: the program's file name and procman's job id, printable bytes only.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::array::SlurmId;
 use super::follow::one_line;
 use super::SlurmOptions;
 use crate::record::ResourceUsage;
@@ -30,10 +31,13 @@ impl Accounted {
 
 /// Asks `sacct` about `jobs`. `Err(true)`: accounting is not there (ask no more); `Err(false)`:
 /// a failure that may pass (the database restarting).
-pub(super) fn query(opts: &SlurmOptions, jobs: &[u32]) -> Result<HashMap<u32, Accounted>, bool> {
+pub(super) fn query(
+    opts: &SlurmOptions,
+    jobs: &[SlurmId],
+) -> Result<HashMap<SlurmId, Accounted>, bool> {
     let list = jobs
         .iter()
-        .map(u32::to_string)
+        .map(SlurmId::to_string)
         .collect::<Vec<_>>()
         .join(",");
     let out = Command::new(&opts.sacct)
@@ -72,8 +76,8 @@ pub(super) fn query(opts: &SlurmOptions, jobs: &[u32]) -> Result<HashMap<u32, Ac
 
 /// Parses `sacct -n -P -o JobID,UserCPU,SystemCPU,MaxRSS`: the job's own line gives the CPU
 /// times, its steps' lines (`ID.batch`, `ID.0`) the peak memory.
-pub(super) fn parse(text: &str) -> HashMap<u32, Accounted> {
-    let mut m: HashMap<u32, Accounted> = HashMap::new();
+pub(super) fn parse(text: &str) -> HashMap<SlurmId, Accounted> {
+    let mut m: HashMap<SlurmId, Accounted> = HashMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split('|').map(str::trim).collect();
         let [id, user, system, rss, ..] = f[..] else {
@@ -83,7 +87,7 @@ pub(super) fn parse(text: &str) -> HashMap<u32, Accounted> {
             Some((b, s)) => (b, Some(s)),
             None => (id, None),
         };
-        let Ok(base) = base.parse::<u32>() else {
+        let Some(base) = SlurmId::parse(base) else {
             continue;
         };
         let a = m.entry(base).or_default();
@@ -147,19 +151,28 @@ mod tests {
     fn sacct_lines_give_cpu_times_and_peak_memory() {
         let m = parse(
             "2053|00:02.064|00:00.080|\n2053.batch|00:02.064|00:00.080|96888K\n\
-             2054|1-02:03:04|01:00:00|\n2054.batch|||2G\n2054.0|||3.5G\nbad|x|y|z\n",
+             2054|1-02:03:04|01:00:00|\n2054.batch|||2G\n2054.0|||3.5G\nbad|x|y|z\n\
+             77_3|00:01.000|00:00.000|\n77_3.batch|||1M\n",
         );
         assert_eq!(
-            m[&2053],
+            m[&SlurmId::from(2053)],
             Accounted {
                 user: Some(Duration::from_millis(2064)),
                 system: Some(Duration::from_millis(80)),
                 peak: Some(96888 << 10),
             }
         );
-        assert_eq!(m[&2054].user, Some(Duration::from_secs(86_400 + 7_384)));
-        assert_eq!(m[&2054].system, Some(Duration::from_secs(3_600)));
-        assert_eq!(m[&2054].peak, Some(3758096384));
+        assert_eq!(
+            m[&SlurmId::from(2054)].user,
+            Some(Duration::from_secs(86_400 + 7_384))
+        );
+        assert_eq!(
+            m[&SlurmId::from(2054)].system,
+            Some(Duration::from_secs(3_600))
+        );
+        assert_eq!(m[&SlurmId::from(2054)].peak, Some(3758096384));
+        let task = SlurmId::parse("77_3").unwrap();
+        assert_eq!(m[&task].peak, Some(1 << 20));
         assert_eq!(duration(""), None);
         assert!(duration("99999999999999999-00:00:00").is_some());
         assert_eq!(bytes("12"), Some(12));
