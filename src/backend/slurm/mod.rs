@@ -33,6 +33,7 @@
 
 mod ending;
 mod follow;
+mod launch;
 mod options;
 mod poller;
 mod script;

@@ -90,6 +90,8 @@ pub(super) struct Poller {
     rx: Receiver<Ctl>,
     jobs: HashMap<u32, Tracked>,
     steps: Vec<StepTracked>,
+    /// Ended steps waiting for their CPU times and peak memory (`usage.rs`).
+    step_usage: usage::StepUsage,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
     ended: Vec<(u32, Later, AttemptEnd)>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
@@ -106,6 +108,7 @@ impl Poller {
             rx,
             jobs: HashMap::new(),
             steps: Vec::new(),
+            step_usage: usage::StepUsage::default(),
             ended: Vec::new(),
             accounting: true,
             legacy: false,
@@ -121,7 +124,7 @@ impl Poller {
         let mut interval = min;
         let mut next_poll: Option<Instant> = None;
         loop {
-            let tick = if !self.steps.is_empty() {
+            let tick = if !self.steps.is_empty() || self.step_usage.busy() {
                 deadline::from_now(STEP_TICK)
             } else if !self.jobs.is_empty() {
                 deadline::from_now(TICK)
@@ -161,6 +164,7 @@ impl Poller {
             }
             let (sent, changed) = match catch_unwind(AssertUnwindSafe(|| {
                 self.follow_steps();
+                self.step_usage.step(&self.opts, &mut self.accounting);
                 let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 let changed = due && self.round();
@@ -210,6 +214,7 @@ impl Poller {
         for (_, later, end) in self.ended.drain(..) {
             later.end(end);
         }
+        self.step_usage.abandon();
         for (job, t) in self.jobs.drain() {
             cancel(&self.opts, job, true);
             cleanup(&t.h);
@@ -243,23 +248,32 @@ impl Poller {
                 continue;
             };
             let t = self.steps.swap_remove(i);
-            let (exit, error) = t.h.step.ended(status);
+            let e = t.h.step.ended(status);
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
-            let usage = ResourceUsage {
-                wall: at.saturating_duration_since(t.h.started),
-                ..ResourceUsage::default()
-            };
-            let end = AttemptEnd::Exited {
-                exit,
-                usage,
-                timed_out: t.term.timed_out(),
-                error,
+            let wall = at.saturating_duration_since(t.h.started);
+            let end = match e.cannot_start {
+                Some(why) => AttemptEnd::SpawnFailed(why),
+                None => AttemptEnd::Exited {
+                    exit: e.exit,
+                    usage: ResourceUsage {
+                        wall,
+                        ..ResourceUsage::default()
+                    },
+                    timed_out: t.term.timed_out(),
+                    error: e.error,
+                },
             };
             let what = format!("job step {}", t.h.step.name);
-            t.h.later
-                .end(missing_program(end, &t.h.missing, &t.h.core, &what));
+            let end = missing_program(end, &t.h.missing, &t.h.core, &what);
+            match e.step_id {
+                // Long enough to wait for one sacct (usage.rs).
+                Some(id) if self.accounting && wall >= usage::STEP_MIN_WALL => {
+                    self.step_usage.wait(id, t.h.later, end);
+                }
+                _ => t.h.later.end(end),
+            }
         }
     }
 

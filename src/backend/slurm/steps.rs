@@ -13,11 +13,14 @@
 //! - TERM: `scancel --signal=TERM` of the step (found by its unique name); KILL: SIGKILL to
 //!   `srun`'s process group (Slurm then ends the step within seconds).
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::follow::one_line;
+use super::launch;
 use super::SlurmOptions;
 use crate::backend::terminate::Signals;
 use crate::job::JobCore;
@@ -142,31 +145,89 @@ pub(super) struct Step {
     pub(super) alloc: u32,
     pub(super) name: String,
     pub(super) messages: PathBuf,
+    /// What `srun` runs: the program (`launch.rs`), or `/bin/sh` and the script.
+    direct: bool,
+    /// The program (or interpreter) `srun` runs, for messages.
+    program: OsString,
+    /// Where the task's standard error goes, which holds `slurmstepd`'s line when the program
+    /// cannot be started.
+    stderr: Stderr,
+}
+
+/// Where a step's task writes its standard error.
+enum Stderr {
+    /// Into `srun`'s message file (the job does not keep it).
+    Messages,
+    File(PathBuf),
+    /// Nowhere procman can read.
+    Lost,
+}
+
+/// How a step ended, from `srun`'s exit and its messages.
+pub(super) struct StepEnd {
+    pub(super) exit: Option<Exit>,
+    /// `srun` failed on its own: its messages.
+    pub(super) error: Option<String>,
+    /// The program could not be started on the node: why, for `SpawnFailed`.
+    pub(super) cannot_start: Option<String>,
+    /// The step's id (`ALLOC.N`), from `srun -v`'s "launching StepId=" line.
+    pub(super) step_id: Option<String>,
 }
 
 impl Step {
-    /// Starts `srun` with `args` (the step's options, from `submit.rs`) and the job's script.
+    /// Starts `srun` with `args` (the step's options, from `submit.rs`) and runs the program
+    /// directly where it can (`launch.rs`), else the job's script with `/bin/sh -c`.
     pub(super) fn spawn(
         opts: &SlurmOptions,
         alloc: u32,
         core: &JobCore,
         attempt: u32,
-        args: &[std::ffi::OsString],
+        args: &[OsString],
         script: Vec<u8>,
     ) -> Result<Step, String> {
-        use std::os::unix::ffi::OsStringExt;
         use std::os::unix::process::CommandExt;
         let name = format!("procman.{}.{}.{attempt}", std::process::id(), core.id);
         let messages = std::env::temp_dir().join(format!(".{name}.srun"));
-        let file = std::fs::File::create(&messages)
+        // Appended to by srun and, when the job does not keep its standard error, slurmstepd.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&messages)
+            .and_then(|f| f.set_len(0).map(|()| f))
             .map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
-        let child = Command::new(&opts.srun)
-            .arg(format!("--jobid={alloc}"))
-            .args(["--exact", "--ntasks=1", "--nodes=1", "--kill-on-bad-exit=1"])
-            .arg(format!("--job-name={name}"))
-            .args(args)
-            .args(["/bin/sh", "-c"])
-            .arg(std::ffi::OsString::from_vec(script))
+        let cwd = args
+            .iter()
+            .find_map(|a| a.as_bytes().strip_prefix(b"--chdir="))
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .unwrap_or_default();
+        let mut cmd = Command::new(&opts.srun);
+        cmd.arg(format!("--jobid={alloc}"))
+            .args([
+                "--exact",
+                "--ntasks=1",
+                "--nodes=1",
+                "--kill-on-bad-exit=1",
+                "-v",
+            ])
+            .arg(format!("--job-name={name}"));
+        let (direct, program, stderr) = match launch::direct(core, &cwd) {
+            Some(d) => {
+                let stderr = direct_files(&mut cmd, args, &messages);
+                cmd.envs(d.set.iter().map(|(k, v)| (k, v)));
+                for k in &d.remove {
+                    cmd.env_remove(k);
+                }
+                cmd.arg("--").args(&d.argv);
+                (true, d.argv[0].clone(), stderr)
+            }
+            None => {
+                cmd.args(args)
+                    .args(["/bin/sh", "-c"])
+                    .arg(OsString::from_vec(script));
+                (false, OsString::new(), Stderr::Lost)
+            }
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -181,51 +242,184 @@ impl Step {
             alloc,
             name,
             messages,
+            direct,
+            program,
+            stderr,
         })
     }
 
     /// How the step ended, once `srun` exited with `status`: the task's exit from `srun`'s
-    /// messages, else `srun`'s own status; and `srun`'s messages when it failed otherwise.
-    pub(super) fn ended(&self, status: std::process::ExitStatus) -> (Option<Exit>, Option<String>) {
-        let text = std::fs::read(&self.messages).unwrap_or_default();
+    /// messages, else `srun`'s own status; `srun`'s messages when it failed otherwise; why
+    /// the program could not be started, when `slurmstepd` said so. Removes the message file.
+    pub(super) fn ended(&self, status: std::process::ExitStatus) -> StepEnd {
+        let text = read_bounded(&self.messages);
         let _ = std::fs::remove_file(&self.messages);
-        let text = String::from_utf8_lossy(&text);
-        let own = Exit::from_std(status);
-        for line in text.lines().rev() {
-            let Some((_, what)) = line.split_once("task 0: ") else {
-                continue;
-            };
-            if let Some(code) = what.strip_prefix("Exited with exit code ") {
-                if let Ok(code) = code.trim().parse() {
-                    return (
-                        Some(Exit {
-                            code: Some(code),
-                            signal: None,
-                        }),
-                        None,
-                    );
+        let step_id = step_id_in(&text);
+        let (exit, error) = exit_in(&text, status);
+        let code = exit.and_then(|e| e.code).filter(|&c| c != 0 && self.direct);
+        let cannot_start = code
+            .and_then(|c| match &self.stderr {
+                Stderr::Messages => launch::cannot_start(&text, &self.program, c),
+                Stderr::File(p) => launch::cannot_start(&read_head(p), &self.program, c),
+                Stderr::Lost => None,
+            })
+            .map(|(node, why)| {
+                let why = if why == "No such file or directory" {
+                    "not found".to_owned()
+                } else {
+                    why.to_lowercase()
+                };
+                format!(
+                    "cannot run {} on node {}: {why} (job step {})",
+                    std::path::Path::new(&self.program).display(),
+                    node.as_deref().unwrap_or("?"),
+                    self.name
+                )
+            });
+        StepEnd {
+            exit,
+            error,
+            cannot_start,
+            step_id,
+        }
+    }
+}
+
+/// The direct way's file options: `args` as given, but a standard error that would go to
+/// `/dev/null` goes to `srun`'s message file instead (appended to, as `srun` does), where
+/// `slurmstepd`'s line on a program it cannot start can be read. Where the task's standard
+/// error goes.
+fn direct_files(cmd: &mut Command, args: &[OsString], messages: &std::path::Path) -> Stderr {
+    let mut stderr = None;
+    let mut output = None;
+    let to_messages = {
+        let m = messages.as_os_str().as_bytes();
+        (!m.contains(&b'\\')).then(|| {
+            let mut a = b"--error=".to_vec();
+            for &b in m {
+                if b == b'%' {
+                    a.push(b'%');
                 }
+                a.push(b);
             }
-            if let Some(sig) = signal_named(what.trim()) {
+            OsString::from_vec(a)
+        })
+    };
+    for a in args {
+        let b = a.as_bytes();
+        if let Some(p) = b.strip_prefix(b"--error=") {
+            if p == b"/dev/null" {
+                if let Some(m) = &to_messages {
+                    cmd.arg(m).arg("--open-mode=append");
+                    stderr = Some(Stderr::Messages);
+                    continue;
+                }
+                stderr = Some(Stderr::Lost);
+            } else {
+                stderr = Some(Stderr::File(launch::unescape_path(OsStr::from_bytes(p))));
+            }
+        } else if let Some(p) = b.strip_prefix(b"--output=") {
+            output = Some(launch::unescape_path(OsStr::from_bytes(p)));
+        }
+        cmd.arg(a);
+    }
+    // No --error: merged into the log.
+    stderr.unwrap_or_else(|| output.map_or(Stderr::Lost, Stderr::File))
+}
+
+/// The file's first 16 KiB and, when longer, its last 32 KiB (`srun`'s last words).
+fn read_bounded(p: &std::path::Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    const HEAD: u64 = 16 << 10;
+    const TAIL: u64 = 32 << 10;
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut out = Vec::new();
+    if len <= HEAD + TAIL {
+        let _ = f.read_to_end(&mut out);
+        return out;
+    }
+    let _ = (&mut f).take(HEAD).read_to_end(&mut out);
+    out.push(b'\n');
+    if f.seek(SeekFrom::Start(len - TAIL)).is_ok() {
+        let _ = f.take(TAIL).read_to_end(&mut out);
+    }
+    out
+}
+
+/// The file's first 4 KiB (where slurmstepd's line is when the program never ran).
+fn read_head(p: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.take(4096).read_to_end(&mut out);
+    }
+    out
+}
+
+/// The step's id from `srun -v`'s "launching StepId=ALLOC.N on host ..." line.
+pub(super) fn step_id_in(text: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(text).lines().find_map(|l| {
+        let id = l
+            .split_once("launching StepId=")?
+            .1
+            .split_whitespace()
+            .next()?;
+        let (a, n) = id.split_once('.')?;
+        (a.parse::<u32>().is_ok() && n.parse::<u32>().is_ok()).then(|| id.to_owned())
+    })
+}
+
+/// The task's exit from `srun`'s messages ("task 0: Exited with exit code N", "task 0:
+/// Segmentation fault"), else `srun`'s own status, with `srun`'s messages when it failed.
+fn exit_in(text: &[u8], status: std::process::ExitStatus) -> (Option<Exit>, Option<String>) {
+    let text = String::from_utf8_lossy(text);
+    let own = Exit::from_std(status);
+    for line in text.lines().rev() {
+        let Some((_, what)) = line.split_once("task 0: ") else {
+            continue;
+        };
+        if let Some(code) = what.strip_prefix("Exited with exit code ") {
+            if let Ok(code) = code.trim().parse() {
                 return (
                     Some(Exit {
-                        code: None,
-                        signal: Some(sig),
+                        code: Some(code),
+                        signal: None,
                     }),
                     None,
                 );
             }
         }
-        match own {
-            Exit { code: Some(0), .. } => (Some(own), None),
-            // Ended by procman's SIGKILL, or srun failed on its own.
-            Exit {
-                signal: Some(_), ..
-            } => (Some(own), None),
-            _ => (
+        if let Some(sig) = signal_named(what.trim()) {
+            return (
+                Some(Exit {
+                    code: None,
+                    signal: Some(sig),
+                }),
+                None,
+            );
+        }
+    }
+    match own {
+        Exit { code: Some(0), .. } => (Some(own), None),
+        // Ended by procman's SIGKILL, or srun failed on its own.
+        Exit {
+            signal: Some(_), ..
+        } => (Some(own), None),
+        _ => {
+            let said: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("error:") || l.contains("fatal:"))
+                .collect();
+            (
                 Some(own),
-                Some(format!("srun failed: {}", one_line(text.as_bytes()))),
-            ),
+                Some(format!(
+                    "srun failed: {}",
+                    one_line(said.join("\n").as_bytes())
+                )),
+            )
         }
     }
 }
@@ -259,8 +453,12 @@ pub(super) struct StepSignals<'a> {
 }
 
 impl StepSignals<'_> {
-    /// The step's id (`ALLOC.N`), found by its name; `None` while it is not created.
+    /// The step's id (`ALLOC.N`): from `srun -v`'s messages, else found by its name with
+    /// `squeue`; `None` while it is not created.
     fn step_id(&self) -> Option<String> {
+        if let Some(id) = step_id_in(&read_head(&self.step.messages)) {
+            return Some(id);
+        }
         let out = Command::new(&self.opts.squeue)
             .args(["-h", "-s", "-o", "%i|%j"])
             .stdin(Stdio::null())

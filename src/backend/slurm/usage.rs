@@ -2,13 +2,23 @@
 //! `sacct -n -P -j ID,ID,... -o JobID,UserCPU,SystemCPU,MaxRSS` for the jobs that ended in one
 //! round of the poller. Without accounting (`sacct` says it is disabled, or is missing) procman
 //! asks no more and the records carry the wall time only.
+//!
+//! Job steps ([`StepUsage`]): a step that ran at least [`STEP_MIN_WALL`] waits, once its `srun`
+//! exited, for one `sacct -j ALLOC.N,...` that asks about every step waiting then; it runs as
+//! a child process the poller looks at between ticks (never blocking it), one at a time. A
+//! step its answer lists ends with its figures; one still missing is asked about again, until
+//! [`STEP_WAIT`] after its end, then ends with its wall time only. Shorter steps end at once
+//! with the wall time only: an `sacct` takes about 0.1 s here, longer than such a job.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::follow::one_line;
 use super::SlurmOptions;
+use crate::backend::Later;
+use crate::job::AttemptEnd;
 use crate::record::ResourceUsage;
 
 /// What the accounting says of one job.
@@ -68,6 +78,199 @@ pub(super) fn query(opts: &SlurmOptions, jobs: &[u32]) -> Result<HashMap<u32, Ac
         return Err(gone);
     }
     Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A step shorter than this ends without asking the accounting.
+pub(super) const STEP_MIN_WALL: Duration = Duration::from_secs(1);
+
+/// How long after its end a step waits for its line in the accounting (slurmdbd's lag:
+/// measured here, the line is there at the first `sacct`).
+pub(super) const STEP_WAIT: Duration = Duration::from_secs(3);
+
+/// At most this many steps per `sacct` (its answer, about 50 bytes a step, fits in the pipe).
+const STEPS_PER_QUERY: usize = 200;
+
+/// Ended steps waiting for their figures, and the `sacct` under way.
+#[derive(Default)]
+pub(super) struct StepUsage {
+    waiting: Vec<Waiting>,
+    query: Option<Query>,
+}
+
+struct Waiting {
+    /// `ALLOC.N`
+    id: String,
+    until: Instant,
+    later: Later,
+    end: AttemptEnd,
+}
+
+struct Query {
+    child: Child,
+    ids: Vec<String>,
+}
+
+impl StepUsage {
+    /// Holds the ended step `id`'s attempt until its figures come (an end other than an exit,
+    /// which has no figures, ends at once).
+    pub(super) fn wait(&mut self, id: String, later: Later, end: AttemptEnd) {
+        if !matches!(end, AttemptEnd::Exited { .. }) {
+            later.end(end);
+            return;
+        }
+        self.waiting.push(Waiting {
+            id,
+            until: Instant::now() + STEP_WAIT,
+            later,
+            end,
+        });
+    }
+
+    /// True while steps wait (the poller keeps ticking).
+    pub(super) fn busy(&self) -> bool {
+        !self.waiting.is_empty() || self.query.is_some()
+    }
+
+    /// Looks at the `sacct` under way without blocking: ends the steps it found (and those
+    /// waiting past [`STEP_WAIT`]), and starts the next `sacct` for those still waiting.
+    /// `accounting` turns false when `sacct` says there is none (every waiting step ends).
+    pub(super) fn step(&mut self, opts: &SlurmOptions, accounting: &mut bool) {
+        if let Some(q) = &mut self.query {
+            match q.child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    let q = self.query.take().expect("a query under way");
+                    self.answered(q, status.success(), accounting);
+                }
+                Err(e) => {
+                    log::warn!("cannot wait for sacct: {e}");
+                    self.stop_query();
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if !*accounting || now >= self.waiting[i].until {
+                let w = self.waiting.swap_remove(i);
+                w.later.end(w.end);
+            } else {
+                i += 1;
+            }
+        }
+        if self.query.is_none() && !self.waiting.is_empty() {
+            self.ask(opts);
+        }
+    }
+
+    fn ask(&mut self, opts: &SlurmOptions) {
+        let ids: Vec<String> = self
+            .waiting
+            .iter()
+            .take(STEPS_PER_QUERY)
+            .map(|w| w.id.clone())
+            .collect();
+        let spawned = Command::new(&opts.sacct)
+            .args(["-n", "-P", "-o", "JobID,UserCPU,SystemCPU,MaxRSS", "-j"])
+            .arg(ids.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(child) => self.query = Some(Query { child, ids }),
+            Err(e) => {
+                log::info!(
+                    "cannot run {} ({e}): job steps end without CPU times or peak memory",
+                    opts.sacct.display()
+                );
+                for w in self.waiting.drain(..) {
+                    w.later.end(w.end);
+                }
+            }
+        }
+    }
+
+    /// `sacct` answered: the steps it lists end with their figures.
+    fn answered(&mut self, mut q: Query, ok: bool, accounting: &mut bool) {
+        let mut out = String::new();
+        let mut err = Vec::new();
+        if let Some(mut o) = q.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = q.child.stderr.take() {
+            let _ = e.read_to_end(&mut err);
+        }
+        if !ok {
+            let msg = one_line(&err);
+            if msg.contains("disabled") {
+                log::info!("Slurm has no accounting ({msg}): records carry the wall time only");
+                *accounting = false;
+            } else {
+                log::warn!("sacct failed: {msg}");
+            }
+            return;
+        }
+        let found = parse_steps(&out);
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let id = &self.waiting[i].id;
+            match found.get(id.as_str()).filter(|_| q.ids.contains(id)) {
+                Some(a) => {
+                    let mut w = self.waiting.swap_remove(i);
+                    if let AttemptEnd::Exited { usage, .. } = &mut w.end {
+                        a.fill(usage);
+                    }
+                    w.later.end(w.end);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn stop_query(&mut self) {
+        if let Some(mut q) = self.query.take() {
+            let _ = q.child.kill();
+            let _ = q.child.wait();
+        }
+    }
+
+    /// Ends every waiting step with what is known (no figures), and stops the `sacct`.
+    pub(super) fn abandon(&mut self) {
+        self.stop_query();
+        for w in self.waiting.drain(..) {
+            w.later.end(w.end);
+        }
+    }
+}
+
+impl Drop for StepUsage {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// Parses `sacct -n -P -o JobID,UserCPU,SystemCPU,MaxRSS -j ALLOC.N,...`: each step's line.
+fn parse_steps(text: &str) -> HashMap<&str, Accounted> {
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [id, user, system, rss, ..] = f[..] else {
+            continue;
+        };
+        if id.split_once('.').is_none() {
+            continue;
+        }
+        m.insert(
+            id,
+            Accounted {
+                user: duration(user),
+                system: duration(system),
+                peak: bytes(rss),
+            },
+        );
+    }
+    m
 }
 
 /// Parses `sacct -n -P -o JobID,UserCPU,SystemCPU,MaxRSS`: the job's own line gives the CPU
@@ -163,6 +366,12 @@ mod tests {
         assert_eq!(duration(""), None);
         assert!(duration("99999999999999999-00:00:00").is_some());
         assert_eq!(bytes("12"), Some(12));
+        let steps =
+            parse_steps("4358.12|00:00.087|00:00.010|2048K\n4358.13|00:01.500||\n4358|x|y|z\n");
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps["4358.12"].peak, Some(2 << 20));
+        assert_eq!(steps["4358.13"].user, Some(Duration::from_millis(1500)));
+        assert_eq!(steps["4358.13"].peak, None);
         assert_eq!(bytes("-1K"), None);
     }
 }
