@@ -7,7 +7,8 @@
 //! exited, for one `sacct -j ALLOC.N,...` that asks about every step waiting then; it runs as
 //! a child process the poller looks at between ticks (never blocking it), one at a time. A
 //! step its answer lists ends with its figures; one still missing is asked about again, until
-//! [`STEP_WAIT`] after its end, then ends with its wall time only. Shorter steps end at once
+//! [`STEP_WAIT`] after its end, then ends with its wall time only; a failing `sacct` ends those
+//! it asked about with the wall time only (logged at most once a minute). Shorter steps end at once
 //! with the wall time only: an `sacct` takes about 0.1 s here, longer than such a job.
 
 use std::collections::HashMap;
@@ -95,6 +96,8 @@ const STEPS_PER_QUERY: usize = 200;
 pub(super) struct StepUsage {
     waiting: Vec<Waiting>,
     query: Option<Query>,
+    /// When a failing `sacct` was last logged (at most once a minute).
+    warned: Option<Instant>,
 }
 
 struct Waiting {
@@ -206,8 +209,22 @@ impl StepUsage {
             if msg.contains("disabled") {
                 log::info!("Slurm has no accounting ({msg}): records carry the wall time only");
                 *accounting = false;
-            } else {
-                log::warn!("sacct failed: {msg}");
+            } else if self
+                .warned
+                .map_or(true, |t| t.elapsed() > Duration::from_secs(60))
+            {
+                log::warn!("sacct failed: {msg}; job steps end without CPU times or peak memory");
+                self.warned = Some(Instant::now());
+            }
+            // Asking again at once would likely fail again: those asked about end without.
+            let mut i = 0;
+            while i < self.waiting.len() {
+                if q.ids.contains(&self.waiting[i].id) {
+                    let w = self.waiting.swap_remove(i);
+                    w.later.end(w.end);
+                } else {
+                    i += 1;
+                }
             }
             return;
         }
