@@ -1386,6 +1386,62 @@ fn ways_onto_slurm_benchmark() {
     }
 }
 
+/// Issue 13, the cost of per-step usage (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 20)
+/// one-second jobs (`sleep 1`, long enough to wait for their `sacct`) as steps in a 2-CPU
+/// allocation: a hand-written `srun` loop, procman with Slurm's accounting, and procman with a
+/// stand-in `sacct` that says there is none (no figures, no wait):
+/// `cargo test --release --test slurm -- --ignored --nocapture step_usage_cost`.
+#[test]
+#[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture step_usage_cost"]
+fn step_usage_cost_benchmark() {
+    let _s = serial();
+    slurm_up("usage-cost");
+    let n: usize = std::env::var("PROCMAN_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = scratch("usage-cost");
+    let none = dir.join("sacct");
+    std::fs::write(
+        &none,
+        "#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&none, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let alloc = Alloc::new(2);
+    let hand = timed_bash(&format!(
+        "seq {n} | xargs -P 2 -I{{}} srun --jobid={} --exact -n1 -c1 --output=/dev/null sleep 1",
+        alloc.0
+    ));
+    let timed = |opts: SlurmOptions| {
+        let m = manager(opts, 2);
+        let t = Instant::now();
+        let ids: Vec<JobId> = (0..n)
+            .map(|_| m.start_process(JobSpec::new("sleep").arg("1")).unwrap())
+            .collect();
+        m.wait_all();
+        let took = t.elapsed();
+        let with_cpu = ids
+            .iter()
+            .filter(|&&id| m.job_data(id).unwrap().usage.unwrap().user_cpu.is_some())
+            .count();
+        (took, with_cpu)
+    };
+    let (with, counted) = timed(SlurmOptions::new().steps_in(alloc.0));
+    let (without, _) = timed(SlurmOptions::new().steps_in(alloc.0).sacct_program(&none));
+    let pct = |d: Duration| (d.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0;
+    eprintln!(
+        "{n} one-second steps: hand-written srun loop {:.2} s; procman with accounting {:.2} s \
+         ({:+.1} %, {counted} of {n} with CPU times); without {:.2} s ({:+.1} %)",
+        hand.as_secs_f64(),
+        with.as_secs_f64(),
+        pct(with),
+        without.as_secs_f64(),
+        pct(without)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Issue 13: slurmctld stopped in the middle of a batch and started again: no job is lost or
 /// reported twice; each ends with its true outcome once the controller answers again.
 #[test]

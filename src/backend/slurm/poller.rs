@@ -269,7 +269,7 @@ impl Poller {
             let end = missing_program(end, &t.h.missing, &t.h.core, &what);
             match e.step_id {
                 // Long enough to wait for one sacct (usage.rs).
-                Some(id) if self.accounting && wall >= usage::STEP_MIN_WALL => {
+                Some(id) if self.accounting && self.step_usage.worth(wall) => {
                     self.step_usage.wait(id, t.h.later, end);
                 }
                 _ => t.h.later.end(end),

@@ -3,8 +3,9 @@
 //! round of the poller. Without accounting (`sacct` says it is disabled, or is missing) procman
 //! asks no more and the records carry the wall time only.
 //!
-//! Job steps ([`StepUsage`]): a step that ran at least [`STEP_MIN_WALL`] waits, once its `srun`
-//! exited, for one `sacct -j ALLOC.N,...` that asks about every step waiting then; it runs as
+//! Job steps ([`StepUsage`]): a step that ran at least [`STEP_MIN_WALL`], and ten times as long
+//! as the last `sacct` took, waits, once its `srun` exited, for one `sacct -j ALLOC.N,...` that
+//! asks about every step waiting then (so the wait costs a step at most about 10 %); it runs as
 //! a child process the poller looks at between ticks (never blocking it), one at a time. A
 //! step its answer lists ends with its figures; one still missing is asked about again, until
 //! [`STEP_WAIT`] after its end, then ends with its wall time only; a failing `sacct` ends those
@@ -84,6 +85,9 @@ pub(super) fn query(opts: &SlurmOptions, jobs: &[u32]) -> Result<HashMap<u32, Ac
 /// A step shorter than this ends without asking the accounting.
 pub(super) const STEP_MIN_WALL: Duration = Duration::from_secs(1);
 
+/// What an `sacct` is taken to cost until one was timed (measured here: 0.08–0.1 s).
+const SACCT_GUESS: Duration = Duration::from_millis(100);
+
 /// How long after its end a step waits for its line in the accounting (slurmdbd's lag:
 /// measured here, the line is there at the first `sacct`).
 pub(super) const STEP_WAIT: Duration = Duration::from_secs(3);
@@ -98,6 +102,8 @@ pub(super) struct StepUsage {
     query: Option<Query>,
     /// When a failing `sacct` was last logged (at most once a minute).
     warned: Option<Instant>,
+    /// How long the last `sacct` took (`None`: none yet).
+    took: Option<Duration>,
 }
 
 struct Waiting {
@@ -111,9 +117,16 @@ struct Waiting {
 struct Query {
     child: Child,
     ids: Vec<String>,
+    at: Instant,
 }
 
 impl StepUsage {
+    /// Whether a step that ran for `wall` is worth its wait for an `sacct`: at least
+    /// [`STEP_MIN_WALL`] and ten times what the last `sacct` took.
+    pub(super) fn worth(&self, wall: Duration) -> bool {
+        wall >= STEP_MIN_WALL && wall >= self.took.unwrap_or(SACCT_GUESS).saturating_mul(10)
+    }
+
     /// Holds the ended step `id`'s attempt until its figures come (an end other than an exit,
     /// which has no figures, ends at once).
     pub(super) fn wait(&mut self, id: String, later: Later, end: AttemptEnd) {
@@ -138,16 +151,17 @@ impl StepUsage {
     /// waiting past [`STEP_WAIT`]), and starts the next `sacct` for those still waiting.
     /// `accounting` turns false when `sacct` says there is none (every waiting step ends).
     pub(super) fn step(&mut self, opts: &SlurmOptions, accounting: &mut bool) {
-        if let Some(q) = &mut self.query {
+        if let Some(mut q) = self.query.take() {
             match q.child.try_wait() {
-                Ok(None) => {}
+                Ok(None) => self.query = Some(q),
                 Ok(Some(status)) => {
-                    let q = self.query.take().expect("a query under way");
+                    self.took = Some(q.at.elapsed());
                     self.answered(q, status.success(), accounting);
                 }
                 Err(e) => {
                     log::warn!("cannot wait for sacct: {e}");
-                    self.stop_query();
+                    let _ = q.child.kill();
+                    let _ = q.child.wait();
                 }
             }
         }
@@ -181,7 +195,13 @@ impl StepUsage {
             .stderr(Stdio::piped())
             .spawn();
         match spawned {
-            Ok(child) => self.query = Some(Query { child, ids }),
+            Ok(child) => {
+                self.query = Some(Query {
+                    child,
+                    ids,
+                    at: Instant::now(),
+                })
+            }
             Err(e) => {
                 log::info!(
                     "cannot run {} ({e}): job steps end without CPU times or peak memory",
@@ -389,6 +409,10 @@ mod tests {
         assert_eq!(steps["4358.12"].peak, Some(2 << 20));
         assert_eq!(steps["4358.13"].user, Some(Duration::from_millis(1500)));
         assert_eq!(steps["4358.13"].peak, None);
+        let mut u = StepUsage::default();
+        assert!(!u.worth(Duration::from_millis(999)) && u.worth(Duration::from_secs(1)));
+        u.took = Some(Duration::from_millis(200));
+        assert!(!u.worth(Duration::from_millis(1999)) && u.worth(Duration::from_secs(2)));
         assert_eq!(bytes("-1K"), None);
     }
 }
