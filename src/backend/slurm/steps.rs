@@ -1,16 +1,18 @@
 //! Job steps in an allocation ([`SlurmOptions::steps`]): each attempt runs as
-//! `srun --jobid=ALLOC --exact -n1 -c CPUS /bin/sh -c SCRIPT`, a child process of procman that
+//! `srun --jobid=ALLOC --exact -n1 -c CPUS -v -- PROG ARGS` (or, where `srun` cannot carry what
+//! the job asks for, `... /bin/sh -c SCRIPT`: `launch.rs`), a child process of procman that
 //! the poller follows (no thread per job). Slurm launches a step in tens of milliseconds, where
-//! a batch job waits for a scheduling pass: on the one-node Slurm here 200 short jobs take a
-//! few seconds as steps and about 95 s as batch jobs (docs/slurm.md).
+//! a batch job waits for a scheduling pass: on the one-node Slurm here 1,000 short jobs take
+//! about 18 s as steps and about 475 s as batch jobs (docs/slurm.md).
 //!
 //! - The allocation: the one given ([`SlurmOptions::steps_in`]), else the one procman runs in
 //!   (`SLURM_JOB_ID`), else one procman requests (`sbatch -n CPUS --wrap 'exec sleep
 //!   infinity'`) when the first job needs it, waits for, and cancels at shutdown.
 //! - The step's files are `srun`'s `--output`/`--error`/`--input`, opened and checked as for a
 //!   batch job (`submit.rs`); `srun`'s own messages go to a file of their own, read when it
-//!   exits: "task 0: Exited with exit code N" or "task 0: Segmentation fault" give the exit.
-//! - TERM: `scancel --signal=TERM` of the step (found by its unique name); KILL: SIGKILL to
+//!   exits: "task 0: Exited with exit code N" or "task 0: Segmentation fault" give the exit,
+//!   "launching StepId=ALLOC.N" the step's id (for TERM and `sacct`: `usage.rs`).
+//! - TERM: `scancel --signal=TERM` of the step (its id, else found by its unique name); KILL: SIGKILL to
 //!   `srun`'s process group (Slurm then ends the step within seconds).
 
 use std::ffi::{OsStr, OsString};
