@@ -1203,7 +1203,7 @@ fn steps_tell_a_program_that_cannot_start_from_one_that_fails() {
     let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
     let missing = "no-such-program-314159";
     let cases = [
-        ("discarded", JobSpec::new(missing)),
+        ("discarded", JobSpec::new(missing).cwd(&dir)),
         (
             "error file",
             JobSpec::new(missing)
@@ -1251,7 +1251,11 @@ fn steps_tell_a_program_that_cannot_start_from_one_that_fails() {
         ),
     ] {
         let r = m
-            .run(JobSpec::new("sh").args(["-c", &format!("{said} >&2; exit {code}")]))
+            .run(
+                JobSpec::new("sh")
+                    .args(["-c", &format!("{said} >&2; exit {code}")])
+                    .cwd(&dir),
+            )
             .unwrap();
         assert_eq!(
             (r.status, r.exit_code),
@@ -1259,6 +1263,13 @@ fn steps_tell_a_program_that_cannot_start_from_one_that_fails() {
             "{said}: {r:?}"
         );
     }
+    // procman's files for the standard error the jobs did not keep are gone.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["a.err", "a.log", "b.log", "not-executable"]);
     drop(m);
     std::fs::remove_dir_all(&dir).ok();
 }

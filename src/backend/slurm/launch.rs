@@ -12,7 +12,8 @@
 //! A program that cannot be started is told from one that failed by `slurmstepd`'s own line in
 //! the task's standard error, `slurmstepd-NODE: error: execve(): PROG: No such file or
 //! directory` (the task then exits with the `errno`): the step's error file, the log when
-//! merged, or `srun`'s message file when the job's standard error is not kept.
+//! merged, or a file of procman's in the job's directory when the job does not keep its
+//! standard error (`steps.rs`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

@@ -220,11 +220,11 @@ impl Poller {
             cleanup(&t.h);
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
         }
-        for t in self.steps.drain(..) {
-            let mut child = t.h.step.child;
+        for mut t in self.steps.drain(..) {
+            let child = &mut t.h.step.child;
             let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
             let _ = child.wait();
-            let _ = std::fs::remove_file(&t.h.step.messages);
+            t.h.step.cleanup();
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }

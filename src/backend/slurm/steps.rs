@@ -158,8 +158,9 @@ pub(super) struct Step {
 
 /// Where a step's task writes its standard error.
 enum Stderr {
-    /// Into `srun`'s message file (the job does not keep it).
-    Messages,
+    /// Into a file of procman's in the job's directory (the job does not keep its standard
+    /// error; the directory is one the node sees), removed when the step ends.
+    Own(PathBuf),
     File(PathBuf),
     /// Nowhere procman can read.
     Lost,
@@ -190,12 +191,7 @@ impl Step {
         use std::os::unix::process::CommandExt;
         let name = format!("procman.{}.{}.{attempt}", std::process::id(), core.id);
         let messages = std::env::temp_dir().join(format!(".{name}.srun"));
-        // Appended to by srun and, when the job does not keep its standard error, slurmstepd.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&messages)
-            .and_then(|f| f.set_len(0).map(|()| f))
+        let file = std::fs::File::create(&messages)
             .map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
         let cwd = args
             .iter()
@@ -214,7 +210,12 @@ impl Step {
             .arg(format!("--job-name={name}"));
         let (direct, program, stderr) = match launch::direct(core, &cwd) {
             Some(d) => {
-                let stderr = direct_files(&mut cmd, args, &messages);
+                let own = cwd.join(format!(
+                    ".procman-{}-{}-{attempt}.stderr",
+                    std::process::id(),
+                    core.id
+                ));
+                let stderr = direct_files(&mut cmd, args, own);
                 cmd.envs(d.set.iter().map(|(k, v)| (k, v)));
                 for k in &d.remove {
                     cmd.env_remove(k);
@@ -252,17 +253,18 @@ impl Step {
 
     /// How the step ended, once `srun` exited with `status`: the task's exit from `srun`'s
     /// messages, else `srun`'s own status; `srun`'s messages when it failed otherwise; why
-    /// the program could not be started, when `slurmstepd` said so. Removes the message file.
+    /// the program could not be started, when `slurmstepd` said so. Removes its files
+    /// ([`Step::cleanup`]).
     pub(super) fn ended(&self, status: std::process::ExitStatus) -> StepEnd {
         let text = read_bounded(&self.messages);
-        let _ = std::fs::remove_file(&self.messages);
         let step_id = step_id_in(&text);
         let (exit, error) = exit_in(&text, status);
         let code = exit.and_then(|e| e.code).filter(|&c| c != 0 && self.direct);
         let cannot_start = code
             .and_then(|c| match &self.stderr {
-                Stderr::Messages => launch::cannot_start(&text, &self.program, c),
-                Stderr::File(p) => launch::cannot_start(&read_head(p), &self.program, c),
+                Stderr::Own(p) | Stderr::File(p) => {
+                    launch::cannot_start(&read_head(p), &self.program, c)
+                }
                 Stderr::Lost => None,
             })
             .map(|(node, why)| {
@@ -278,6 +280,7 @@ impl Step {
                     self.name
                 )
             });
+        self.cleanup();
         StepEnd {
             exit,
             error,
@@ -285,35 +288,39 @@ impl Step {
             step_id,
         }
     }
+
+    /// Removes the step's files of procman's (`srun`'s messages, the standard error the job
+    /// does not keep).
+    pub(super) fn cleanup(&self) {
+        let _ = std::fs::remove_file(&self.messages);
+        if let Stderr::Own(p) = &self.stderr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The direct way's file options: `args` as given, but a standard error that would go to
-/// `/dev/null` goes to `srun`'s message file instead (appended to, as `srun` does), where
+/// `/dev/null` goes to `own` (in the job's directory, which the node sees) instead, where
 /// `slurmstepd`'s line on a program it cannot start can be read. Where the task's standard
 /// error goes.
-fn direct_files(cmd: &mut Command, args: &[OsString], messages: &std::path::Path) -> Stderr {
+fn direct_files(cmd: &mut Command, args: &[OsString], own: PathBuf) -> Stderr {
     let mut stderr = None;
     let mut output = None;
-    let to_messages = {
-        let m = messages.as_os_str().as_bytes();
-        (!m.contains(&b'\\')).then(|| {
-            let mut a = b"--error=".to_vec();
-            for &b in m {
-                if b == b'%' {
-                    a.push(b'%');
-                }
-                a.push(b);
-            }
-            OsString::from_vec(a)
-        })
-    };
     for a in args {
         let b = a.as_bytes();
         if let Some(p) = b.strip_prefix(b"--error=") {
             if p == b"/dev/null" {
-                if let Some(m) = &to_messages {
-                    cmd.arg(m).arg("--open-mode=append");
-                    stderr = Some(Stderr::Messages);
+                let o = own.as_os_str().as_bytes();
+                if !o.contains(&b'\\') {
+                    let mut arg = b"--error=".to_vec();
+                    for &c in o {
+                        if c == b'%' {
+                            arg.push(b'%');
+                        }
+                        arg.push(c);
+                    }
+                    cmd.arg(OsString::from_vec(arg));
+                    stderr = Some(Stderr::Own(own.clone()));
                     continue;
                 }
                 stderr = Some(Stderr::Lost);
