@@ -3,7 +3,7 @@
 //! the job asks for, `... /bin/sh -c SCRIPT`: `launch.rs`), a child process of procman that
 //! the poller follows (no thread per job). Slurm launches a step in tens of milliseconds, where
 //! a batch job waits for a scheduling pass: on the one-node Slurm here 1,000 short jobs take
-//! about 18 s as steps and about 475 s as batch jobs (docs/slurm.md).
+//! about 19 s as steps and about 475 s as batch jobs (docs/slurm.md).
 //!
 //! - The allocation: the one given ([`SlurmOptions::steps_in`]), else the one procman runs in
 //!   (`SLURM_JOB_ID`), else one procman requests (`sbatch -n CPUS --wrap 'exec sleep
