@@ -418,10 +418,14 @@ fn exit_in(text: &[u8], status: std::process::ExitStatus) -> (Option<Exit>, Opti
             signal: Some(_), ..
         } => (Some(own), None),
         _ => {
-            let said: Vec<&str> = text
+            let mut said: Vec<&str> = text
                 .lines()
                 .filter(|l| l.contains("error:") || l.contains("fatal:"))
                 .collect();
+            if said.is_empty() {
+                // No error line: srun's last words.
+                said.extend(text.lines().last());
+            }
             (
                 Some(own),
                 Some(format!(
@@ -534,5 +538,24 @@ mod tests {
         assert_eq!(signal_named("Segmentation fault"), Some(libc::SIGSEGV));
         assert_eq!(signal_named("Killed"), Some(libc::SIGKILL));
         assert_eq!(signal_named("Exited with exit code 3"), None);
+        use std::os::unix::process::ExitStatusExt;
+        let v = b"srun: jobid 4358: nodes(1):`vm', cpu counts: 2(x1)\n\
+                  srun: launching StepId=4358.13 on host vm, 1 tasks: 0\n\
+                  srun: launch/slurm: _task_finish: Received task exit notification for 1 task \
+                  of StepId=4358.13 (status=0x0300).\n\
+                  srun: error: vm: task 0: Exited with exit code 3\n";
+        assert_eq!(step_id_in(v).as_deref(), Some("4358.13"));
+        let (exit, error) = exit_in(v, std::process::ExitStatus::from_raw(3 << 8));
+        assert_eq!((exit.and_then(|e| e.code), error), (Some(3), None));
+        let (exit, error) = exit_in(
+            b"srun: verbose\nsrun: error: Unable to create step: Invalid job id\n",
+            std::process::ExitStatus::from_raw(1 << 8),
+        );
+        assert_eq!(exit.and_then(|e| e.code), Some(1));
+        assert_eq!(
+            error.as_deref(),
+            Some("srun failed: srun: error: Unable to create step: Invalid job id")
+        );
+        assert_eq!(step_id_in(b"srun: launching StepId=x.1 on host"), None);
     }
 }
