@@ -1077,6 +1077,245 @@ fn steps_in_an_allocation_procman_requests_and_releases() {
     }
 }
 
+/// The command line of a running `srun` (the step's record's `pid`), split at its NULs.
+fn cmdline(pid: u32) -> Vec<Vec<u8>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Issue 13: a step runs the program itself (`srun ... -- PROG ARGS`, no shell), with its
+/// arguments' bytes, working directory and environment edits exact; edits `srun` cannot carry
+/// (clearing the environment, `PATH`) still apply, through the script.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_run_the_program_directly_with_exact_bytes_cwd_and_environment() {
+    use std::os::unix::ffi::OsStrExt;
+    let _s = serial();
+    slurm_up("steps-direct");
+    let alloc = Alloc::new(2);
+    let dir = scratch("steps-direct");
+    let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+    let odd: Vec<&[u8]> = vec![
+        b"",
+        b" two  spaces ",
+        b"'\"$HOME\" `id` $(id) \\ ;&|<>*?~#",
+        b"a\nb\r\nc\rd",
+        b"\xff\xfe non-UTF-8 \x80",
+        b"-n",
+        b"--export=NONE",
+        b"%j %% %N",
+    ];
+    let args: Vec<std::ffi::OsString> = std::iter::once(b"%s\\0".as_slice())
+        .chain(odd.iter().copied())
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned())
+        .collect();
+    let log = dir.join("argv.log");
+    let r = m
+        .run(JobSpec::new("printf").args(&args).log_file(&log))
+        .unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let mut want: Vec<u8> = Vec::new();
+    for a in &odd {
+        want.extend_from_slice(a);
+        want.push(0);
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), want);
+
+    let env_log = dir.join("env.log");
+    std::env::set_var("PROCMAN_TEST_GONE", "still here");
+    let r = m
+        .run(
+            JobSpec::new("sh")
+                .args([
+                    "-c",
+                    "printf '%s|%s|%s' \"$X\" \"${PROCMAN_TEST_GONE-unset}\" \"$(pwd)\"",
+                ])
+                .env("X", "a,b\n'c' \u{e9}")
+                .env_remove("PROCMAN_TEST_GONE")
+                .cwd(&dir)
+                .log_file(&env_log),
+        )
+        .unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&env_log).unwrap(),
+        format!("a,b\n'c' \u{e9}|unset|{}", dir.display())
+    );
+    // Through the script: a cleared environment, and PATH.
+    let r = m
+        .run(
+            JobSpec::new("/usr/bin/env")
+                .env_clear()
+                .env("ONLY", "y")
+                .log_file(&env_log),
+        )
+        .unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&env_log).unwrap(), "ONLY=y\n");
+    let r = m
+        .run(
+            JobSpec::new("sh")
+                .args(["-c", "echo \"$PATH\""])
+                .env("PATH", "/procman-nowhere:/usr/bin:/bin")
+                .log_file(&env_log),
+        )
+        .unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&env_log).unwrap(),
+        "/procman-nowhere:/usr/bin:/bin\n"
+    );
+
+    // What srun runs: the program, not a shell.
+    let sleeper = m
+        .start_process(JobSpec::new("sleep").arg("300.271828"))
+        .unwrap();
+    wait_until(&m, sleeper, Duration::from_secs(30), |r| {
+        r.status == JobStatus::Running
+    });
+    let pid = m.job_data(sleeper).unwrap().pid.unwrap();
+    let argv = cmdline(pid);
+    assert!(
+        argv.ends_with(&[b"--".to_vec(), b"sleep".to_vec(), b"300.271828".to_vec()])
+            && !argv.iter().any(|w| w == b"/bin/sh"),
+        "{:?}",
+        argv.iter()
+            .map(|w| String::from_utf8_lossy(w))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(m.kill_process(sleeper), Ok(KillOutcome::Killing));
+    assert_eq!(m.wait(sleeper).unwrap().status, JobStatus::Killed);
+    drop(m);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: on the direct path (no shell to check first), a program that cannot be started
+/// on the node is told from one that fails, wherever the job's standard error goes.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn steps_tell_a_program_that_cannot_start_from_one_that_fails() {
+    let _s = serial();
+    slurm_up("steps-cannot-start");
+    let alloc = Alloc::new(2);
+    let dir = scratch("steps-cannot-start");
+    let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+    let missing = "no-such-program-314159";
+    let cases = [
+        ("discarded", JobSpec::new(missing).cwd(&dir)),
+        (
+            "error file",
+            JobSpec::new(missing)
+                .log_file(dir.join("a.log"))
+                .error_file(dir.join("a.err")),
+        ),
+        (
+            "merged",
+            JobSpec::new(missing)
+                .log_file(dir.join("b.log"))
+                .merge_error_into_log(),
+        ),
+    ];
+    for (what, spec) in cases {
+        let r = m.run(spec).unwrap();
+        assert_eq!(r.status, JobStatus::SpawnFailed, "{what}: {r:?}");
+        let e = r.error.unwrap();
+        assert!(
+            e.contains(missing) && e.contains("not found") && e.contains("on node"),
+            "{what}: {e}"
+        );
+    }
+    let not_exec = dir.join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    let r = m.run(JobSpec::new(&not_exec)).unwrap();
+    assert_eq!(r.status, JobStatus::SpawnFailed, "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap().contains("permission denied"),
+        "{r:?}"
+    );
+    // A program that fails saying the same as slurmstepd, but not first, not of itself, or
+    // not with the errno as its exit code, ran: it failed.
+    for (said, code) in [
+        (
+            "echo ran >&2; echo 'slurmstepd-x: error: execve(): sh: No such file or directory'",
+            2,
+        ),
+        (
+            "echo 'slurmstepd-x: error: execve(): other: No such file or directory'",
+            2,
+        ),
+        (
+            "echo 'slurmstepd-x: error: execve(): sh: No such file or directory'",
+            127,
+        ),
+    ] {
+        let r = m
+            .run(
+                JobSpec::new("sh")
+                    .args(["-c", &format!("{said} >&2; exit {code}")])
+                    .cwd(&dir),
+            )
+            .unwrap();
+        assert_eq!(
+            (r.status, r.exit_code),
+            (JobStatus::Failed, Some(code)),
+            "{said}: {r:?}"
+        );
+    }
+    // procman's files for the standard error the jobs did not keep are gone.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["a.err", "a.log", "b.log", "not-executable"]);
+    drop(m);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13: a job step's record carries its CPU times and peak memory from Slurm's
+/// accounting (one `sacct` of the step, found by its id); a step shorter than a second ends
+/// at once with its wall time only; without accounting every step has the wall time only.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn step_usage_from_accounting_or_a_clean_fallback() {
+    let _s = serial();
+    slurm_up("steps-usage");
+    let accounting = Command::new("sacct")
+        .args(["-n", "-X", "-j", "1"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    let alloc = Alloc::new(2);
+    let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
+    // 80 MiB touched, and 1.5 s of CPU (however busy the machine).
+    let burn = "x = bytearray(80 << 20)\nimport time\nt = time.process_time()\n\
+                while time.process_time() - t < 1.5: x[int(time.time() * 1000) % len(x)] = 1\n";
+    let long = m
+        .start_process(JobSpec::new("python3").args(["-c", burn]))
+        .unwrap();
+    let short = m.start_process(JobSpec::new("true")).unwrap();
+    let r = m.wait(long).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let u = r.usage.unwrap();
+    assert!(u.wall >= Duration::from_millis(1500), "{u:?}");
+    if accounting {
+        let cpu = u.user_cpu.unwrap() + u.system_cpu.unwrap();
+        assert!(cpu >= Duration::from_secs(1), "{u:?}");
+        assert!(u.peak_memory.unwrap() >= 80 << 20, "{u:?}");
+    } else {
+        eprintln!("Slurm has no accounting here: checking the fallback only");
+        assert_eq!((u.user_cpu, u.peak_memory), (None, None), "{u:?}");
+    }
+    let r = m.wait(short).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let u = r.usage.unwrap();
+    assert_eq!((u.user_cpu, u.peak_memory), (None, None), "{u:?}");
+}
+
 /// Runs a bash script; its wall time.
 fn timed_bash(script: &str) -> Duration {
     let t = Instant::now();
@@ -1192,6 +1431,62 @@ fn compare(what: &str, hand: Option<Duration>, procman: &str, took: Option<Durat
         _ => String::new(),
     };
     eprintln!("{what} {}, {procman} {}{diff}", secs(hand), secs(took));
+}
+
+/// Issue 13, the cost of per-step usage (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 20)
+/// one-second jobs (`sleep 1`, long enough to wait for their `sacct`) as steps in a 2-CPU
+/// allocation: a hand-written `srun` loop, procman with Slurm's accounting, and procman with a
+/// stand-in `sacct` that says there is none (no figures, no wait):
+/// `cargo test --release --test slurm -- --ignored --nocapture step_usage_cost`.
+#[test]
+#[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture step_usage_cost"]
+fn step_usage_cost_benchmark() {
+    let _s = serial();
+    slurm_up("usage-cost");
+    let n: usize = std::env::var("PROCMAN_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = scratch("usage-cost");
+    let none = dir.join("sacct");
+    std::fs::write(
+        &none,
+        "#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&none, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let alloc = Alloc::new(2);
+    let hand = timed_bash(&format!(
+        "seq {n} | xargs -P 2 -I{{}} srun --jobid={} --exact -n1 -c1 --output=/dev/null sleep 1",
+        alloc.0
+    ));
+    let timed = |opts: SlurmOptions| {
+        let m = manager(opts, 2);
+        let t = Instant::now();
+        let ids: Vec<JobId> = (0..n)
+            .map(|_| m.start_process(JobSpec::new("sleep").arg("1")).unwrap())
+            .collect();
+        m.wait_all();
+        let took = t.elapsed();
+        let with_cpu = ids
+            .iter()
+            .filter(|&&id| m.job_data(id).unwrap().usage.unwrap().user_cpu.is_some())
+            .count();
+        (took, with_cpu)
+    };
+    let (with, counted) = timed(SlurmOptions::new().steps_in(alloc.0));
+    let (without, _) = timed(SlurmOptions::new().steps_in(alloc.0).sacct_program(&none));
+    let pct = |d: Duration| (d.as_secs_f64() / hand.as_secs_f64() - 1.0) * 100.0;
+    eprintln!(
+        "{n} one-second steps: hand-written srun loop {:.2} s; procman with accounting {:.2} s \
+         ({:+.1} %, {counted} of {n} with CPU times); without {:.2} s ({:+.1} %)",
+        hand.as_secs_f64(),
+        with.as_secs_f64(),
+        pct(with),
+        without.as_secs_f64(),
+        pct(without)
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Issue 13: slurmctld stopped in the middle of a batch and started again: no job is lost or

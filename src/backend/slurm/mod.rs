@@ -37,6 +37,7 @@
 mod array;
 mod ending;
 mod follow;
+mod launch;
 mod options;
 mod poller;
 mod script;
@@ -263,12 +264,12 @@ impl SlurmBackend {
         };
         // The poller is gone (a shutdown under way): end the step here, once.
         if let Ctl::TrackStep(h) = back {
-            let h = *h;
+            let mut h = *h;
             h.later.disarm();
-            let mut child = h.step.child;
+            let child = &mut h.step.child;
             let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
             let _ = child.wait();
-            let _ = std::fs::remove_file(&h.step.messages);
+            h.step.cleanup();
         }
         sub.cleanup();
         Attempt::Ended(AttemptEnd::Internal(

@@ -135,6 +135,8 @@ pub(super) struct Poller {
     rx: Receiver<Ctl>,
     jobs: HashMap<SlurmId, Tracked>,
     steps: Vec<StepTracked>,
+    /// Ended steps waiting for their CPU times and peak memory (`usage.rs`).
+    step_usage: usage::StepUsage,
     /// Jobs that ended in this round, ended together by [`Poller::flush_ended`].
     ended: Vec<(SlurmId, Later, AttemptEnd, Option<Tail>)>,
     /// Ended attempts whose observers still get their last output.
@@ -159,6 +161,7 @@ impl Poller {
             rx,
             jobs: HashMap::new(),
             steps: Vec::new(),
+            step_usage: usage::StepUsage::default(),
             ended: Vec::new(),
             draining: Vec::new(),
             buf: Vec::new(),
@@ -178,7 +181,7 @@ impl Poller {
         let mut interval = min;
         let mut next_poll: Option<Instant> = None;
         loop {
-            let tick = if !self.steps.is_empty() {
+            let tick = if !self.steps.is_empty() || self.step_usage.busy() {
                 deadline::from_now(STEP_TICK)
             } else if !self.jobs.is_empty() || !self.unaccounted.is_empty() {
                 deadline::from_now(TICK)
@@ -225,6 +228,10 @@ impl Poller {
             }
             let (sent, changed) = match catch_unwind(AssertUnwindSafe(|| {
                 self.follow_steps();
+                self.step_usage.step(&self.opts, &mut self.accounting);
+                for (later, end, tail) in self.step_usage.take_done() {
+                    self.end_attempt(later, end, tail);
+                }
                 self.follow_output();
                 let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
@@ -281,16 +288,17 @@ impl Poller {
         for (_, later, end, _, _) in self.unaccounted.drain(..) {
             later.end(end);
         }
+        self.step_usage.abandon();
         for (job, t) in self.jobs.drain() {
             cancel(&self.opts, job, true);
             cleanup(&t.h);
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
         }
-        for t in self.steps.drain(..) {
-            let mut child = t.h.step.child;
+        for mut t in self.steps.drain(..) {
+            let child = &mut t.h.step.child;
             let _ = crate::sys::signal_group(child.id(), libc::SIGKILL);
             let _ = child.wait();
-            let _ = std::fs::remove_file(&t.h.step.messages);
+            t.h.step.cleanup();
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
@@ -314,23 +322,32 @@ impl Poller {
                 continue;
             };
             let t = self.steps.swap_remove(i);
-            let (exit, error) = t.h.step.ended(status);
+            let e = t.h.step.ended(status);
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
-            let usage = ResourceUsage {
-                wall: at.saturating_duration_since(t.h.started),
-                ..ResourceUsage::default()
-            };
-            let end = AttemptEnd::Exited {
-                exit,
-                usage,
-                timed_out: t.term.timed_out(),
-                error,
+            let wall = at.saturating_duration_since(t.h.started);
+            let end = match e.cannot_start {
+                Some(why) => AttemptEnd::SpawnFailed(why),
+                None => AttemptEnd::Exited {
+                    exit: e.exit,
+                    usage: ResourceUsage {
+                        wall,
+                        ..ResourceUsage::default()
+                    },
+                    timed_out: t.term.timed_out(),
+                    error: e.error,
+                },
             };
             let what = format!("job step {}", t.h.step.name);
             let end = missing_program(end, &t.h.missing, &t.h.core, &what);
-            self.end_attempt(t.h.later, end, t.h.tail);
+            match e.step_id {
+                // Long enough to wait for one sacct (usage.rs).
+                Some(id) if self.accounting && self.step_usage.worth(wall) => {
+                    self.step_usage.wait(id, t.h.later, end, t.h.tail);
+                }
+                _ => self.end_attempt(t.h.later, end, t.h.tail),
+            }
         }
     }
 
