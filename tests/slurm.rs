@@ -1519,6 +1519,26 @@ fn controller_restart_mid_batch_loses_no_job() {
             wait_until(m, id, Duration::from_secs(60), |r| r.pid.is_some());
         }
     }
+    // Slurm itself loses a batch job allocated just before its controller stops but not yet
+    // launched on the node: after the restart it reads RUNNING for ever, with nothing on the
+    // node (seen here: two jobs allocated 6 s before the stop, still RUNNING 20 minutes
+    // later, so the wait below never returned). So the partition takes no new job while the
+    // controller goes away, and the stop waits until every job Slurm has started runs on the
+    // node (its batch step is listed); queued jobs and running ones still cross the restart.
+    let _up = PartitionDown::new("debug");
+    // Slurm job ids (an array's id stands for its tasks: squeue -r lists them as ID_N).
+    let all: Vec<String> = runs
+        .iter()
+        .flat_map(|(m, _, ids)| ids.iter().map(|&id| m.job_data(id).unwrap().pid.unwrap()))
+        .collect::<std::collections::BTreeSet<u32>>()
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !launched(&all) {
+        assert!(Instant::now() < deadline, "jobs allocated but not launched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let pid_file = "/run/procman-slurm/slurmctld.pid";
     let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
     assert!(Command::new("kill")
@@ -1547,6 +1567,7 @@ fn controller_restart_mid_batch_loses_no_job() {
         .status()
         .unwrap()
         .success());
+    drop(_up);
     for (m, h, ids) in runs {
         m.wait_all();
         let calls = h.calls();
@@ -1560,6 +1581,64 @@ fn controller_restart_mid_batch_loses_no_job() {
         }
         assert_eq!(calls.len(), ids.len());
     }
+}
+
+/// Sets a partition DOWN (running jobs go on, no new job starts) and back UP when dropped, also
+/// when the test fails.
+struct PartitionDown(&'static str);
+
+impl PartitionDown {
+    fn new(name: &'static str) -> PartitionDown {
+        let set = |state: &str| {
+            Command::new("scontrol")
+                .args([
+                    "update",
+                    &format!("PartitionName={name}"),
+                    &format!("State={state}"),
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            set("DOWN"),
+            "scontrol update PartitionName={name} State=DOWN"
+        );
+        PartitionDown(name)
+    }
+}
+
+impl Drop for PartitionDown {
+    fn drop(&mut self) {
+        // The controller may be starting again: retried for up to 30 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Command::new("scontrol")
+            .args(["update", &format!("PartitionName={}", self.0), "State=UP"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Whether every one of these jobs (or array tasks) that Slurm has started runs on its node:
+/// `squeue` lists a RUNNING job's batch step (`ID.batch`, `ARRAYID_N.batch`) only once the node
+/// launched it.
+fn launched(jobs: &[String]) -> bool {
+    let q = |args: &[&str]| -> Vec<String> {
+        let o = Command::new("squeue").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let list = jobs.join(",");
+    let running = q(&["-h", "-r", "-t", "R", "-o", "%i", "-j", &list]);
+    let steps = q(&["-h", "-s", "-o", "%i", "-j", &list]);
+    running
+        .iter()
+        .all(|j| steps.iter().any(|s| s == &format!("{j}.batch")))
 }
 
 /// Issue 13: a program missing on the node is `SpawnFailed` naming the node, told apart from a

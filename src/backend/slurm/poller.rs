@@ -19,7 +19,7 @@ use super::ending::{
     exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
     SQUEUE_LEGACY_FORMAT,
 };
-use super::follow::{cancel, judge, one_line, Scancel};
+use super::follow::{cancel, cancel_all, judge, one_line, Scancel};
 use super::steps::{reaped, Step, StepSignals};
 use super::tail::Tail;
 use super::usage;
@@ -404,11 +404,13 @@ impl Poller {
         let now = Instant::now();
         let mut sent = false;
         let mut unconfirmed = Vec::new();
+        let mut unstarted = Vec::new();
         for (&job, t) in &mut self.jobs {
             let mut signals = Scancel {
                 opts: &self.opts,
                 job,
                 sent: false,
+                unstarted: &mut unstarted,
             };
             let _ = t.term.step(&t.h.core, &mut signals);
             sent |= signals.sent;
@@ -421,6 +423,7 @@ impl Poller {
                 unconfirmed.push(job);
             }
         }
+        cancel_all(&self.opts, &unstarted);
         for job in unconfirmed {
             let state = self
                 .jobs

@@ -1,0 +1,168 @@
+//! Issue 13: "a 10,000-job array in flight costs the manager a bounded number of threads and
+//! ≤ 1 KiB of memory per job", measured against the real one-node Slurm.
+//!
+//! 10,000 jobs go to Slurm as arrays (`SlurmOptions::array`), held (`sbatch --hold`) so that
+//! all of them stay queued while they are counted. The heap is counted by this binary's global
+//! allocator (live bytes), so the figure is the manager's own memory per job in flight: its
+//! record, its spec's core, the poller's entry. A cancelling shutdown then cancels them all.
+//!
+//! `#[ignore = "needs Slurm"]` like tests/slurm.rs: `cargo test --test slurm_scale --
+//! --ignored` after `.ci/start-slurm.sh` (`.ci/run` does). About a minute here.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use procman::slurm::SlurmOptions;
+use procman::{JobId, JobSpec, JobStatus, ProcessManager, ShutdownMode};
+
+/// The system allocator, counting the bytes live.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const N: usize = 10_000;
+
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn vm_rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn slurm_up() {
+    let ok = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    assert!(
+        ok,
+        "no Slurm is reachable: start one with `sudo .ci/start-slurm.sh`"
+    );
+}
+
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm_scale -- --ignored"]
+fn ten_thousand_array_jobs_in_flight_hold_bounded_threads_and_under_1_kib_each() {
+    slurm_up();
+    let dir = std::env::temp_dir().join(format!("procman-slurm-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("procman-scale-{}", std::process::id());
+    let threads_before = threads_now();
+    let m = ProcessManager::builder()
+        .limit(N)
+        .slurm(
+            SlurmOptions::new()
+                .array(1000)
+                .sbatch_arg("--hold")
+                .sbatch_arg(format!("--job-name={name}")),
+        )
+        .build()
+        .unwrap();
+    // The jobs' specs are made first: what is counted is what the manager keeps.
+    let specs: Vec<JobSpec> = (0..N)
+        .map(|i| JobSpec::new("true").log_file(dir.join(format!("job-{i}.log"))))
+        .collect();
+    let mut ids: Vec<JobId> = Vec::with_capacity(N);
+    let (heap_before, rss_before) = (LIVE.load(Ordering::Relaxed), vm_rss());
+    for spec in specs {
+        ids.push(m.start_process(spec).unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut most = threads_now();
+    loop {
+        most = most.max(threads_now());
+        let s = m.snapshot();
+        if s.count(JobStatus::Queued) == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {N} queued within 600 s: {s:?}"
+        );
+        // Polling the manager's snapshot for a count (no event says "all queued").
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few poller rounds over all 10,000 (their squeue answers are transient memory).
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        most = most.max(threads_now());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let heap = LIVE.load(Ordering::Relaxed) - heap_before;
+    let rss = vm_rss().saturating_sub(rss_before);
+    let arrays: std::collections::BTreeSet<u32> = ids
+        .iter()
+        .filter_map(|&id| m.job_data(id).ok().and_then(|r| r.pid))
+        .collect();
+    eprintln!(
+        "{N} array jobs in flight ({} arrays): {} more threads, heap {} B per job, RSS {} B per \
+         job",
+        arrays.len(),
+        most - threads_before,
+        heap / N as isize,
+        rss / N as u64
+    );
+    let t = Instant::now();
+    m.shutdown(ShutdownMode::Cancel, None);
+    eprintln!("cancelling shutdown: {:.1} s", t.elapsed().as_secs_f64());
+    let left = Command::new("squeue")
+        .args(["-h", "-r", "-n", &name, "-o", "%i"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout).lines().count();
+    if left > 0 {
+        let _ = Command::new("scancel").args(["-n", &name]).status();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(arrays.len(), N / 1000, "one array per 1,000 jobs");
+    assert!(
+        most - threads_before <= 16,
+        "{} threads for {N} jobs in flight",
+        most - threads_before
+    );
+    assert!(
+        heap <= 1024 * N as isize,
+        "{} B of heap per job in flight",
+        heap / N as isize
+    );
+    assert_eq!(left, 0, "jobs left in Slurm after the cancelling shutdown");
+}
