@@ -38,6 +38,7 @@ use super::submit::{sbatch, Submission};
 use super::tail::Tail;
 use super::{SlurmBackend, SlurmOptions};
 use crate::backend::{spawn_failed, Attempt, Later, Report};
+use crate::deadline;
 use crate::job::{AttemptEnd, JobCore, Work};
 
 /// A gathering ends when no attempt arrived for this long.
@@ -136,8 +137,10 @@ impl SlurmBackend {
         g.leader = true;
         let began = Instant::now();
         while g.tasks.len() < max {
-            let quiet = g.last.unwrap_or(began) + QUIET;
-            let until = quiet.min(began + WINDOW);
+            let quiet = deadline::after(g.last.unwrap_or(began), QUIET);
+            let Some(until) = deadline::earliest(quiet, deadline::after(began, WINDOW)) else {
+                break;
+            };
             if Instant::now() >= until {
                 break;
             }

@@ -214,9 +214,7 @@ impl Tail {
         let now = Instant::now();
         self.drain = Some(Drain {
             quiet_since: now,
-            until: lag
-                .checked_add(APPEAR)
-                .and_then(|d| deadline::after(now, d)),
+            until: deadline::after(now, lag.saturating_add(APPEAR)),
             lag,
         });
         self.next = now;
@@ -262,7 +260,9 @@ impl Tail {
                      its output was not observed",
                     s.stream,
                     s.path.display(),
-                    self.drain.as_ref().map_or(APPEAR, |d| d.lag + APPEAR)
+                    self.drain
+                        .as_ref()
+                        .map_or(APPEAR, |d| d.lag.saturating_add(APPEAR))
                 );
                 self.error.get_or_insert(format!(
                     "the {:?} file {} was not there to read",

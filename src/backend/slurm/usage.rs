@@ -116,7 +116,8 @@ pub(super) struct StepUsage {
 struct Waiting {
     /// `ALLOC.N`
     id: String,
-    until: Instant,
+    /// When it ends without figures (`None`: never, a wait too long for the clock).
+    until: Option<Instant>,
     later: Later,
     end: AttemptEnd,
     /// The follower of its output (the poller drains it before ending the attempt).
@@ -126,7 +127,7 @@ struct Waiting {
 struct Query {
     child: Child,
     ids: Vec<String>,
-    at: Instant,
+    started: Instant,
 }
 
 impl StepUsage {
@@ -145,7 +146,7 @@ impl StepUsage {
         }
         self.waiting.push(Waiting {
             id,
-            until: Instant::now() + STEP_WAIT,
+            until: crate::deadline::from_now(STEP_WAIT),
             later,
             end,
             tail,
@@ -175,7 +176,7 @@ impl StepUsage {
             match q.child.try_wait() {
                 Ok(None) => self.query = Some(q),
                 Ok(Some(status)) => {
-                    self.took = Some(q.at.elapsed());
+                    self.took = Some(q.started.elapsed());
                     self.answered(q, status.success(), accounting);
                 }
                 Err(e) => {
@@ -188,7 +189,7 @@ impl StepUsage {
         let now = Instant::now();
         let mut i = 0;
         while i < self.waiting.len() {
-            if !*accounting || now >= self.waiting[i].until {
+            if !*accounting || self.waiting[i].until.is_some_and(|u| now >= u) {
                 let w = self.waiting.swap_remove(i);
                 self.finish(w);
             } else {
@@ -219,7 +220,7 @@ impl StepUsage {
                 self.query = Some(Query {
                     child,
                     ids,
-                    at: Instant::now(),
+                    started: Instant::now(),
                 })
             }
             Err(e) => {
