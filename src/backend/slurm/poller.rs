@@ -577,9 +577,13 @@ impl Poller {
         }
         for (job, later, mut end, tail, since) in ended {
             let exited = matches!(end, AttemptEnd::Exited { .. });
+            let waited = now.saturating_duration_since(since) >= ACCOUNT_WAIT;
             match (&mut end, accounted.get(&job)) {
-                (AttemptEnd::Exited { usage, .. }, Some(a)) => a.fill(usage),
-                _ if asked && exited && now.saturating_duration_since(since) < ACCOUNT_WAIT => {
+                // A line without CPU times: the accounting has the job's start, not its end yet.
+                (AttemptEnd::Exited { usage, .. }, Some(a)) if a.user.is_some() || waited => {
+                    a.fill(usage)
+                }
+                _ if asked && exited && !waited => {
                     self.unaccounted.push((job, later, end, tail, since));
                     continue;
                 }
