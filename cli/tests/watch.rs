@@ -17,6 +17,12 @@ use common::{eventually, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_procman");
 
+/// Whether the shell has written the status file whole (`echo $? > FILE` creates the file
+/// before it writes to it: existing is not enough; CI once read it empty).
+fn written(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
+}
+
 fn procman() -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("RUST_LOG");
@@ -241,7 +247,7 @@ fn the_dashboard_shows_progress_and_running_jobs_and_q_stops_the_batch_as_ctrl_c
     assert!(ok, "t did not show the table again: {screen}");
     // q: as Ctrl-C, the running jobs are killed and the status is 130.
     tmux.keys(0, "q");
-    let ended = eventually(Duration::from_secs(20), || status.exists());
+    let ended = eventually(Duration::from_secs(20), || written(&status));
     let screen = tmux.screen(0);
     assert!(ended, "q did not end the batch: {screen}");
     let code = std::fs::read_to_string(&status).unwrap();
@@ -296,7 +302,7 @@ fn status_follow_shows_a_batch_running_in_another_window_until_it_ends() {
         screen.contains("JOB") && screen.contains("done"),
         "{screen}"
     );
-    let ended = eventually(Duration::from_secs(20), || follow_status.exists());
+    let ended = eventually(Duration::from_secs(20), || written(&follow_status));
     let screen = tmux.screen(1);
     assert!(
         ended,
@@ -431,7 +437,7 @@ fn the_dashboard_and_status_follow_show_live_cpu_memory_and_progress() {
     );
     tmux.keys(0, "q");
     assert!(
-        eventually(Duration::from_secs(20), || status.exists()),
+        eventually(Duration::from_secs(20), || written(&status)),
         "{}",
         tmux.screen(0)
     );
@@ -664,7 +670,7 @@ fn run_watch_shows_the_job_and_q_kills_it_as_ctrl_c() {
     assert!(ok, "{screen}");
     tmux.keys(0, "q");
     assert!(
-        eventually(Duration::from_secs(20), || status.exists()),
+        eventually(Duration::from_secs(20), || written(&status)),
         "{}",
         tmux.screen(0)
     );
