@@ -68,6 +68,16 @@ fn probe() -> Result<(), String> {
     }
 }
 
+/// Whether this Slurm keeps accounting (`sacct` answers; without slurmdbd it fails).
+fn accounting_on() -> bool {
+    Command::new("sacct")
+        .args(["-n", "-X", "-j", "1"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("procman-slurm-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -1283,12 +1293,7 @@ fn steps_tell_a_program_that_cannot_start_from_one_that_fails() {
 fn step_usage_from_accounting_or_a_clean_fallback() {
     let _s = serial();
     slurm_up("steps-usage");
-    let accounting = Command::new("sacct")
-        .args(["-n", "-X", "-j", "1"])
-        .output()
-        .unwrap()
-        .status
-        .success();
+    let accounting = accounting_on();
     let alloc = Alloc::new(2);
     let m = manager(SlurmOptions::new().steps_in(alloc.0), 2);
     // 80 MiB touched, and 1.5 s of CPU (however busy the machine).
@@ -1690,12 +1695,7 @@ fn a_program_missing_on_the_node_is_spawn_failed() {
 fn cpu_time_and_peak_memory_from_accounting_or_a_clean_fallback() {
     let _s = serial();
     slurm_up("accounting");
-    let accounting = Command::new("sacct")
-        .args(["-n", "-X", "-j", "1"])
-        .output()
-        .unwrap()
-        .status
-        .success();
+    let accounting = accounting_on();
     let m = manager(SlurmOptions::new(), 2);
     // 80 MiB touched, and about 1.5 s of CPU.
     let burn = "x = bytearray(80 << 20)\nimport time\nt = time.time()\n\
@@ -2039,12 +2039,7 @@ fn arrays_keep_each_jobs_files_exit_code_and_retry() {
         .filter(|p| p.contains(".procman-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let accounting = Command::new("sacct")
-        .args(["-n", "-X", "-j", "1"])
-        .output()
-        .unwrap()
-        .status
-        .success();
+    let accounting = accounting_on();
     let u = m.job_data(plain[0]).unwrap().usage.unwrap();
     assert_eq!(u.user_cpu.is_some(), accounting, "{u:?}");
     std::fs::remove_dir_all(&dir).ok();

@@ -34,16 +34,22 @@ fn setup(test: &str) -> (PathBuf, String) {
     (dir, marker)
 }
 
-/// The Slurm job ids still queued or running under this marker.
-fn in_squeue(marker: &str) -> Vec<String> {
+/// The ids `squeue -h -o %i -n MARKER` lists with these further options.
+fn squeue_ids(marker: &str, options: &[&str]) -> Vec<String> {
     let o = Command::new("squeue")
         .args(["-h", "-o", "%i", "-n", marker])
+        .args(options)
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// The Slurm job ids still queued or running under this marker.
+fn in_squeue(marker: &str) -> Vec<String> {
+    squeue_ids(marker, &[])
 }
 
 /// Cancels whatever is left under the marker (the tests' own clean-up).
@@ -328,14 +334,7 @@ fn run_on_slurm_relays_the_output_live() {
 /// Every Slurm job (array task) under the marker, queued, running or ended (`squeue -t all`
 /// keeps ended jobs for `MinJobAge`, an hour on the CI cluster).
 fn all_in_squeue(marker: &str) -> Vec<String> {
-    let o = Command::new("squeue")
-        .args(["-h", "-r", "-t", "all", "-o", "%i", "-n", marker])
-        .output()
-        .unwrap();
-    let mut ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let mut ids = squeue_ids(marker, &["-r", "-t", "all"]);
     ids.sort();
     ids
 }

@@ -519,16 +519,13 @@ pub(crate) fn host_environment() -> Vec<*const libc::c_char> {
     v
 }
 
-/// This process's environment, each entry copied as `NAME=value` (std's snapshot, under its
-/// environment lock).
+/// This process's environment, each entry copied (the strings [`host_environment`] points to).
 pub(crate) fn host_environment_copy() -> Vec<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::env::vars_os()
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            std::ffi::CString::new(kv).ok()
-        })
+    let pointers = host_environment();
+    pointers
+        .iter()
+        .take_while(|p| !p.is_null())
+        // SAFETY: each pointer is a C string of the environment, read at once as `getenv` would.
+        .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_owned())
         .collect()
 }
