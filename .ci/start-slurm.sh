@@ -5,8 +5,9 @@
 #
 # Debian 12 packages: munge, slurmctld, slurmd, slurm-client (Slurm 22.05). No systemd: the
 # daemons are started directly and tracked by PID files in $RUN_DIR; .ci/stop-slurm.sh stops
-# exactly those PIDs. No accounting database: procman reads exit codes from `scontrol show job`
-# (finished jobs stay visible for MinJobAge=3600 s).
+# exactly those PIDs. procman reads exit codes from squeue/`scontrol show job` (finished jobs
+# stay visible for MinJobAge=3600 s); with PROCMAN_SLURM_ACCOUNTING=dbd, CPU times and peak
+# memory from `sacct` too.
 #
 # Env:
 #   PROCMAN_SLURM_CPUS   CPUs to advertise (default: what slurmd -C sees; more lets more
@@ -138,6 +139,9 @@ DefMemPerCPU=$(( MEM / CPUS ))
 ReturnToService=2
 # finished jobs stay visible to squeue/scontrol for an hour (procman reads exit codes there)
 MinJobAge=3600
+# those finished jobs count against MaxJobCount (default 10000): room for 10,000 in flight
+# beside an hour's finished ones (tests/slurm_scale.rs, PROCMAN_SCALE_JOBS=10000)
+MaxJobCount=100000
 KillWait=5
 OverTimeLimit=0
 InactiveLimit=0
