@@ -1714,6 +1714,42 @@ fn cpu_time_and_peak_memory_from_accounting_or_a_clean_fallback() {
     }
 }
 
+/// Issue 13, faults: an `sacct` that fails for a while (slurmdbd restarting) is asked again
+/// within the accounting wait, so the job still ends with its figures. A stand-in `sacct`
+/// fails its first two calls, then runs the real one.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn a_failing_sacct_is_asked_again_within_the_accounting_wait() {
+    let _s = serial();
+    slurm_up("sacct_retry");
+    if !accounting_on() {
+        eprintln!("Slurm has no accounting here: nothing to retry");
+        return;
+    }
+    let dir = scratch("sacct_retry");
+    let calls = dir.join("sacct.calls");
+    let sacct = dir.join("sacct");
+    std::fs::write(
+        &sacct,
+        format!(
+            "#!/bin/sh\necho x >>'{0}'\n\
+             [ \"$(wc -l <'{0}')\" -le 2 ] && {{ echo 'sacct: error: slurmdbd: Connection refused' >&2; exit 1; }}\n\
+             exec sacct \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sacct, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let m = manager(SlurmOptions::new().sacct_program(&sacct), 2);
+    let r = m.run(JobSpec::new("sh").args(["-c", "exit 0"])).unwrap();
+    assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+    let asked = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert!(asked >= 3, "sacct asked {asked} times");
+    let u = r.usage.unwrap();
+    assert!(u.user_cpu.is_some() && u.system_cpu.is_some(), "{u:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Issue 13: what an observer and a progress parser of a Slurm job (`opts`) see, and when.
 /// The job prints a line to each stream, then waits for a file the test creates only once the
 /// observer has the first line: so the observer saw it while the job ran. Then it prints odd

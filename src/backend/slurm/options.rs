@@ -41,6 +41,8 @@ pub struct SlurmOptions {
     pub(super) scontrol: PathBuf,
     pub(super) sacct: PathBuf,
     pub(super) output_lag: Duration,
+    /// How long an ended job waits for its line in Slurm's accounting (`usage.rs`).
+    pub(super) accounting_wait: Duration,
 }
 
 impl Default for SlurmOptions {
@@ -64,6 +66,7 @@ impl Default for SlurmOptions {
             scontrol: "scontrol".into(),
             sacct: "sacct".into(),
             output_lag: Duration::from_millis(100),
+            accounting_wait: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +125,20 @@ impl SlurmOptions {
     /// often 3 to 60 s) bounds its lag.
     pub fn output_lag(mut self, lag: Duration) -> SlurmOptions {
         self.output_lag = lag.min(POLL_CAP);
+        self
+    }
+
+    /// On a cluster with accounting (`sacct` works): how long an ended job waits for Slurm's
+    /// accounting to record its end, for its CPU times and peak memory (default 10 s). slurmdbd
+    /// records a job's end a moment after the controller (here: usually before the first
+    /// `sacct`, once more than 3 s later under load); a job whose line is there ends at once,
+    /// one still missing after this ends with its wall time only, so its handler runs up to
+    /// this much later. For batch jobs and array tasks a failing `sacct` is asked again (every
+    /// 300 ms) within the same wait; job steps that a failing `sacct` was asked about end at
+    /// once without figures (`docs/slurm.md`). Zero ends every job with the figures of the
+    /// first `sacct`. Kept at most one hour.
+    pub fn accounting_wait(mut self, wait: Duration) -> SlurmOptions {
+        self.accounting_wait = wait.min(POLL_CAP);
         self
     }
 
@@ -224,7 +241,7 @@ impl std::str::FromStr for SlurmOptions {
     /// [`SlurmOptions::steps`]), `steps_in` (an allocation's job id), `array` (`yes` for arrays
     /// of up to 1,000 jobs, or the largest array, `no` or `0` for none: see
     /// [`SlurmOptions::array`]), `poll_min_ms`, `poll_max_ms`, `submit_threads`,
-    /// `output_lag_ms`. An empty text, `1` or `yes` is the defaults. Values
+    /// `output_lag_ms`, `accounting_wait_ms`. An empty text, `1` or `yes` is the defaults. Values
     /// cannot hold a comma.
     ///
     /// ```
@@ -284,6 +301,7 @@ impl std::str::FromStr for SlurmOptions {
                     o
                 }
                 "output_lag_ms" => o.output_lag(Duration::from_millis(number(key)?)),
+                "accounting_wait_ms" => o.accounting_wait(Duration::from_millis(number(key)?)),
                 "submit_threads" => {
                     o.submit_threads(usize::try_from(number(key)?).unwrap_or(usize::MAX))
                 }
@@ -315,8 +333,11 @@ mod tests {
         assert_eq!(o.extra, ["--qos=low", "--begin=now+1"]);
         assert!(o.steps && o.steps_cpus == 8 && o.steps_in.is_none());
         assert_eq!(o.poll_max, Duration::from_millis(500));
-        let o: SlurmOptions = "output_lag_ms=3000".parse().unwrap();
+        let o: SlurmOptions = "output_lag_ms=3000,accounting_wait_ms=0".parse().unwrap();
         assert_eq!(o.output_lag, Duration::from_secs(3));
+        assert_eq!(o.accounting_wait, Duration::ZERO);
+        let o = SlurmOptions::new().accounting_wait(Duration::MAX);
+        assert_eq!(o.accounting_wait, POLL_CAP);
         let o: SlurmOptions = "steps_in=42".parse().unwrap();
         assert_eq!(o.steps_in, Some(42));
         assert!("yes"

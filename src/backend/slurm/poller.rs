@@ -32,9 +32,8 @@ use crate::job::{AttemptEnd, JobCore};
 use crate::record::ResourceUsage;
 use crate::sys::{Exit, Waker};
 
-/// How long an ended job waits for Slurm's accounting to know it (for its CPU times and peak
-/// memory) before it ends without them, and how often the accounting is asked meanwhile.
-const ACCOUNT_WAIT: Duration = Duration::from_secs(3);
+/// How often the accounting is asked again about ended jobs it did not know yet (they wait up
+/// to [`SlurmOptions::accounting_wait`]).
 const ACCOUNT_RETRY: Duration = Duration::from_millis(300);
 
 /// How often the poller looks at its jobs' kill requests and timeouts between `squeue` rounds:
@@ -144,7 +143,7 @@ pub(super) struct Poller {
     /// The buffer the followers of observed jobs read into (allocated with the first).
     buf: Vec<u8>,
     /// Ended jobs whose figures the accounting did not have yet, with when they ended: asked
-    /// again every [`ACCOUNT_RETRY`], ended without figures after [`ACCOUNT_WAIT`].
+    /// again every [`ACCOUNT_RETRY`], ended without figures after [`SlurmOptions::accounting_wait`].
     unaccounted: Vec<Unaccounted>,
     unaccounted_asked: Option<Instant>,
     /// Slurm's accounting answers (false once `sacct` said it is disabled).
@@ -344,7 +343,8 @@ impl Poller {
             match e.step_id {
                 // Long enough to wait for one sacct (usage.rs).
                 Some(id) if self.accounting && self.step_usage.worth(wall) => {
-                    self.step_usage.wait(id, t.h.later, end, t.h.tail);
+                    self.step_usage
+                        .wait(&self.opts, id, t.h.later, end, t.h.tail);
                 }
                 _ => self.end_attempt(t.h.later, end, t.h.tail),
             }
@@ -541,7 +541,8 @@ impl Poller {
     /// Ends the attempts that ended in this round, with CPU times and peak memory from
     /// Slurm's accounting when there is one (one `sacct` for all of them). A job the accounting
     /// does not know yet (it records a job's start and end a moment after the controller, an
-    /// array task's own record first of all) waits for it, up to [`ACCOUNT_WAIT`].
+    /// array task's own record first of all), or that a failing `sacct` could not tell, waits
+    /// for it, up to [`SlurmOptions::accounting_wait`].
     fn flush_ended(&mut self) {
         let now = Instant::now();
         let mut ended: Vec<Unaccounted> = self
@@ -572,12 +573,14 @@ impl Poller {
                     accounted = a;
                     asked = true;
                 }
-                Err(gone) => self.accounting = !gone,
+                // A failure that may pass (slurmdbd restarting): asked again within the wait.
+                Err(false) => asked = true,
+                Err(true) => self.accounting = false,
             }
         }
         for (job, later, mut end, tail, since) in ended {
             let exited = matches!(end, AttemptEnd::Exited { .. });
-            let waited = now.saturating_duration_since(since) >= ACCOUNT_WAIT;
+            let waited = now.saturating_duration_since(since) >= self.opts.accounting_wait;
             match (&mut end, accounted.get(&job)) {
                 // A line without CPU times: the accounting has the job's start, not its end yet.
                 (AttemptEnd::Exited { usage, .. }, Some(a)) if a.user.is_some() || waited => {

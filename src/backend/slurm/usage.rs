@@ -8,7 +8,7 @@
 //! asks about every step waiting then (so the wait costs a step at most about 10 %); it runs as
 //! a child process the poller looks at between ticks (never blocking it), one at a time. A
 //! step its answer lists ends with its figures; one still missing is asked about again, until
-//! [`STEP_WAIT`] after its end, then ends with its wall time only; a failing `sacct` ends those
+//! [`SlurmOptions::accounting_wait`] after its end, then ends with its wall time only; a failing `sacct` ends those
 //! it asked about with the wall time only (logged at most once a minute). Shorter steps end at once
 //! with the wall time only: an `sacct` takes about 0.1 s here, longer than such a job.
 
@@ -93,10 +93,6 @@ pub(super) const STEP_MIN_WALL: Duration = Duration::from_secs(1);
 /// What an `sacct` is taken to cost until one was timed (measured here: 0.08–0.1 s).
 const SACCT_GUESS: Duration = Duration::from_millis(100);
 
-/// How long after its end a step waits for its line in the accounting (slurmdbd's lag:
-/// measured here, the line is there at the first `sacct`).
-pub(super) const STEP_WAIT: Duration = Duration::from_secs(3);
-
 /// At most this many steps per `sacct` (its answer, about 50 bytes a step, fits in the pipe).
 const STEPS_PER_QUERY: usize = 200;
 
@@ -139,14 +135,21 @@ impl StepUsage {
 
     /// Holds the ended step `id`'s attempt until its figures come (an end other than an exit,
     /// which has no figures, is done at once).
-    pub(super) fn wait(&mut self, id: String, later: Later, end: AttemptEnd, tail: Option<Tail>) {
+    pub(super) fn wait(
+        &mut self,
+        opts: &SlurmOptions,
+        id: String,
+        later: Later,
+        end: AttemptEnd,
+        tail: Option<Tail>,
+    ) {
         if !matches!(end, AttemptEnd::Exited { .. }) {
             self.done.push((later, end, tail));
             return;
         }
         self.waiting.push(Waiting {
             id,
-            until: crate::deadline::from_now(STEP_WAIT),
+            until: crate::deadline::from_now(opts.accounting_wait),
             later,
             end,
             tail,
@@ -169,7 +172,7 @@ impl StepUsage {
     }
 
     /// Looks at the `sacct` under way without blocking: ends the steps it found (and those
-    /// waiting past [`STEP_WAIT`]), and starts the next `sacct` for those still waiting.
+    /// waiting past [`SlurmOptions::accounting_wait`]), and starts the next `sacct` for those still waiting.
     /// `accounting` turns false when `sacct` says there is none (every waiting step ends).
     pub(super) fn step(&mut self, opts: &SlurmOptions, accounting: &mut bool) {
         if let Some(mut q) = self.query.take() {
