@@ -658,7 +658,8 @@ fn wait_hold(py: Python<'_>, hold: &RecordHold, timeout: Option<f64>) -> PyResul
 /// "short", "qos": "low", "sbatch_arg": ["--mem=2G"], "steps": 8}`) or the same as one line of
 /// text (`"partition=short,qos=low,sbatch_arg=--mem=2G,steps=8"`) sets the options of
 /// procman's `SlurmOptions` (keys: partition, account, qos, time, sbatch_arg, steps,
-/// steps_in, array, poll_min_ms, poll_max_ms, submit_threads). A job waiting in Slurm's queue
+/// steps_in, array, poll_min_ms, poll_max_ms, submit_threads, output_lag_ms,
+/// accounting_wait_ms). A job waiting in Slurm's queue
 /// has the status 'queued' ('pending' in the CCP4i2 drop-in's `getJobData`).
 ///
 /// Handler threads: with one, handlers run one at a time in completion order; with more, at
