@@ -1955,6 +1955,43 @@ fn arrays_two_hundred_jobs_in_one_sbatch_call_queued_and_cancelled() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Issue 13, arrays: a batch larger than the largest array goes in whole arrays; the jobs that
+/// come while a full one is taken wait for the next instead of going as a small array of their
+/// own, and the last ones are not stranded when no more jobs come.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_are_filled_whole_and_the_rest_follows() {
+    let _s = serial();
+    slurm_up("array_fill");
+    let dir = scratch("array_fill");
+    let options = SlurmOptions::new()
+        .array(64)
+        .sbatch_program(counting_sbatch(&dir))
+        .sbatch_arg("--begin=now+3600");
+    let m = manager(options, 300);
+    let ids: Vec<JobId> = (0..300)
+        .map(|_| m.start_process(JobSpec::new("true")).unwrap())
+        .collect();
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    }
+    assert_eq!(m.snapshot().count(JobStatus::Queued), 300);
+    let sizes: Vec<u32> = sbatch_calls(&dir)
+        .iter()
+        .map(|c| {
+            let a = c
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("--array=0-"));
+            a.unwrap().parse::<u32>().unwrap() + 1
+        })
+        .collect();
+    m.shutdown(ShutdownMode::Cancel, None);
+    assert_eq!(sizes.iter().sum::<u32>(), 300, "{sizes:?}");
+    // Full arrays but the last (300 jobs come well within one 500 ms gathering window).
+    assert_eq!(sizes, [64, 64, 64, 64, 44], "{sizes:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Issue 13, arrays: each task keeps its own files, directory, environment, input, exit code;
 /// a program missing on the node is told apart from one that exits 127; the retry of a failed
 /// task is a job of its own; CPU times from accounting per task where there is one.

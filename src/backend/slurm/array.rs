@@ -134,23 +134,36 @@ impl SlurmBackend {
             self.gather.arrived.notify_one();
             return Attempt::Continues;
         }
-        g.leader = true;
-        let began = Instant::now();
-        while g.tasks.len() < max {
-            let quiet = deadline::after(g.last.unwrap_or(began), QUIET);
-            let Some(until) = deadline::earliest(quiet, deadline::after(began, WINDOW)) else {
-                break;
-            };
-            if Instant::now() >= until {
-                break;
+        loop {
+            g.leader = true;
+            let began = Instant::now();
+            while g.tasks.len() < max {
+                let quiet = deadline::after(g.last.unwrap_or(began), QUIET);
+                let Some(until) = deadline::earliest(quiet, deadline::after(began, WINDOW)) else {
+                    break;
+                };
+                if Instant::now() >= until {
+                    break;
+                }
+                self.gather.arrived.wait_until(&mut g, until);
             }
-            self.gather.arrived.wait_until(&mut g, until);
+            // Whole arrays only: the few that arrived after the array filled (the other
+            // workers add theirs while this one wakes) stay for the next gathering, instead of
+            // going to Slurm as an array of their own.
+            let n = g.tasks.len();
+            let take = if n >= max { n - n % max } else { n };
+            let tasks: Vec<Task> = g.tasks.drain(..take).collect();
+            g.leader = false;
+            drop(g);
+            submit_all(&self.opts, tasks);
+            // Those left behind are led by the next worker that adds one, or, when none came
+            // meanwhile, by this one (they have waited their gathering already: they go at once
+            // unless more arrive).
+            g = self.gather.state.lock();
+            if g.leader || g.tasks.is_empty() {
+                return Attempt::Continues;
+            }
         }
-        let tasks = std::mem::take(&mut g.tasks);
-        g.leader = false;
-        drop(g);
-        submit_all(&self.opts, tasks);
-        Attempt::Continues
     }
 }
 
