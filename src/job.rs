@@ -40,6 +40,10 @@ pub(crate) struct JobCore {
     pub(crate) cpu_weight: Option<u32>,
     /// Set (with the lock held) by `kill`; read by the worker without the lock.
     pub(crate) kill_requested: AtomicBool,
+    /// True while the scheduler has the job staged (given to a backend beyond the job limit,
+    /// to be held there: Slurm arrays; `Backend::stage_window`), false once it holds a slot.
+    /// Set with the engine's lock held; read by the backend without it.
+    pub(crate) held: AtomicBool,
 }
 
 impl JobCore {
@@ -77,6 +81,7 @@ impl JobCore {
             memory_limit: None,
             cpu_weight: None,
             kill_requested: AtomicBool::new(false),
+            held: AtomicBool::new(false),
         }
     }
 }

@@ -196,7 +196,7 @@ mod watch;
 /// println!("Slurm job {:?} ended as {:?}", record.pid, record.backend_state);
 /// ```
 pub mod slurm {
-    pub use crate::backend::slurm::SlurmOptions;
+    pub use crate::backend::slurm::{SlurmOptions, SlurmWay};
 }
 mod sys;
 

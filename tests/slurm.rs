@@ -1955,6 +1955,66 @@ fn arrays_two_hundred_jobs_in_one_sbatch_call_queued_and_cancelled() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Issue 13, arrays under a job limit: jobs beyond the limit go into Slurm held, in the same
+/// few `sbatch` calls, and are released one by one as slots free, so at most `limit` run at
+/// any instant (checked from the jobs' own clocks: with limit 1 on a two-CPU node, no two
+/// jobs' runs overlap), every job finishing, each handler once.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_hold_the_limit_with_few_sbatch_calls() {
+    let _s = serial();
+    slurm_up("array_limit");
+    let dir = scratch("array_limit");
+    let options = SlurmOptions::new()
+        .array(1000)
+        .sbatch_program(counting_sbatch(&dir));
+    let m = manager(options, 1);
+    let h = Handlers::new();
+    let n = 5;
+    let ids: Vec<JobId> = (0..n)
+        .map(|i| {
+            let spec = JobSpec::new("sh")
+                .args(["-c", "date +%s.%N; sleep 1; date +%s.%N"])
+                .log_file(dir.join(format!("{i}.log")));
+            m.start_process(h.on(spec)).unwrap()
+        })
+        .collect();
+    // All are in Slurm long before the first ends: one queued or running, the rest held.
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(60), |r| r.pid.is_some());
+    }
+    let calls = sbatch_calls(&dir);
+    assert!(calls.len() <= 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c.contains("--array=")), "{calls:?}");
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(120), |r| r.status.is_final());
+    }
+    let mut runs: Vec<(f64, f64)> = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let r = m.job_data(id).unwrap();
+        assert_eq!(r.status, JobStatus::Finished, "{r:?}");
+        let log = std::fs::read_to_string(dir.join(format!("{i}.log"))).unwrap();
+        let t: Vec<f64> = log.lines().map(|l| l.parse().unwrap()).collect();
+        runs.push((t[0], t[1]));
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for w in runs.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "two jobs ran at once under limit 1: {runs:?}"
+        );
+    }
+    assert_eq!(
+        sbatch_calls(&dir).len(),
+        calls.len(),
+        "no more sbatch calls"
+    );
+    let calls = h.calls();
+    assert!(calls.values().all(|c| c.len() == 1), "{calls:?}");
+    assert_eq!(calls.len(), n);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Issue 13, arrays: a batch larger than the largest array goes in whole arrays; the jobs that
 /// come while a full one is taken wait for the next instead of going as a small array of their
 /// own, and the last ones are not stranded when no more jobs come.

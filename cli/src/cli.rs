@@ -154,7 +154,8 @@ pub struct BatchArgs {
     /// Slurm: --slurm and the cluster options.
     #[command(flatten)]
     pub slurm: crate::slurm::SlurmArgs,
-    /// Run at most N jobs at once (default: number of CPUs)
+    /// Run at most N jobs at once (default: number of CPUs; on Slurm, 1000 jobs queued or
+    /// running at once, or the CPUs of the allocation for --steps)
     #[arg(short, long, value_name = "N", allow_hyphen_values = true)]
     pub jobs: Option<String>,
     /// Default timeout per job (0: none)

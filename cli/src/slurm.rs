@@ -1,7 +1,7 @@
 //! `--slurm` and the cluster options of `procman run` and `procman batch`: read into the
 //! library's [`SlurmOptions`] (see docs/slurm.md).
 
-use procman::slurm::SlurmOptions;
+use procman::slurm::{SlurmOptions, SlurmWay};
 
 use crate::args::{self, UsageError};
 
@@ -56,6 +56,28 @@ pub const VALUED: [&str; 6] = [
     "sbatch-arg",
     "steps",
 ];
+
+/// How many jobs `batch` has on Slurm at once without `-j`: Slurm queues and schedules
+/// them, so the local machine's CPUs say nothing of it. Batch jobs and arrays: 1,000 (one full
+/// array, so an array batch makes one `sbatch` call per 1,000 jobs); steps: the CPUs of the
+/// allocation procman requests, or of the one it runs in (`SLURM_CPUS_ON_NODE`). `None`:
+/// the local default (a given allocation, or no Slurm).
+pub fn default_jobs(slurm: Option<&SlurmOptions>) -> Option<usize> {
+    match slurm?.way() {
+        SlurmWay::Jobs | SlurmWay::Arrays(_) => Some(IN_FLIGHT),
+        SlurmWay::Steps(cpus) => usize::try_from(cpus).ok(),
+        SlurmWay::StepsInOwnAllocation => std::env::var("SLURM_CPUS_ON_NODE")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0),
+        SlurmWay::StepsIn(_) => None,
+    }
+}
+
+/// [`default_jobs`] for batch jobs and arrays.
+const IN_FLIGHT: usize = 1000;
 
 /// The library's options from the command line, or `None` when no Slurm option was given
 /// (the jobs run locally). Any cluster option implies `--slurm`.
@@ -291,6 +313,16 @@ mod tests {
         };
         let o = format!("{:?}", options(a).unwrap().unwrap());
         assert!(o.contains("array: 1000"), "{o}");
+    }
+
+    #[test]
+    fn batch_default_jobs_follow_the_way_onto_slurm() {
+        assert_eq!(default_jobs(None), None);
+        let of = |text: &str| default_jobs(Some(&text.parse().unwrap()));
+        assert_eq!(of(""), Some(1000));
+        assert_eq!(of("array=yes"), Some(1000));
+        assert_eq!(of("steps=6"), Some(6));
+        assert_eq!(of("steps_in=42"), None);
     }
 
     #[test]

@@ -339,12 +339,14 @@ fn all_in_squeue(marker: &str) -> Vec<String> {
     ids
 }
 
-/// `batch --slurm=array=yes` and `batch --array`: the jobs go to Slurm as one array (one
+/// `batch --slurm=array=yes -j 3` and `batch --array` (no `-j`: on Slurm the default is 1,000
+/// jobs at once, not the machine's CPUs, two in CI): the jobs go to Slurm as one array (one
 /// submission), each with its own log, error file and exit status in the joblog.
 #[test]
 #[ignore = "needs Slurm: .ci/start-slurm.sh"]
 fn batch_in_a_slurm_array_by_text_and_by_flag() {
     for (n, how) in [(0, "--slurm=array=yes"), (1, "--array")] {
+        let jobs: &[&str] = if n == 0 { &["-j", "3"] } else { &[] };
         let (dir, marker) = setup(&format!("array{n}"));
         let _c = Cleanup(marker.clone());
         std::fs::write(
@@ -355,7 +357,9 @@ fn batch_in_a_slurm_array_by_text_and_by_flag() {
         let o = run_in(
             &dir,
             procman()
-                .args(["batch", how, "-j", "3", "--joblog", "JL"])
+                .args(["batch", how])
+                .args(jobs)
+                .args(["--joblog", "JL"])
                 .arg(format!("--sbatch-arg=--job-name={marker}"))
                 .arg("jobs.txt"),
         );

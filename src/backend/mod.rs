@@ -170,6 +170,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// How many attempts beyond the job limit the scheduler may give this backend to hold
+    /// (default 0: none). A staged attempt has `JobCore::held` set: the backend submits it
+    /// held and lets it run only once the flag clears, which the scheduler does when a slot
+    /// frees (staged jobs first, in the order they were staged). Slurm arrays use it to put a
+    /// whole batch into a few `sbatch --array --hold` calls while at most `limit` run.
+    fn stage_window(&self) -> usize {
+        0
+    }
+
     /// Called once by shutdown, after every job has ended: stop the backend's own threads.
     fn shutdown(&self) {}
 }

@@ -247,13 +247,17 @@ impl Inner {
     }
 
     /// Adds workers until one is idle for each attempt queued for a worker plus one spare, and
-    /// at most `limit` exist: called by a worker that just took an attempt, and when the limit
+    /// at most `limit` (plus the backend's stage window) exist: called by a worker that just took an attempt, and when the limit
     /// is raised. Workers are created as jobs need them and then stay. Never blocks but on the
     /// thread creations (tens of µs each). A refused thread is not an error: the pool stays as
     /// it is (reported once, as a warning), the attempts wait for a worker, and at most as many
     /// jobs run at once as there are workers. Returns the first refusal, if any.
     pub(crate) fn grow_workers(self: &Arc<Self>) -> Option<std::io::Error> {
-        let limit = self.lock().limit();
+        // Staged attempts (`Backend::stage_window`) are handed to workers too.
+        let limit = self
+            .lock()
+            .limit()
+            .saturating_add(self.backend.stage_window());
         // A backend whose attempts continue without their worker (Slurm) needs only a few.
         let limit = self
             .backend

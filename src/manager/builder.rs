@@ -283,6 +283,7 @@ impl Builder {
         };
         let settings = Settings {
             limit: self.limit,
+            stage: backend.stage_window(),
             cpu_capacity,
             memory_capacity,
             grace: self.grace,

@@ -11,6 +11,7 @@ use crate::sampling;
 
 /// Checks `procman batch`'s arguments; `shape` says whether the words are a command template.
 pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
+    let slurm = crate::slurm::options(a.slurm)?;
     let jobs = match &a.jobs {
         Some(j) => {
             let n: usize = args::number("--jobs", j)?;
@@ -19,7 +20,8 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
             }
             n
         }
-        None => thread::available_parallelism().map_or(1, |n| n.get()),
+        None => crate::slurm::default_jobs(slurm.as_ref())
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get())),
     };
     let halt = match &a.halt {
         Some(v) => halt::parse(v).map_err(UsageError)?,
@@ -55,7 +57,7 @@ pub(super) fn parse(a: BatchArgs, shape: Shape) -> Result<Options, UsageError> {
         timeout: args::opt_duration("--timeout", a.timeout.as_deref())?,
         grace: args::opt_duration("--grace", a.grace.as_deref())?,
         contain: args::opt_containment(a.contain.as_deref())?,
-        slurm: crate::slurm::options(a.slurm)?,
+        slurm,
         memory_limit: args::opt_size("--memory-limit", a.memory_limit.as_deref())?,
         retries: a.retries.map_or(Ok(0), |r| args::number("--retries", &r))?,
         log_dir,

@@ -45,6 +45,9 @@ use crate::job::{AttemptEnd, JobCore, Work};
 const QUIET: Duration = Duration::from_millis(50);
 /// A gathering ends at the latest this long after it began.
 const WINDOW: Duration = Duration::from_millis(500);
+/// How many jobs beyond the manager's limit go into Slurm held, waiting for a slot
+/// ([`Backend::stage_window`](crate::backend::Backend::stage_window)).
+pub(super) const STAGE: usize = 10_000;
 /// An array's script stays under this size (but for a single task's): Slurm refuses batch
 /// scripts over its `max_script_size`, 4 MB by default.
 const SCRIPT_CAP: usize = 2 << 20;
@@ -255,6 +258,7 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
             stdin_file: t.sub.stdin_file.clone(),
             missing: t.sub.missing.clone(),
             tail,
+            held: t.sub.held,
         };
         if let Err(SendError(Ctl::Track(h))) = t.tracker.send(Ctl::Track(Box::new(handover))) {
             // The poller is gone (a shutdown under way): this task is cancelled and ends here.

@@ -123,6 +123,33 @@ pub(super) fn cancel_all(opts: &SlurmOptions, jobs: &[SlurmId]) {
     }
 }
 
+/// Lets `jobs` (submitted with `--hold`) run: one `scontrol release` per 500 of them. An id
+/// Slurm no longer knows (the job ended or was cancelled meanwhile) makes `scontrol` complain
+/// but not skip the others, so that is done too. `Err`: Slurm did not answer (the controller
+/// down); the caller asks again later.
+pub(super) fn release(opts: &SlurmOptions, jobs: &[SlurmId]) -> Result<(), String> {
+    for chunk in jobs.chunks(500) {
+        let list = chunk
+            .iter()
+            .map(SlurmId::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = Command::new(&opts.scontrol)
+            .args(["release", &list])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", opts.scontrol.display()))?;
+        if !out.status.success() {
+            let err = one_line(&out.stderr);
+            if !err.contains("Invalid job id") {
+                return Err(format!("scontrol release failed: {err}"));
+            }
+            log::debug!("scontrol release: {err}");
+        }
+    }
+    Ok(())
+}
+
 fn scancel(opts: &SlurmOptions, flags: &[&str], job: SlurmId) {
     let out = Command::new(&opts.scancel)
         .args(flags)

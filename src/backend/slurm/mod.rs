@@ -54,7 +54,7 @@ use crossbeam_channel::{unbounded, SendError, Sender};
 use parking_lot::Mutex;
 
 use follow::CancelOnDrop;
-pub use options::SlurmOptions;
+pub use options::{SlurmOptions, SlurmWay};
 use poller::{Ctl, Handover, Poller, StepHandover};
 use steps::{Allocation, Step};
 use submit::Submission;
@@ -183,6 +183,7 @@ impl Backend for SlurmBackend {
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
             tail: Tail::new(core, sub.followed.clone()),
+            held: sub.held,
         };
         let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
             guard.armed = false;
@@ -203,6 +204,17 @@ impl Backend for SlurmBackend {
 
     fn max_workers(&self) -> Option<usize> {
         Some(self.opts.submitters)
+    }
+
+    /// Arrays: up to [`array::STAGE`] jobs beyond the limit go into Slurm held (`--hold`), so
+    /// that a batch larger than the limit still makes one `sbatch --array` per 1,000 jobs;
+    /// the poller releases each (`scontrol release`) when the scheduler gives it a slot.
+    fn stage_window(&self) -> usize {
+        if self.opts.array > 0 && !self.opts.steps {
+            array::STAGE
+        } else {
+            0
+        }
     }
 
     fn shutdown(&self) {

@@ -184,12 +184,28 @@ impl SlurmOptions {
     /// files, environment, queued state, timeout, kill (`scancel` of its task alone), handler
     /// and accounting; its `pid` is the array's job id, its task is `ARRAYID_TASK` in Slurm's
     /// commands. A refusal by `sbatch` ends every job of that array as `SpawnFailed`; retries
-    /// are submitted one job each. Replaces [`steps`](Self::steps) (the later call wins).
+    /// are submitted one job each. The manager's [`limit`](crate::Builder::limit) caps the
+    /// jobs released to Slurm: up to 10,000 more go into the same arrays held
+    /// (`sbatch --hold`, read as `Queued`) and are released (`scontrol release`) as slots
+    /// free, so a batch larger than the limit still makes about one `sbatch` per `max_tasks`
+    /// jobs. Replaces [`steps`](Self::steps) (the later call wins).
     pub fn array(mut self, max_tasks: u32) -> SlurmOptions {
         self.array = max_tasks.max(1);
         self.steps = false;
         self.steps_in = None;
         self
+    }
+
+    /// How jobs go onto Slurm: what [`steps`](Self::steps), [`steps_in`](Self::steps_in) and
+    /// [`array`](Self::array) chose. Does not block.
+    pub fn way(&self) -> SlurmWay {
+        match (self.steps, self.steps_in, self.steps_cpus) {
+            (true, Some(id), _) => SlurmWay::StepsIn(id),
+            (true, None, 0) => SlurmWay::StepsInOwnAllocation,
+            (true, None, cpus) => SlurmWay::Steps(cpus),
+            _ if self.array > 0 => SlurmWay::Arrays(self.array),
+            _ => SlurmWay::Jobs,
+        }
     }
 
     /// The `srun` program (default `srun`; used for job steps).
@@ -228,6 +244,22 @@ impl SlurmOptions {
         self.sacct = path.as_ref().to_owned();
         self
     }
+}
+
+/// How jobs go onto Slurm ([`SlurmOptions::way`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlurmWay {
+    /// One batch job (`sbatch`) per job: the default.
+    Jobs,
+    /// Arrays of at most this many jobs ([`SlurmOptions::array`]).
+    Arrays(u32),
+    /// Job steps in an allocation of this many CPUs that procman requests
+    /// ([`SlurmOptions::steps`]).
+    Steps(u32),
+    /// Job steps in the allocation procman runs in (`SLURM_JOB_ID`; `steps=yes`).
+    StepsInOwnAllocation,
+    /// Job steps in this allocation ([`SlurmOptions::steps_in`]).
+    StepsIn(u32),
 }
 
 impl std::str::FromStr for SlurmOptions {

@@ -19,7 +19,7 @@ use super::ending::{
     exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
     SQUEUE_LEGACY_FORMAT,
 };
-use super::follow::{cancel, cancel_all, judge, one_line, Scancel};
+use super::follow::{cancel, cancel_all, judge, one_line, release, Scancel};
 use super::steps::{reaped, Step, StepSignals};
 use super::tail::Tail;
 use super::usage;
@@ -84,6 +84,8 @@ pub(super) struct Handover {
     pub(super) missing: PathBuf,
     /// The follower of its output, when it is observed.
     pub(super) tail: Option<Tail>,
+    /// Submitted with `--hold` (`Submission::held`): released when `JobCore::held` clears.
+    pub(super) held: bool,
 }
 
 /// An ended job waiting for the accounting's figures: its id, its attempt's end, the follower
@@ -150,6 +152,10 @@ pub(super) struct Poller {
     accounting: bool,
     legacy: bool,
     last_warning: Option<Instant>,
+    /// Jobs submitted with `--hold` and not released yet ([`Poller::release_due`]).
+    held: Vec<SlurmId>,
+    /// After a failed `scontrol release`: not before this again.
+    release_after: Option<Instant>,
 }
 
 impl Poller {
@@ -169,6 +175,8 @@ impl Poller {
             accounting: true,
             legacy: false,
             last_warning: None,
+            held: Vec::new(),
+            release_after: None,
         }
     }
 
@@ -212,6 +220,9 @@ impl Poller {
                         term,
                         run_start: None,
                     };
+                    if t.h.held {
+                        self.held.push(t.h.job);
+                    }
                     self.jobs.insert(t.h.job, t);
                     interval = min;
                     next_poll = deadline::earliest(next_poll, soon);
@@ -232,7 +243,7 @@ impl Poller {
                     self.end_attempt(later, end, tail);
                 }
                 self.follow_output();
-                let sent = self.terminate_due();
+                let sent = self.terminate_due() | self.release_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 let changed = due && self.round();
                 self.flush_ended();
@@ -448,14 +459,7 @@ impl Poller {
                 Ok(r) => r,
                 Err(e) => {
                     // The controller may be restarting: keep the jobs and try again later.
-                    let now = Instant::now();
-                    if self
-                        .last_warning
-                        .map_or(true, |t| now - t > Duration::from_secs(60))
-                    {
-                        log::warn!("cannot ask Slurm about procman's jobs: {e}");
-                        self.last_warning = Some(now);
-                    }
+                    self.warn(&format!("cannot ask Slurm about procman's jobs: {e}"));
                     continue;
                 }
             };
@@ -536,6 +540,54 @@ impl Poller {
         cleanup(&t.h);
         // Ended with the others of this round, after one question to the accounting.
         self.ended.push((job, t.h.later, end, t.h.tail));
+    }
+
+    /// Logs a warning about Slurm not answering, at most once a minute.
+    fn warn(&mut self, msg: &str) {
+        let now = Instant::now();
+        if self.last_warning.map_or(true, |t| {
+            now.saturating_duration_since(t) > Duration::from_secs(60)
+        }) {
+            log::warn!("{msg}");
+            self.last_warning = Some(now);
+        }
+    }
+
+    /// Releases the held jobs (submitted with `--hold`: staged by the scheduler beyond the job
+    /// limit) whose slot came (`JobCore::held` cleared): one `scontrol release` for all of
+    /// them. A failure (the controller down) is logged and tried again a second later. True
+    /// when some were released.
+    fn release_due(&mut self) -> bool {
+        if self.held.is_empty()
+            || self
+                .release_after
+                .is_some_and(|after| Instant::now() < after)
+        {
+            return false;
+        }
+        let jobs = &self.jobs;
+        // Those that ended (or were never handed over) leave the list.
+        self.held.retain(|id| jobs.contains_key(id));
+        let (due, still): (Vec<SlurmId>, Vec<SlurmId>) = self.held.iter().partition(|id| {
+            jobs.get(id)
+                .is_some_and(|t| !t.h.core.held.load(std::sync::atomic::Ordering::SeqCst))
+        });
+        if due.is_empty() {
+            return false;
+        }
+        match release(&self.opts, &due) {
+            Ok(()) => {
+                log::debug!("released {} held Slurm jobs", due.len());
+                self.held = still;
+                self.release_after = None;
+                true
+            }
+            Err(msg) => {
+                self.warn(&format!("{msg}; trying again"));
+                self.release_after = deadline::from_now(Duration::from_secs(1));
+                false
+            }
+        }
     }
 
     /// Ends the attempts that ended in this round, with CPU times and peak memory from

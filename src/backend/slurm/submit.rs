@@ -26,6 +26,9 @@ pub(super) struct Submission {
     /// The files Slurm writes the job's output into (absolute paths), for its observers
     /// (`tail.rs`): the log as stdout, the error file unless merged into the log as stderr.
     pub(super) followed: Vec<(PathBuf, Stream)>,
+    /// Submitted with `--hold`: the scheduler staged the job beyond the job limit
+    /// (`JobCore::held`); the poller releases it when its slot comes.
+    pub(super) held: bool,
 }
 
 impl Submission {
@@ -70,6 +73,10 @@ impl Submission {
         a.resources(core, opts, step);
         let followed = std::mem::take(&mut a.followed);
         let mut args = a.args;
+        let held = !step && core.held.load(std::sync::atomic::Ordering::SeqCst);
+        if held {
+            args.push("--hold".into());
+        }
         if !step {
             args.extend(opts.extra.iter().cloned());
         }
@@ -84,6 +91,7 @@ impl Submission {
             stdin_file,
             missing,
             followed,
+            held,
         })
     }
 

@@ -56,6 +56,11 @@ enum Phase {
     RetryWait,
     /// Given to a worker, not spawned yet. Holds a slot.
     Admitted,
+    /// Given to a worker beyond the job limit, for its backend to hold (`Backend::
+    /// stage_window`; `JobCore::held` is set): holds no slot, counted in `State::staged`.
+    /// Becomes `Admitted` when a slot frees ([`State::pump`]), or `Running` should the
+    /// backend report it started all the same (released outside procman).
+    Staged,
     /// Spawned. Holds a slot.
     Running {
         spawned: Instant,
@@ -189,6 +194,8 @@ type FailedDependency = (JobId, Option<JobStatus>);
 /// The scheduler's settings from the builder.
 pub(crate) struct Settings {
     pub(crate) limit: usize,
+    /// How many jobs beyond `limit` may be staged (`Backend::stage_window`).
+    pub(crate) stage: usize,
     pub(crate) cpu_capacity: u32,
     pub(crate) memory_capacity: u64,
     /// The grace between SIGTERM and SIGKILL for jobs that set none.
@@ -204,6 +211,12 @@ pub(crate) struct State {
     next_id: u64,
     next_seq: u64,
     limit: usize,
+    /// How many jobs may be staged at once (0: none; see [`Phase::Staged`]).
+    stage: usize,
+    /// Jobs staged now.
+    staged: usize,
+    /// The staged jobs in the order they were staged (ids no longer staged are skipped).
+    stage_order: std::collections::VecDeque<JobId>,
     cpu_capacity: u32,
     memory_capacity: u64,
     /// Jobs holding a slot (admitted or running).
@@ -238,6 +251,7 @@ impl State {
     ) -> State {
         let Settings {
             limit,
+            stage,
             cpu_capacity,
             memory_capacity,
             grace: default_grace,
@@ -250,6 +264,9 @@ impl State {
             next_id: 1000,
             next_seq: 0,
             limit,
+            stage,
+            staged: 0,
+            stage_order: std::collections::VecDeque::new(),
             cpu_capacity,
             memory_capacity,
             running: 0,
@@ -365,6 +382,7 @@ impl State {
             memory_limit: spec.memory_limit,
             cpu_weight: spec.cpu_weight,
             kill_requested: AtomicBool::new(false),
+            held: AtomicBool::new(false),
         });
         Entry {
             record,
@@ -431,8 +449,27 @@ impl State {
         }
     }
 
-    /// Starts as many jobs from the head of the ready queue as fit, in strict order.
+    /// Starts as many jobs as fit: staged jobs first (they get the free slots, in the order
+    /// they were staged), then the head of the ready queue in strict order, staged instead of
+    /// started while the limit is reached and the backend takes more to hold.
     fn pump(&mut self) {
+        while !self.paused && self.running < self.limit {
+            let Some(id) = self.stage_order.pop_front() else {
+                break;
+            };
+            let Some(e) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if !matches!(e.phase, Phase::Staged) {
+                continue;
+            }
+            e.phase = Phase::Admitted;
+            self.staged -= 1;
+            self.running += 1;
+            if let Some(core) = &e.core {
+                core.held.store(false, AtomicOrdering::SeqCst);
+            }
+        }
         while !self.paused {
             let Some(top) = self.ready.peek() else { return };
             let id = top.id;
@@ -445,7 +482,8 @@ impl State {
                 continue;
             };
             // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
-            let fits = self.running < self.limit
+            let slot = self.running < self.limit && self.staged == 0;
+            let fits = (slot || self.staged < self.stage)
                 && e.cpus() <= self.cpu_capacity.saturating_sub(self.used_cpus)
                 && e.memory() <= self.memory_capacity.saturating_sub(self.used_memory);
             if !fits {
@@ -453,8 +491,17 @@ impl State {
             }
             self.ready.pop();
             let e = self.jobs.get_mut(&id).expect("checked above");
-            e.phase = Phase::Admitted;
-            self.running += 1;
+            let core = e.core.as_ref().expect("a live job has its core");
+            if slot {
+                e.phase = Phase::Admitted;
+                self.running += 1;
+                core.held.store(false, AtomicOrdering::SeqCst);
+            } else {
+                e.phase = Phase::Staged;
+                self.staged += 1;
+                self.stage_order.push_back(id);
+                core.held.store(true, AtomicOrdering::SeqCst);
+            }
             self.used_cpus += e.cpus();
             self.used_memory += e.memory();
             let work = Work {
@@ -477,6 +524,16 @@ impl State {
         waker: crate::sys::Waker,
     ) {
         if let Some(e) = self.jobs.get_mut(&id) {
+            if matches!(e.phase, Phase::Staged) {
+                // Released outside procman (`scontrol release`): it runs, so it holds a slot,
+                // even beyond the limit.
+                self.staged -= 1;
+                self.running += 1;
+                if let Some(core) = &e.core {
+                    core.held.store(false, AtomicOrdering::SeqCst);
+                }
+                log::warn!("job {id} started while procman held it back for the job limit");
+            }
             e.phase = Phase::Running { spawned, waker };
             e.record.status = JobStatus::Running;
             e.record.pid = Some(pid);
@@ -495,7 +552,7 @@ impl State {
     /// which the backend reads), until [`State::started`] makes it `Running`.
     pub(crate) fn queued(&mut self, id: JobId, cluster_id: u32, attempt: u32) {
         if let Some(e) = self.jobs.get_mut(&id) {
-            if !matches!(e.phase, Phase::Admitted) {
+            if !matches!(e.phase, Phase::Admitted | Phase::Staged) {
                 return;
             }
             e.record.status = JobStatus::Queued;
@@ -527,10 +584,16 @@ impl State {
         end: AttemptEnd,
     ) -> Option<Instant> {
         let e = self.jobs.get_mut(&id)?;
-        if !matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
-            return None;
+        match e.phase {
+            Phase::Admitted | Phase::Running { .. } => self.running -= 1,
+            Phase::Staged => {
+                self.staged -= 1;
+                if let Some(core) = &e.core {
+                    core.held.store(false, AtomicOrdering::SeqCst);
+                }
+            }
+            _ => return None,
         }
-        self.running -= 1;
         self.used_cpus -= e.cpus();
         self.used_memory -= e.memory();
         // Holds no slot from here on (the phase is set again below); should this panic before
@@ -589,12 +652,18 @@ impl State {
         let Some(e) = self.jobs.get_mut(&id) else {
             return;
         };
-        if matches!(e.phase, Phase::Admitted | Phase::Running { .. }) {
-            self.running -= 1;
-            self.used_cpus -= e.cpus();
-            self.used_memory -= e.memory();
-        } else if matches!(e.phase, Phase::Final) {
-            return;
+        match e.phase {
+            Phase::Admitted | Phase::Running { .. } | Phase::Staged => {
+                if matches!(e.phase, Phase::Staged) {
+                    self.staged -= 1;
+                } else {
+                    self.running -= 1;
+                }
+                self.used_cpus -= e.cpus();
+                self.used_memory -= e.memory();
+            }
+            Phase::Final => return,
+            _ => {}
         }
         self.finalize(id, |r| {
             r.status = JobStatus::InternalError;
@@ -735,7 +804,7 @@ impl State {
                 self.finalize(id, |r| r.status = JobStatus::Cancelled);
                 Some(KillOutcome::Cancelled)
             }
-            Phase::Admitted | Phase::Running { .. } if e.kill.is_none() => {
+            Phase::Admitted | Phase::Staged | Phase::Running { .. } if e.kill.is_none() => {
                 e.kill = Some(reason);
                 if let Some(core) = &e.core {
                     core.kill_requested.store(true, AtomicOrdering::SeqCst);

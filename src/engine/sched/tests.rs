@@ -20,6 +20,8 @@ struct Rig {
     s: State,
     work: Receiver<WorkMsg>,
     done: Receiver<DispatchMsg>,
+    /// The cores of the attempts read by [`Rig::admitted_held`].
+    cores: Vec<std::sync::Arc<crate::job::JobCore>>,
 }
 
 fn rig(limit: usize) -> Rig {
@@ -27,10 +29,16 @@ fn rig(limit: usize) -> Rig {
 }
 
 fn rig_with(limit: usize, cpus: u32, memory: u64) -> Rig {
+    rig_staging(limit, 0, cpus, memory)
+}
+
+/// A scheduler whose backend holds up to `stage` jobs beyond the limit.
+fn rig_staging(limit: usize, stage: usize, cpus: u32, memory: u64) -> Rig {
     let (work_tx, work) = unbounded();
     let (done_tx, done) = unbounded();
     let settings = Settings {
         limit,
+        stage,
         cpu_capacity: cpus,
         memory_capacity: memory,
         grace: Duration::from_secs(1),
@@ -41,6 +49,7 @@ fn rig_with(limit: usize, cpus: u32, memory: u64) -> Rig {
         s: State::new(settings, work_tx, done_tx),
         work,
         done,
+        cores: Vec::new(),
     }
 }
 
@@ -74,6 +83,42 @@ impl Rig {
                 WorkMsg::Stop => None,
             })
             .collect()
+    }
+
+    /// Like [`Rig::admitted`], with whether each was staged (its core's `held` flag now), and
+    /// keeps the cores so that `held` can be read later ([`Rig::held`]).
+    fn admitted_held(&mut self) -> Vec<(JobId, bool)> {
+        let works: Vec<_> = self
+            .work
+            .try_iter()
+            .filter_map(|m| match m {
+                WorkMsg::Job(w) => Some(w),
+                WorkMsg::Stop => None,
+            })
+            .collect();
+        let out = works
+            .iter()
+            .map(|w| {
+                (
+                    w.core.id,
+                    w.core.held.load(std::sync::atomic::Ordering::SeqCst),
+                )
+            })
+            .collect();
+        self.cores.extend(works.into_iter().map(|w| w.core));
+        out
+    }
+
+    /// The ids of the jobs handed out so far whose `held` flag is set, in id order.
+    fn held(&self) -> Vec<JobId> {
+        let mut v: Vec<JobId> = self
+            .cores
+            .iter()
+            .filter(|c| c.held.load(std::sync::atomic::Ordering::SeqCst))
+            .map(|c| c.id)
+            .collect();
+        v.sort();
+        v
     }
 
     /// The completions handed to the dispatcher since the last call: (job, final status).
@@ -129,6 +174,53 @@ fn the_limit_holds_and_each_end_admits_the_next_in_order() {
     );
     // Admitted but not spawned yet still reads Pending (DESIGN.md, state machine).
     assert_eq!(r.s.pending_ids(), vec![ids[3], ids[4]]);
+}
+
+/// `Backend::stage_window`: jobs beyond the limit go to the backend held, at most `stage` of
+/// them; a freed slot goes to the oldest staged job (its flag clears, no new attempt), then a
+/// new job is staged; at no moment do more than `limit` handed-out jobs lack the flag.
+#[test]
+fn staged_jobs_wait_held_and_take_freed_slots_first() {
+    let mut r = rig_staging(2, 3, 8, 1 << 30);
+    let ids: Vec<JobId> = (0..8).map(|_| r.submit(job())).collect();
+    let first = r.admitted_held();
+    assert_eq!(
+        first,
+        vec![
+            (ids[0], false),
+            (ids[1], false),
+            (ids[2], true),
+            (ids[3], true),
+            (ids[4], true)
+        ]
+    );
+    assert_eq!(r.held(), vec![ids[2], ids[3], ids[4]]);
+    // A staged job is queued in the backend, killed there, never started: Cancelled.
+    r.s.queued(ids[3], 77, 1);
+    assert_eq!(r.status(ids[3]), JobStatus::Queued);
+    assert_eq!(r.s.kill_job(ids[3]), Ok(KillOutcome::Killing));
+    r.s.end_attempt(ids[3], 1, AttemptEnd::NotStarted);
+    assert_eq!(r.completed(), vec![(ids[3], JobStatus::Cancelled)]);
+    // Its room in the stage goes to the next job.
+    assert_eq!(r.admitted_held(), vec![(ids[5], true)]);
+    // A slot frees: the oldest staged job (ids[2]) takes it without a new attempt, and the
+    // stage takes one more.
+    r.run_to_exit(ids[0], 1, 0);
+    assert_eq!(r.admitted_held(), vec![(ids[6], true)]);
+    assert_eq!(r.held(), vec![ids[4], ids[5], ids[6]]);
+    // A staged job the backend reports started anyway (released outside procman) holds a
+    // slot beyond the limit; nothing more is released until slots are below the limit.
+    r.spawned(ids[5], 1);
+    assert_eq!(r.held(), vec![ids[4], ids[6]]);
+    r.run_to_exit(ids[1], 1, 0);
+    assert_eq!(r.admitted_held(), vec![(ids[7], true)]);
+    assert_eq!(r.held(), vec![ids[4], ids[6], ids[7]], "2 slots taken of 2");
+    r.run_to_exit(ids[2], 1, 0);
+    assert_eq!(r.held(), vec![ids[6], ids[7]]);
+    // A higher limit releases at once.
+    r.s.set_limit(10).unwrap();
+    assert!(r.held().is_empty());
+    assert!(r.admitted_held().is_empty());
 }
 
 #[test]
