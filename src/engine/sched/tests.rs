@@ -514,3 +514,160 @@ fn a_final_job_deleted_before_its_handler_returned_goes_when_the_handler_returns
     r.s.handler_returned(next, None);
     assert_eq!(r.s.records(false).len(), 1);
 }
+
+/// The stage window under arbitrary operation sequences (submissions, ends of attempts as a
+/// backend would report them, kills, limit changes, pause and resume): at every step the jobs
+/// handed out without the `held` flag, and not ended, are at most the limit they were let in
+/// under; at most `stage` are held; a held job is let go only in the order jobs were staged,
+/// and only when a slot is free; no slot stays idle while a job waits held (unless paused);
+/// and once everything is ended, each job completed exactly once.
+mod staging {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Submit,
+        /// Ends the outstanding attempt at this index (modulo their count).
+        End(usize),
+        Kill(usize),
+        Limit(usize),
+        Pause,
+        Resume,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Submit),
+            4 => any::<usize>().prop_map(Op::End),
+            1 => any::<usize>().prop_map(Op::Kill),
+            1 => (1usize..5).prop_map(Op::Limit),
+            1 => Just(Op::Pause),
+            1 => Just(Op::Resume),
+        ]
+    }
+
+    /// An attempt handed out and not ended: its core (for `held`), attempt number, and when
+    /// it was staged (`None`: it had a slot).
+    struct Out {
+        core: Arc<crate::job::JobCore>,
+        attempt: u32,
+        staged_at: Option<u64>,
+    }
+
+    fn run(limit: usize, stage: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut r = rig_staging(limit, stage, 64, 1 << 40);
+        let mut limit = limit;
+        let mut paused = false;
+        let mut out: Vec<Out> = Vec::new();
+        let mut submitted: Vec<JobId> = Vec::new();
+        let mut completed: HashMap<JobId, usize> = HashMap::new();
+        let mut seq = 0u64;
+        let take = |r: &Rig, out: &mut Vec<Out>, seq: &mut u64| {
+            for m in r.work.try_iter() {
+                if let WorkMsg::Job(w) = m {
+                    let held = w.core.held.load(Ordering::SeqCst);
+                    *seq += 1;
+                    out.push(Out {
+                        core: w.core,
+                        attempt: w.attempt,
+                        staged_at: held.then_some(*seq),
+                    });
+                }
+            }
+        };
+        for op in ops {
+            let slots_before = out
+                .iter()
+                .filter(|o| !o.core.held.load(Ordering::SeqCst))
+                .count();
+            match *op {
+                Op::Submit => submitted.push(r.submit(job())),
+                Op::End(i) if !out.is_empty() => {
+                    let o = out.remove(i % out.len());
+                    // A held job never ran: the backend ends it as cancelled outside procman
+                    // would (never started); one with a slot exits.
+                    let end = if o.core.held.load(Ordering::SeqCst) {
+                        AttemptEnd::NotStarted
+                    } else {
+                        exited(0)
+                    };
+                    r.s.end_attempt(o.core.id, o.attempt, end);
+                }
+                Op::End(_) => {}
+                Op::Kill(i) if !submitted.is_empty() => {
+                    let _ = r.s.kill_job(submitted[i % submitted.len()]);
+                }
+                Op::Kill(_) => {}
+                Op::Limit(n) => {
+                    r.s.set_limit(n).unwrap();
+                    limit = n;
+                }
+                Op::Pause => {
+                    r.s.pause().unwrap();
+                    paused = true;
+                }
+                Op::Resume => {
+                    r.s.resume().unwrap();
+                    paused = false;
+                }
+            }
+            take(&r, &mut out, &mut seq);
+            for (id, _) in r.completed() {
+                *completed.entry(id).or_default() += 1;
+            }
+            let (held, free): (Vec<&Out>, Vec<&Out>) =
+                out.iter().partition(|o| o.core.held.load(Ordering::SeqCst));
+            // Slots taken only while one is free: more than before only up to the limit.
+            prop_assert!(
+                free.len() <= slots_before.max(limit),
+                "{} jobs with a slot, limit {limit}, before {slots_before}",
+                free.len()
+            );
+            prop_assert!(held.len() <= stage, "{} held", held.len());
+            // Let go in staging order: every job still held was staged after every staged
+            // job already let go.
+            let newest_let_go = free.iter().filter_map(|o| o.staged_at).max();
+            let oldest_held = held.iter().filter_map(|o| o.staged_at).min();
+            if let (Some(a), Some(b)) = (newest_let_go, oldest_held) {
+                prop_assert!(a < b, "a job staged later was let go first");
+            }
+            if !paused && !held.is_empty() {
+                prop_assert!(free.len() >= limit, "a slot idles while jobs wait held");
+            }
+        }
+        // Drain: resume, lift the limit and end everything.
+        r.s.resume().unwrap();
+        r.s.set_limit(1 << 20).unwrap();
+        take(&r, &mut out, &mut seq);
+        while let Some(o) = out.pop() {
+            prop_assert!(
+                !o.core.held.load(Ordering::SeqCst),
+                "held after the limit lifted"
+            );
+            r.s.end_attempt(o.core.id, o.attempt, exited(0));
+            take(&r, &mut out, &mut seq);
+        }
+        for (id, _) in r.completed() {
+            *completed.entry(id).or_default() += 1;
+        }
+        for id in &submitted {
+            prop_assert_eq!(completed.get(id).copied(), Some(1), "job {}", id);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn the_stage_window_keeps_the_limit_and_the_order(
+            limit in 1usize..4,
+            stage in 0usize..6,
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            run(limit, stage, &ops)?;
+        }
+    }
+}
