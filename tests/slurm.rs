@@ -1346,7 +1346,8 @@ fn timed_procman(m: &ProcessManager, n: usize) -> Duration {
 /// Issue 13's measurement (docs/slurm.md): `PROCMAN_BENCH_JOBS` (default 200) trivial jobs in
 /// each way onto Slurm, procman against a hand-written script doing the same:
 /// `cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm`.
-/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`) picks the ways, `PROCMAN_BENCH_SIDES`
+/// `PROCMAN_BENCH_WAYS` (default `steps,array,jobs`; also `limited`: arrays under a limit of
+/// `PROCMAN_BENCH_LIMIT`, default 10) picks the ways, `PROCMAN_BENCH_SIDES`
 /// (default `hand,procman`) the sides of the arrays and one job each.
 #[test]
 #[ignore = "benchmark, needs Slurm: cargo test --release --test slurm -- --ignored --nocapture ways_onto_slurm"]
@@ -1392,6 +1393,30 @@ fn ways_onto_slurm_benchmark() {
             &format!("array, {n} jobs: hand-written sbatch --array"),
             hand,
             &format!("procman (array=yes, limit {n})"),
+            took,
+        );
+    }
+    // Arrays under a job limit (PROCMAN_BENCH_LIMIT, default 10): Slurm's own `%` throttle
+    // against procman's held jobs released as slots free.
+    if ways.contains("limited") {
+        let limit: usize = std::env::var("PROCMAN_BENCH_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        let hand = side("hand").then(|| {
+            timed_bash(&format!(
+                "ids=$(sbatch --parsable --array=1-{n}%{limit} --output=/dev/null --wrap true); \
+                 {wait_for}"
+            ))
+        });
+        let took = side("procman").then(|| {
+            let m = manager(SlurmOptions::new().array(1000), limit);
+            timed_procman(&m, n)
+        });
+        compare(
+            &format!("array, {n} jobs, {limit} at once: hand-written sbatch --array=1-{n}%{limit}"),
+            hand,
+            &format!("procman (array=yes, limit {limit})"),
             took,
         );
     }

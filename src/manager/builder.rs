@@ -92,7 +92,10 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// At most this many jobs run at once (default 10). Zero is an error at `build`.
+    /// At most this many jobs run at once (default 10). Zero is an error at `build`. Under
+    /// Slurm a job counts from its submission (queued in Slurm or running), except with
+    /// [`SlurmOptions::array`](crate::slurm::SlurmOptions::array), where up to 10,000 more
+    /// wait in Slurm held (`Queued`) and count from their release.
     pub fn limit(mut self, limit: usize) -> Builder {
         self.limit = limit;
         self
