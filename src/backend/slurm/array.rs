@@ -233,7 +233,7 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
             report.queued(t.core.id, array, t.later.attempt());
             report.set_backend_state(t.core.id, "PENDING");
         }
-        let tail = Tail::new(&t.core, t.sub.followed.clone());
+        let tail = Tail::new(&t.core, t.sub.followed.clone()).map(Box::new);
         let handover = Handover {
             job: id,
             core: t.core,

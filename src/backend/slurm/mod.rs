@@ -182,7 +182,7 @@ impl Backend for SlurmBackend {
             submitted_at: submitted,
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
-            tail: Tail::new(core, sub.followed.clone()),
+            tail: Tail::new(core, sub.followed.clone()).map(Box::new),
         };
         let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
             guard.armed = false;

@@ -5,6 +5,7 @@
 //! step machine (kill requests, timeouts). It reports each job's states to the engine and ends
 //! each attempt exactly once, through the job's [`Later`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::array::SlurmId;
 use super::ending::{
-    exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
-    SQUEUE_LEGACY_FORMAT,
+    exit_from_pair, has_started, is_final, kept_state, nodes_given, parse_squeue, Ending, Row,
+    SQUEUE_FORMAT, SQUEUE_LEGACY_FORMAT,
 };
 use super::follow::{cancel, cancel_all, judge, one_line, Scancel};
 use super::steps::{reaped, Step, StepSignals};
@@ -83,8 +84,9 @@ pub(super) struct Handover {
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node.
     pub(super) missing: PathBuf,
-    /// The follower of its output, when it is observed.
-    pub(super) tail: Option<Tail>,
+    /// The follower of its output, when it is observed (boxed: most jobs have none, and
+    /// every job in flight holds this field).
+    pub(super) tail: Option<Box<Tail>>,
 }
 
 /// An ended job waiting for the accounting's figures: its id, its attempt's end, the follower
@@ -120,11 +122,12 @@ impl Tracked {
     }
 }
 
-/// A job the poller follows.
+/// A job the poller follows (boxed in [`Poller::jobs`]: a 10,000-job array in flight should
+/// cost little memory per job, and a map of large values keeps its spare slots as large).
 struct Tracked {
     h: Handover,
-    /// Slurm's last state seen.
-    state: String,
+    /// Slurm's last state seen (no allocation for the states Slurm has: [`kept_state`]).
+    state: Cow<'static, str>,
     term: Termination,
     /// When the poller first saw it running.
     run_start: Option<Instant>,
@@ -133,7 +136,7 @@ struct Tracked {
 pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
-    jobs: HashMap<SlurmId, Tracked>,
+    jobs: HashMap<SlurmId, Box<Tracked>>,
     steps: Vec<StepTracked>,
     /// Ended steps waiting for their CPU times and peak memory (`usage.rs`).
     step_usage: usage::StepUsage,
@@ -207,12 +210,12 @@ impl Poller {
             match msg {
                 Ok(Ctl::Track(h)) => {
                     let term = Termination::new(&h.core);
-                    let t = Tracked {
+                    let t = Box::new(Tracked {
                         h: *h,
-                        state: "PENDING".into(),
+                        state: Cow::Borrowed("PENDING"),
                         term,
                         run_start: None,
-                    };
+                    });
                     self.jobs.insert(t.h.job, t);
                     interval = min;
                     next_poll = deadline::earliest(next_poll, soon);
@@ -428,7 +431,7 @@ impl Poller {
             let state = self
                 .jobs
                 .get(&job)
-                .map_or(String::new(), |t| t.state.clone());
+                .map_or(Cow::Borrowed(""), |t| t.state.clone());
             let why = format!(
                 "Slurm did not report the end of job {job} within {:?} of its cancellation",
                 self.opts.confirm
@@ -499,7 +502,7 @@ impl Poller {
         if t.state == row.state {
             return false;
         }
-        t.state = row.state.clone();
+        t.state = kept_state(&row.state);
         let Some(report) = t.h.later.report() else {
             return true;
         };
@@ -535,7 +538,8 @@ impl Poller {
         let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
         cleanup(&t.h);
         // Ended with the others of this round, after one question to the accounting.
-        self.ended.push((job, t.h.later, end, t.h.tail));
+        self.ended
+            .push((job, t.h.later, end, t.h.tail.map(|tail| *tail)));
     }
 
     /// Ends the attempts that ended in this round, with CPU times and peak memory from
@@ -659,7 +663,7 @@ impl Poller {
         let last = self
             .jobs
             .get(&job)
-            .map_or("PENDING".to_owned(), |t| t.state.clone());
+            .map_or(Cow::Borrowed("PENDING"), |t| t.state.clone());
         let out = Command::new(&self.opts.sacct)
             .args(["-n", "-P", "-X", "-o", "State,ExitCode,NodeList", "-j"])
             .arg(job.to_string())
