@@ -22,6 +22,7 @@ use super::ending::{
 };
 use super::follow::{cancel, cancel_all, judge, one_line, Scancel};
 use super::steps::{reaped, Step, StepSignals};
+use super::submit::MissingNote;
 use super::tail::Tail;
 use super::usage;
 use super::SlurmOptions;
@@ -59,7 +60,7 @@ pub(super) struct StepHandover {
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the script notes a program missing on the node.
-    pub(super) missing: PathBuf,
+    pub(super) missing: MissingNote,
     /// The follower of its output, when it is observed.
     pub(super) tail: Option<Tail>,
 }
@@ -83,7 +84,7 @@ pub(super) struct Handover {
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node.
-    pub(super) missing: PathBuf,
+    pub(super) missing: MissingNote,
     /// The follower of its output, when it is observed (boxed: most jobs have none, and
     /// every job in flight holds this field).
     pub(super) tail: Option<Box<Tail>>,
@@ -209,7 +210,7 @@ impl Poller {
             let soon = deadline::from_now(min);
             match msg {
                 Ok(Ctl::Track(h)) => {
-                    let term = Termination::new(&h.core);
+                    let term = Termination::new();
                     let t = Box::new(Tracked {
                         h: *h,
                         state: Cow::Borrowed("PENDING"),
@@ -305,7 +306,7 @@ impl Poller {
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
-            let _ = std::fs::remove_file(&t.h.missing);
+            t.h.missing.remove();
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
         }
     }
@@ -343,7 +344,7 @@ impl Poller {
                 },
             };
             let what = format!("job step {}", t.h.step.name);
-            let end = missing_program(end, &t.h.missing, &t.h.core, &what);
+            let end = missing_program(end, &t.h.missing.path(), &t.h.core, &what);
             match e.step_id {
                 // Long enough to wait for one sacct (usage.rs).
                 Some(id) if self.accounting && self.step_usage.worth(wall) => {
@@ -535,7 +536,12 @@ impl Poller {
             t.h.submitted_at,
             t.term.timed_out(),
         );
-        let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
+        let end = missing_program(
+            end,
+            &t.h.missing.path(),
+            &t.h.core,
+            &format!("Slurm job {job}"),
+        );
         cleanup(&t.h);
         // Ended with the others of this round, after one question to the accounting.
         self.ended
@@ -715,7 +721,7 @@ fn cleanup(h: &Handover) {
     if let Some(p) = &h.stdin_file {
         let _ = std::fs::remove_file(p);
     }
-    let _ = std::fs::remove_file(&h.missing);
+    h.missing.remove();
 }
 
 /// An exit with code 127 whose script noted the program missing on the node (`script.rs`) is
