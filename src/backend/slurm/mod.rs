@@ -293,6 +293,6 @@ pub(super) fn test_core(
         .iter()
         .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
         .collect();
-    core.env = env;
+    core.env = env.into();
     core
 }

@@ -409,8 +409,8 @@ mod tests {
         std::os::unix::fs::symlink(&log, &link).unwrap();
         std::fs::write(&input, "keywords\n").unwrap();
         let mut c = core("true", &[], vec![]);
-        c.log_file = Some(log.clone());
-        c.error_file = Some(link.clone());
+        c.log_file = Some(log.clone().into());
+        c.error_file = Some(link.clone().into());
         let sub = Submission::prepare(&c, 1, &SlurmOptions::default(), false).unwrap();
         let args: Vec<String> = sub
             .args
@@ -424,8 +424,8 @@ mod tests {
         // Without --error, Slurm writes stderr into --output: one file, one offset.
         assert!(!args.iter().any(|a| a.starts_with("--error=")), "{args:?}");
         c.input = Input::File(input.clone());
-        c.log_file = Some(dir.join("other.log"));
-        c.error_file = Some(dir.join("in.txt"));
+        c.log_file = Some(dir.join("other.log").into());
+        c.error_file = Some(dir.join("in.txt").into());
         let e = Submission::prepare(&c, 1, &SlurmOptions::default(), false)
             .err()
             .unwrap();

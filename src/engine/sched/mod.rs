@@ -21,7 +21,9 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -112,10 +114,10 @@ impl Entry {
 }
 
 fn fill_identity(r: &mut JobRecord, core: &JobCore) {
-    r.program = core.program.clone();
-    r.args = core.args.clone();
-    r.interpreter = core.interpreter.clone();
-    r.log_file = core.log_file.clone();
+    r.program = core.program.to_os_string();
+    r.args = core.args.to_vec();
+    r.interpreter = core.interpreter.as_deref().map(OsStr::to_os_string);
+    r.log_file = core.log_file.as_deref().map(Path::to_path_buf);
     r.error_file = core.error_path().map(std::path::Path::to_path_buf);
 }
 
@@ -346,15 +348,17 @@ impl State {
         record.after = spec.after.clone();
         let core = Arc::new(JobCore {
             id,
-            program: spec.program,
-            args: spec.args,
-            interpreter: spec.interpreter,
+            program: spec.program.into(),
+            args: spec.args.into(),
+            interpreter: spec.interpreter.map(OsString::into_boxed_os_str),
             input: spec.input,
-            log_file: spec.log_file,
+            log_file: spec.log_file.map(PathBuf::into_boxed_path),
             merge_error,
-            error_file: if merge_error { None } else { error_file },
-            cwd: spec.cwd,
-            env: spec.env,
+            error_file: error_file
+                .filter(|_| !merge_error)
+                .map(PathBuf::into_boxed_path),
+            cwd: spec.cwd.map(PathBuf::into_boxed_path),
+            env: spec.env.into(),
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
@@ -679,14 +683,14 @@ impl State {
                 Ok(core) => {
                     let r = &mut e.record;
                     r.error_file = if core.merge_error {
-                        core.log_file.clone()
+                        core.log_file.as_deref().map(Path::to_path_buf)
                     } else {
-                        core.error_file
+                        core.error_file.map(Path::into_path_buf)
                     };
-                    r.program = core.program;
-                    r.args = core.args;
-                    r.interpreter = core.interpreter;
-                    r.log_file = core.log_file;
+                    r.program = core.program.into_os_string();
+                    r.args = core.args.into_vec();
+                    r.interpreter = core.interpreter.map(OsStr::into_os_string);
+                    r.log_file = core.log_file.map(Path::into_path_buf);
                 }
                 Err(core) => fill_identity(&mut e.record, &core),
             }
