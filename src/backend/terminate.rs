@@ -24,8 +24,8 @@ pub(crate) trait Signals {
 }
 
 /// Where a job's ending stands: the timeout's deadline, and what was sent when.
+/// Small: the Slurm poller keeps one per job in flight (the grace is read from the job's core).
 pub(crate) struct Termination {
-    grace: Duration,
     /// `None`: no timeout, or its clock has not started (a Slurm job not seen running yet).
     deadline: Option<Instant>,
     started: bool,
@@ -36,9 +36,8 @@ pub(crate) struct Termination {
 
 impl Termination {
     /// For a job whose program has not started yet: see [`Termination::start_clock`].
-    pub(crate) fn new(core: &JobCore) -> Termination {
+    pub(crate) fn new() -> Termination {
         Termination {
-            grace: core.grace,
             deadline: None,
             started: false,
             timed_out: false,
@@ -49,7 +48,7 @@ impl Termination {
 
     /// For a job whose program started at `at`.
     pub(crate) fn running_since(core: &JobCore, at: Instant) -> Termination {
-        let mut t = Termination::new(core);
+        let mut t = Termination::new();
         t.start_clock(core, at);
         t
     }
@@ -91,7 +90,7 @@ impl Termination {
                 if !self.started {
                     signals.cancel_unstarted();
                     self.killed_at = Some(now);
-                } else if self.grace.is_zero() {
+                } else if core.grace.is_zero() {
                     signals.kill();
                     self.killed_at = Some(now);
                 } else {
@@ -102,7 +101,7 @@ impl Termination {
         }
         if let (Some(t), None) = (self.term_sent, self.killed_at) {
             // A grace too long for the clock: KILL is never due.
-            if let Some(at) = deadline::after(t, self.grace) {
+            if let Some(at) = deadline::after(t, core.grace) {
                 if now >= at {
                     log::info!(
                         "job {}: still alive after the grace period; killing {}",
@@ -175,7 +174,7 @@ mod tests {
     #[test]
     fn the_timeout_counts_from_the_start_and_a_zero_grace_kills_at_once() {
         let c = core(Some(Duration::from_millis(20)), Duration::ZERO);
-        let mut t = Termination::new(&c);
+        let mut t = Termination::new();
         let mut log = Log::default();
         // Not started: no clock, nothing due.
         assert_eq!(t.step(&c, &mut log), None);
@@ -190,7 +189,7 @@ mod tests {
     #[test]
     fn a_kill_before_the_start_cancels() {
         let c = core(Some(Duration::from_secs(60)), Duration::from_secs(60));
-        let mut t = Termination::new(&c);
+        let mut t = Termination::new();
         let mut log = Log::default();
         c.kill_requested.store(true, Ordering::SeqCst);
         assert_eq!(t.step(&c, &mut log), None);

@@ -185,7 +185,7 @@ fn submit_all(opts: &SlurmOptions, mut tasks: Vec<Task>) {
             continue;
         }
         let (key, files) = split_args(t.sub.args());
-        let body = task_body(&t.core, &t.sub.missing, &files);
+        let body = task_body(&t.core, &t.sub.missing.path(), &files);
         let i = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
@@ -240,6 +240,8 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
         job: array,
         armed: true,
     };
+    // The tasks' directory, shared by those with the same one (`MissingNote`).
+    let mut dir = None;
     for (task, (t, _)) in (0u32..).zip(tasks) {
         let id = SlurmId {
             job: array,
@@ -249,14 +251,14 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
             report.queued(t.core.id, array, t.later.attempt());
             report.set_backend_state(t.core.id, "PENDING");
         }
-        let tail = Tail::new(&t.core, t.sub.followed.clone());
+        let tail = Tail::new(&t.core, t.sub.followed.clone()).map(Box::new);
         let handover = Handover {
             job: id,
             core: t.core,
             later: t.later,
             submitted_at: submitted,
             stdin_file: t.sub.stdin_file.clone(),
-            missing: t.sub.missing.clone(),
+            missing: t.sub.missing.sharing(&mut dir),
             tail,
             held: t.sub.held,
         };
@@ -264,7 +266,7 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
             // The poller is gone (a shutdown under way): this task is cancelled and ends here.
             cancel(opts, id, true);
             t.sub.cleanup();
-            let _ = std::fs::remove_file(&h.missing);
+            h.missing.remove();
             h.later.end(AttemptEnd::Internal(format!(
                 "internal error: procman's Slurm poller stopped before following Slurm job \
                  {id}; it was cancelled"

@@ -1,6 +1,7 @@
 //! How a Slurm job ended: reading `squeue`'s rows, `scontrol`'s and `sacct`'s exit codes, and
 //! judging Slurm's final state into the attempt's exit, timeout and error.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::array::SlurmId;
@@ -29,6 +30,43 @@ pub(super) fn is_final(state: &str) -> bool {
             | "DEADLINE"
             | "REVOKED"
     )
+}
+
+/// Every job state Slurm names (`squeue`'s `%T`, `sacct`'s `State`).
+const STATES: [&str; 24] = [
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "COMPLETING",
+    "CONFIGURING",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PENDING",
+    "PREEMPTED",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "RESV_DEL_HOLD",
+    "REVOKED",
+    "RUNNING",
+    "SIGNALING",
+    "SPECIAL_EXIT",
+    "STAGE_OUT",
+    "STOPPED",
+    "SUSPENDED",
+    "TIMEOUT",
+];
+
+/// A job's state as the poller keeps it while the job is in flight: Slurm's own names are
+/// static (no allocation per job), only a name procman does not know is copied.
+pub(super) fn kept_state(state: &str) -> Cow<'static, str> {
+    match STATES.iter().find(|&&s| s == state) {
+        Some(&s) => Cow::Borrowed(s),
+        None => Cow::Owned(state.to_owned()),
+    }
 }
 
 /// How Slurm says a job ended, as the poller found it.
@@ -207,6 +245,26 @@ pub(super) fn parse_squeue(out: &[u8], legacy: bool) -> HashMap<SlurmId, Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_slurm_has_are_kept_without_a_copy() {
+        for s in STATES {
+            assert!(matches!(kept_state(s), Cow::Borrowed(k) if k == s), "{s}");
+        }
+        assert!(matches!(kept_state("NEW_STATE"), Cow::Owned(k) if k == "NEW_STATE"));
+        // Every state procman judges is one of them.
+        for s in [
+            "RUNNING",
+            "COMPLETING",
+            "SUSPENDED",
+            "STOPPED",
+            "SIGNALING",
+            "STAGE_OUT",
+        ] {
+            assert!(has_started(s) && STATES.contains(&s), "{s}");
+        }
+        assert_eq!(STATES.iter().filter(|s| is_final(s)).count(), 10);
+    }
 
     #[test]
     fn squeue_rows_are_parsed() {

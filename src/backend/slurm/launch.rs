@@ -38,8 +38,8 @@ pub(super) struct Direct {
 /// `None` when only the batch script says exactly what the job asks for.
 pub(super) fn direct(core: &JobCore, cwd: &Path) -> Option<Direct> {
     let mut argv: Vec<OsString> = Vec::with_capacity(core.args.len() + 2);
-    argv.extend(core.interpreter.iter().cloned());
-    argv.push(core.program.clone());
+    argv.extend(core.interpreter.as_deref().map(OsStr::to_os_string));
+    argv.push(core.program.to_os_string());
     argv.extend(core.args.iter().cloned());
     let first = argv[0].as_bytes();
     if first.is_empty() || argv.iter().any(|a| a.as_bytes().contains(&0)) {

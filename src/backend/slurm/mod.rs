@@ -182,7 +182,7 @@ impl Backend for SlurmBackend {
             submitted_at: submitted,
             stdin_file: sub.stdin_file.clone(),
             missing: sub.missing.clone(),
-            tail: Tail::new(core, sub.followed.clone()),
+            tail: Tail::new(core, sub.followed.clone()).map(Box::new),
             held: sub.held,
         };
         let Err(SendError(back)) = tracker.send(Ctl::Track(Box::new(handover))) else {
@@ -305,6 +305,6 @@ pub(super) fn test_core(
         .iter()
         .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
         .collect();
-    core.env = env;
+    core.env = env.into();
     core
 }

@@ -5,6 +5,7 @@
 //! step machine (kill requests, timeouts). It reports each job's states to the engine and ends
 //! each attempt exactly once, through the job's [`Later`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -16,11 +17,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::array::SlurmId;
 use super::ending::{
-    exit_from_pair, has_started, is_final, nodes_given, parse_squeue, Ending, Row, SQUEUE_FORMAT,
-    SQUEUE_LEGACY_FORMAT,
+    exit_from_pair, has_started, is_final, kept_state, nodes_given, parse_squeue, Ending, Row,
+    SQUEUE_FORMAT, SQUEUE_LEGACY_FORMAT,
 };
 use super::follow::{cancel, cancel_all, judge, one_line, release, Scancel};
 use super::steps::{reaped, Step, StepSignals};
+use super::submit::MissingNote;
 use super::tail::Tail;
 use super::usage;
 use super::SlurmOptions;
@@ -57,7 +59,7 @@ pub(super) struct StepHandover {
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the script notes a program missing on the node.
-    pub(super) missing: PathBuf,
+    pub(super) missing: MissingNote,
     /// The follower of its output, when it is observed.
     pub(super) tail: Option<Tail>,
 }
@@ -81,9 +83,10 @@ pub(super) struct Handover {
     /// The input bytes' file, removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node.
-    pub(super) missing: PathBuf,
-    /// The follower of its output, when it is observed.
-    pub(super) tail: Option<Tail>,
+    pub(super) missing: MissingNote,
+    /// The follower of its output, when it is observed (boxed: most jobs have none, and
+    /// every job in flight holds this field).
+    pub(super) tail: Option<Box<Tail>>,
     /// Submitted with `--hold` (`Submission::held`): released when `JobCore::held` clears.
     pub(super) held: bool,
 }
@@ -121,11 +124,12 @@ impl Tracked {
     }
 }
 
-/// A job the poller follows.
+/// A job the poller follows (boxed in [`Poller::jobs`]: a 10,000-job array in flight should
+/// cost little memory per job, and a map of large values keeps its spare slots as large).
 struct Tracked {
     h: Handover,
-    /// Slurm's last state seen.
-    state: String,
+    /// Slurm's last state seen (no allocation for the states Slurm has: [`kept_state`]).
+    state: Cow<'static, str>,
     term: Termination,
     /// When the poller first saw it running.
     run_start: Option<Instant>,
@@ -134,7 +138,7 @@ struct Tracked {
 pub(super) struct Poller {
     opts: Arc<SlurmOptions>,
     rx: Receiver<Ctl>,
-    jobs: HashMap<SlurmId, Tracked>,
+    jobs: HashMap<SlurmId, Box<Tracked>>,
     steps: Vec<StepTracked>,
     /// Ended steps waiting for their CPU times and peak memory (`usage.rs`).
     step_usage: usage::StepUsage,
@@ -213,13 +217,13 @@ impl Poller {
             let soon = deadline::from_now(min);
             match msg {
                 Ok(Ctl::Track(h)) => {
-                    let term = Termination::new(&h.core);
-                    let t = Tracked {
+                    let term = Termination::new();
+                    let t = Box::new(Tracked {
                         h: *h,
-                        state: "PENDING".into(),
+                        state: Cow::Borrowed("PENDING"),
                         term,
                         run_start: None,
-                    };
+                    });
                     if t.h.held {
                         self.held.push(t.h.job);
                     }
@@ -312,7 +316,7 @@ impl Poller {
             if let Some(p) = &t.h.stdin_file {
                 let _ = std::fs::remove_file(p);
             }
-            let _ = std::fs::remove_file(&t.h.missing);
+            t.h.missing.remove();
             t.h.later.end(AttemptEnd::Internal(msg.to_owned()));
         }
     }
@@ -350,7 +354,7 @@ impl Poller {
                 },
             };
             let what = format!("job step {}", t.h.step.name);
-            let end = missing_program(end, &t.h.missing, &t.h.core, &what);
+            let end = missing_program(end, &t.h.missing.path(), &t.h.core, &what);
             match e.step_id {
                 // Long enough to wait for one sacct (usage.rs).
                 Some(id) if self.accounting && self.step_usage.worth(wall) => {
@@ -439,7 +443,7 @@ impl Poller {
             let state = self
                 .jobs
                 .get(&job)
-                .map_or(String::new(), |t| t.state.clone());
+                .map_or(Cow::Borrowed(""), |t| t.state.clone());
             let why = format!(
                 "Slurm did not report the end of job {job} within {:?} of its cancellation",
                 self.opts.confirm
@@ -503,7 +507,7 @@ impl Poller {
         if t.state == row.state {
             return false;
         }
-        t.state = row.state.clone();
+        t.state = kept_state(&row.state);
         let Some(report) = t.h.later.report() else {
             return true;
         };
@@ -536,10 +540,16 @@ impl Poller {
             t.h.submitted_at,
             t.term.timed_out(),
         );
-        let end = missing_program(end, &t.h.missing, &t.h.core, &format!("Slurm job {job}"));
+        let end = missing_program(
+            end,
+            &t.h.missing.path(),
+            &t.h.core,
+            &format!("Slurm job {job}"),
+        );
         cleanup(&t.h);
         // Ended with the others of this round, after one question to the accounting.
-        self.ended.push((job, t.h.later, end, t.h.tail));
+        self.ended
+            .push((job, t.h.later, end, t.h.tail.map(|tail| *tail)));
     }
 
     /// Logs a warning about Slurm not answering, at most once a minute.
@@ -714,7 +724,7 @@ impl Poller {
         let last = self
             .jobs
             .get(&job)
-            .map_or("PENDING".to_owned(), |t| t.state.clone());
+            .map_or(Cow::Borrowed("PENDING"), |t| t.state.clone());
         let out = Command::new(&self.opts.sacct)
             .args(["-n", "-P", "-X", "-o", "State,ExitCode,NodeList", "-j"])
             .arg(job.to_string())
@@ -766,7 +776,7 @@ fn cleanup(h: &Handover) {
     if let Some(p) = &h.stdin_file {
         let _ = std::fs::remove_file(p);
     }
-    let _ = std::fs::remove_file(&h.missing);
+    h.missing.remove();
 }
 
 /// An exit with code 127 whose script noted the program missing on the node (`script.rs`) is

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::follow::one_line;
@@ -13,6 +14,7 @@ use super::script::batch_script_marking;
 use super::SlurmOptions;
 use crate::job::JobCore;
 use crate::output::{create_output_unless, FileId, Output};
+use crate::record::JobId;
 use crate::spec::{Input, Stream};
 
 /// One attempt's `sbatch` command line and batch script.
@@ -22,7 +24,7 @@ pub(super) struct Submission {
     /// Input bytes written for `--input`; removed when the attempt ends.
     pub(super) stdin_file: Option<PathBuf>,
     /// Where the batch script notes a program missing on the node (in the job's directory).
-    pub(super) missing: PathBuf,
+    pub(super) missing: MissingNote,
     /// The files Slurm writes the job's output into (absolute paths), for its observers
     /// (`tail.rs`): the log as stdout, the error file unless merged into the log as stderr.
     pub(super) followed: Vec<(PathBuf, Stream)>,
@@ -80,14 +82,14 @@ impl Submission {
         if !step {
             args.extend(opts.extra.iter().cloned());
         }
-        let missing = cwd.join(format!(
-            ".procman-{}-{}-{attempt}.missing",
-            std::process::id(),
-            core.id
-        ));
+        let missing = MissingNote {
+            dir: cwd.into(),
+            job: core.id,
+            attempt,
+        };
         Ok(Submission {
             args,
-            script: batch_script_marking(core, Some(&missing)),
+            script: batch_script_marking(core, Some(&missing.path())),
             stdin_file,
             missing,
             followed,
@@ -113,6 +115,48 @@ impl Submission {
     pub(super) fn cleanup(&self) {
         if let Some(p) = &self.stdin_file {
             let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Where an attempt's batch script notes a program missing on the node:
+/// `.procman-PID-ID-ATTEMPT.missing` in the job's directory. Its path is made when needed, and
+/// the directory is shared by the tasks of an array that run in the same one
+/// ([`MissingNote::sharing`]): a job in flight holds no path of its own.
+#[derive(Clone)]
+pub(super) struct MissingNote {
+    dir: Arc<Path>,
+    job: JobId,
+    attempt: u32,
+}
+
+impl MissingNote {
+    /// The note's path.
+    pub(super) fn path(&self) -> PathBuf {
+        self.dir.join(format!(
+            ".procman-{}-{}-{}.missing",
+            std::process::id(),
+            self.job,
+            self.attempt
+        ))
+    }
+
+    /// Removes the note, if the script wrote one.
+    pub(super) fn remove(&self) {
+        let _ = std::fs::remove_file(self.path());
+    }
+
+    /// This note with `shared`'s directory when it is the same (else it becomes `shared`).
+    pub(super) fn sharing(&self, shared: &mut Option<Arc<Path>>) -> MissingNote {
+        match shared {
+            Some(dir) if *dir == self.dir => MissingNote {
+                dir: dir.clone(),
+                ..self.clone()
+            },
+            _ => {
+                *shared = Some(self.dir.clone());
+                self.clone()
+            }
         }
     }
 }
@@ -373,8 +417,8 @@ mod tests {
         std::os::unix::fs::symlink(&log, &link).unwrap();
         std::fs::write(&input, "keywords\n").unwrap();
         let mut c = core("true", &[], vec![]);
-        c.log_file = Some(log.clone());
-        c.error_file = Some(link.clone());
+        c.log_file = Some(log.clone().into());
+        c.error_file = Some(link.clone().into());
         let sub = Submission::prepare(&c, 1, &SlurmOptions::default(), false).unwrap();
         let args: Vec<String> = sub
             .args
@@ -388,8 +432,8 @@ mod tests {
         // Without --error, Slurm writes stderr into --output: one file, one offset.
         assert!(!args.iter().any(|a| a.starts_with("--error=")), "{args:?}");
         c.input = Input::File(input.clone());
-        c.log_file = Some(dir.join("other.log"));
-        c.error_file = Some(dir.join("in.txt"));
+        c.log_file = Some(dir.join("other.log").into());
+        c.error_file = Some(dir.join("in.txt").into());
         let e = Submission::prepare(&c, 1, &SlurmOptions::default(), false)
             .err()
             .unwrap();

@@ -29,7 +29,7 @@ impl State {
         self.jobs
             .get_mut(&id)
             .map(|e| &mut **e)
-            .filter(|e| matches!(e.phase, Phase::Running { .. }) && e.record.attempts == attempt)
+            .filter(|e| matches!(e.phase, Phase::Running { .. }) && e.attempts() == attempt)
     }
 
     /// A sample of the job's processes: kept as its latest, its summary so far goes into its
@@ -44,7 +44,9 @@ impl State {
         let Some(e) = self.running_attempt(id, attempt) else {
             return;
         };
-        e.record.sampled = Some(Box::new(summary));
+        if let Some(r) = e.live_record() {
+            r.sampled = Some(Box::new(summary));
+        }
         let live = e.live.get_or_insert_with(Box::default);
         live.usage = Some(usage.clone());
         self.events
@@ -79,7 +81,7 @@ impl State {
                 let live = e.live.as_deref();
                 LiveJob {
                     id,
-                    attempt: e.record.attempts,
+                    attempt: e.attempts(),
                     usage: live.and_then(|l| l.usage.clone()),
                     progress: live.and_then(|l| l.progress.clone()),
                 }

@@ -21,7 +21,9 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::deadline;
+use crate::engine::sched::record::{LiveRecord, Outcome, Rec};
 use crate::engine::sched::retain::{Retainer, Retention};
 use crate::error::StartError;
 use crate::events::{Event, Subscribers};
@@ -40,6 +43,7 @@ use crate::sys::Exit;
 mod control;
 mod live;
 mod queries;
+mod record;
 pub(crate) mod retain;
 #[cfg(test)]
 mod tests;
@@ -77,9 +81,10 @@ enum KillReason {
 }
 
 struct Entry {
-    /// While the job is live, the identity fields (program, args, interpreter, log_file,
-    /// error_file) are empty here and held by `core`: read records through [`Entry::record`].
-    record: JobRecord,
+    /// The job's record: a small one of its own while the job is live (its identity is held by
+    /// `core`), the public `JobRecord` once final (`record.rs`). Read it through
+    /// [`Entry::record`].
+    rec: Rec,
     /// Dropped when the job becomes final, so nothing the job captured outlives it.
     core: Option<Arc<JobCore>>,
     handler: Option<Handler>,
@@ -104,23 +109,13 @@ impl Entry {
     fn memory(&self) -> u64 {
         self.core.as_ref().map_or(0, |c| c.memory)
     }
-
-    /// The job's record as users see it: while the job is live, its program, arguments and
-    /// paths are copied in from its core (they are stored once per pending job, not twice).
-    pub(crate) fn record(&self) -> JobRecord {
-        let mut r = self.record.clone();
-        if let Some(core) = &self.core {
-            fill_identity(&mut r, core);
-        }
-        r
-    }
 }
 
 fn fill_identity(r: &mut JobRecord, core: &JobCore) {
-    r.program = core.program.clone();
-    r.args = core.args.clone();
-    r.interpreter = core.interpreter.clone();
-    r.log_file = core.log_file.clone();
+    r.program = core.program.to_os_string();
+    r.args = core.args.to_vec();
+    r.interpreter = core.interpreter.as_deref().map(OsStr::to_os_string);
+    r.log_file = core.log_file.as_deref().map(Path::to_path_buf);
     r.error_file = core.error_path().map(std::path::Path::to_path_buf);
 }
 
@@ -320,7 +315,7 @@ impl State {
         let phase = if waiting_on > 0 && failed_dep.is_none() {
             for dep in &spec.after {
                 if let Some(e) = self.jobs.get_mut(dep) {
-                    if !e.record.status.is_final() {
+                    if !e.status().is_final() {
                         e.dependents.push(id);
                     }
                 }
@@ -358,20 +353,20 @@ impl State {
         let memory = spec.declared_memory();
         // The job's identity (program, arguments, paths) lives in its core while the job is
         // live, and moves to the record when it ends: one copy per pending job (`Entry::record`).
-        let mut record = JobRecord::new(id, std::ffi::OsString::new());
-        record.priority = spec.priority;
-        record.after = spec.after.clone();
+        let record = LiveRecord::new(id, spec.priority, &spec.after);
         let core = Arc::new(JobCore {
             id,
-            program: spec.program,
-            args: spec.args,
-            interpreter: spec.interpreter,
+            program: spec.program.into(),
+            args: spec.args.into(),
+            interpreter: spec.interpreter.map(OsString::into_boxed_os_str),
             input: spec.input,
-            log_file: spec.log_file,
+            log_file: spec.log_file.map(PathBuf::into_boxed_path),
             merge_error,
-            error_file: if merge_error { None } else { error_file },
-            cwd: spec.cwd,
-            env: spec.env,
+            error_file: error_file
+                .filter(|_| !merge_error)
+                .map(PathBuf::into_boxed_path),
+            cwd: spec.cwd.map(PathBuf::into_boxed_path),
+            env: spec.env.into(),
             timeout: spec.timeout,
             grace: spec.grace.unwrap_or(self.default_grace),
             observer: spec.observer,
@@ -385,7 +380,7 @@ impl State {
             held: AtomicBool::new(false),
         });
         Entry {
-            record,
+            rec: Rec::Live(Box::new(record)),
             core: Some(core),
             handler: spec.handler,
             phase,
@@ -421,9 +416,9 @@ impl State {
                         failed_dep.get_or_insert((dep, None));
                     }
                 },
-                Some(e) if e.record.status.is_success() => {}
-                Some(e) if e.record.status.is_final() => {
-                    failed_dep.get_or_insert((dep, Some(e.record.status)));
+                Some(e) if e.status().is_success() => {}
+                Some(e) if e.status().is_final() => {
+                    failed_dep.get_or_insert((dep, Some(e.status())));
                 }
                 Some(_) => waiting_on += 1,
             }
@@ -441,8 +436,12 @@ impl State {
     fn enqueue(&mut self, id: JobId) {
         if let Some(e) = self.jobs.get_mut(&id) {
             e.phase = Phase::Ready;
+            let priority = match &e.rec {
+                Rec::Live(l) => l.priority,
+                Rec::Final(r) => r.priority,
+            };
             self.ready.push(ReadyKey {
-                priority: e.record.priority,
+                priority,
                 seq: Reverse(e.seq),
                 id,
             });
@@ -506,7 +505,7 @@ impl State {
             self.used_memory += e.memory();
             let work = Work {
                 core: e.core.clone().expect("a live job has its core"),
-                attempt: e.record.attempts + 1,
+                attempt: e.attempts() + 1,
             };
             // The receiver lives as long as the manager's workers; a failed send means the
             // manager is being torn down, and the job is then cancelled by the shutdown.
@@ -535,11 +534,13 @@ impl State {
                 log::warn!("job {id} started while procman held it back for the job limit");
             }
             e.phase = Phase::Running { spawned, waker };
-            e.record.status = JobStatus::Running;
-            e.record.pid = Some(pid);
-            e.record.started_at = Some(SystemTime::now());
-            e.record.attempts = attempt;
-            e.record.sampled = None;
+            if let Some(r) = e.live_record() {
+                r.status = JobStatus::Running;
+                r.pid = Some(pid);
+                r.started_at = Some(SystemTime::now());
+                r.attempts = attempt;
+                r.sampled = None;
+            }
             if let Some(live) = &mut e.live {
                 live.restart();
             }
@@ -555,9 +556,11 @@ impl State {
             if !matches!(e.phase, Phase::Admitted | Phase::Staged) {
                 return;
             }
-            e.record.status = JobStatus::Queued;
-            e.record.pid = Some(cluster_id);
-            e.record.attempts = attempt;
+            if let Some(r) = e.live_record() {
+                r.status = JobStatus::Queued;
+                r.pid = Some(cluster_id);
+                r.attempts = attempt;
+            }
             self.events.emit(|| Event::Submitted {
                 id,
                 cluster_id,
@@ -568,9 +571,9 @@ impl State {
 
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).
     pub(crate) fn set_backend_state(&mut self, id: JobId, state: &str) {
-        if let Some(e) = self.jobs.get_mut(&id) {
-            if !e.record.status.is_final() && e.record.backend_state.as_deref() != Some(state) {
-                e.record.backend_state = Some(state.to_owned());
+        if let Some(r) = self.jobs.get_mut(&id).and_then(|e| e.live_record()) {
+            if !r.status.is_final() && r.backend_state.as_deref() != Some(state) {
+                r.backend_state = Some(state.to_owned());
             }
         }
     }
@@ -604,12 +607,15 @@ impl State {
             crate::fault::hit(&core.args, crate::fault::SCHEDULER);
         }
         let killed = e.kill.is_some();
+        // Live: its phase was checked above.
+        let r = e.live_record()?;
         // An attempt counts once it was tried (spawned, or its spawn failed); one cancelled
         // before its spawn does not.
         if !matches!(end, AttemptEnd::NotStarted) {
-            e.record.attempts = e.record.attempts.max(attempt);
+            r.attempts = r.attempts.max(attempt);
         }
-        let status = record_end(&mut e.record, attempt, end, killed);
+        let mut outcome = r.outcome.take().map(|o| *o).unwrap_or_default();
+        let status = record_end(&mut outcome, &mut r.attempts, attempt, end, killed);
         let retry = e.retry;
         let retryable = match status {
             JobStatus::SpawnFailed => retry.on.spawn_failure,
@@ -619,7 +625,10 @@ impl State {
             _ => false,
         };
         if retryable && !killed && !self.cancelling && attempt <= retry.count {
-            e.record.status = JobStatus::Pending;
+            if let Some(r) = e.live_record() {
+                r.status = JobStatus::Pending;
+                r.outcome = Some(Box::new(outcome));
+            }
             e.phase = Phase::RetryWait;
             self.events.emit(|| Event::Retrying {
                 id,
@@ -640,7 +649,10 @@ impl State {
             self.pump();
             return at;
         }
-        self.finalize(id, |r| r.status = status);
+        self.finalize(id, |r| {
+            r.status = status;
+            outcome.apply(r);
+        });
         self.pump();
         None
     }
@@ -703,7 +715,7 @@ impl State {
         let mut stack = vec![];
         let mut released = false;
         if let Some(e) = self.jobs.get_mut(&id) {
-            set(&mut e.record);
+            e.set_final(set);
             stack.extend(self.finish_one(id));
         }
         while let Some((dep, parent, failed, status)) = stack.pop() {
@@ -714,10 +726,12 @@ impl State {
                 if !matches!(e.phase, Phase::Waiting(_)) {
                     continue;
                 }
-                e.record.status = JobStatus::DependencyFailed;
-                e.record.error = Some(format!(
-                    "job {parent}, which it runs after, ended as {status}"
-                ));
+                e.set_final(|r| {
+                    r.status = JobStatus::DependencyFailed;
+                    r.error = Some(format!(
+                        "job {parent}, which it runs after, ended as {status}"
+                    ));
+                });
                 stack.extend(self.finish_one(dep));
             } else if let Some(e) = self.jobs.get_mut(&dep) {
                 if let Phase::Waiting(n) = &mut e.phase {
@@ -739,32 +753,17 @@ impl State {
     /// (dependent, this job, whether this job failed, this job's status).
     fn finish_one(&mut self, id: JobId) -> Vec<(JobId, JobId, bool, JobStatus)> {
         let e = self.jobs.get_mut(&id).expect("finalizing a known job");
-        debug_assert!(e.record.status.is_final());
+        debug_assert!(e.status().is_final());
         e.phase = Phase::Final;
         e.live = None;
-        // Dropped now, so nothing the job captured outlives it; its identity moves to the record.
-        if let Some(core) = e.core.take() {
-            match Arc::try_unwrap(core) {
-                Ok(core) => {
-                    let r = &mut e.record;
-                    r.error_file = if core.merge_error {
-                        core.log_file.clone()
-                    } else {
-                        core.error_file
-                    };
-                    r.program = core.program;
-                    r.args = core.args;
-                    r.interpreter = core.interpreter;
-                    r.log_file = core.log_file;
-                }
-                Err(core) => fill_identity(&mut e.record, &core),
-            }
-        }
-        e.record.finished_at = Some(SystemTime::now());
+        // Its core was dropped, its identity moved to the record, as it became final
+        // (`Entry::set_final`, called by `finalize` before this).
+        let now = SystemTime::now();
+        e.set_final(|r| r.finished_at = Some(now));
         self.live -= 1;
         self.handlers_pending += 1;
-        let status = e.record.status;
-        let record = e.record.clone();
+        let record = e.record();
+        let status = record.status;
         let handler = e.handler.take();
         let deps = std::mem::take(&mut e.dependents);
         if !self.events.is_empty() {
@@ -824,7 +823,9 @@ impl State {
         self.handlers_pending -= 1;
         if let Some(e) = self.jobs.get_mut(&id) {
             e.handler_done = true;
-            e.record.handler_error = panic;
+            if let Rec::Final(r) = &mut e.rec {
+                r.handler_error = panic;
+            }
             if e.deleted {
                 self.jobs.remove(&id);
             } else {
@@ -871,14 +872,20 @@ impl State {
 
 /// Writes how an attempt ended into the job's record; returns the status it ended with
 /// (before any retry). `killed`: a kill was requested, which wins over how the program ended.
-fn record_end(r: &mut JobRecord, attempt: u32, end: AttemptEnd, killed: bool) -> JobStatus {
+fn record_end(
+    r: &mut Outcome,
+    attempts: &mut u32,
+    attempt: u32,
+    end: AttemptEnd,
+    killed: bool,
+) -> JobStatus {
     match end {
         AttemptEnd::NotStarted => {
             r.error = None;
             JobStatus::Cancelled
         }
         AttemptEnd::SpawnFailed(msg) => {
-            r.attempts = attempt;
+            *attempts = attempt;
             r.error = Some(msg);
             r.exit_code = None;
             r.signal = None;

@@ -46,7 +46,7 @@ impl State {
                     .cloned()
                     .ok_or(WaitTimeoutError::UnknownJob(id)),
             ),
-            Some(e) if e.record.status.is_final() && (e.handler_done || final_is_enough) => {
+            Some(e) if e.status().is_final() && (e.handler_done || final_is_enough) => {
                 Some(Ok(e.record()))
             }
             Some(_) => None,
@@ -58,7 +58,7 @@ impl State {
         let mut v: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, e)| !e.deleted && e.record.status == JobStatus::Pending)
+            .filter(|(_, e)| !e.deleted && e.status() == JobStatus::Pending)
             .map(|(&id, _)| id)
             .collect();
         v.sort();
@@ -73,7 +73,7 @@ impl State {
             .filter(|(_, e)| !e.deleted)
             .filter_map(|(&id, e)| match e.phase {
                 Phase::Running { spawned, .. } => {
-                    Some((id, e.record.pid.unwrap_or(0), spawned.elapsed()))
+                    Some((id, e.pid().unwrap_or(0), spawned.elapsed()))
                 }
                 _ => None,
             })
@@ -89,7 +89,7 @@ impl State {
         self.jobs
             .values()
             .filter(|e| !e.deleted)
-            .filter(|e| !finished_only || (e.record.status.is_final() && e.handler_done))
+            .filter(|e| !finished_only || (e.status().is_final() && e.handler_done))
             .map(|e| e.record())
             .collect()
     }
@@ -98,9 +98,9 @@ impl State {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut counts: Vec<(JobStatus, usize)> = Vec::new();
         for e in self.jobs.values().filter(|e| !e.deleted) {
-            match counts.iter_mut().find(|(st, _)| *st == e.record.status) {
+            match counts.iter_mut().find(|(st, _)| *st == e.status()) {
                 Some((_, n)) => *n += 1,
-                None => counts.push((e.record.status, 1)),
+                None => counts.push((e.status(), 1)),
             }
         }
         Snapshot {

@@ -205,7 +205,10 @@ impl Retainer {
                 continue;
             };
             self.held -= 1;
-            let record = entry.record;
+            // Evictable: final (`evictable`).
+            let Some(record) = (*entry).into_final_record() else {
+                continue;
+            };
             let status = record.status;
             self.set_outcome(id, status.is_success());
             match self.evicted.iter_mut().find(|(s, _)| *s == status) {
