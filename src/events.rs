@@ -37,8 +37,10 @@ pub enum Event {
     Submitted {
         /// The job.
         id: JobId,
-        /// The cluster's id for it (the Slurm job id).
+        /// The cluster's id for it (the Slurm job id; an array's id for its tasks).
         cluster_id: u32,
+        /// Its task in the array `cluster_id` (Slurm arrays), else `None`.
+        task: Option<u32>,
         /// 1 for the first attempt, more for retries.
         attempt: u32,
     },

@@ -158,6 +158,11 @@ pub struct JobRecord {
     /// The OS process id of the last attempt (also the id of its process group). Under the
     /// Slurm backend ([`Builder::slurm`](crate::Builder::slurm)) it is the Slurm job id.
     pub pid: Option<u32>,
+    /// Under Slurm arrays ([`SlurmOptions::array`](crate::slurm::SlurmOptions::array)): the
+    /// last attempt's task in the array whose job id is [`pid`](Self::pid), so Slurm's
+    /// commands name it `PID_TASK` (`scancel 4242_7`, `sacct -j 4242_7`). `None` for jobs
+    /// that are not array tasks (a retry is a job of its own).
+    pub array_task: Option<u32>,
     /// When the job was submitted.
     pub queued_at: SystemTime,
     /// When the last attempt was spawned.
@@ -221,6 +226,7 @@ impl JobRecord {
             exit_code: None,
             signal: None,
             pid: None,
+            array_task: None,
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,

@@ -1943,11 +1943,12 @@ fn arrays_two_hundred_jobs_in_one_sbatch_call_queued_and_cancelled() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].contains("--array=0-199"), "{calls:?}");
     let array = m.job_data(ids[0]).unwrap().pid.unwrap();
-    for &id in &ids {
+    // Task i is the i-th job submitted.
+    for (task, &id) in (0u32..).zip(&ids) {
         let r = m.job_data(id).unwrap();
         assert_eq!(
-            (r.status, r.pid, r.backend_state.as_deref()),
-            (JobStatus::Queued, Some(array), Some("PENDING")),
+            (r.status, r.pid, r.array_task, r.backend_state.as_deref()),
+            (JobStatus::Queued, Some(array), Some(task), Some("PENDING")),
             "{r:?}"
         );
     }
@@ -2038,6 +2039,41 @@ fn arrays_hold_the_limit_with_few_sbatch_calls() {
     assert!(calls.values().all(|c| c.len() == 1), "{calls:?}");
     assert_eq!(calls.len(), n);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 13, arrays: a pending task cancelled outside procman (`scancel ARRAY_TASK`) leaves
+/// Slurm's queue with no record at all (squeue and sacct know nothing of it): procman ends it
+/// as `Cancelled`, as a pending job cancelled outside, not as a job that vanished; its sibling
+/// stays `Queued`.
+#[test]
+#[ignore = "needs Slurm: bash .ci/start-slurm.sh, then cargo test --test slurm -- --ignored"]
+fn arrays_a_pending_task_cancelled_outside_procman_is_cancelled() {
+    let _s = serial();
+    slurm_up("array_outside");
+    let options = SlurmOptions::new()
+        .array(1000)
+        .sbatch_arg("--begin=now+3600");
+    let m = manager(options, 2);
+    let h = Handlers::new();
+    let ids: Vec<JobId> = (0..2)
+        .map(|_| m.start_process(h.on(JobSpec::new("true"))).unwrap())
+        .collect();
+    for &id in &ids {
+        wait_until(&m, id, Duration::from_secs(60), |r| {
+            r.status == JobStatus::Queued
+        });
+    }
+    let r = m.job_data(ids[1]).unwrap();
+    let task = format!("{}_{}", r.pid.unwrap(), r.array_task.unwrap());
+    let st = Command::new("scancel").arg(&task).status().unwrap();
+    assert!(st.success());
+    let r = m.wait(ids[1]).unwrap();
+    assert_eq!(r.status, JobStatus::Cancelled, "{r:?}");
+    assert_eq!(m.job_data(ids[0]).unwrap().status, JobStatus::Queued);
+    m.shutdown(ShutdownMode::Cancel, None);
+    let calls = h.calls();
+    assert_eq!(calls[&ids[1]], vec![JobStatus::Cancelled]);
+    assert_eq!(calls[&ids[0]], vec![JobStatus::Cancelled]);
 }
 
 /// Issue 13, arrays: a batch larger than the largest array goes in whole arrays; the jobs that
@@ -2182,6 +2218,7 @@ fn arrays_keep_each_jobs_files_exit_code_and_retry() {
     let r = m.job_data(retried).unwrap();
     assert_eq!((r.status, r.attempts), (JobStatus::Finished, 2), "{r:?}");
     assert_ne!(r.pid, Some(array), "the retry is a job of its own: {r:?}");
+    assert_eq!(r.array_task, None, "{r:?}");
 
     // One array of all 8, then the retry alone.
     let calls = sbatch_calls(&dir);

@@ -70,6 +70,7 @@ class Record:
     exit_status: int
     signal: Optional[int]
     pid: Optional[int]
+    array_task: Optional[int]
     queued_at: Optional[float]
     started_at: Optional[float]
     finished_at: Optional[float]

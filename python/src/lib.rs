@@ -74,6 +74,10 @@ pub struct Record {
     /// The OS process id of the last attempt (also its process group id).
     #[pyo3(get)]
     pid: Option<u32>,
+    /// On Slurm arrays: the job's task in the array whose id is `pid` (Slurm names it
+    /// `PID_TASK`); None otherwise.
+    #[pyo3(get)]
+    array_task: Option<u32>,
     #[pyo3(get)]
     queued_at: Option<f64>,
     #[pyo3(get)]
@@ -128,6 +132,7 @@ impl From<&JobRecord> for Record {
             exit_code: r.exit_code,
             signal: r.signal,
             pid: r.pid,
+            array_task: r.array_task,
             queued_at: epoch(Some(r.queued_at)),
             started_at: epoch(r.started_at),
             finished_at: epoch(r.finished_at),

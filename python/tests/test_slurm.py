@@ -60,6 +60,25 @@ def test_manager_job_steps_in_an_allocation_it_requests():
         assert [r.status for r in records] == ["finished", "failed"] * 3
 
 
+def test_manager_arrays_under_a_limit_hold_and_release(tmp_path):
+    # limit 1: the first job goes with its slot, the other three wait in Slurm held and run
+    # one at a time; each keeps its own log, and its array and task in the record.
+    with procman.Manager(limit=1, slurm="array=yes") as m:
+        logs = [tmp_path / f"{i}.log" for i in range(4)]
+        ids = [
+            m.start(procman.JobSpec("sh", ["-c", f"echo job {i}"], log_file=str(log)))
+            for i, log in enumerate(logs)
+        ]
+        _until(lambda: all(m.job(j).pid is not None for j in ids), "never submitted")
+        queued = [m.job(j) for j in ids]
+        assert all(r.status in ("queued", "running", "finished") for r in queued), queued
+        assert all(r.array_task is not None for r in queued), queued
+        assert len({(r.pid, r.array_task) for r in queued}) == 4, queued
+        records = [m.wait(j, timeout=PATIENCE) for j in ids]
+        assert [r.status for r in records] == ["finished"] * 4, records
+        assert [log.read_text() for log in logs] == [f"job {i}\n" for i in range(4)]
+
+
 def test_bad_slurm_options_are_refused():
     with pytest.raises(ValueError, match="colour"):
         procman.Manager(slurm="colour=blue")

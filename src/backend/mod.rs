@@ -48,7 +48,7 @@ pub(crate) trait Report: Send + Sync {
 
     /// The attempt waits in a cluster's queue as `cluster_id` (the Slurm job id): the job reads
     /// `Queued` until [`Report::started`]. At most once per attempt, before `started`.
-    fn queued(&self, id: JobId, cluster_id: u32, attempt: u32);
+    fn queued(&self, id: JobId, cluster_id: u32, task: Option<u32>, attempt: u32);
 
     /// The job's raw state as the backend sees it (see `JobRecord::backend_state`).
     fn set_backend_state(&self, id: JobId, state: &str);

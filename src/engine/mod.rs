@@ -221,8 +221,8 @@ impl Inner {
     }
 
     /// See [`State::queued`].
-    pub(crate) fn queued(&self, id: JobId, cluster_id: u32, attempt: u32) {
-        self.lock().queued(id, cluster_id, attempt);
+    pub(crate) fn queued(&self, id: JobId, cluster_id: u32, task: Option<u32>, attempt: u32) {
+        self.lock().queued(id, cluster_id, task, attempt);
     }
 
     /// The backend reports the job's raw state (see [`JobRecord::backend_state`]).

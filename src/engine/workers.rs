@@ -107,8 +107,8 @@ impl Report for Inner {
         Inner::started(self, id, pid, attempt, spawned, waker);
     }
 
-    fn queued(&self, id: JobId, cluster_id: u32, attempt: u32) {
-        Inner::queued(self, id, cluster_id, attempt);
+    fn queued(&self, id: JobId, cluster_id: u32, task: Option<u32>, attempt: u32) {
+        Inner::queued(self, id, cluster_id, task, attempt);
     }
 
     fn set_backend_state(&self, id: JobId, state: &str) {

@@ -248,7 +248,7 @@ fn submit_array(opts: &SlurmOptions, key: &[OsString], tasks: Group) {
             task: Some(task),
         };
         if let Some(report) = t.later.report() {
-            report.queued(t.core.id, array, t.later.attempt());
+            report.queued(t.core.id, array, Some(task), t.later.attempt());
             report.set_backend_state(t.core.id, "PENDING");
         }
         let tail = Tail::new(&t.core, t.sub.followed.clone()).map(Box::new);

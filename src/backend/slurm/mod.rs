@@ -173,7 +173,7 @@ impl Backend for SlurmBackend {
             job,
             armed: true,
         };
-        report.queued(core.id, job, work.attempt);
+        report.queued(core.id, job, None, work.attempt);
         report.set_backend_state(core.id, "PENDING");
         let handover = Handover {
             job: job.into(),

@@ -182,8 +182,8 @@ impl SlurmOptions {
     /// new one, 500 ms at most) go to Slurm in one `sbatch` call per group of jobs asking for
     /// the same CPUs, memory and time limit, instead of one call each. Each job keeps its own
     /// files, environment, queued state, timeout, kill (`scancel` of its task alone), handler
-    /// and accounting; its `pid` is the array's job id, its task is `ARRAYID_TASK` in Slurm's
-    /// commands. A refusal by `sbatch` ends every job of that array as `SpawnFailed`; retries
+    /// and accounting; its `pid` is the array's job id and its `array_task` its task
+    /// (`ARRAYID_TASK` in Slurm's commands). A refusal by `sbatch` ends every job of that array as `SpawnFailed`; retries
     /// are submitted one job each. The manager's [`limit`](crate::Builder::limit) caps the
     /// jobs released to Slurm: up to 10,000 more go into the same arrays held
     /// (`sbatch --hold`, read as `Queued`) and are released (`scontrol release`) as slots

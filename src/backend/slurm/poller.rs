@@ -251,6 +251,8 @@ impl Poller {
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 let changed = due && self.round();
                 self.flush_ended();
+                // The slots those ends freed go to held jobs now, not a tick later.
+                let sent = self.release_due() | sent;
                 (sent, changed)
             })) {
                 Ok(r) => r,
@@ -753,6 +755,25 @@ impl Poller {
             Ok(o) => format!("sacct: {}", one_line(&o.stderr)),
             Err(e) => format!("cannot run {}: {e}", self.opts.sacct.display()),
         };
+        // A pending array task cancelled outside procman: Slurm drops it the same way, and it
+        // is the one way a task that never ran leaves the queue without a record.
+        let pending_task = job.task.is_some()
+            && self
+                .jobs
+                .get(&job)
+                .is_some_and(|t| t.run_start.is_none() && !has_started(&t.state));
+        if pending_task {
+            log::info!(
+                "Slurm array task {job} left the queue while pending, with no record ({why}):                  taken as cancelled outside procman"
+            );
+            return Ending {
+                state: "CANCELLED".into(),
+                reason: String::new(),
+                exit: None,
+                ran: false,
+                lost: None,
+            };
+        }
         Ending::lost(
             &last,
             format!(

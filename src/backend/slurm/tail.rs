@@ -313,7 +313,7 @@ mod tests {
         fn started(&self, _: JobId, _: u32, _: u32, _: Instant, _: Waker) {
             unreachable!()
         }
-        fn queued(&self, _: JobId, _: u32, _: u32) {
+        fn queued(&self, _: JobId, _: u32, _: Option<u32>, _: u32) {
             unreachable!()
         }
         fn set_backend_state(&self, _: JobId, _: &str) {

@@ -551,7 +551,7 @@ impl State {
     /// The backend submitted the attempt to a cluster's queue as `cluster_id` (Slurm): the job
     /// is `Queued`, still in its `Admitted` phase (it holds its slot; a kill sets its flag,
     /// which the backend reads), until [`State::started`] makes it `Running`.
-    pub(crate) fn queued(&mut self, id: JobId, cluster_id: u32, attempt: u32) {
+    pub(crate) fn queued(&mut self, id: JobId, cluster_id: u32, task: Option<u32>, attempt: u32) {
         if let Some(e) = self.jobs.get_mut(&id) {
             if !matches!(e.phase, Phase::Admitted | Phase::Staged) {
                 return;
@@ -559,11 +559,13 @@ impl State {
             if let Some(r) = e.live_record() {
                 r.status = JobStatus::Queued;
                 r.pid = Some(cluster_id);
+                r.array_task = task;
                 r.attempts = attempt;
             }
             self.events.emit(|| Event::Submitted {
                 id,
                 cluster_id,
+                task,
                 attempt,
             });
         }

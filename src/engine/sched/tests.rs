@@ -196,7 +196,7 @@ fn staged_jobs_wait_held_and_take_freed_slots_first() {
     );
     assert_eq!(r.held(), vec![ids[2], ids[3], ids[4]]);
     // A staged job is queued in the backend, killed there, never started: Cancelled.
-    r.s.queued(ids[3], 77, 1);
+    r.s.queued(ids[3], 77, None, 1);
     assert_eq!(r.status(ids[3]), JobStatus::Queued);
     assert_eq!(r.s.kill_job(ids[3]), Ok(KillOutcome::Killing));
     r.s.end_attempt(ids[3], 1, AttemptEnd::NotStarted);
