@@ -84,6 +84,18 @@ pub(super) struct Ending {
 }
 
 impl Ending {
+    /// A job cancelled before it started, which Slurm keeps no record of (a pending array
+    /// task cancelled alone).
+    pub(super) fn cancelled_pending() -> Ending {
+        Ending {
+            state: "CANCELLED".into(),
+            reason: String::new(),
+            exit: None,
+            ran: false,
+            lost: None,
+        }
+    }
+
     pub(super) fn lost(state: &str, why: String) -> Ending {
         Ending {
             state: state.to_owned(),

@@ -714,13 +714,7 @@ impl Poller {
         // record of its own (sacct has none either).
         if let Some(t) = self.jobs.get(&job).filter(|_| job.task.is_some()) {
             if t.run_start.is_none() && !has_started(&t.state) && t.term.killed_at().is_some() {
-                return Ending {
-                    state: "CANCELLED".into(),
-                    reason: String::new(),
-                    exit: None,
-                    ran: false,
-                    lost: None,
-                };
+                return Ending::cancelled_pending();
             }
         }
         let last = self
@@ -764,15 +758,10 @@ impl Poller {
                 .is_some_and(|t| t.run_start.is_none() && !has_started(&t.state));
         if pending_task {
             log::info!(
-                "Slurm array task {job} left the queue while pending, with no record ({why}):                  taken as cancelled outside procman"
+                "Slurm array task {job} left the queue while pending, with no record ({why}): \
+                 taken as cancelled outside procman"
             );
-            return Ending {
-                state: "CANCELLED".into(),
-                reason: String::new(),
-                exit: None,
-                ran: false,
-                lost: None,
-            };
+            return Ending::cancelled_pending();
         }
         Ending::lost(
             &last,
