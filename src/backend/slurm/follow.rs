@@ -1,6 +1,6 @@
 //! Ending a Slurm job and judging its end: `scancel` through the shared step machine of
 //! `terminate.rs` (run by the poller for every job it follows), and Slurm's ending turned into
-//! the attempt's end.
+//! the attempt's end; `scontrol release` of jobs submitted held (staged beyond the job limit).
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
