@@ -119,14 +119,7 @@ fn batch_on_slurm_writes_logs_and_joblog_and_fails_for_a_failing_job() {
     // The job line's cpus and memory reach sbatch (--cpus-per-task, --mem in MiB).
     assert_eq!(log("3.log"), "2 100\n");
     let joblog = std::fs::read_to_string(dir.join("JL")).unwrap();
-    let exits: Vec<(String, String)> = joblog
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].to_owned(), f[6].to_owned())
-        })
-        .collect();
+    let exits = joblog_exits(&joblog);
     assert_eq!(exits.len(), 3, "{joblog}");
     assert!(exits.contains(&("2".into(), "3".into())), "{joblog}");
     assert!(exits.contains(&("1".into(), "0".into())), "{joblog}");
@@ -331,6 +324,18 @@ fn run_on_slurm_relays_the_output_live() {
     assert_eq!(err, b"e1\ne2");
 }
 
+/// A joblog's (sequence number, exit value) per job, in the file's order (header skipped).
+fn joblog_exits(joblog: &str) -> Vec<(String, String)> {
+    joblog
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_owned(), f[6].to_owned())
+        })
+        .collect()
+}
+
 /// Every Slurm job (array task) under the marker, queued, running or ended (`squeue -t all`
 /// keeps ended jobs for `MinJobAge`, an hour on the CI cluster).
 fn all_in_squeue(marker: &str) -> Vec<String> {
@@ -374,14 +379,7 @@ fn batch_in_a_slurm_array_by_text_and_by_flag() {
         assert_eq!(log("2_err.txt"), "two\n");
         assert_eq!(log("3.log"), "three\n");
         let joblog = std::fs::read_to_string(dir.join("JL")).unwrap();
-        let mut exits: Vec<(String, String)> = joblog
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                (f[0].to_owned(), f[6].to_owned())
-            })
-            .collect();
+        let mut exits = joblog_exits(&joblog);
         exits.sort();
         let want: Vec<(String, String)> = [("1", "0"), ("2", "3"), ("3", "0")]
             .iter()
