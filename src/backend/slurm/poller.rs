@@ -247,11 +247,11 @@ impl Poller {
                     self.end_attempt(later, end, tail);
                 }
                 self.follow_output();
-                let sent = self.terminate_due() | self.release_due();
+                let sent = self.terminate_due();
                 let due = next_poll.is_some_and(|at| Instant::now() >= at);
                 let changed = due && self.round();
                 self.flush_ended();
-                // The slots those ends freed go to held jobs now, not a tick later.
+                // After the ends: the slots they freed go to held jobs in this tick.
                 let sent = self.release_due() | sent;
                 (sent, changed)
             })) {

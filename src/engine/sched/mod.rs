@@ -481,7 +481,8 @@ impl State {
                 continue;
             };
             // `used` may exceed a capacity that was lowered; a declaration of 0 always fits.
-            let slot = self.running < self.limit && self.staged == 0;
+            // A free slot here means no job is staged: the loop above gave them every one.
+            let slot = self.running < self.limit;
             let fits = (slot || self.staged < self.stage)
                 && e.cpus() <= self.cpu_capacity.saturating_sub(self.used_cpus)
                 && e.memory() <= self.memory_capacity.saturating_sub(self.used_memory);
